@@ -1,0 +1,18 @@
+"""cellquery: a YAML query over CELLxGENE-style data, built into a validated, versioned dataset."""
+
+from snakemake.utils import min_version
+
+min_version("9.27")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/demo.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        DEMO_SUMMARY,

@@ -1,0 +1,32 @@
+"""`python -m cellquery.demo env|summary [--scale S]`: shell exports for the demo, or what it holds."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+from cellquery.demo.catalog import SCALES
+from cellquery.lamin import DemoInstance, connect
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m cellquery.demo")
+    parser.add_argument("command", choices=["env", "summary"])
+    parser.add_argument("--scale", default="small", choices=SCALES)
+    parser.add_argument("--project", type=Path, default=Path.cwd())
+    args = parser.parse_args()
+    demo = DemoInstance(args.project, args.scale)
+    if args.command == "env":
+        for name, value in demo.env().items():
+            print(f"export {name}={shlex.quote(value)}")
+        return
+    if not demo.sqlite_path.exists():
+        raise SystemExit(f"no demo instance at {demo.root}: run `make demo SCALE={args.scale}` first")
+    from cellquery.demo.summary import as_text, summarise
+
+    print(as_text(summarise(connect(demo.env()))))
+
+
+if __name__ == "__main__":
+    main()

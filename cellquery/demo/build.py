@@ -1,0 +1,115 @@
+"""The demo build's steps, one function per Snakemake rule (see `rules/demo.smk`)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from cellquery.atomic import write_json
+from cellquery.demo import catalog, synth
+from cellquery.demo.census_store import SourceDataset, build_census
+from cellquery.lamin import DemoInstance, connect
+
+log = logging.getLogger(__name__)
+
+SHARD_SIZE = {"small": 1, "bench": 1, "registry": 250}
+CENSUS_KEY = "cell-census/{version}/soma"
+
+
+def shards(scale: str) -> list[list[catalog.DatasetSpec]]:
+    """Datasets grouped into generation jobs (many tiny ones share a job at registry scale)."""
+    specs = catalog.datasets(scale)
+    size = SHARD_SIZE[scale]
+    return [specs[i : i + size] for i in range(0, len(specs), size)]
+
+
+def write_shard(scale: str, shard: int, seed: int, out_dir: Path) -> None:
+    """Write one shard's h5ads into `out_dir` (complete or absent)."""
+    staging = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    specs = shards(scale)[shard]
+    for number, spec in enumerate(specs, start=1):
+        adata = synth.write_dataset(spec, seed, staging / f"{spec.file_stem}.h5ad")
+        log.info("wrote %s (%d cells x %d genes) [%d/%d]", spec.file_stem, *adata.shape, number, len(specs))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    staging.rename(out_dir)
+
+
+def create_instance(demo: DemoInstance, scale: str, receipt: Path) -> None:
+    """A fresh instance with ontologies, users and the curation schema; a half-built one is replaced."""
+    from cellquery.demo.registry import init_instance
+
+    for leftover in ("storage", "settings", "cache", ".lamin"):
+        shutil.rmtree(demo.root / leftover, ignore_errors=True)
+    ln = init_instance(demo, scale)
+    write_json(receipt, {"slug": demo.slug, "storage": str(demo.storage), "db": ln.setup.settings.instance.db})
+    log.info("instance %s ready at %s", demo.slug, demo.storage)
+
+
+def register_all(demo: DemoInstance, scale: str, shard_dirs: list[Path], receipt: Path) -> None:
+    """Register every dataset (curated), then the collection versions."""
+    from cellquery.demo.registry import create_collections, curation_schema, register_dataset
+
+    ln = connect(demo.env())
+    schema = curation_schema(ln)
+    paths = {p.stem: p for d in shard_dirs for p in sorted(Path(d).glob("*.h5ad"))}
+    members: dict[str, list] = {version: [] for version in (catalog.V1, catalog.V2)}
+    specs = catalog.datasets(scale)
+    for number, spec in enumerate(specs, start=1):
+        artifact = register_dataset(ln, spec, paths[spec.file_stem], schema)
+        for version in spec.versions:
+            members[version].append(artifact)
+        if number % 50 == 0 or number == len(specs):
+            log.info("registered %d/%d datasets", number, len(specs))
+    collections = create_collections(ln, members)
+    write_json(
+        receipt,
+        {c.version_tag: {"uid": c.uid, "artifacts": c.artifacts.count()} for c in collections},
+    )
+
+
+def census_sources(ln, version: str) -> list[SourceDataset]:
+    """The collection version's h5ads, cached locally, with their CELLxGENE identifiers."""
+    collection = ln.Collection.get(key=catalog.COLLECTION_KEY, version_tag=version)
+    sources = []
+    for artifact in collection.ordered_artifacts.all():
+        values = artifact.features.get_values()
+        sources.append(
+            SourceDataset(
+                dataset_id=values["dataset_id"],
+                dataset_version_id=artifact.uid,
+                title=values["title"],
+                path=Path(artifact.cache()),
+                collection_id=collection.uid,
+                collection_name=collection.description,
+            )
+        )
+    return sources
+
+
+def build_census_store(demo: DemoInstance, version: str, receipt: Path) -> None:
+    """Build the SOMA store of one collection version inside the storage and register it in place."""
+    ln = connect(demo.env())
+    key = CENSUS_KEY.format(version=version)
+    existing = ln.Artifact.filter(key=key).one_or_none()
+    if existing is not None:
+        existing.delete(permanent=True, storage=True)
+    store = demo.storage / key
+    summary = build_census(census_sources(ln, version), store, version)
+    # The Census root is a SOMA Collection (from_tiledbsoma takes Experiments only): registered in place.
+    artifact = ln.Artifact(str(store), key=key, description=f"Census {version}", otype="tiledbsoma")
+    artifact.n_observations = summary["total_cell_count"]
+    artifact.save()
+    write_json(receipt, {**summary, "key": key, "uid": artifact.uid, "path": str(store)})
+    log.info("census %s: %d cells from %d datasets", version, summary["total_cell_count"], summary["datasets"])
+
+
+def write_summary(demo: DemoInstance, out: Path) -> None:
+    from cellquery.demo.summary import as_text, summarise
+    from cellquery.jobs import echo
+
+    summary = summarise(connect(demo.env()))
+    write_json(out, summary)
+    log.info("\n%s", as_text(summary))
+    echo(as_text(summary))

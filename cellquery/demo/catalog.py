@@ -1,0 +1,202 @@
+"""What the embedded demo holds: its datasets, per scale, with real ontology terms."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+
+HUMAN, MOUSE = "NCBITaxon:9606", "NCBITaxon:10090"
+V1, V2 = "2025-01-30", "2025-07-01"
+COLLECTION_KEY = "cellxgene-census"
+SCALES = ("small", "bench", "registry")
+CURATORS = ("sunitaj", "falexwolf")  # two users, so `created_by=` queries mean something
+
+# Cell types (CL). Parents and children both occur: T cell with its CD4/CD8 subtypes, B cell and naive B cell.
+T_CELL, CD4_T, CD8_T = "CL:0000084", "CL:0000624", "CL:0000625"
+B_CELL, NAIVE_B, NK_CELL = "CL:0000236", "CL:0000788", "CL:0000623"
+DENDRITIC, NEUTROPHIL, MONOCYTE = "CL:0000451", "CL:0000775", "CL:0000860"
+MACROPHAGE, ALV_MACROPHAGE = "CL:0000235", "CL:0000583"
+MICROGLIA, NEURON, ASTROCYTE, OLIGODENDROCYTE = (
+    "CL:0000129",
+    "CL:0000540",
+    "CL:0000127",
+    "CL:0000128",
+)
+PROXIMAL_TUBULE, PODOCYTE, PRINCIPAL = "CL:0002306", "CL:0000653", "CL:1001431"
+AT2, FIBROBLAST, HEPATOCYTE = "CL:0002063", "CL:0000057", "CL:0000182"
+
+KIDNEY, BRAIN, LUNG, BLOOD = "UBERON:0002113", "UBERON:0000955", "UBERON:0002048", "UBERON:0000178"
+LIVER, SPLEEN = "UBERON:0002107", "UBERON:0002106"
+
+TENX_3V2, TENX_3V3, TENX_5V1, SMART_SEQ2 = (
+    "EFO:0009899",
+    "EFO:0009922",
+    "EFO:0011025",
+    "EFO:0008931",
+)
+
+NORMAL, COVID, CKD, ALZHEIMER, LUAD = (
+    "PATO:0000461",
+    "MONDO:0100096",
+    "MONDO:0005300",
+    "MONDO:0004975",
+    "MONDO:0005061",
+)
+SEXES = ("PATO:0000383", "PATO:0000384")
+HUMAN_STAGES = ("HsapDv:0000119", "HsapDv:0000139", "HsapDv:0000152", "HsapDv:0000156")
+MOUSE_STAGES = ("MmusDv:0000154", "MmusDv:0000158", "MmusDv:0000063")
+ETHNICITIES = ("HANCESTRO:0019", "HANCESTRO:0021", "HANCESTRO:0320", "HANCESTRO:0321")
+
+IMMUNE = (T_CELL, CD4_T, CD8_T, B_CELL, NAIVE_B, NK_CELL, MONOCYTE, DENDRITIC)
+DATASET_NAMESPACE = uuid.UUID("5b1e2a7c-9f0d-4c61-8a35-1d0c6e4b7f20")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One CELLxGENE-style dataset of the demo; `revision > 1` is a new version of the same key."""
+
+    slug: str
+    organism: str
+    title: str
+    tissue: str
+    assay: str
+    suspension_type: str
+    cell_types: tuple[str, ...]
+    diseases: tuple[str, ...]
+    n_cells: int
+    panel: int  # which gene panel (datasets with different panels make inner and outer joins differ)
+    curator: str
+    versions: tuple[str, ...]  # collection versions that hold this dataset
+    n_donors: int = 4
+    primary: bool = True  # False: a re-analysis whose cells are duplicates (is_primary_data False)
+    culture_fraction: float = 0.0  # share of cells with tissue_type "primary cell culture"
+    spike_ins: bool = False
+    revision: int = 1
+    n_genes: int = 2000
+
+    @property
+    def dataset_id(self) -> str:
+        return str(uuid.uuid5(DATASET_NAMESPACE, self.slug))
+
+    @property
+    def dataset_version_id(self) -> str:
+        return str(uuid.uuid5(DATASET_NAMESPACE, f"{self.slug}/{self.revision}"))
+
+    @property
+    def key(self) -> str:
+        return f"cellxgene/{self.dataset_id}.h5ad"
+
+    @property
+    def file_stem(self) -> str:
+        return f"{self.slug}-r{self.revision}"
+
+    @property
+    def description(self) -> str:
+        return self.title
+
+
+def _small() -> list[DatasetSpec]:
+    a, b = CURATORS
+    both = (V1, V2)
+    return [
+        DatasetSpec("hs-kidney-immune", HUMAN, "Human kidney immune cells in chronic kidney disease",
+                    KIDNEY, TENX_3V2, "cell",
+                    (DENDRITIC, NEUTROPHIL, MONOCYTE, T_CELL, PROXIMAL_TUBULE, PODOCYTE),
+                    (NORMAL, CKD), 5000, 0, a, (V1,)),
+        DatasetSpec("hs-kidney-immune", HUMAN, "Human kidney immune cells in chronic kidney disease",
+                    KIDNEY, TENX_3V2, "cell",
+                    (DENDRITIC, NEUTROPHIL, MONOCYTE, T_CELL, PROXIMAL_TUBULE, PODOCYTE),
+                    (NORMAL, CKD), 5600, 0, a, (V2,), revision=2),
+        DatasetSpec("hs-kidney-nuclei", HUMAN, "Single-nucleus atlas of the human kidney",
+                    KIDNEY, TENX_3V3, "nucleus",
+                    (PROXIMAL_TUBULE, PRINCIPAL, PODOCYTE, DENDRITIC, NEUTROPHIL),
+                    (NORMAL, CKD), 4000, 1, b, both),
+        DatasetSpec("hs-brain-microglia", HUMAN, "Microglia and neurons of the human cortex",
+                    BRAIN, TENX_3V3, "cell", (MICROGLIA, NEURON, ASTROCYTE, OLIGODENDROCYTE),
+                    (NORMAL, ALZHEIMER), 5000, 0, b, both),
+        DatasetSpec("hs-brain-nuclei", HUMAN, "Single-nucleus profiling of Alzheimer disease brain",
+                    BRAIN, TENX_3V3, "nucleus", (NEURON, ASTROCYTE, OLIGODENDROCYTE, MICROGLIA),
+                    (NORMAL, ALZHEIMER), 4000, 1, a, both),
+        DatasetSpec("hs-blood-pbmc", HUMAN, "Blood immune cells in COVID-19",
+                    BLOOD, TENX_5V1, "cell", IMMUNE, (NORMAL, COVID), 6000, 0, a, both),
+        DatasetSpec("hs-blood-reanalysis", HUMAN, "Integrated immune atlas of blood (re-analysis)",
+                    BLOOD, TENX_3V2, "cell", IMMUNE, (NORMAL, COVID), 3000, 1, b, both,
+                    primary=False),
+        DatasetSpec("hs-lung-atlas", HUMAN, "Human lung cells in adenocarcinoma and COVID-19",
+                    LUNG, TENX_3V3, "cell",
+                    (AT2, ALV_MACROPHAGE, CD8_T, B_CELL, NEUTROPHIL, FIBROBLAST),
+                    (NORMAL, LUAD, COVID), 5000, 0, b, both, culture_fraction=0.04),
+        DatasetSpec("hs-lung-smartseq2", HUMAN, "Full-length transcriptomes of lung immune cells",
+                    LUNG, SMART_SEQ2, "cell", (ALV_MACROPHAGE, CD4_T, CD8_T, DENDRITIC),
+                    (NORMAL,), 800, 1, a, both, n_donors=2, spike_ins=True),
+        DatasetSpec("hs-spleen-immune", HUMAN, "Immune cells of the human spleen",
+                    SPLEEN, TENX_5V1, "cell", (T_CELL, CD4_T, CD8_T, B_CELL, NAIVE_B, DENDRITIC),
+                    (NORMAL,), 3000, 1, b, both),
+        DatasetSpec("hs-liver", HUMAN, "Hepatocytes and liver macrophages",
+                    LIVER, TENX_3V2, "cell", (HEPATOCYTE, MACROPHAGE, T_CELL),
+                    (NORMAL,), 3000, 0, a, both),
+        DatasetSpec("mm-brain", MOUSE, "Mouse brain glia and neurons",
+                    BRAIN, TENX_3V3, "cell", (MICROGLIA, NEURON, ASTROCYTE, OLIGODENDROCYTE),
+                    (NORMAL,), 5000, 0, b, both),
+        DatasetSpec("mm-kidney", MOUSE, "Mouse kidney epithelium and immune cells",
+                    KIDNEY, TENX_3V2, "cell",
+                    (PROXIMAL_TUBULE, PODOCYTE, PRINCIPAL, DENDRITIC, NEUTROPHIL),
+                    (NORMAL,), 4000, 1, a, both),
+        DatasetSpec("mm-blood-smartseq2", MOUSE, "Mouse blood immune cells, Smart-seq2",
+                    BLOOD, SMART_SEQ2, "cell", (T_CELL, B_CELL, NEUTROPHIL, MONOCYTE),
+                    (NORMAL,), 600, 0, b, both, n_donors=2),
+        DatasetSpec("hs-kidney-immune-2", HUMAN, "Immune landscape of the human kidney, second cohort",
+                    KIDNEY, TENX_3V2, "cell", (DENDRITIC, NEUTROPHIL, MACROPHAGE, NK_CELL, PODOCYTE),
+                    (NORMAL, CKD), 4500, 1, b, (V2,)),
+        DatasetSpec("mm-lung", MOUSE, "Mouse lung alveolar cells",
+                    LUNG, TENX_3V3, "cell", (AT2, ALV_MACROPHAGE, FIBROBLAST, B_CELL),
+                    (NORMAL,), 3500, 1, a, (V2,)),
+    ]  # fmt: skip
+
+
+def _bench() -> list[DatasetSpec]:
+    """Every small dataset four times larger, a second cohort of each, and one 220k-cell atlas."""
+    small = _small()
+    larger = [replace(d, n_cells=d.n_cells * 4) for d in small]
+    cohorts = [replace(d, slug=f"{d.slug}-cohort2", n_cells=d.n_cells * 2) for d in small]
+    atlas = replace(small[5], slug="hs-blood-atlas", title="Human blood immune atlas", n_cells=220_000)
+    return [*larger, *cohorts, atlas]
+
+
+def _registry(n_artifacts: int = 2000) -> list[DatasetSpec]:
+    """CELLxGENE's order of magnitude of registered files: many tiny datasets."""
+    first_versions = [d for d in _small() if d.revision == 1]
+    return [
+        replace(
+            first_versions[i % len(first_versions)],
+            slug=f"{first_versions[i % len(first_versions)].slug}-{i:04d}",
+            n_cells=40 + 10 * (i % 7),
+            n_genes=200,
+            n_donors=2,
+            versions=(V1, V2),
+        )
+        for i in range(n_artifacts)
+    ]
+
+
+def datasets(scale: str) -> list[DatasetSpec]:
+    """The demo's datasets at one scale, in a stable order."""
+    builders = {"small": _small, "bench": _bench, "registry": _registry}
+    if scale not in builders:
+        raise ValueError(f"unknown demo scale {scale!r}; choose one of {', '.join(SCALES)}")
+    return builders[scale]()
+
+
+def by_stem(scale: str) -> dict[str, DatasetSpec]:
+    return {d.file_stem: d for d in datasets(scale)}
+
+
+def all_terms(scale: str) -> set[str]:
+    """Every ontology term the demo's obs can hold (before ancestors are added)."""
+    terms: set[str] = set()
+    for d in datasets(scale):
+        terms.update((d.tissue, d.assay, *d.cell_types, *d.diseases, *SEXES))
+        terms.update(HUMAN_STAGES + ETHNICITIES if d.organism == HUMAN else MOUSE_STAGES)
+        if d.culture_fraction:
+            terms.add(FIBROBLAST)
+    return terms

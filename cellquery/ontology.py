@@ -1,0 +1,85 @@
+"""Ontology terms of the CELLxGENE schema, read offline from `cellxgene-ontology-guide`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import cache
+
+import pandas as pd
+
+# Ontology prefix -> (bionty registry name, bionty source name, organism of the source).
+BIONTY_SOURCES = {
+    "CL": ("CellType", "cl", "all"),
+    "UBERON": ("Tissue", "uberon", "all"),
+    "EFO": ("ExperimentalFactor", "efo", "all"),
+    "MONDO": ("Disease", "mondo", "all"),
+    "PATO": ("Phenotype", "pato", "all"),
+    "HsapDv": ("DevelopmentalStage", "hsapdv", "human"),
+    "MmusDv": ("DevelopmentalStage", "mmusdv", "mouse"),
+    "HANCESTRO": ("Ethnicity", "hancestro", "human"),
+}
+
+# NCBITaxon is 1.2M terms (about 20 s to load): the two organisms the demo uses are spelled out.
+ORGANISMS = {
+    "NCBITaxon:9606": ("human", "Homo sapiens"),
+    "NCBITaxon:10090": ("mouse", "Mus musculus"),
+}
+
+
+@cache
+def _schema():
+    from cellxgene_ontology_guide.supported_versions import CXGSchema
+
+    return CXGSchema()
+
+
+@cache
+def ontology(prefix: str) -> dict:
+    """All terms of one ontology: `{term_id: {label, description, synonyms, ancestors}}`."""
+    return _schema().ontology(prefix)
+
+
+def ontology_version(prefix: str) -> str:
+    """The ontology release the installed CELLxGENE schema uses."""
+    return _schema().supported_ontologies[prefix]["version"]
+
+
+def prefix_of(term_id: str) -> str:
+    return term_id.split(":", 1)[0]
+
+
+def label(term_id: str) -> str:
+    """The label of an ontology term id, e.g. `CL:0000084` -> `T cell`."""
+    if term_id in ORGANISMS:
+        return ORGANISMS[term_id][1]
+    return ontology(prefix_of(term_id))[term_id]["label"]
+
+
+def with_ancestors(term_ids: Iterable[str]) -> set[str]:
+    """The terms and all their ancestors within the same ontology."""
+    closure = set()
+    for term_id in term_ids:
+        prefix = prefix_of(term_id)
+        closure.add(term_id)
+        ancestors = ontology(prefix)[term_id]["ancestors"]
+        closure.update(a for a in ancestors if prefix_of(a) == prefix)
+    return closure
+
+
+def source_frame(term_ids: Iterable[str]) -> pd.DataFrame:
+    """A bionty source table (ontology_id, name, definition, synonyms, parents) for terms of one ontology."""
+    rows = []
+    for term_id in sorted(term_ids):
+        prefix = prefix_of(term_id)
+        term = ontology(prefix)[term_id]
+        parents = [a for a, d in term["ancestors"].items() if d == 1 and prefix_of(a) == prefix]
+        rows.append(
+            {
+                "ontology_id": term_id,
+                "name": term["label"],
+                "definition": term.get("description"),
+                "synonyms": "|".join(term.get("synonyms") or []) or None,
+                "parents": parents,
+            }
+        )
+    return pd.DataFrame(rows).set_index("ontology_id")

@@ -1,0 +1,84 @@
+# The embedded demo: a LaminDB instance with CELLxGENE-style h5ads, two collection versions and a
+# Census-shaped SOMA store per version, built offline and deterministically under .demo/<scale>/.
+
+
+rule demo:
+    input:
+        DEMO_SUMMARY,
+
+
+rule demo_instance:
+    output:
+        f"{DEMO_DIR}/instance.json",
+    log:
+        f"logs/demo/{SCALE}/instance.log",
+    params:
+        demo=DEMO,
+        scale=SCALE,
+    conda:
+        "../envs/cellquery.yaml"
+    script:
+        "../scripts/demo_instance.py"
+
+
+rule demo_h5ads:
+    output:
+        directory(f"{DEMO_DIR}/h5ad/shard-{{shard}}"),
+    log:
+        f"logs/demo/{SCALE}/h5ad/shard-{{shard}}.log",
+    params:
+        scale=SCALE,
+        seed=config["demo_seed"],
+    conda:
+        "../envs/cellquery.yaml"
+    script:
+        "../scripts/demo_h5ads.py"
+
+
+rule demo_register:
+    input:
+        instance=rules.demo_instance.output[0],
+        shards=expand(f"{DEMO_DIR}/h5ad/shard-{{shard}}", shard=range(N_SHARDS)),
+    output:
+        f"{DEMO_DIR}/registered.json",
+    log:
+        f"logs/demo/{SCALE}/register.log",
+    params:
+        demo=DEMO,
+        scale=SCALE,
+    conda:
+        "../envs/cellquery.yaml"
+    script:
+        "../scripts/demo_register.py"
+
+
+rule demo_census:
+    input:
+        rules.demo_register.output[0],
+    output:
+        f"{DEMO_DIR}/census/{{version}}.json",
+    log:
+        f"logs/demo/{SCALE}/census-{{version}}.log",
+    params:
+        demo=DEMO,
+    wildcard_constraints:
+        version=r"\d{4}-\d{2}-\d{2}",
+    conda:
+        "../envs/cellquery.yaml"
+    script:
+        "../scripts/demo_census.py"
+
+
+rule demo_summary:
+    input:
+        expand(f"{DEMO_DIR}/census/{{version}}.json", version=[V1, V2]),
+    output:
+        DEMO_SUMMARY,
+    log:
+        f"logs/demo/{SCALE}/summary.log",
+    params:
+        demo=DEMO,
+    conda:
+        "../envs/cellquery.yaml"
+    script:
+        "../scripts/demo_summary.py"
