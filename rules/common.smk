@@ -6,7 +6,6 @@ from cellquery.demo.build import shards
 from cellquery.demo.catalog import V1, V2
 from cellquery.lamin import DemoInstance
 
-
 validate(config, "../config/schemas/config.schema.yaml")
 
 SCALE = config["demo_scale"]

@@ -12,11 +12,11 @@ rule demo_instance:
         f"{DEMO_DIR}/instance.json",
     log:
         f"logs/demo/{SCALE}/instance.log",
+    conda:
+        "../envs/cellquery.yaml"
     params:
         demo=DEMO,
         scale=SCALE,
-    conda:
-        "../envs/cellquery.yaml"
     script:
         "../scripts/demo_instance.py"
 
@@ -26,11 +26,11 @@ rule demo_h5ads:
         directory(f"{DEMO_DIR}/h5ad/shard-{{shard}}"),
     log:
         f"logs/demo/{SCALE}/h5ad/shard-{{shard}}.log",
+    conda:
+        "../envs/cellquery.yaml"
     params:
         scale=SCALE,
         seed=config["demo_seed"],
-    conda:
-        "../envs/cellquery.yaml"
     script:
         "../scripts/demo_h5ads.py"
 
@@ -43,11 +43,11 @@ rule demo_register:
         f"{DEMO_DIR}/registered.json",
     log:
         f"logs/demo/{SCALE}/register.log",
+    conda:
+        "../envs/cellquery.yaml"
     params:
         demo=DEMO,
         scale=SCALE,
-    conda:
-        "../envs/cellquery.yaml"
     script:
         "../scripts/demo_register.py"
 
@@ -59,12 +59,12 @@ rule demo_census:
         f"{DEMO_DIR}/census/{{version}}.json",
     log:
         f"logs/demo/{SCALE}/census-{{version}}.log",
-    params:
-        demo=DEMO,
     wildcard_constraints:
         version=r"\d{4}-\d{2}-\d{2}",
     conda:
         "../envs/cellquery.yaml"
+    params:
+        demo=DEMO,
     script:
         "../scripts/demo_census.py"
 
@@ -76,9 +76,9 @@ rule demo_summary:
         DEMO_SUMMARY,
     log:
         f"logs/demo/{SCALE}/summary.log",
-    params:
-        demo=DEMO,
     conda:
         "../envs/cellquery.yaml"
+    params:
+        demo=DEMO,
     script:
         "../scripts/demo_summary.py"

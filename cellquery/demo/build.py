@@ -43,7 +43,8 @@ def create_instance(demo: DemoInstance, scale: str, receipt: Path) -> None:
     for leftover in ("storage", "settings", "cache", ".lamin"):
         shutil.rmtree(demo.root / leftover, ignore_errors=True)
     ln = init_instance(demo, scale)
-    write_json(receipt, {"slug": demo.slug, "storage": str(demo.storage), "db": ln.setup.settings.instance.db})
+    instance = ln.setup.settings.instance
+    write_json(receipt, {"slug": demo.slug, "storage": str(demo.storage), "db": instance.db})
     log.info("instance %s ready at %s", demo.slug, demo.storage)
 
 
@@ -78,8 +79,8 @@ def census_sources(ln, version: str) -> list[SourceDataset]:
         sources.append(
             SourceDataset(
                 dataset_id=values["dataset_id"],
-                dataset_version_id=artifact.uid,
-                title=values["title"],
+                dataset_version_id=values["dataset_version_id"],
+                title=artifact.description,
                 path=Path(artifact.cache()),
                 collection_id=collection.uid,
                 collection_name=collection.description,
@@ -102,7 +103,8 @@ def build_census_store(demo: DemoInstance, version: str, receipt: Path) -> None:
     artifact.n_observations = summary["total_cell_count"]
     artifact.save()
     write_json(receipt, {**summary, "key": key, "uid": artifact.uid, "path": str(store)})
-    log.info("census %s: %d cells from %d datasets", version, summary["total_cell_count"], summary["datasets"])
+    cells, datasets = summary["total_cell_count"], summary["datasets"]
+    log.info("census %s: %d cells from %d datasets", version, cells, datasets)
 
 
 def write_summary(demo: DemoInstance, out: Path) -> None:

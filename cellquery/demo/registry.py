@@ -21,7 +21,8 @@ ULABEL_TYPES = {
     "TissueType": ("tissue", "organoid", "primary cell culture", "cell line"),
     "Donor": (),
 }
-DATASET_FEATURES = {"dataset_id": str, "title": str, "schema_version": str, "n_donors": int}
+# Not the title: lamindb 2.12 reads a str feature value holding ", " back as a set of parts.
+DATASET_FEATURES = {"dataset_id": str, "dataset_version_id": str, "schema_version": str, "n_donors": int}
 
 
 def init_instance(demo: DemoInstance, scale: str):
@@ -136,7 +137,7 @@ def register_dataset(ln, spec: DatasetSpec, path: Path, schema):
     artifact.features.add_values(
         {
             "dataset_id": spec.dataset_id,
-            "title": spec.title,
+            "dataset_version_id": spec.dataset_version_id,
             "schema_version": "7.1.0",
             "n_donors": spec.n_donors,
         }

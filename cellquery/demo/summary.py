@@ -43,7 +43,8 @@ def as_text(summary: dict) -> str:
     ]
     for c in summary["collections"]:
         latest = "  latest" if c["is_latest"] else ""
-        lines.append(f"collection {c['key']} {c['version']}: {c['datasets']} datasets, {c['cells']:,} cells{latest}")
+        counts = f"{c['datasets']} datasets, {c['cells']:,} cells"
+        lines.append(f"collection {c['key']} {c['version']}: {counts}{latest}")
     for s in summary["census_stores"]:
         lines.append(f"census store {s['key']}: {s['cells']:,} cells  {s['path']}")
     return "\n".join(lines)

@@ -1,0 +1,55 @@
+# cellquery: `make run` and `make test` set everything up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SNAKEMAKE := $(VENV)/bin/snakemake
+UV_VERSION := 0.13.9
+STAMP := $(VENV)/.installed
+SCALE ?= small
+CORES ?= all
+PROJECT ?= $(CURDIR)
+
+.PHONY: install lock demo run test bench lint format env clean-demo
+
+install: $(STAMP)
+
+# Installs go to stderr so that `make -s env` prints only the export lines.
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) >&2
+	@$(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip >&2
+	@$(PY) -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)" >&2
+	@$(VENV)/bin/uv pip sync -q --python $(PY) requirements.lock >&2
+	@touch $@
+
+lock: install
+	$(VENV)/bin/uv pip compile -q requirements.in --python-version 3.11 --no-header -o requirements.lock
+
+demo: install
+	$(SNAKEMAKE) --cores $(CORES) demo --config demo_scale=$(SCALE)
+
+run: demo
+	@$(PY) -m cellquery.demo summary --scale $(SCALE)
+
+test: install
+	$(PY) -m pytest
+
+bench: install
+	$(PY) -m bench.run
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/snakefmt --check Snakefile rules
+	$(SNAKEMAKE) --lint
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/snakefmt Snakefile rules
+
+env: install
+	@$(PY) -m cellquery.demo env --scale $(SCALE) --project $(PROJECT)
+
+clean-demo:
+	rm -rf .demo/$(SCALE) logs/demo/$(SCALE)

@@ -1,0 +1,60 @@
+"""Shared fixtures: the real `snakemake` command, and one small demo instance built per test session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cellquery.lamin import DemoInstance
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test process's environment without any LaminDB pointer (each workflow finds its own)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LAMIN", "LAMINDB"))}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the real `snakemake` command on this repository's workflow inside `workdir`."""
+    command = [
+        str(BIN / "snakemake"),
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        *args,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, env=clean_env(), cwd=workdir)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stderr[-6000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory) -> DemoInstance:
+    """The small demo, built once by the workflow in a temporary project directory."""
+    project = tmp_path_factory.mktemp("project")
+    started = time.perf_counter()
+    snakemake(project, "demo")
+    print(f"\nsmall demo built in {time.perf_counter() - started:.1f} s at {project}")
+    return DemoInstance(project, "small")
+
+
+@pytest.fixture(scope="session")
+def ln(demo):
+    """`lamindb`, connected in this process to the session's demo instance (one instance per process)."""
+    from cellquery.lamin import connect
+
+    return connect(demo.env())

@@ -1,0 +1,90 @@
+"""The demo's declared content at each scale, and deterministic generation (no instance needed)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from cellquery import ontology
+from cellquery.demo import catalog, synth
+from cellquery.demo.build import shards
+
+
+def latest(scale: str) -> list[catalog.DatasetSpec]:
+    return [d for d in catalog.datasets(scale) if catalog.V2 in d.versions]
+
+
+def test_small_scale_has_what_queries_need():
+    specs = catalog.datasets("small")
+    current = latest("small")
+    assert len(current) >= 12
+    assert 30_000 <= sum(d.n_cells for d in current) <= 80_000
+    assert {d.organism for d in specs} == {catalog.HUMAN, catalog.MOUSE}
+    assert len({d.tissue for d in specs}) >= 5
+    cell_types = {t for d in specs for t in d.cell_types}
+    assert len(cell_types) >= 12
+    for parent, child in [(catalog.T_CELL, catalog.CD4_T), (catalog.T_CELL, catalog.CD8_T), (catalog.B_CELL, catalog.NAIVE_B)]:
+        assert {parent, child} <= cell_types
+        assert parent in ontology.ontology("CL")[child]["ancestors"]
+    assert {catalog.TENX_3V2, catalog.TENX_3V3, catalog.TENX_5V1, catalog.SMART_SEQ2} <= {d.assay for d in specs}
+    assert {d.suspension_type for d in specs} == {"cell", "nucleus"}
+    diseases = {t for d in specs for t in d.diseases}
+    assert catalog.NORMAL in diseases and len(diseases - {catalog.NORMAL}) >= 2
+    assert any(not d.primary for d in specs)
+    assert any(d.culture_fraction for d in specs)
+    assert len({d.panel for d in specs}) >= 2
+    assert any("immune" in d.description for d in specs)
+    assert len(set(catalog.CURATORS)) == 2 == len({d.curator for d in specs})
+
+
+def test_second_collection_version_adds_datasets_and_a_new_version():
+    specs = catalog.datasets("small")
+    first = {d.key for d in specs if catalog.V1 in d.versions}
+    second = {d.key for d in specs if catalog.V2 in d.versions}
+    assert len(second - first) >= 2
+    revised = [d for d in specs if d.revision > 1 and catalog.V2 in d.versions]
+    assert revised and all(d.key in first for d in revised)
+
+
+def test_bench_and_registry_scales():
+    bench = latest("bench")
+    assert len(bench) >= 24
+    assert sum(d.n_cells for d in bench) >= 500_000
+    assert max(d.n_cells for d in bench) >= 200_000
+    registry = catalog.datasets("registry")
+    assert len({d.key for d in registry}) >= 2000
+    assert len(shards("registry")) < len(registry) / 100  # tiny files share generation jobs
+
+
+def test_unknown_scale_is_named():
+    with pytest.raises(ValueError, match="unknown demo scale 'huge'"):
+        catalog.datasets("huge")
+
+
+def test_generation_is_deterministic_and_seeded():
+    spec = replace(catalog.datasets("registry")[0], n_cells=120)
+    first, again, other = (synth.make_anndata(spec, seed) for seed in (0, 0, 1))
+    assert first.obs.equals(again.obs) and first.var.equals(again.var)
+    assert (first.raw.X != again.raw.X).nnz == 0
+    assert (first.raw.X != other.raw.X).nnz > 0
+
+
+def test_counts_are_integer_overdispersed_and_cell_type_specific():
+    spec = catalog.datasets("small")[0]
+    adata = synth.make_anndata(replace(spec, n_cells=1500), seed=0)
+    counts = adata.raw.X
+    assert np.all(counts.data == np.round(counts.data)) and counts.data.min() > 0
+    library = np.asarray(counts.sum(axis=1)).ravel()
+    assert library.std() / library.mean() > 0.3  # library sizes vary per cell
+    dense = counts.toarray()
+    mean, var = dense.mean(axis=0), dense.var(axis=0)
+    expressed = mean > 1
+    assert np.median(var[expressed] / mean[expressed]) > 1.5  # over-dispersed, not Poisson
+    profiles = {
+        cell_type: dense[(adata.obs["cell_type_ontology_term_id"] == cell_type).to_numpy()].mean(axis=0)
+        for cell_type in adata.obs["cell_type_ontology_term_id"].cat.categories
+    }
+    tops = {cell_type: set(np.argsort(profile)[-20:]) for cell_type, profile in profiles.items()}
+    assert len({frozenset(top) for top in tops.values()}) == len(tops)  # each type has its own top genes

@@ -1,0 +1,89 @@
+"""The demo as the workflow builds it: valid CELLxGENE files, portal labels as the official tool writes them."""
+
+from __future__ import annotations
+
+import subprocess
+
+import anndata as ad
+import pandas as pd
+import pytest
+from conftest import REPO, clean_env, snakemake
+
+from cellquery.demo import catalog
+
+LABEL_COLUMNS = ["assay", "cell_type", "development_stage", "disease", "self_reported_ethnicity", "sex", "tissue"]
+VAR_LABELS = ["feature_name", "feature_reference", "feature_biotype", "feature_length", "feature_type"]
+PORTAL_UNS = ["organism", "schema_version", "schema_reference", "citation"]
+
+
+def generated_files(demo):
+    return sorted((demo.root / "h5ad").glob("shard-*/*.h5ad"))
+
+
+def test_every_dataset_is_generated(demo):
+    assert {p.stem for p in generated_files(demo)} == set(catalog.by_stem("small"))
+
+
+def test_every_dataset_passes_the_official_validator(demo):
+    from cellxgene_schema.validate import validate
+
+    failures = {}
+    for path in generated_files(demo):
+        valid, errors, _ = validate(str(path), ignore_labels=True)
+        if not valid:
+            failures[path.stem] = errors
+    assert failures == {}
+
+
+def to_submission_format(portal: ad.AnnData) -> ad.AnnData:
+    """Strip what the portal adds, leaving the file a submitter would upload."""
+    submission = portal.copy()
+    submission.obs = submission.obs.drop(columns=[*LABEL_COLUMNS, "observation_joinid"])
+    submission.var = submission.var.drop(columns=VAR_LABELS)
+    raw = ad.AnnData(X=portal.raw.X, obs=pd.DataFrame(index=portal.obs_names), var=portal.raw.var.drop(columns=VAR_LABELS))
+    submission.raw = raw
+    for key in PORTAL_UNS:
+        del submission.uns[key]
+    return submission
+
+
+@pytest.mark.parametrize("stem", ["hs-lung-smartseq2-r1", "hs-lung-atlas-r1"])
+def test_portal_labels_equal_the_official_label_writer(demo, tmp_path, stem):
+    """Spike-ins and cell-culture cells included: our labels are exactly what `--add-labels` writes."""
+    from cellxgene_schema.validate import validate
+
+    (ours,) = [p for p in generated_files(demo) if p.stem == stem]
+    portal = ad.read_h5ad(ours)
+    to_submission_format(portal).write_h5ad(tmp_path / "submission.h5ad")
+    valid, errors, _ = validate(str(tmp_path / "submission.h5ad"), add_labels_file=str(tmp_path / "labelled.h5ad"))
+    assert valid, errors
+    official = ad.read_h5ad(tmp_path / "labelled.h5ad")
+    for column in [*LABEL_COLUMNS, "observation_joinid"]:
+        assert (official.obs[column].astype(str) == portal.obs[column].astype(str)).all(), column
+    for column in VAR_LABELS:
+        assert (official.var[column].astype(str) == portal.var[column].astype(str)).all(), column
+        assert (official.raw.var[column].astype(str) == portal.raw.var[column].astype(str)).all(), column
+    assert official.uns["organism"] == portal.uns["organism"]
+    assert official.uns["schema_version"] == portal.uns["schema_version"]
+
+
+def test_second_build_does_nothing(demo):
+    result = snakemake(demo.project, "demo", "--dry-run")
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_build_logs_every_rule(demo):
+    logs = demo.project / "logs" / "demo" / "small"
+    assert (logs / "instance.log").stat().st_size > 0
+    assert "registered 16/16 datasets" in (logs / "register.log").read_text()
+    assert "cells" in (logs / f"census-{catalog.V1}.log").read_text()
+
+
+def test_make_env_points_a_shell_at_the_demo(demo):
+    script = (
+        f'eval "$(make -s -C {REPO} env PROJECT={demo.project})"; '
+        'python -c "import lamindb as ln; print(ln.Artifact.filter(suffix=\'.h5ad\').count())"'
+    )
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=clean_env(), cwd=demo.project)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == str(len(catalog.datasets("small")))
