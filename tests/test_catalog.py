@@ -25,10 +25,16 @@ def test_small_scale_has_what_queries_need():
     assert len({d.tissue for d in specs}) >= 5
     cell_types = {t for d in specs for t in d.cell_types}
     assert len(cell_types) >= 12
-    for parent, child in [(catalog.T_CELL, catalog.CD4_T), (catalog.T_CELL, catalog.CD8_T), (catalog.B_CELL, catalog.NAIVE_B)]:
+    for parent, child in [
+        (catalog.T_CELL, catalog.CD4_T),
+        (catalog.T_CELL, catalog.CD8_T),
+        (catalog.B_CELL, catalog.NAIVE_B),
+    ]:
         assert {parent, child} <= cell_types
         assert parent in ontology.ontology("CL")[child]["ancestors"]
-    assert {catalog.TENX_3V2, catalog.TENX_3V3, catalog.TENX_5V1, catalog.SMART_SEQ2} <= {d.assay for d in specs}
+    assert {catalog.TENX_3V2, catalog.TENX_3V3, catalog.TENX_5V1, catalog.SMART_SEQ2} <= {
+        d.assay for d in specs
+    }
     assert {d.suspension_type for d in specs} == {"cell", "nucleus"}
     diseases = {t for d in specs for t in d.diseases}
     assert catalog.NORMAL in diseases and len(diseases - {catalog.NORMAL}) >= 2

@@ -28,7 +28,9 @@ def sources(ln):
         obs = h5ad.read_frame(path, "obs")
         var = h5ad.read_frame(path, "raw/var")
         organism = h5ad.read_uns(path)["organism_ontology_term_id"]
-        cells = obs["tissue_type"].isin(INCLUDED_TISSUE_TYPES) & obs["assay_ontology_term_id"].isin(RNA_ASSAYS)
+        cells = obs["tissue_type"].isin(INCLUDED_TISSUE_TYPES) & obs["assay_ontology_term_id"].isin(
+            RNA_ASSAYS
+        )
         genes = (var["feature_biotype"] == "gene") & (var["feature_reference"] == organism)
         rows = np.flatnonzero(cells.to_numpy())
         counts = next(iter(h5ad.row_blocks(path, rows, "raw/X", block=len(rows))))[1][:, genes.to_numpy()]
@@ -48,7 +50,9 @@ def test_official_reader_returns_the_source_cells_and_counts(store, sources):
     for dataset_id, (obs, counts, genes, organism) in sources.items():
         if organism != catalog.HUMAN:
             continue
-        mask = ((obs["tissue"] == "kidney") & obs["cell_type"].isin(["dendritic cell", "neutrophil"])).to_numpy()
+        mask = (
+            (obs["tissue"] == "kidney") & obs["cell_type"].isin(["dendritic cell", "neutrophil"])
+        ).to_numpy()
         expected_cells += int(mask.sum())
         mine = got[(got.obs["dataset_id"] == dataset_id).to_numpy()]
         assert list(mine.obs["observation_joinid"]) == list(obs["observation_joinid"][mask]), dataset_id
@@ -119,7 +123,9 @@ def test_seed_guide_soma_queries(store):
     with store.open() as census:
         experiment = census["census_data"]["homo_sapiens"]
         value_filter = "cell_type == 'microglial cell' and suspension_type == 'cell'"
-        obs = experiment.obs.read(value_filter=value_filter, column_names=["soma_joinid", "cell_type"]).concat()
+        obs = experiment.obs.read(
+            value_filter=value_filter, column_names=["soma_joinid", "cell_type"]
+        ).concat()
         assert obs.num_rows > 0 and set(obs["cell_type"].to_pylist()) == {"microglial cell"}
         query = experiment.axis_query("RNA", obs_query=soma.AxisQuery(value_filter=value_filter))
         adata = query.to_anndata(X_name="raw", column_names={"obs": ["cell_type", "tissue"]})

@@ -1,4 +1,4 @@
-"""The demo as the workflow builds it: valid CELLxGENE files, portal labels as the official tool writes them."""
+"""The demo as the workflow builds it: valid CELLxGENE files, portal labels as the official tool writes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,15 @@ from conftest import REPO, clean_env, snakemake
 
 from cellquery.demo import catalog
 
-LABEL_COLUMNS = ["assay", "cell_type", "development_stage", "disease", "self_reported_ethnicity", "sex", "tissue"]
+LABEL_COLUMNS = [
+    "assay",
+    "cell_type",
+    "development_stage",
+    "disease",
+    "self_reported_ethnicity",
+    "sex",
+    "tissue",
+]
 VAR_LABELS = ["feature_name", "feature_reference", "feature_biotype", "feature_length", "feature_type"]
 PORTAL_UNS = ["organism", "schema_version", "schema_reference", "citation"]
 
@@ -40,7 +48,9 @@ def to_submission_format(portal: ad.AnnData) -> ad.AnnData:
     submission = portal.copy()
     submission.obs = submission.obs.drop(columns=[*LABEL_COLUMNS, "observation_joinid"])
     submission.var = submission.var.drop(columns=VAR_LABELS)
-    raw = ad.AnnData(X=portal.raw.X, obs=pd.DataFrame(index=portal.obs_names), var=portal.raw.var.drop(columns=VAR_LABELS))
+    raw = ad.AnnData(
+        X=portal.raw.X, obs=pd.DataFrame(index=portal.obs_names), var=portal.raw.var.drop(columns=VAR_LABELS)
+    )
     submission.raw = raw
     for key in PORTAL_UNS:
         del submission.uns[key]
@@ -55,7 +65,9 @@ def test_portal_labels_equal_the_official_label_writer(demo, tmp_path, stem):
     (ours,) = [p for p in generated_files(demo) if p.stem == stem]
     portal = ad.read_h5ad(ours)
     to_submission_format(portal).write_h5ad(tmp_path / "submission.h5ad")
-    valid, errors, _ = validate(str(tmp_path / "submission.h5ad"), add_labels_file=str(tmp_path / "labelled.h5ad"))
+    valid, errors, _ = validate(
+        str(tmp_path / "submission.h5ad"), add_labels_file=str(tmp_path / "labelled.h5ad")
+    )
     assert valid, errors
     official = ad.read_h5ad(tmp_path / "labelled.h5ad")
     for column in [*LABEL_COLUMNS, "observation_joinid"]:
@@ -82,8 +94,10 @@ def test_build_logs_every_rule(demo):
 def test_make_env_points_a_shell_at_the_demo(demo):
     script = (
         f'eval "$(make -s -C {REPO} env PROJECT={demo.project})"; '
-        'python -c "import lamindb as ln; print(ln.Artifact.filter(suffix=\'.h5ad\').count())"'
+        "python -c \"import lamindb as ln; print(ln.Artifact.filter(suffix='.h5ad').count())\""
     )
-    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=clean_env(), cwd=demo.project)
+    result = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, env=clean_env(), cwd=demo.project
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == str(len(catalog.datasets("small")))

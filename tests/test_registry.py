@@ -38,7 +38,9 @@ def test_ontology_hierarchy_works_offline(bt):
         registry = getattr(bt, ontology.BIONTY_SOURCES[ontology.prefix_of(term)][0])
         record = registry.get(ontology_id=term)
         parents = {p.ontology_id for p in record.parents.all()}
-        expected = {a for a, d in ontology.ontology(ontology.prefix_of(term))[term]["ancestors"].items() if d == 1}
+        expected = {
+            a for a, d in ontology.ontology(ontology.prefix_of(term))[term]["ancestors"].items() if d == 1
+        }
         assert parents == {p for p in expected if ontology.prefix_of(p) == ontology.prefix_of(term)}
 
 
