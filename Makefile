@@ -7,6 +7,7 @@ SNAKEMAKE := $(VENV)/bin/snakemake
 UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 SCALE ?= small
+QUERY ?=
 CORES ?= all
 PROJECT ?= $(CURDIR)
 
@@ -29,7 +30,8 @@ demo: install
 	$(SNAKEMAKE) --cores $(CORES) demo --config demo_scale=$(SCALE)
 
 run: demo
-	@$(PY) -m cellquery.demo summary --scale $(SCALE)
+	$(SNAKEMAKE) --cores $(CORES) --config demo_scale=$(SCALE) $(if $(QUERY),query=$(QUERY))
+	@$(PY) -m cellquery summary $(QUERY)
 
 test: install
 	$(PY) -m pytest

@@ -10,9 +10,10 @@ configfile: f"{workflow.basedir}/config/config.yaml"
 
 include: "rules/common.smk"
 include: "rules/demo.smk"
+include: "rules/query.smk"
 
 
 rule all:
     default_target: True
     input:
-        DEMO_SUMMARY,
+        f"{RESULTS}/receipt.json",

@@ -15,7 +15,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling path; it replaces `path` only if the block finishes."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    tmp = target.with_name(f".tmp-{os.getpid()}-{target.name}")  # keeps the suffix readers look at
     try:
         yield tmp
         if tmp.is_dir() and target.is_dir():

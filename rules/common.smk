@@ -5,6 +5,8 @@ from snakemake.utils import validate
 from cellquery.demo.build import shards
 from cellquery.demo.catalog import V1, V2
 from cellquery.lamin import DemoInstance
+from cellquery.pipeline import read_manifest
+from cellquery.spec import load_spec
 
 validate(config, "../config/schemas/config.schema.yaml")
 
@@ -13,3 +15,25 @@ DEMO = DemoInstance(Path.cwd(), SCALE, config["demo_db_url"] or None)
 DEMO_DIR = f".demo/{SCALE}"
 DEMO_SUMMARY = f"{DEMO_DIR}/summary.json"
 N_SHARDS = len(shards(SCALE))
+
+QUERY = load_spec(config["query"])
+RESULTS = f"results/{QUERY.name}"
+
+
+def manifest_table():
+    """The resolve checkpoint's manifest (re-evaluated by Snakemake once the checkpoint has run)."""
+    return read_manifest(checkpoints.resolve.get().output.manifest)
+
+
+def manifest_row(uid):
+    table = manifest_table()
+    return table.loc[table["uid"] == uid].iloc[0]
+
+
+def slices(wildcards):
+    return expand(f"{RESULTS}/slices/{{uid}}.h5ad", uid=manifest_table()["uid"])
+
+
+def slice_memory_mb(uid):
+    """Slices hold the selected rows only: budget from the file size, bounded."""
+    return min(16000, 1000 + int(manifest_row(uid)["size"]) // 2**20)

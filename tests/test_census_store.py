@@ -9,7 +9,8 @@ import tiledbsoma as soma
 
 from cellquery import h5ad
 from cellquery.demo import catalog
-from cellquery.demo.census_store import CATEGORICAL_OBS, INCLUDED_TISSUE_TYPES, RNA_ASSAYS
+from cellquery.demo.census_store import CATEGORICAL_OBS
+from cellquery.inclusion import INCLUDED_TISSUE_TYPES, RNA_ASSAYS
 
 
 @pytest.fixture(scope="module")

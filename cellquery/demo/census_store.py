@@ -16,35 +16,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import scipy.sparse as sp
 import tiledbsoma as soma
 
 from cellquery import h5ad, ontology
 from cellquery.atomic import atomic_path
+from cellquery.inclusion import cell_stats, included_cells, included_genes
 
 log = logging.getLogger(__name__)
 
 CENSUS_SCHEMA_VERSION = "2.4.0"
-INCLUDED_TISSUE_TYPES = ("tissue", "organoid")
-# RNA assays the Census builder accepts (a subset of its allow-list: the ones the demo can meet).
-RNA_ASSAYS = (
-    "EFO:0008722",  # Drop-seq
-    "EFO:0008780",  # inDrop
-    "EFO:0008913",  # single-cell RNA sequencing
-    "EFO:0008919",  # Seq-Well
-    "EFO:0008930",  # Smart-seq
-    "EFO:0008931",  # Smart-seq2
-    "EFO:0008953",  # STRT-seq
-    "EFO:0009899",  # 10x 3' v2
-    "EFO:0009900",  # 10x 5' v2
-    "EFO:0009901",  # 10x 3' v1
-    "EFO:0009922",  # 10x 3' v3
-    "EFO:0010010",  # CEL-seq2
-    "EFO:0011025",  # 10x 5' v1
-    "EFO:0030002",  # microwell-seq
-    "EFO:0030003",  # 10x 3' transcription profiling
-    "EFO:0030004",  # 10x 5' transcription profiling
-)
 LABELLED_TERMS = (
     "assay",
     "cell_type",
@@ -111,11 +91,8 @@ def _include(source: SourceDataset, dataset_joinid: int) -> tuple[str, _Included
     obs = h5ad.read_frame(source.path, "obs")
     counts_key, var_key = h5ad.counts_keys(source.path)
     var = h5ad.read_frame(source.path, var_key)
-    keep_cells = obs["tissue_type"].isin(INCLUDED_TISSUE_TYPES) & obs["assay_ontology_term_id"].isin(
-        RNA_ASSAYS
-    )
-    keep_genes = (var["feature_biotype"] == "gene") & (var["feature_reference"] == organism)
-    rows = np.flatnonzero(keep_cells.to_numpy())
+    keep_genes = included_genes(var, organism)
+    rows = np.flatnonzero(included_cells(obs))
     included_obs = obs.iloc[rows].copy()
     included_obs["dataset_id"] = source.dataset_id
     return experiment_name(organism_label), _Included(
@@ -123,20 +100,10 @@ def _include(source: SourceDataset, dataset_joinid: int) -> tuple[str, _Included
         dataset_joinid=dataset_joinid,
         rows=rows,
         obs=included_obs,
-        gene_columns=np.flatnonzero(keep_genes.to_numpy()),
-        gene_ids=var.index[keep_genes.to_numpy()],
+        gene_columns=np.flatnonzero(keep_genes),
+        gene_ids=var.index[keep_genes],
         counts_key=counts_key,
     )
-
-
-def _cell_stats(block: sp.csr_matrix) -> dict[str, np.ndarray]:
-    raw_sum = np.asarray(block.sum(axis=1), dtype=np.float64).ravel()
-    nnz = np.diff(block.indptr).astype(np.int64)
-    squares = np.asarray(block.multiply(block).sum(axis=1), dtype=np.float64).ravel()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean = np.where(nnz > 0, raw_sum / nnz, 0.0)
-        variance = np.where(nnz > 1, (squares - nnz * mean**2) / (nnz - 1), 0.0)
-    return {"raw_sum": raw_sum, "nnz": nnz, "raw_mean_nnz": mean, "raw_variance_nnz": variance}
 
 
 def _obs_table(obs: pd.DataFrame) -> pa.Table:
@@ -221,7 +188,7 @@ def _write_experiment(census_data, name: str, parts: list[_Included], n_datasets
         for block_rows, block in h5ad.row_blocks(part.source.path, part.rows, part.counts_key):
             counts = block[:, part.gene_columns].tocsr()
             counts.eliminate_zeros()
-            for key, values in _cell_stats(counts).items():
+            for key, values in cell_stats(counts).items():
                 stats[key].append(values)
             coo = counts.tocoo()
             rows = (coo.row + written).astype(np.int64)

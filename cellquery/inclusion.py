@@ -1,0 +1,53 @@
+"""The Census builder's inclusion rules and per-cell statistics, shared by every route that must agree."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+INCLUDED_TISSUE_TYPES = ("tissue", "organoid")
+# RNA assays the Census builder accepts (a subset of its allow-list: the ones the demo can meet).
+RNA_ASSAYS = (
+    "EFO:0008722",  # Drop-seq
+    "EFO:0008780",  # inDrop
+    "EFO:0008913",  # single-cell RNA sequencing
+    "EFO:0008919",  # Seq-Well
+    "EFO:0008930",  # Smart-seq
+    "EFO:0008931",  # Smart-seq2
+    "EFO:0008953",  # STRT-seq
+    "EFO:0009899",  # 10x 3' v2
+    "EFO:0009900",  # 10x 5' v2
+    "EFO:0009901",  # 10x 3' v1
+    "EFO:0009922",  # 10x 3' v3
+    "EFO:0010010",  # CEL-seq2
+    "EFO:0011025",  # 10x 5' v1
+    "EFO:0030002",  # microwell-seq
+    "EFO:0030003",  # 10x 3' transcription profiling
+    "EFO:0030004",  # 10x 5' transcription profiling
+)
+
+
+def included_cells(obs: pd.DataFrame) -> np.ndarray:
+    """Cells the Census keeps: tissue or organoid, and an RNA assay of the allow-list."""
+    tissue = obs["tissue_type"].astype(str).isin(INCLUDED_TISSUE_TYPES)
+    assay = obs["assay_ontology_term_id"].astype(str).isin(RNA_ASSAYS)
+    return (tissue & assay).to_numpy()
+
+
+def included_genes(var: pd.DataFrame, organism: str) -> np.ndarray:
+    """Features the Census keeps: genes (not spike-ins) of the experiment's organism."""
+    gene = var["feature_biotype"].astype(str) == "gene"
+    return (gene & (var["feature_reference"].astype(str) == organism)).to_numpy()
+
+
+def cell_stats(counts: sp.csr_matrix) -> dict[str, np.ndarray]:
+    """raw_sum, nnz, raw_mean_nnz and raw_variance_nnz (sample variance of the non-zero values) per row."""
+    counts = counts.tocsr()
+    raw_sum = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
+    nnz = np.diff(counts.indptr).astype(np.int64)
+    squares = np.asarray(counts.multiply(counts).sum(axis=1), dtype=np.float64).ravel()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = np.where(nnz > 0, raw_sum / nnz, 0.0)
+        variance = np.where(nnz > 1, (squares - nnz * mean**2) / (nnz - 1), 0.0)
+    return {"raw_sum": raw_sum, "nnz": nnz, "raw_mean_nnz": mean, "raw_variance_nnz": variance}

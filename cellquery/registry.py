@@ -1,0 +1,161 @@
+"""Backend (a): find the artifacts a query needs in a LaminDB instance; fetch them, integrity-checked."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from cellquery.criteria import Criterion
+from cellquery.lamin import DemoInstance, connect, mark_offline, quiet_import
+from cellquery.spec import ONTOLOGY_COLUMNS, ULABEL_COLUMNS, QuerySpec, SpecError, suggest
+
+log = logging.getLogger(__name__)
+
+MANIFEST_COLUMNS = ["uid", "key", "version", "hash", "size", "n_obs", "dataset_id"]
+LINKS = {id_column: link for id_column, _, link in ONTOLOGY_COLUMNS.values()}
+
+
+class SourceError(RuntimeError):
+    """The instance, collection or census store named by a spec cannot be used."""
+
+
+def connect_source(spec: QuerySpec, demo: DemoInstance):
+    """`lamindb` connected to the spec's instance: the embedded demo, or an `owner/name` slug."""
+    if spec.instance == "demo":
+        if not demo.sqlite_path.exists() and demo.db_url is None:
+            raise SourceError(
+                f"source.instance: the demo instance at {demo.root} is not built (run `make demo`)"
+            )
+        return connect(demo.env())
+    for key in ("LAMIN_CURRENT_INSTANCE", "LAMINDB_DJANGO_DATABASE_URL"):
+        os.environ.pop(key, None)
+    ln = quiet_import()
+    try:
+        ln.connect(spec.instance)
+    except Exception as error:  # lamindb raises many kinds here: name what happened, in one line
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SourceError(
+            f"source.instance: cannot connect to {spec.instance!r} ({reason}); "
+            "without a network only the embedded demo (instance: demo) is reachable"
+        ) from None
+    mark_offline(ln)
+    return ln
+
+
+def collection_for(ln, spec: QuerySpec):
+    """The named collection at the spec's version, or its latest version."""
+    key, version = spec.source["collection"], spec.source.get("version")
+    versions = ln.Collection.filter(key=key)
+    if not versions.exists():
+        keys = ln.Collection.filter().values_list("key", flat=True)
+        raise SpecError(f"source.collection: unknown collection {key!r}{suggest(key, keys)}")
+    if version is None:
+        return versions.filter(is_latest=True).first()
+    match = versions.filter(version_tag=version).first()
+    if match is None:
+        tags = sorted(v for v in versions.values_list("version_tag", flat=True) if v)
+        raise SpecError(
+            f"source.version: collection {key!r} has no version {version!r}{suggest(version, tags)} "
+            f"(versions: {', '.join(tags)})"
+        )
+    return match
+
+
+def census_store(ln, spec: QuerySpec, collection):
+    key = spec.source.get("census") or f"cell-census/{collection.version_tag}/soma"
+    store = ln.Artifact.filter(key=key).first()
+    if store is None:
+        raise SpecError(f"source.census: no census store with key {key!r} in {spec.instance!r}")
+    return store
+
+
+def _label_prefilter(ln, queryset, criterion: Criterion):
+    """Narrow artifacts by the labels `in` criteria imply; `not_in` and others cannot exclude a file."""
+    if criterion.op != "in":
+        return queryset
+    if criterion.column in LINKS:
+        ids = [v for v in criterion.values if v not in ("na", "unknown")]
+        if len(ids) < len(criterion.values):
+            return queryset  # placeholder terms are not linked to artifacts
+        if criterion.column == "tissue_ontology_term_id" and not all(
+            str(v).startswith("UBERON:") for v in ids
+        ):
+            return queryset  # cultured cells name a cell type as their tissue; it is linked elsewhere
+        link = LINKS[criterion.column]
+        return queryset.filter(**{f"{link}__ontology_id__in": ids}).distinct()
+    if criterion.column in ULABEL_COLUMNS:
+        labels = ln.ULabel.filter(
+            type__name=ULABEL_COLUMNS[criterion.column], name__in=list(criterion.values)
+        )
+        return queryset.filter(ulabels__in=labels).distinct()
+    return queryset
+
+
+def artifact_query(ln, spec: QuerySpec, collection, criteria: list[Criterion]):
+    """Backend (a): the collection's h5ads matching the artifact criteria and the implied label filter."""
+    import bionty as bt
+
+    organism = bt.Organism.filter(ontology_id=spec.organism).first()
+    queryset = collection.artifacts.filter(suffix=".h5ad")
+    if organism is not None:
+        queryset = queryset.filter(organisms=organism)
+    wanted = spec.artifacts
+    if "description_contains" in wanted:
+        queryset = queryset.filter(description__icontains=wanted["description_contains"])
+    if "min" in wanted.get("size", {}):
+        queryset = queryset.filter(size__gte=wanted["size"]["min"])
+    if "max" in wanted.get("size", {}):
+        queryset = queryset.filter(size__lte=wanted["size"]["max"])
+    if "created_by" in wanted:
+        handles = wanted["created_by"]
+        known = set(ln.User.filter().values_list("handle", flat=True))
+        for handle in handles:
+            if handle not in known:
+                raise SpecError(f"artifacts.created_by: unknown user {handle!r}{suggest(handle, known)}")
+        queryset = queryset.filter(created_by__handle__in=handles)
+    if "key_patterns" in wanted:
+        regex = "|".join(f"(?:{fnmatch.translate(p)})" for p in wanted["key_patterns"])
+        queryset = queryset.filter(key__regex=regex)
+    for criterion in criteria:
+        queryset = _label_prefilter(ln, queryset, criterion)
+    return queryset.distinct().order_by("key", "id")
+
+
+def manifest(artifacts) -> pd.DataFrame:
+    """One row per artifact: what to fetch, and the identity its slice depends on."""
+    rows = []
+    for artifact in artifacts:
+        values = artifact.features.get_values()
+        rows.append(
+            {
+                "uid": artifact.uid,
+                "key": artifact.key,
+                "version": artifact.version_tag or "",
+                "hash": artifact.hash,
+                "size": artifact.size,
+                "n_obs": artifact.n_observations,
+                "dataset_id": values.get("dataset_id", artifact.uid),
+            }
+        )
+    return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+
+
+def fetch(ln, uid: str) -> Path:
+    """Cache one artifact and check it against its registry hash; a bad copy is fetched once more."""
+    from lamindb_setup.core.hashing import hash_file
+
+    artifact = ln.Artifact.get(uid=uid)
+    for attempt in (1, 2):
+        path = Path(artifact.cache())
+        _, digest, _ = hash_file(path)
+        if digest == artifact.hash:
+            return path
+        log.warning("artifact %s: cached copy %s does not match its hash (attempt %d)", uid, path, attempt)
+        if path.resolve() == Path(artifact.path).resolve():
+            break  # the storage copy itself is damaged: fetching again cannot help
+        path.unlink()
+    raise SourceError(f"artifact {uid} ({artifact.key}): file {path} does not match its registry hash")

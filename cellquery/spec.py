@@ -1,0 +1,193 @@
+"""The YAML query spec: load, validate against its JSON Schema, normalise, digest."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from cellquery import ontology
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "config" / "schemas" / "query.schema.yaml"
+
+# Ontology-backed obs columns: label column -> (id column, bionty registry, artifact link).
+ONTOLOGY_COLUMNS = {
+    "assay": ("assay_ontology_term_id", "ExperimentalFactor", "experimental_factors"),
+    "cell_type": ("cell_type_ontology_term_id", "CellType", "cell_types"),
+    "development_stage": ("development_stage_ontology_term_id", "DevelopmentalStage", "developmental_stages"),
+    "disease": ("disease_ontology_term_id", "Disease", "diseases"),
+    "self_reported_ethnicity": ("self_reported_ethnicity_ontology_term_id", "Ethnicity", "ethnicities"),
+    "sex": ("sex_ontology_term_id", "Phenotype", "phenotypes"),
+    "tissue": ("tissue_ontology_term_id", "Tissue", "tissues"),
+}
+ID_COLUMNS = {id_column: label for label, (id_column, _, _) in ONTOLOGY_COLUMNS.items()}
+# Label-backed string columns: column -> ULabel type linked to artifacts.
+ULABEL_COLUMNS = {"suspension_type": "SuspensionType", "donor_id": "Donor"}
+STRING_COLUMNS = {"suspension_type", "donor_id", "tissue_type", "observation_joinid", "dataset_id"}
+BOOLEAN_COLUMNS = {"is_primary_data"}
+# Per-cell statistics the Census stores; the h5ad route computes them the same way when a query uses them.
+CELL_STATS = {"raw_sum", "nnz", "raw_mean_nnz", "raw_variance_nnz", "n_measured_vars"}
+QUERYABLE = set(ONTOLOGY_COLUMNS) | set(ID_COLUMNS) | STRING_COLUMNS | BOOLEAN_COLUMNS | CELL_STATS
+DEFAULT_OBS_COLUMNS = (
+    *[c for label, (id_column, _, _) in ONTOLOGY_COLUMNS.items() for c in (label, id_column)],
+    "donor_id",
+    "is_primary_data",
+    "suspension_type",
+    "tissue_type",
+)
+
+
+class SpecError(ValueError):
+    """A bad query spec: the message is one line naming the key and the value."""
+
+
+@dataclass(frozen=True)
+class QuerySpec:
+    """A validated query spec with defaults filled in; `digest` identifies its content."""
+
+    path: Path
+    data: dict[str, Any] = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.data["name"]
+
+    @property
+    def source(self) -> dict[str, Any]:
+        return self.data["source"]
+
+    @property
+    def instance(self) -> str:
+        return self.source["instance"]
+
+    @property
+    def organism(self) -> str:
+        """The organism as an NCBITaxon id."""
+        return organism_id(self.data["organism"])
+
+    @property
+    def cells(self) -> dict[str, Any]:
+        return self.data["cells"]
+
+    @property
+    def artifacts(self) -> dict[str, Any]:
+        return self.data["artifacts"]
+
+    @property
+    def genes(self) -> list[str] | None:
+        return self.data.get("genes")
+
+    @property
+    def obs_columns(self) -> list[str]:
+        return self.data.get("obs_columns") or list(DEFAULT_OBS_COLUMNS)
+
+    @property
+    def output_key(self) -> str:
+        return self.data["output"].get("key") or f"cellquery/{self.name}.h5ad"
+
+    @property
+    def gene_join(self) -> str:
+        return self.data["output"]["gene_join"]
+
+    @property
+    def digest(self) -> str:
+        return digest_of(self.data)
+
+    @property
+    def cells_digest(self) -> str:
+        """What a per-dataset slice depends on (not the collection version)."""
+        return digest_of({k: self.data.get(k) for k in ("organism", "cells", "genes", "obs_columns")})
+
+
+def digest_of(payload: Any) -> str:
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def organism_id(value: str) -> str:
+    """`Homo sapiens`, `human` or `NCBITaxon:9606` -> `NCBITaxon:9606`."""
+    for term_id, names in ontology.ORGANISMS.items():
+        if value == term_id or value.lower() in {n.lower() for n in names}:
+            return term_id
+    choices = [name for names in ontology.ORGANISMS.values() for name in names]
+    raise SpecError(f"organism: unknown organism {value!r}{suggest(value, choices)}")
+
+
+def suggest(value: str, choices) -> str:
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _fill_defaults(data: dict) -> dict:
+    data.setdefault("source", {})
+    data["source"].setdefault("instance", "demo")
+    data["source"].setdefault("collection", "cellxgene-census")
+    data.setdefault("artifacts", {})
+    data.setdefault("cells", {})
+    data.setdefault("output", {})
+    data["output"].setdefault("gene_join", "inner")
+    return data
+
+
+def _schema_error(error: jsonschema.ValidationError) -> str:
+    where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    if error.validator == "additionalProperties":
+        allowed = list(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        if allowed and unknown:
+            return f"{where}: unknown key {unknown[0]!r}{suggest(unknown[0], allowed)}"
+    if error.validator == "oneOf" and error.context:
+        error = min(error.context, key=lambda e: len(list(e.absolute_path)))
+    return f"{where}: {error.message}"
+
+
+def _check_cells(cells: dict) -> None:
+    for column, criterion in cells.items():
+        if column not in QUERYABLE:
+            raise SpecError(f"cells.{column}: unknown obs column{suggest(column, sorted(QUERYABLE))}")
+        comparison = isinstance(criterion, dict) and not {"not_in", "descendants_of"} & set(criterion)
+        if comparison and column not in CELL_STATS:
+            raise SpecError(f"cells.{column}: numeric comparisons apply to {', '.join(sorted(CELL_STATS))}")
+        ontology_column = column in ONTOLOGY_COLUMNS or column in ID_COLUMNS
+        if isinstance(criterion, dict) and "descendants_of" in criterion and not ontology_column:
+            raise SpecError(f"cells.{column}: descendants_of applies to ontology columns only")
+        values = criterion if isinstance(criterion, list) else [criterion]
+        if column in BOOLEAN_COLUMNS and not all(isinstance(v, bool) for v in values):
+            raise SpecError(f"cells.{column}: {criterion!r} is not true or false")
+
+
+def load_spec(path: str | Path) -> QuerySpec:
+    """Read and validate a query spec; raises `SpecError` with a one-line message."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"query: no such file {str(path)!r}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SpecError(f"{path}: invalid YAML{where}: {getattr(error, 'problem', error)}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: a query spec is a mapping of keys, got {type(data).__name__}")
+    errors = sorted(
+        jsonschema.Draft202012Validator(_schema()).iter_errors(data), key=lambda e: list(e.absolute_path)
+    )
+    if errors:
+        raise SpecError(f"{path}: {_schema_error(errors[0])}")
+    data = _fill_defaults(data)
+    organism_id(data["organism"])
+    _check_cells(data["cells"])
+    size = data["artifacts"].get("size", {})
+    if size.get("min", 0) > size.get("max", float("inf")):
+        raise SpecError(f"{path}: artifacts.size: min {size['min']} is larger than max {size['max']}")
+    return QuerySpec(path=path, data=data)
