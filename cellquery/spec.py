@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import hashlib
 import json
@@ -128,6 +129,15 @@ def _schema() -> dict:
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
+def _dates_as_text(value: Any) -> Any:
+    """YAML reads `version: 2025-01-30` as a date; a spec means the text."""
+    if isinstance(value, dict):
+        return {k: _dates_as_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_dates_as_text(v) for v in value]
+    return value.isoformat() if isinstance(value, datetime.date) else value
+
+
 def _fill_defaults(data: dict) -> dict:
     data.setdefault("source", {})
     data["source"].setdefault("instance", "demo")
@@ -179,6 +189,7 @@ def load_spec(path: str | Path) -> QuerySpec:
         raise SpecError(f"{path}: invalid YAML{where}: {getattr(error, 'problem', error)}") from None
     if not isinstance(data, dict):
         raise SpecError(f"{path}: a query spec is a mapping of keys, got {type(data).__name__}")
+    data = _dates_as_text(data)
     errors = sorted(
         jsonschema.Draft202012Validator(_schema()).iter_errors(data), key=lambda e: list(e.absolute_path)
     )

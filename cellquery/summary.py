@@ -16,7 +16,8 @@ def result_summary(results: Path) -> str:
     return "\n".join(
         [
             f"query {query['name']}  (spec digest {receipt['spec_digest']})",
-            f"  datasets matched  {len(report['per_dataset'])} in {collection['key']} {collection['version']}",
+            f"  datasets matched  {len(report['per_dataset'])} in {collection['key']} "
+            f"{collection['version']}",
             f"  cells             {receipt['n_obs']:,} (census route {totals['census_cells']:,} "
             f"after its inclusion rules)",
             f"  genes             {receipt['n_vars']:,}",

@@ -16,7 +16,15 @@ DEMO_DIR = f".demo/{SCALE}"
 DEMO_SUMMARY = f"{DEMO_DIR}/summary.json"
 N_SHARDS = len(shards(SCALE))
 
-QUERY = load_spec(config["query"])
+def query_path(value):
+    """A relative spec path is looked up in the working directory, then beside the Snakefile."""
+    path = Path(value)
+    if path.is_absolute() or path.exists():
+        return path
+    return Path(workflow.basedir) / path
+
+
+QUERY = load_spec(query_path(config["query"]))
 RESULTS = f"results/{QUERY.name}"
 
 

