@@ -1,0 +1,150 @@
+"""One spec, three backends: the pandas mask and the SOMA filter select the same cells; the artifact query
+never drops an artifact that holds matching cells. Property-based, over the demo's real data."""
+
+from __future__ import annotations
+
+import pytest
+import tiledbsoma as soma
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cellquery import h5ad
+from cellquery.criteria import Criterion, obs_mask, value_filter
+from cellquery.demo import catalog
+from cellquery.inclusion import included_cells
+from cellquery.registry import artifact_query
+from cellquery.slicing import with_cell_stats
+from cellquery.spec import load_spec
+
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+CATEGORICAL = [
+    "cell_type_ontology_term_id",
+    "tissue_ontology_term_id",
+    "assay_ontology_term_id",
+    "disease_ontology_term_id",
+    "sex_ontology_term_id",
+    "development_stage_ontology_term_id",
+    "suspension_type",
+    "donor_id",
+]
+
+
+@pytest.fixture(scope="module")
+def collection(ln):
+    return ln.Collection.get(key=catalog.COLLECTION_KEY, version_tag=catalog.V2)
+
+
+@pytest.fixture(scope="module")
+def human(ln, collection):
+    """Each human dataset's obs (with the Census per-cell statistics), keyed by dataset id."""
+    frames = {}
+    for artifact in collection.artifacts.all():
+        path = artifact.cache()
+        if h5ad.read_uns(path)["organism_ontology_term_id"] != catalog.HUMAN:
+            continue
+        obs = with_cell_stats(path, h5ad.read_frame(path, "obs"), catalog.HUMAN)
+        frames[artifact.features.get_values()["dataset_id"]] = (artifact.uid, obs)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def census_obs(ln):
+    store = ln.Artifact.get(key=f"cell-census/{catalog.V2}/soma")
+    handle = soma.open(str(store.path))
+    yield handle["census_data"]["homo_sapiens"].obs
+    handle.close()
+
+
+def criteria_strategy(human):
+    values = {c: sorted({str(v) for _, obs in human.values() for v in obs[c]}) for c in CATEGORICAL}
+    categorical = st.sampled_from(CATEGORICAL).flatmap(
+        lambda column: st.tuples(
+            st.just(column),
+            st.sampled_from(["in", "not_in"]),
+            st.lists(st.sampled_from(values[column]), min_size=1, max_size=3, unique=True),
+        )
+    )
+    primary = st.tuples(
+        st.just("is_primary_data"), st.just("=="), st.lists(st.booleans(), min_size=1, max_size=1)
+    )
+    stats = st.tuples(
+        st.sampled_from(["raw_sum", "nnz"]),
+        st.sampled_from([">", ">=", "<", "<="]),
+        st.lists(st.integers(100, 3000), min_size=1, max_size=1),
+    )
+    one = st.one_of(categorical, categorical, primary, stats).map(
+        lambda t: Criterion(t[0], t[1], tuple(t[2]))
+    )
+    return st.lists(one, min_size=1, max_size=3)
+
+
+def pandas_route(human, criteria) -> set[str]:
+    keys = set()
+    for dataset_id, (_, obs) in human.items():
+        mask = included_cells(obs) & obs_mask(obs, criteria)
+        keys |= {f"{dataset_id}:{j}" for j in obs["observation_joinid"][mask]}
+    return keys
+
+
+def soma_route(census_obs, human, criteria) -> set[str]:
+    table = census_obs.read(
+        value_filter=value_filter(criteria, sorted(human)), column_names=["dataset_id", "observation_joinid"]
+    ).concat()
+    frame = table.to_pandas()
+    return set(frame["dataset_id"].astype(str) + ":" + frame["observation_joinid"].astype(str))
+
+
+def test_pandas_mask_and_soma_filter_select_the_same_cells(human, census_obs):
+    @SETTINGS
+    @given(criteria=criteria_strategy(human))
+    def check(criteria):
+        assert pandas_route(human, criteria) == soma_route(census_obs, human, criteria)
+
+    check()
+
+
+def test_no_value_can_change_the_soma_filter(human, census_obs):
+    donors = sorted({str(d) for _, obs in human.values() for d in obs["donor_id"]})
+
+    @SETTINGS
+    @given(
+        hostile=st.text(min_size=1, max_size=20).filter(lambda v: "\x00" not in v)
+        | st.sampled_from(["' or donor_id != '", '" or True or "', "x') or ('1' == '1", "\\'"]),
+        real=st.sampled_from(donors),
+        op=st.sampled_from(["in", "not_in"]),
+    )
+    def check(hostile, real, op):
+        criteria = [Criterion("donor_id", op, (hostile, real))]
+        assert pandas_route(human, criteria) == soma_route(census_obs, human, criteria)
+
+    check()
+
+
+def test_artifact_query_never_drops_an_artifact_with_matching_cells(ln, human, collection, tmp_path_factory):
+    spec_path = tmp_path_factory.mktemp("spec") / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump({"name": "property", "organism": "Homo sapiens"}))
+    spec = load_spec(spec_path)
+    every_human = {uid for uid, _ in human.values()}
+    assert {a.uid for a in artifact_query(ln, spec, collection, [])} == every_human
+
+    @SETTINGS
+    @given(criteria=criteria_strategy(human))
+    def check(criteria):
+        found = {a.uid for a in artifact_query(ln, spec, collection, criteria)}
+        holding = {uid for uid, obs in human.values() if obs_mask(obs, criteria).any()}
+        assert holding <= found <= every_human
+
+    check()
+
+
+def test_prefilter_actually_narrows(ln, human, collection, tmp_path_factory):
+    """Not a vacuous superset: a label criterion leaves out artifacts without that label."""
+    spec_path = tmp_path_factory.mktemp("spec") / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump({"name": "narrow", "organism": "Homo sapiens"}))
+    criteria = [Criterion("cell_type_ontology_term_id", "in", (catalog.MICROGLIA,))]
+    found = {a.uid for a in artifact_query(ln, load_spec(spec_path), collection, criteria)}
+    holding = {
+        uid for uid, obs in human.values() if (obs["cell_type_ontology_term_id"] == catalog.MICROGLIA).any()
+    }
+    assert found == holding and 0 < len(found) < len(human)
