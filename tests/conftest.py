@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,9 +17,14 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
+# Workflows run with HOME here: a test checks that nothing reaches the user's ~/.lamin.
+TEST_HOME = Path(tempfile.mkdtemp(prefix="cellquery-home-"))
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The test process's environment without any LaminDB pointer (each workflow finds its own)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LAMIN", "LAMINDB"))}
+    env["HOME"] = str(TEST_HOME)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.update(extra)
     return env

@@ -7,7 +7,7 @@ import subprocess
 import anndata as ad
 import pandas as pd
 import pytest
-from conftest import REPO, clean_env, snakemake
+from conftest import REPO, TEST_HOME, clean_env, snakemake
 
 from cellquery.demo import catalog
 
@@ -101,3 +101,8 @@ def test_make_env_points_a_shell_at_the_demo(demo):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == str(len(catalog.datasets("small")))
+
+
+def test_the_demo_never_touches_the_users_lamin_settings(demo):
+    assert (demo.root / "settings" / ".lamin").is_dir()
+    assert not (TEST_HOME / ".lamin").exists()

@@ -195,3 +195,27 @@ def test_numeric_criteria_on_census_statistics(demo, ln, tmp_path, column):
     counts = result[:, (result.var["feature_biotype"] == "gene").to_numpy()].X
     stat = np.asarray(counts.sum(axis=1)).ravel() if column == "raw_sum" else np.diff(counts.tocsr().indptr)
     assert result.n_obs > 0 and (stat >= threshold).all()
+
+
+def test_disagreeing_routes_fail_validation_and_register_nothing(demo, ln, tmp_path):
+    spec = yaml.safe_load((QUERIES / "kidney-immune.yaml").read_text()) | {"name": "kidney-tampered"}
+    path = tmp_path / "tampered.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    run_query(demo.project, path, "--until", "census")
+    census_path = demo.project / "results" / "kidney-tampered" / "census.h5ad"
+    census = ad.read_h5ad(census_path)
+    tampered = census[3:].copy()  # three cells dropped
+    tampered.X = tampered.X.tolil()
+    tampered.X[0, 0] += 7  # and one count altered
+    tampered.X = tampered.X.tocsr()
+    tampered.write_h5ad(census_path)
+    before = ln.Artifact.filter(key="cellquery/kidney-tampered.h5ad").count()
+    result = run_query(demo.project, path, check=False)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "the h5ad route and the census route disagree" in output
+    assert "missing from census: 3 cells" in output and "raw counts: 1 cells" in output
+    report = json.loads((demo.project / "results" / "kidney-tampered" / "validation.json").read_text())
+    assert report["status"] == "failed" and report["diff"]["missing_from_census"]["cells"] == 3
+    assert not (demo.project / "results" / "kidney-tampered" / "receipt.json").exists()
+    assert ln.Artifact.filter(key="cellquery/kidney-tampered.h5ad").count() == before == 0
