@@ -10,6 +10,7 @@ import pandas as pd
 
 from cellquery.atomic import atomic_path, write_json
 from cellquery.criteria import Criterion, resolve
+from cellquery.jobs import echo
 from cellquery.lamin import DemoInstance
 from cellquery.spec import QuerySpec, SpecError
 
@@ -138,6 +139,7 @@ def validate_routes(
     report = compare_routes(result, census, query["organism"], read_manifest(manifest_path))
     write_json(report_out, report)
     if report["status"] != "passed":
+        echo(f"{describe_failure(report)}\n  full report: {report_out}")
         raise SystemExit(describe_failure(report))
     write_json(passed_flag, {"status": "passed", "report": str(report_out)})
     totals = report["totals"]

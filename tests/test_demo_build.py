@@ -10,16 +10,9 @@ import pytest
 from conftest import REPO, TEST_HOME, clean_env, snakemake
 
 from cellquery.demo import catalog
+from cellquery.demo.census_store import LABELLED_TERMS
 
-LABEL_COLUMNS = [
-    "assay",
-    "cell_type",
-    "development_stage",
-    "disease",
-    "self_reported_ethnicity",
-    "sex",
-    "tissue",
-]
+LABEL_COLUMNS = list(LABELLED_TERMS)
 VAR_LABELS = ["feature_name", "feature_reference", "feature_biotype", "feature_length", "feature_type"]
 PORTAL_UNS = ["organism", "schema_version", "schema_reference", "citation"]
 
@@ -94,7 +87,7 @@ def test_build_logs_every_rule(demo):
 def test_make_env_points_a_shell_at_the_demo(demo):
     script = (
         f'eval "$(make -s -C {REPO} env PROJECT={demo.project})"; '
-        "python -c \"import lamindb as ln; print(ln.Artifact.filter(suffix='.h5ad').count())\""
+        "python -c \"import lamindb as ln; print(ln.Artifact.filter(key__startswith='cellxgene/').count())\""
     )
     result = subprocess.run(
         ["bash", "-c", script], capture_output=True, text=True, env=clean_env(), cwd=demo.project

@@ -62,19 +62,20 @@ def check_result(project, name, expected: dict[str, ad.AnnData], genes=None):
     return result, json.loads((results / "receipt.json").read_text())
 
 
+def seed_guide_selection(cell_types: list[str], tissue: str, assay: str):
+    """The seed guide's queries: cell types of one tissue, whole cells, one assay."""
+    return lambda obs: (
+        obs["cell_type"].isin(cell_types)
+        & (obs["tissue"] == tissue)
+        & (obs["suspension_type"] == "cell")
+        & (obs["assay"] == assay)
+    )
+
+
 def test_kidney_query(demo, ln):
     run_query(demo.project, QUERIES / "kidney-immune.yaml")
-    expected = expected_cells(
-        ln,
-        catalog.V2,
-        catalog.HUMAN,
-        lambda obs: (
-            obs["cell_type"].isin(["dendritic cell", "neutrophil"])
-            & (obs["tissue"] == "kidney")
-            & (obs["suspension_type"] == "cell")
-            & (obs["assay"] == "10x 3' v2")
-        ),
-    )
+    selection = seed_guide_selection(["dendritic cell", "neutrophil"], "kidney", "10x 3' v2")
+    expected = expected_cells(ln, catalog.V2, catalog.HUMAN, selection)
     result, receipt = check_result(demo.project, "kidney-immune", expected)
     shared = set.intersection(*(set(a.raw.var_names) for a in expected.values()))
     assert set(result.var_names) == shared  # inner join on genes
@@ -91,17 +92,8 @@ def test_kidney_query(demo, ln):
 
 def test_brain_query(demo, ln):
     run_query(demo.project, QUERIES / "brain-microglia.yaml")
-    expected = expected_cells(
-        ln,
-        catalog.V1,
-        catalog.HUMAN,
-        lambda obs: (
-            obs["cell_type"].isin(["microglial cell", "neuron"])
-            & (obs["tissue"] == "brain")
-            & (obs["suspension_type"] == "cell")
-            & (obs["assay"] == "10x 3' v3")
-        ),
-    )
+    selection = seed_guide_selection(["microglial cell", "neuron"], "brain", "10x 3' v3")
+    expected = expected_cells(ln, catalog.V1, catalog.HUMAN, selection)
     check_result(demo.project, "brain-microglia", expected)
 
 
@@ -201,12 +193,13 @@ def test_disagreeing_routes_fail_validation_and_register_nothing(demo, ln, tmp_p
     spec = yaml.safe_load((QUERIES / "kidney-immune.yaml").read_text()) | {"name": "kidney-tampered"}
     path = tmp_path / "tampered.yaml"
     path.write_text(yaml.safe_dump(spec))
-    run_query(demo.project, path, "--until", "census")
+    run_query(demo.project, path, "--until", "census", "concat")
     census_path = demo.project / "results" / "kidney-tampered" / "census.h5ad"
     census = ad.read_h5ad(census_path)
+    result_genes = ad.read_h5ad(census_path.with_name("kidney-tampered.h5ad"), backed="r").var_names
     tampered = census[3:].copy()  # three cells dropped
     tampered.X = tampered.X.tolil()
-    tampered.X[0, 0] += 7  # and one count altered
+    tampered.X[0, census.var_names.get_loc(result_genes[0])] += 7  # and one count altered
     tampered.X = tampered.X.tocsr()
     tampered.write_h5ad(census_path)
     before = ln.Artifact.filter(key="cellquery/kidney-tampered.h5ad").count()
