@@ -16,6 +16,7 @@ DEMO_DIR = f".demo/{SCALE}"
 DEMO_SUMMARY = f"{DEMO_DIR}/summary.json"
 N_SHARDS = len(shards(SCALE))
 
+
 def query_path(value):
     """A relative spec path is looked up in the working directory, then beside the Snakefile."""
     path = Path(value)

@@ -42,10 +42,31 @@ def create_instance(demo: DemoInstance, scale: str, receipt: Path) -> None:
 
     for leftover in ("storage", "settings", "cache", ".lamin"):
         shutil.rmtree(demo.root / leftover, ignore_errors=True)
+    if demo.db_url:
+        recreate_database(demo.db_url)
     ln = init_instance(demo, scale)
     instance = ln.setup.settings.instance
     write_json(receipt, {"slug": demo.slug, "storage": str(demo.storage), "db": instance.db})
     log.info("instance %s ready at %s", demo.slug, demo.storage)
+
+
+def recreate_database(url: str) -> None:
+    """The demo owns the database its URL names: drop it if present and create it empty."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg2
+    from psycopg2 import sql
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    server = urlunsplit(parts._replace(path="/postgres"))
+    connection = psycopg2.connect(server)
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    connection.close()
+    log.info("PostgreSQL database %s created on %s", name, parts.hostname)
 
 
 def register_all(demo: DemoInstance, scale: str, shard_dirs: list[Path], receipt: Path) -> None:
