@@ -21,7 +21,9 @@ checkpoint resolve:
 
 rule cache:
     input:
-        ancient(f"{RESULTS}/manifest.tsv"),
+        # both checkpoint outputs: params read the manifest (cluster jobs insist on seeing them as inputs)
+        query=ancient(f"{RESULTS}/query.json"),
+        manifest=ancient(f"{RESULTS}/manifest.tsv"),
     output:
         f"{RESULTS}/cache/{{uid}}.json",
     log:
@@ -39,6 +41,7 @@ rule cache:
 rule slice:
     input:
         query=ancient(f"{RESULTS}/query.json"),
+        manifest=ancient(f"{RESULTS}/manifest.tsv"),
         cached=f"{RESULTS}/cache/{{uid}}.json",
     output:
         f"{RESULTS}/slices/{{uid}}.h5ad",

@@ -1,0 +1,91 @@
+"""A demo query through real SLURM (sbatch) on a PostgreSQL-backed instance equals the local SQLite run.
+
+`.ci/services` installs and starts SLURM and PostgreSQL; in CI (CI=true) a missing service fails the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import uuid
+
+import anndata as ad
+import pytest
+from conftest import BIN, REPO, clean_env, snakemake
+
+from cellquery.lamin import DemoInstance
+
+PG_SERVER = "postgresql://cellquery:cellquery@127.0.0.1:5432"
+QUERY = REPO / "config" / "queries" / "kidney-immune.yaml"
+
+
+def services_missing() -> str | None:
+    if shutil.which("sbatch") is None:
+        return "SLURM is not installed (run .ci/services)"
+    nodes = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+    if nodes.returncode != 0 or not re.search(r"idle|mixed|allocated", nodes.stdout):
+        return f"no SLURM node is up: {nodes.stdout.strip() or nodes.stderr.strip()}"
+    probe = subprocess.run(["pg_isready", "-h", "127.0.0.1"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return "PostgreSQL is not accepting connections on 127.0.0.1 (run .ci/services)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    missing = services_missing()
+    if missing and os.environ.get("CI"):
+        pytest.fail(f"CI must provide SLURM and PostgreSQL: {missing}")
+    if missing:
+        pytest.skip(missing)
+
+
+@pytest.fixture(scope="module")
+def pg_demo(cluster, tmp_path_factory):
+    """The small demo built on a fresh PostgreSQL database."""
+    project = tmp_path_factory.mktemp("pg-project")
+    url = f"{PG_SERVER}/cellquery_test_{uuid.uuid4().hex[:8]}"
+    snakemake(project, "demo", "--config", f"demo_db_url={url}")
+    return DemoInstance(project, "small", url)
+
+
+def test_query_through_slurm_on_postgresql_equals_the_local_run(pg_demo, demo):
+    result = snakemake(
+        pg_demo.project,
+        "--profile",
+        str(REPO / "profiles" / "slurm"),
+        "--config",
+        f"query={QUERY}",
+        f"demo_db_url={pg_demo.db_url}",
+    )
+    output = result.stdout + result.stderr
+    slurm_ids = re.findall(r"submitted with SLURM jobid (\d+)", output)
+    assert len(slurm_ids) >= 6  # resolve, cache and slice per artifact, census, concat, validate, register
+    for job_id in slurm_ids:  # SLURM's own record of each job
+        record = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+        assert "JobState=COMPLETED" in record and f"WorkDir={pg_demo.project}" in record, record
+
+    snakemake(demo.project, "--config", f"query={QUERY}")
+    name = "kidney-immune"
+    on_cluster = ad.read_h5ad(pg_demo.project / "results" / name / f"{name}.h5ad")
+    local = ad.read_h5ad(demo.project / "results" / name / f"{name}.h5ad")
+    assert on_cluster.obs_names.equals(local.obs_names) and on_cluster.var_names.equals(local.var_names)
+    assert (on_cluster.X != local.X).nnz == 0 and on_cluster.obs.equals(local.obs)
+
+    receipt = json.loads((pg_demo.project / "results" / name / "receipt.json").read_text())
+    uid = receipt["artifact_uid"]
+    lookup = f"import lamindb as ln; a = ln.Artifact.get('{uid}'); print(a.key, a.n_observations)"
+    registered = subprocess.run(
+        [str(BIN / "python"), "-c", lookup],
+        capture_output=True,
+        text=True,
+        env=clean_env(**pg_demo.env()),
+        cwd=pg_demo.project,
+    )
+    assert registered.returncode == 0, registered.stderr
+    assert registered.stdout.split()[-2:] == [f"cellquery/{name}.h5ad", str(local.n_obs)]
+    assert json.loads((pg_demo.root / "instance.json").read_text())["db"].startswith("postgresql://")
+    assert not pg_demo.sqlite_path.exists()
