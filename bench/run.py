@@ -1,6 +1,7 @@
-"""`make bench`: benchmarks measured here; results in bench/results/<timestamp>.json, table in BENCHMARKS.md.
+"""`make bench`: each figure a ratio of runs made side by side in this invocation, at `demo_scale: bench`.
 
-Usage: python -m bench.run [--scales small,bench,registry]
+Results go to bench/results/<timestamp>.json and a table in BENCHMARKS.md.
+Usage: python -m bench.run [--project DIR]   (DIR holds .demo/bench; built there when absent)
 """
 
 from __future__ import annotations
@@ -9,10 +10,9 @@ import argparse
 import json
 import os
 import platform
-import resource
+import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +20,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 BIN = Path(sys.executable).parent
+QUERY = REPO / "bench" / "blood-immune.yaml"
+AIMS = {
+    "B1": "pipeline peak memory <= 0.2 x baseline, wall time <= 0.6 x baseline",
+    "B2": "census slice not slower than cellxgene_census.get_anndata (ratio <= 1)",
+    "B3": "slicing within 2 x the h5py floor",
+    "B5": "rerun with nothing changed under 10 s",
+}
 
 
 def machine() -> dict:
@@ -27,54 +34,132 @@ def machine() -> dict:
     return {"cpus": os.cpu_count(), "memory_gib": round(memory_gib, 1), "python": platform.python_version()}
 
 
-def demo_build(scale: str) -> dict:
-    """Wall time and peak memory (largest job) of building one demo scale from nothing."""
-    with tempfile.TemporaryDirectory(prefix=f"cellquery-bench-{scale}-") as project:
-        command = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", project,
-                   "--cores", "2", "demo", "--config", f"demo_scale={scale}"]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LAMIN")}
-        started = time.perf_counter()
-        subprocess.run(command, check=True, env=env, capture_output=True)
-        seconds = time.perf_counter() - started
-        summary = json.loads((Path(project) / ".demo" / scale / "summary.json").read_text())
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {
-        "name": f"demo build, scale {scale}",
-        "seconds": round(seconds, 1),
-        "peak_rss_mib_largest_process": round(peak_mib),
-        "datasets": summary["h5ad_artifacts"],
-        "cells_latest": summary["collections"][-1]["cells"],
-    }
+def env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("LAMIN")}
+
+
+def measured(command: list[str], cwd: Path) -> dict:
+    """Wall time and the peak RSS of the largest process of a command (through bench/measure.py)."""
+    started = time.perf_counter()
+    result = subprocess.run(
+        [str(BIN / "python"), str(REPO / "bench" / "measure.py"), *command],
+        cwd=cwd,
+        env=env(),
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+    peak = json.loads(result.stdout.strip().splitlines()[-1])["peak_rss_mib"]
+    return {"seconds": round(time.perf_counter() - started, 2), "peak_rss_mib": peak}
+
+
+def snakemake(project: Path, *args: str) -> list[str]:
+    return [
+        str(BIN / "snakemake"),
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(project),
+        "--cores",
+        "2",
+        *args,
+    ]
+
+
+def ensure_demo(project: Path) -> None:
+    if not (project / ".demo" / "bench" / "summary.json").exists():
+        print("building the bench demo (about 13 minutes) ...", flush=True)
+        subprocess.run(snakemake(project, "demo", "--config", "demo_scale=bench"), check=True, env=env())
+
+
+def helper(name: str, project: Path, *args: str) -> list[str]:
+    return [str(BIN / "python"), str(REPO / "bench" / "steps.py"), name, str(project), *args]
+
+
+def benchmarks(project: Path) -> list[dict]:
+    config = ["--config", "demo_scale=bench", f"query={QUERY}"]
+    shutil.rmtree(project / "results" / "blood-immune", ignore_errors=True)
+    pipeline = measured(snakemake(project, *config), project)
+    baseline = measured(helper("seed-guide", project), project)
+    rerun = measured(snakemake(project, *config), project)
+    ours = measured(helper("census-slice", project), project)
+    official = measured(helper("get-anndata", project), project)
+    sliced = measured(helper("slice-large", project), project)
+    floor = measured(helper("h5py-floor", project), project)
+    return [
+        {
+            "id": "B1",
+            "name": "seed guide's way (load, mask, concat) vs pipeline --cores 2",
+            "baseline": baseline,
+            "ours": pipeline,
+            "ratio_seconds": round(pipeline["seconds"] / baseline["seconds"], 2),
+            "ratio_peak_rss": round(pipeline["peak_rss_mib"] / baseline["peak_rss_mib"], 2),
+        },
+        {
+            "id": "B2",
+            "name": "census slice vs cellxgene_census.get_anndata",
+            "baseline": official,
+            "ours": ours,
+            "ratio_seconds": round(ours["seconds"] / official["seconds"], 2),
+            "ratio_peak_rss": round(ours["peak_rss_mib"] / official["peak_rss_mib"], 2),
+        },
+        {
+            "id": "B3",
+            "name": "slicing the 220,000-cell h5ad vs reading the selected rows with h5py",
+            "baseline": floor,
+            "ours": sliced,
+            "ratio_seconds": round(sliced["seconds"] / floor["seconds"], 2),
+            "ratio_peak_rss": round(sliced["peak_rss_mib"] / floor["peak_rss_mib"], 2),
+        },
+        {
+            "id": "B5",
+            "name": "rerun with nothing changed",
+            "baseline": None,
+            "ours": rerun,
+            "ratio_seconds": None,
+            "ratio_peak_rss": None,
+        },
+    ]
 
 
 def render(run: dict) -> str:
-    rows = "\n".join(
-        f"| {b['name']} | {b['datasets']} | {b['cells_latest']:,} | {b['seconds']} | "
-        f"{b['peak_rss_mib_largest_process']} |"
-        for b in run["benchmarks"]
-    )
+    rows = []
+    for b in run["benchmarks"]:
+        base = b["baseline"] or {"seconds": "", "peak_rss_mib": ""}
+        cells = [b["id"], b["name"], base["seconds"], b["ours"]["seconds"], b["ratio_seconds"] or ""]
+        cells += [base["peak_rss_mib"], b["ours"]["peak_rss_mib"], b["ratio_peak_rss"] or "", AIMS[b["id"]]]
+        rows.append("| " + " | ".join(map(str, cells)) + " |")
     m = run["machine"]
     return f"""# Benchmarks
 
-Latest `make bench` ({run["timestamp"]}) on {m["cpus"]} CPUs, {m["memory_gib"]} GiB, Python {m["python"]}.
-Raw results: `bench/results/{run["timestamp"]}.json`. Reproduce: `make bench` (or
-`.venv/bin/python -m bench.run --scales small,bench,registry`).
+`make bench` at `demo_scale: bench` ({run["cells"]:,} cells in the latest collection; query
+`bench/blood-immune.yaml`), {run["timestamp"]}, on {m["cpus"]} CPUs, {m["memory_gib"]} GiB,
+Python {m["python"]}.
+Every figure comes from runs made side by side in that one invocation; ratios are ours / baseline (lower is
+better). Wall time in seconds, peak memory as the RSS of the largest process in MiB. Raw results:
+`bench/results/{run["timestamp"]}.json`. Reproduce: `make bench`.
 
-| benchmark | datasets | cells (latest collection) | wall time (s) | peak RSS, largest process (MiB) |
-| --- | --- | --- | --- | --- |
-{rows}
+| id | what | baseline s | ours s | ratio | baseline MiB | ours MiB | ratio | aim |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- |
+{chr(10).join(rows)}
 """
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.run")
-    parser.add_argument("--scales", default="small")
+    parser.add_argument("--project", type=Path, default=REPO)
     args = parser.parse_args()
+    project = args.project.resolve()
+    ensure_demo(project)
     timestamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    run = {"timestamp": timestamp, "machine": machine(), "benchmarks": []}
-    for scale in args.scales.split(","):
-        print(f"building the {scale} demo ...", flush=True)
-        run["benchmarks"].append(demo_build(scale))
+    summary = json.loads((project / ".demo" / "bench" / "summary.json").read_text())
+    run = {
+        "timestamp": timestamp,
+        "machine": machine(),
+        "cells": summary["collections"][-1]["cells"],
+        "benchmarks": benchmarks(project),
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{timestamp}.json").write_text(json.dumps(run, indent=2) + "\n")
     (REPO / "BENCHMARKS.md").write_text(render(run))

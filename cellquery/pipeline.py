@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +16,9 @@ from cellquery.lamin import DemoInstance
 from cellquery.spec import QuerySpec, SpecError
 
 log = logging.getLogger(__name__)
+
+MAX_AUTO_SHARD = 50
+AUTO_SHARDS = 8
 
 
 def read_query(path: Path) -> dict:
@@ -69,30 +73,61 @@ def resolve_query(spec: QuerySpec, demo: DemoInstance, query_out: Path, manifest
     )
 
 
-def cache_artifact(spec: QuerySpec, demo: DemoInstance, uid: str, out: Path) -> None:
-    """Fetch one artifact and record where it is, after checking it against its registry hash."""
+def shard_size(n_artifacts: int, setting: str | int) -> int:
+    """Artifacts per shard: a number, or auto (about 8 shards, at most 50 artifacts each).
+
+    It depends on the manifest alone: cluster jobs re-plan the workflow and must find the same shards.
+    """
+    if setting != "auto":
+        return int(setting)
+    return max(1, min(MAX_AUTO_SHARD, math.ceil(n_artifacts / AUTO_SHARDS)))
+
+
+def _slice_is_current(path: Path, uid: str, cells_digest: str) -> bool:
+    """A slice written for this artifact and these cell criteria is reused, not recomputed."""
+    import anndata as ad
+    import h5py
+
+    if not path.exists():
+        return False
+    with h5py.File(path, "r") as f:
+        source = ad.io.read_elem(f["uns/source"]) if "uns/source" in f else {}
+    return source.get("uid") == uid and source.get("cells_digest") == cells_digest
+
+
+def process_shard(
+    spec: QuerySpec, demo: DemoInstance, query_path: Path, manifest_path: Path, uids, out: Path
+):
+    """Fetch (hash-checked) and slice each artifact of one shard; a current slice is kept as it is."""
     from cellquery import registry
-
-    ln = registry.connect_source(spec, demo)
-    path = registry.fetch(ln, uid)
-    write_json(out, {"uid": uid, "path": str(path), "size": path.stat().st_size})
-    log.info("artifact %s cached at %s", uid, path)
-
-
-def slice_artifact(query_path: Path, cache_receipt: Path, dataset_id: str, out: Path) -> None:
     from cellquery.slicing import slice_dataset
 
     query = read_query(query_path)
-    source = Path(json.loads(Path(cache_receipt).read_text())["path"])
-    slice_dataset(
-        source,
-        criteria_of(query),
-        dataset_id=dataset_id,
-        organism=query["organism"],
-        obs_columns=query["obs_columns"],
-        gene_ids=query["gene_ids"],
-        out=out,
-    )
+    table = read_manifest(manifest_path).set_index("uid")
+    results = Path(out).parent.parent
+    ln = None
+    slices = []
+    for number, uid in enumerate(uids, start=1):
+        target = results / "slices" / f"{uid}.h5ad"
+        if _slice_is_current(target, uid, spec.cells_digest):
+            log.info("artifact %s: slice is current [%d/%d]", uid, number, len(uids))
+        else:
+            ln = ln or registry.connect_source(spec, demo)
+            source = registry.fetch(ln, uid)
+            write_json(results / "cache" / f"{uid}.json", {"uid": uid, "path": str(source)})
+            slice_dataset(
+                source,
+                criteria_of(query),
+                dataset_id=table.loc[uid, "dataset_id"],
+                organism=query["organism"],
+                obs_columns=query["obs_columns"],
+                gene_ids=query["gene_ids"],
+                out=target,
+                provenance={"uid": uid, "cells_digest": spec.cells_digest},
+            )
+            log.info("artifact %s sliced [%d/%d]", uid, number, len(uids))
+        slices.append(str(target))
+    write_json(out, {"uids": list(uids), "slices": slices})
 
 
 def census_route(query_path: Path, manifest_path: Path, out: Path) -> None:
@@ -110,8 +145,9 @@ def census_route(query_path: Path, manifest_path: Path, out: Path) -> None:
     )
 
 
-def concat_slices(slices: list[Path], join: str, out: Path) -> None:
-    """Join the per-dataset slices on genes without holding them all in memory."""
+def concat_shards(shards: list[Path], join: str, out: Path) -> None:
+    """Join the per-dataset slices of all shards on genes without holding them all in memory."""
+    slices = [Path(p) for shard in shards for p in json.loads(Path(shard).read_text())["slices"]]
     import anndata as ad
     import h5py
     from anndata.experimental import concat_on_disk

@@ -53,6 +53,7 @@ def slice_dataset(
     obs_columns: list[str],
     gene_ids: list[str] | None,
     out: Path,
+    provenance: dict | None = None,
 ) -> dict:
     """Write the matching cells (raw counts in X, as the Census X/raw) to `out`; returns counts."""
     obs = h5ad.read_frame(path, "obs")
@@ -68,7 +69,7 @@ def slice_dataset(
     kept = obs.iloc[rows][[*dict.fromkeys([*KEY_COLUMNS, *obs_columns])]]
     kept.index = pd.Index((dataset_id + ":" + kept["observation_joinid"].astype(str)).to_numpy())
     sliced = ad.AnnData(X=matrix.astype(np.float32), obs=kept, var=var.iloc[columns][VAR_COLUMNS].copy())
-    sliced.uns["source"] = {"dataset_id": dataset_id, "n_obs": len(obs)}
+    sliced.uns["source"] = {"dataset_id": dataset_id, "n_obs": len(obs), **(provenance or {})}
     with atomic_path(out) as tmp:
         sliced.write_h5ad(tmp)
     log.info("%s: %d of %d cells, %d features", dataset_id, len(rows), len(obs), len(columns))

@@ -5,7 +5,7 @@ from snakemake.utils import validate
 from cellquery.demo.build import shards
 from cellquery.demo.catalog import V1, V2
 from cellquery.lamin import DemoInstance
-from cellquery.pipeline import read_manifest
+from cellquery.pipeline import read_manifest, shard_size
 from cellquery.spec import load_spec
 
 validate(config, "../config/schemas/config.schema.yaml")
@@ -34,15 +34,23 @@ def manifest_table():
     return read_manifest(checkpoints.resolve.get().output.manifest)
 
 
-def manifest_row(uid):
+def shard_members():
+    """Artifacts per shard job, in manifest order (see cellquery.pipeline.shard_size)."""
+    uids = list(manifest_table()["uid"])
+    size = shard_size(len(uids), config["shard_size"])
+    return [uids[i : i + size] for i in range(0, len(uids), size)]
+
+
+def shard_uids(shard):
+    return shard_members()[shard]
+
+
+def shards(wildcards):
+    return expand(f"{RESULTS}/shards/{{shard}}.json", shard=range(len(shard_members())))
+
+
+def shard_memory_mb(shard):
+    """A shard holds one slice at a time: budget from its largest file, bounded."""
     table = manifest_table()
-    return table.loc[table["uid"] == uid].iloc[0]
-
-
-def slices(wildcards):
-    return expand(f"{RESULTS}/slices/{{uid}}.h5ad", uid=manifest_table()["uid"])
-
-
-def slice_memory_mb(uid):
-    """Slices hold the selected rows only: budget from the file size, bounded."""
-    return min(16000, 1000 + int(manifest_row(uid)["size"]) // 2**20)
+    largest = table.loc[table["uid"].isin(shard_uids(shard)), "size"].max()
+    return min(16000, 1000 + int(largest) // 2**20)

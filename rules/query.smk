@@ -1,4 +1,4 @@
-# The query pipeline: resolve (checkpoint) -> cache -> slice per artifact; census; concat; validate; register.
+# The query pipeline: resolve (checkpoint) -> shards (fetch, check, slice); census; concat; validate; register.
 
 
 checkpoint resolve:
@@ -19,43 +19,26 @@ checkpoint resolve:
         "../scripts/resolve.py"
 
 
-rule cache:
+rule shard:
     input:
         # both checkpoint outputs: params read the manifest (cluster jobs insist on seeing them as inputs)
         query=ancient(f"{RESULTS}/query.json"),
         manifest=ancient(f"{RESULTS}/manifest.tsv"),
     output:
-        f"{RESULTS}/cache/{{uid}}.json",
+        f"{RESULTS}/shards/{{shard}}.json",
     log:
-        f"logs/{QUERY.name}/cache/{{uid}}.log",
-    conda:
-        "../envs/cellquery.yaml"
-    params:
-        spec=QUERY,
-        demo=DEMO,
-        hash=lambda wildcards: manifest_row(wildcards.uid)["hash"],
-    script:
-        "../scripts/cache.py"
-
-
-rule slice:
-    input:
-        query=ancient(f"{RESULTS}/query.json"),
-        manifest=ancient(f"{RESULTS}/manifest.tsv"),
-        cached=f"{RESULTS}/cache/{{uid}}.json",
-    output:
-        f"{RESULTS}/slices/{{uid}}.h5ad",
-    log:
-        f"logs/{QUERY.name}/slice/{{uid}}.log",
+        f"logs/{QUERY.name}/shard-{{shard}}.log",
     conda:
         "../envs/cellquery.yaml"
     resources:
-        mem_mb=lambda wildcards: slice_memory_mb(wildcards.uid),
+        mem_mb=lambda wildcards: shard_memory_mb(int(wildcards.shard)),
     params:
-        dataset_id=lambda wildcards: manifest_row(wildcards.uid)["dataset_id"],
+        spec=QUERY,
+        demo=DEMO,
+        uids=lambda wildcards: shard_uids(int(wildcards.shard)),
         cells_digest=QUERY.cells_digest,
     script:
-        "../scripts/slice.py"
+        "../scripts/shard.py"
 
 
 rule census:
@@ -74,7 +57,7 @@ rule census:
 
 rule concat:
     input:
-        slices,
+        shards,
     output:
         f"{RESULTS}/{QUERY.name}.h5ad",
     log:

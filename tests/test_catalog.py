@@ -94,3 +94,10 @@ def test_counts_are_integer_overdispersed_and_cell_type_specific():
     }
     tops = {cell_type: set(np.argsort(profile)[-20:]) for cell_type, profile in profiles.items()}
     assert len({frozenset(top) for top in tops.values()}) == len(tops)  # each type has its own top genes
+
+
+def test_shard_size_depends_on_the_manifest_alone():
+    from cellquery.pipeline import shard_size
+
+    assert [shard_size(n, "auto") for n in (1, 2, 15, 400, 2000)] == [1, 1, 2, 50, 50]
+    assert shard_size(2000, 7) == 7

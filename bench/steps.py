@@ -1,0 +1,124 @@
+"""The baselines and single steps `bench/run.py` times, each in its own process.
+
+python bench/steps.py NAME PROJECT
+NAME: seed-guide, census-slice, get-anndata, slice-large or h5py-floor
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from cellquery.criteria import Criterion, obs_mask, value_filter
+from cellquery.lamin import DemoInstance, connect
+
+T_AND_B = ("CL:0000084", "CL:0000624", "CL:0000236", "CL:0000788")
+CRITERIA = [
+    Criterion("cell_type_ontology_term_id", "in", T_AND_B),
+    Criterion("tissue_ontology_term_id", "in", ("UBERON:0000178",)),
+]
+
+
+def results(project: Path) -> Path:
+    return project / "results" / "blood-immune"
+
+
+def manifest(project: Path):
+    import pandas as pd
+
+    return pd.read_csv(results(project) / "manifest.tsv", sep="\t")
+
+
+def seed_guide(project: Path) -> None:
+    """The seed guide's way: load each matching artifact whole, mask obs, slice, then anndata.concat."""
+    import anndata as ad
+
+    ln = connect(DemoInstance(project, "bench").env())
+    pieces = []
+    for uid in manifest(project)["uid"]:
+        adata = ln.Artifact.get(uid=uid).load()
+        pieces.append(adata[obs_mask(adata.obs, CRITERIA)].copy())
+        del adata
+    ad.concat(pieces, join="inner").write_h5ad(results(project) / "baseline.h5ad")
+
+
+def census_slice(project: Path) -> None:
+    from cellquery.census import census_slice as ours
+
+    query = json.loads((results(project) / "query.json").read_text())
+    ours(
+        query["census"]["path"],
+        CRITERIA,
+        organism="NCBITaxon:9606",
+        dataset_ids=list(manifest(project)["dataset_id"]),
+        obs_columns=query["obs_columns"],
+        gene_ids=None,
+        out=results(project) / "bench-census.h5ad",
+    )
+
+
+def get_anndata(project: Path) -> None:
+    import cellxgene_census
+
+    query = json.loads((results(project) / "query.json").read_text())
+    with cellxgene_census.open_soma(uri=query["census"]["path"]) as census:
+        adata = cellxgene_census.get_anndata(
+            census,
+            organism="Homo sapiens",
+            obs_value_filter=value_filter(CRITERIA, list(manifest(project)["dataset_id"])),
+            obs_column_names=["dataset_id", "observation_joinid", *query["obs_columns"]],
+            X_name="raw",
+        )
+    adata.write_h5ad(results(project) / "bench-get-anndata.h5ad")
+
+
+def largest(project: Path) -> Path:
+    ln = connect(DemoInstance(project, "bench").env())
+    return Path(ln.Artifact.filter(key__startswith="cellxgene/").order_by("-size").first().cache())
+
+
+def slice_large(project: Path) -> None:
+    from cellquery.slicing import slice_dataset
+
+    slice_dataset(
+        largest(project),
+        CRITERIA,
+        dataset_id="largest",
+        organism="NCBITaxon:9606",
+        obs_columns=["cell_type"],
+        gene_ids=None,
+        out=results(project) / "bench-slice.h5ad",
+    )
+
+
+def h5py_floor(project: Path) -> None:
+    """The floor: read the obs codes, then only the selected rows' CSR data, nothing else."""
+    from cellquery.h5ad import read_frame
+
+    path = largest(project)
+    rows = np.flatnonzero(obs_mask(read_frame(path, "obs"), CRITERIA))
+    runs = np.split(rows, np.flatnonzero(np.diff(rows) > 1) + 1)  # consecutive rows read as one range
+    with h5py.File(path, "r") as f:
+        group = f["raw/X"]
+        indptr = group["indptr"][:]
+        data, indices = group["data"], group["indices"]
+        chunks = [
+            (data[indptr[r[0]] : indptr[r[-1] + 1]], indices[indptr[r[0]] : indptr[r[-1] + 1]]) for r in runs
+        ]
+    print(sum(len(c[0]) for c in chunks), "values read", file=sys.stderr)
+
+
+STEPS = {
+    "seed-guide": seed_guide,
+    "census-slice": census_slice,
+    "get-anndata": get_anndata,
+    "slice-large": slice_large,
+    "h5py-floor": h5py_floor,
+}
+
+if __name__ == "__main__":
+    STEPS[sys.argv[1]](Path(sys.argv[2]))

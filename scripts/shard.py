@@ -1,0 +1,9 @@
+from pathlib import Path
+
+from cellquery.jobs import job_log
+from cellquery.pipeline import process_shard
+
+with job_log(snakemake.log[0]):
+    inputs, params = snakemake.input, snakemake.params
+    query, manifest, out = Path(inputs.query), Path(inputs.manifest), Path(snakemake.output[0])
+    process_shard(params.spec, params.demo, query, manifest, params.uids, out)
