@@ -148,8 +148,16 @@ def main() -> None:
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{timestamp}.json").write_text(json.dumps(run, indent=2) + "\n")
-    (REPO / "BENCHMARKS.md").write_text(render(run))
+    write_report(render(run))
     print(render(run))
+
+
+def write_report(table: str) -> None:
+    """Replace the generated part of BENCHMARKS.md; the written analysis after it (## sections) stays."""
+    report = REPO / "BENCHMARKS.md"
+    previous = report.read_text() if report.exists() else ""
+    analysis = previous[previous.index("\n## ") :] if "\n## " in previous else ""
+    report.write_text(table + analysis)
 
 
 if __name__ == "__main__":
