@@ -48,8 +48,8 @@ def _link_labels(ln, artifact, obs: pd.DataFrame, organism: str) -> None:
 
 def register_result(ln, spec: QuerySpec, result_path: Path, manifest: pd.DataFrame, census_uid: str) -> dict:
     """Save the result under the spec's output key: identical content reuses the existing artifact."""
-    obs = ad.read_h5ad(result_path, backed="r").obs
-    shape = ad.read_h5ad(result_path, backed="r").shape
+    result = ad.read_h5ad(result_path, backed="r")
+    obs, shape = result.obs, result.shape
     inputs = [*manifest["uid"], census_uid]
     candidate = ln.Artifact(
         str(result_path), key=spec.output_key, description=f"cellquery result {spec.name}"

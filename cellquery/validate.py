@@ -59,7 +59,8 @@ def compare_routes(result_path: Path, census_path: Path, organism: str, manifest
     """The validation report: status, totals, per-dataset counts, and the differences when it failed."""
     result = ad.read_h5ad(result_path, backed="r")
     census = ad.read_h5ad(census_path)
-    included = result.obs.index[included_cells(result.obs)]
+    census_rules = included_cells(result.obs)
+    included = result.obs.index[census_rules]
     duplicates = {
         "h5ad": _examples(result.obs.index[result.obs.index.duplicated()]),
         "census": _examples(census.obs.index[census.obs.index.duplicated()]),
@@ -78,7 +79,7 @@ def compare_routes(result_path: Path, census_path: Path, organism: str, manifest
                 "uid": row.uid,
                 "key": row.key,
                 "h5ad_cells": int(in_result.sum()),
-                "h5ad_cells_census_rules": int((in_result & included_cells(result.obs)).sum()),
+                "h5ad_cells_census_rules": int((in_result.to_numpy() & census_rules).sum()),
                 "census_cells": int((census.obs["dataset_id"].astype(str) == row.dataset_id).sum()),
             }
         )
