@@ -81,11 +81,16 @@ class _Included:
     rows: np.ndarray  # row numbers of included cells in the h5ad
     obs: pd.DataFrame
     gene_columns: np.ndarray  # column numbers of included genes in the counts matrix
-    gene_ids: pd.Index
+    genes: pd.DataFrame  # feature_name, feature_type, feature_length of the included genes
     counts_key: str
+    organism_label: str
+
+    @property
+    def gene_ids(self) -> pd.Index:
+        return self.genes.index
 
 
-def _include(source: SourceDataset, dataset_joinid: int) -> tuple[str, _Included]:
+def _include(source: SourceDataset, dataset_joinid: int) -> _Included:
     uns = h5ad.read_uns(source.path)
     organism, organism_label = uns["organism_ontology_term_id"], uns["organism"]
     obs = h5ad.read_frame(source.path, "obs")
@@ -95,38 +100,29 @@ def _include(source: SourceDataset, dataset_joinid: int) -> tuple[str, _Included
     rows = np.flatnonzero(included_cells(obs))
     included_obs = obs.iloc[rows].copy()
     included_obs["dataset_id"] = source.dataset_id
-    return experiment_name(organism_label), _Included(
+    genes = var.loc[keep_genes, ["feature_name", "feature_type", "feature_length"]]
+    return _Included(
         source=source,
         dataset_joinid=dataset_joinid,
         rows=rows,
         obs=included_obs,
         gene_columns=np.flatnonzero(keep_genes),
-        gene_ids=var.index[keep_genes],
+        genes=genes.astype({"feature_name": str, "feature_type": str, "feature_length": np.int64}),
         counts_key=counts_key,
+        organism_label=organism_label,
     )
 
 
-def _obs_table(obs: pd.DataFrame) -> pa.Table:
-    columns = {"soma_joinid": pa.array(np.arange(len(obs), dtype=np.int64))}
-    for column in obs.columns:
-        values = obs[column]
-        if column in CATEGORICAL_OBS:
+def _table(frame: pd.DataFrame, categorical=()) -> pa.Table:
+    """An Arrow table with soma_joinid 0..n-1; `categorical` columns dictionary-encoded."""
+    columns = {"soma_joinid": pa.array(np.arange(len(frame), dtype=np.int64))}
+    for column in frame.columns:
+        values = frame[column]
+        if column in categorical:
             columns[column] = pa.DictionaryArray.from_pandas(pd.Categorical(values.astype(str))).cast(
                 pa.dictionary(pa.int32(), pa.large_string())
             )
         elif values.dtype == object or isinstance(values.dtype, pd.CategoricalDtype):
-            columns[column] = pa.array(values.astype(str).to_numpy(), type=pa.large_string())
-        else:
-            columns[column] = pa.array(values.to_numpy())
-    return pa.table(columns)
-
-
-def _frame_table(frame: pd.DataFrame) -> pa.Table:
-    """A plain table (strings as large_string) with soma_joinid 0..n-1."""
-    columns = {"soma_joinid": pa.array(np.arange(len(frame), dtype=np.int64))}
-    for column in frame.columns:
-        values = frame[column]
-        if values.dtype == object or isinstance(values.dtype, pd.CategoricalDtype):
             columns[column] = pa.array(values.astype(str).to_numpy(), type=pa.large_string())
         else:
             columns[column] = pa.array(values.to_numpy())
@@ -159,7 +155,7 @@ def _coo_table(rows: np.ndarray, cols: np.ndarray, data: np.ndarray) -> pa.Table
 def _write_experiment(census_data, name: str, parts: list[_Included], n_datasets: int) -> pd.DataFrame:
     """Write one organism's experiment; returns its obs (for the summary tables)."""
     var_ids = pd.Index(sorted(set().union(*(set(p.gene_ids) for p in parts))))
-    var_info = pd.concat([_gene_info(p) for p in parts])
+    var_info = pd.concat([p.genes for p in parts])
     var_info = var_info[~var_info.index.duplicated()].reindex(var_ids)
     n_obs = sum(len(p.rows) for p in parts)
     experiment = census_data.add_new_collection(name, soma.Experiment)
@@ -214,26 +210,13 @@ def _write_experiment(census_data, name: str, parts: list[_Included], n_datasets
     for array in (raw, normalized, presence):
         array.close()
     obs = _census_obs(pd.concat(obs_parts) if obs_parts else pd.DataFrame())
-    _add_dataframe(experiment, "obs", _obs_table(obs))
+    _add_dataframe(experiment, "obs", _table(obs, CATEGORICAL_OBS))
     var = var_info.reset_index(names="feature_id")
     var["nnz"] = gene_nnz
     var["n_measured_obs"] = measured_obs
-    _add_dataframe(measurement, "var", _frame_table(var))
+    _add_dataframe(measurement, "var", _table(var))
     experiment.close()
     return obs
-
-
-def _gene_info(part: _Included) -> pd.DataFrame:
-    _, var_key = h5ad.counts_keys(part.source.path)
-    var = h5ad.read_frame(part.source.path, var_key).loc[part.gene_ids]
-    return pd.DataFrame(
-        {
-            "feature_name": var["feature_name"].astype(str).to_numpy(),
-            "feature_type": var["feature_type"].astype(str).to_numpy(),
-            "feature_length": var["feature_length"].astype(np.int64).to_numpy(),
-        },
-        index=part.gene_ids,
-    )
 
 
 def _census_obs(obs: pd.DataFrame) -> pd.DataFrame:
@@ -296,9 +279,10 @@ def build_census(sources: list[SourceDataset], uri: str | Path, census_version: 
     included_by_experiment: dict[str, list[_Included]] = defaultdict(list)
     organism_labels: dict[str, str] = {}
     for joinid, source in enumerate(sources):
-        experiment, included = _include(source, joinid)
+        included = _include(source, joinid)
+        experiment = experiment_name(included.organism_label)
         included_by_experiment[experiment].append(included)
-        organism_labels[experiment] = h5ad.read_uns(source.path)["organism"]
+        organism_labels[experiment] = included.organism_label
     with atomic_path(uri) as tmp:
         root = soma.Collection.create(str(tmp))
         root.metadata["created_on"] = date.today().isoformat()
@@ -362,8 +346,8 @@ def _write_census_info(root, sources, obs_by_organism, organism_labels, census_v
             "organism": list(organism_labels.keys()),
         }
     )
-    _add_dataframe(info, "summary", _frame_table(summary))
-    _add_dataframe(info, "datasets", _frame_table(datasets))
-    _add_dataframe(info, "summary_cell_counts", _frame_table(_summary_cell_counts(obs_by_organism)))
-    _add_dataframe(info, "organisms", _frame_table(organisms))
+    _add_dataframe(info, "summary", _table(summary))
+    _add_dataframe(info, "datasets", _table(datasets))
+    _add_dataframe(info, "summary_cell_counts", _table(_summary_cell_counts(obs_by_organism)))
+    _add_dataframe(info, "organisms", _table(organisms))
     info.close()

@@ -80,10 +80,6 @@ def observation_joinid(names: pd.Index) -> np.ndarray:
     return np.array([b85encode(xxh3_64_intdigest(n).to_bytes(8, "big")).decode() for n in names])
 
 
-def _categorical(values: np.ndarray) -> pd.Categorical:
-    return pd.Categorical(values)
-
-
 def _donor_table(spec: DatasetSpec, rng: np.random.Generator) -> pd.DataFrame:
     human = spec.organism == HUMAN
     stages = HUMAN_STAGES if human else MOUSE_STAGES
@@ -140,7 +136,7 @@ def make_obs(spec: DatasetSpec, seed: int) -> pd.DataFrame:
         obs[label_column] = obs[id_column].map(labels)
     for column in obs.columns:
         if column != "is_primary_data":
-            obs[column] = _categorical(obs[column].to_numpy())
+            obs[column] = pd.Categorical(obs[column].to_numpy())
     obs["observation_joinid"] = observation_joinid(names)
     return obs
 
@@ -169,7 +165,7 @@ def make_var(spec: DatasetSpec, seed: int) -> pd.DataFrame:
         )
         var = pd.concat([var, spikes])
     for column in ("feature_name", "feature_reference", "feature_biotype", "feature_type"):
-        var[column] = _categorical(var[column].to_numpy())
+        var[column] = pd.Categorical(var[column].to_numpy())
     return var
 
 
