@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import anndata as ad
@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-ROW_BLOCK = 20_000
+ROW_BLOCK = 4096
+CHUNK = 2**16  # values per HDF5 chunk of a streamed matrix
 
 
 def read_frame(path: str | Path, key: str) -> pd.DataFrame:
@@ -34,14 +35,54 @@ def counts_keys(path: str | Path) -> tuple[str, str]:
 def row_blocks(
     path: str | Path, rows: np.ndarray, matrix_key: str = "X", block: int = ROW_BLOCK
 ) -> Iterator[tuple[np.ndarray, sp.csr_matrix]]:
-    """Yield `(row_numbers, csr)` for sorted `rows`, reading only the stored ranges they span."""
+    """Yield `(row_numbers, csr)` for sorted `rows`, one window of `block` stored rows read at a time."""
     rows = np.asarray(rows, dtype=np.int64)
     with h5py.File(path, "r") as f:
         element = f[matrix_key]
         matrix = ad.io.sparse_dataset(element) if isinstance(element, h5py.Group) else element
-        for start in range(0, len(rows), block):
-            chunk = rows[start : start + block]
+        for chunk in np.split(rows, np.flatnonzero(np.diff(rows // block)) + 1) if len(rows) else []:
             first, last = int(chunk[0]), int(chunk[-1]) + 1
-            dense_run = matrix[first:last]
-            selected = dense_run[chunk - first]
+            selected = matrix[first:last][chunk - first]
             yield chunk, sp.csr_matrix(selected)
+
+
+def read_rows(path: str | Path, rows: np.ndarray, matrix_key: str = "X") -> sp.csr_matrix:
+    """The given rows of a stored matrix, in the given (any) order."""
+    order = np.argsort(rows, kind="stable")
+    blocks = [block for _, block in row_blocks(path, np.asarray(rows)[order], matrix_key)]
+    with h5py.File(path, "r") as f:
+        n_columns = int(f[matrix_key].attrs["shape"][1])
+    stacked = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, n_columns))
+    return stacked[np.argsort(order, kind="stable")]
+
+
+def write_streamed(
+    path: str | Path,
+    obs: pd.DataFrame,
+    var: pd.DataFrame,
+    blocks: Iterable[sp.spmatrix],
+    uns: dict | None = None,
+) -> None:
+    """Write an h5ad whose X (float32 CSR) arrives as row blocks: memory holds one block at a time."""
+    ad.AnnData(obs=obs, var=var, uns=uns or {}).write_h5ad(path)
+    with h5py.File(path, "a") as f:
+        group = f.create_group("X")
+        arrays = {
+            name: group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(CHUNK,))
+            for name, dtype in (("data", np.float32), ("indices", np.int32))
+        }
+        indptr, nnz = [np.zeros(1, dtype=np.int64)], 0
+        for block in blocks:
+            block = sp.csr_matrix(block, dtype=np.float32)
+            for name, values in (("data", block.data), ("indices", block.indices)):
+                arrays[name].resize((nnz + block.nnz,))
+                arrays[name][nnz:] = values
+            indptr.append(block.indptr[1:].astype(np.int64) + nnz)
+            nnz += block.nnz
+        indptr = np.concatenate(indptr)
+        if len(indptr) != len(obs) + 1:
+            raise ValueError(f"{path}: {len(indptr) - 1} matrix rows written for {len(obs)} cells")
+        group.create_dataset("indptr", data=indptr)
+        group.attrs.update(
+            {"encoding-type": "csr_matrix", "encoding-version": "0.1.0", "shape": (len(obs), len(var))}
+        )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import math
 from pathlib import Path
 
 import pandas as pd
@@ -17,8 +17,11 @@ from cellquery.spec import QuerySpec, SpecError
 
 log = logging.getLogger(__name__)
 
-MAX_AUTO_SHARD = 50
+MAX_AUTO_SHARD = 100
 AUTO_SHARDS = 8
+MIN_SHARD_BYTES = 2**29
+CONCAT_BLOCK = 2**23  # matrix values in memory at once while concatenating
+MAX_SHARD_BYTES = 2**33
 
 
 def read_query(path: Path) -> dict:
@@ -73,14 +76,26 @@ def resolve_query(spec: QuerySpec, demo: DemoInstance, query_out: Path, manifest
     )
 
 
-def shard_size(n_artifacts: int, setting: str | int) -> int:
-    """Artifacts per shard: a number, or auto (about 8 shards, at most 50 artifacts each).
+def plan_shards(manifest: pd.DataFrame, setting: str | int) -> list[list[str]]:
+    """Artifact uids per shard job, in manifest order: `setting` artifacts each, or `auto`.
 
-    It depends on the manifest alone: cluster jobs re-plan the workflow and must find the same shards.
+    Auto fills shards up to a byte budget (an eighth of the total, kept between 512 MiB and 8 GiB) and
+    at most 100 artifacts, so small files share a job start and large ones spread over cores. The plan
+    depends on the manifest alone: cluster jobs re-plan the workflow and must find the same shards.
     """
+    uids = list(manifest["uid"])
     if setting != "auto":
-        return int(setting)
-    return max(1, min(MAX_AUTO_SHARD, math.ceil(n_artifacts / AUTO_SHARDS)))
+        size = int(setting)
+        return [uids[i : i + size] for i in range(0, len(uids), size)]
+    budget = min(MAX_SHARD_BYTES, max(MIN_SHARD_BYTES, int(manifest["size"].sum()) // AUTO_SHARDS))
+    plan, used = [[]], 0
+    for uid, size in zip(uids, manifest["size"], strict=True):
+        if plan[-1] and (used + size > budget or len(plan[-1]) == MAX_AUTO_SHARD):
+            plan.append([])
+            used = 0
+        plan[-1].append(uid)
+        used += int(size)
+    return plan if uids else []
 
 
 def _slice_is_current(path: Path, uid: str, cells_digest: str) -> bool:
@@ -103,17 +118,16 @@ def process_shard(
     from cellquery.slicing import slice_dataset
 
     query = read_query(query_path)
-    table = read_manifest(manifest_path).set_index("uid")
+    table = read_manifest(manifest_path).set_index("uid", drop=False)
     results = Path(out).parent.parent
-    ln = None
+    connect = functools.cache(lambda: registry.connect_source(spec, demo))
     slices = []
     for number, uid in enumerate(uids, start=1):
         target = results / "slices" / f"{uid}.h5ad"
         if _slice_is_current(target, uid, spec.cells_digest):
             log.info("artifact %s: slice is current [%d/%d]", uid, number, len(uids))
         else:
-            ln = ln or registry.connect_source(spec, demo)
-            source = registry.fetch(ln, uid)
+            source = registry.fetch(table.loc[uid], connect)
             write_json(results / "cache" / f"{uid}.json", {"uid": uid, "path": str(source)})
             slice_dataset(
                 source,
@@ -145,9 +159,24 @@ def census_route(query_path: Path, manifest_path: Path, out: Path) -> None:
     )
 
 
-def concat_shards(shards: list[Path], join: str, out: Path) -> None:
-    """Join the per-dataset slices of all shards on genes without holding them all in memory."""
+def assemble(
+    shards: list[Path],
+    join: str,
+    census: Path,
+    query_path: Path,
+    manifest_path: Path,
+    out: Path,
+    report: Path,
+) -> None:
+    """Join the slices and prove the result equals the census route: only a validated result appears."""
     slices = [Path(p) for shard in shards for p in json.loads(Path(shard).read_text())["slices"]]
+    with atomic_path(out) as tmp:
+        concat_slices(slices, join, tmp)
+        validate_routes(tmp, census, query_path, manifest_path, report)
+
+
+def concat_slices(slices: list[Path], join: str, out: Path) -> None:
+    """Join per-dataset slices on genes without holding them all in memory."""
     import anndata as ad
     import h5py
     from anndata.experimental import concat_on_disk
@@ -156,19 +185,18 @@ def concat_shards(shards: list[Path], join: str, out: Path) -> None:
 
     features = pd.concat([read_frame(p, "var") for p in slices])
     features = features[~features.index.duplicated()]
-    with atomic_path(out) as tmp:
-        concat_on_disk([str(p) for p in slices], str(tmp), join=join)
-        with h5py.File(tmp, "a") as f:  # concat_on_disk (anndata 0.11) leaves var without its columns
-            genes = ad.io.read_elem(f["var"]).index
-            del f["var"]
-            ad.io.write_elem(f, "var", features.loc[genes])
-    log.info("concatenated %d slices (%s join) into %s", len(slices), join, out)
+    concat_on_disk([str(p) for p in slices], str(out), join=join, max_loaded_elems=CONCAT_BLOCK)
+    with h5py.File(out, "a") as f:  # concat_on_disk (anndata 0.11) leaves var without its columns
+        genes = ad.io.read_elem(f["var"]).index
+        del f["var"]
+        ad.io.write_elem(f, "var", features.loc[genes])
+    log.info("concatenated %d slices (%s join)", len(slices), join)
 
 
 def validate_routes(
-    result: Path, census: Path, query_path: Path, manifest_path: Path, report_out: Path, passed_flag: Path
+    result: Path, census: Path, query_path: Path, manifest_path: Path, report_out: Path
 ) -> None:
-    """Write validation.json; fail (no flag, nothing registered) when the routes disagree."""
+    """Write the validation report; fail with a readable diff when the routes disagree."""
     from cellquery.validate import compare_routes, describe_failure
 
     query = read_query(query_path)
@@ -177,7 +205,6 @@ def validate_routes(
     if report["status"] != "passed":
         echo(f"{describe_failure(report)}\n  full report: {report_out}")
         raise SystemExit(describe_failure(report))
-    write_json(passed_flag, {"status": "passed", "report": str(report_out)})
     totals = report["totals"]
     log.info(
         "validation passed: %d cells matched, %d genes compared",

@@ -15,7 +15,7 @@ from cellquery.spec import ONTOLOGY_COLUMNS, ULABEL_COLUMNS, QuerySpec, SpecErro
 
 log = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ["uid", "key", "version", "hash", "size", "n_obs", "dataset_id"]
+MANIFEST_COLUMNS = ["uid", "key", "version", "hash", "size", "n_obs", "dataset_id", "path"]
 LINKS = {id_column: link for id_column, _, link in ONTOLOGY_COLUMNS.values()}
 
 
@@ -126,36 +126,54 @@ def artifact_query(ln, spec: QuerySpec, collection, criteria: list[Criterion]):
 
 
 def manifest(artifacts) -> pd.DataFrame:
-    """One row per artifact: what to fetch, and the identity its slice depends on."""
-    rows = []
-    for artifact in artifacts:
-        values = artifact.features.get_values()
-        rows.append(
-            {
-                "uid": artifact.uid,
-                "key": artifact.key,
-                "version": artifact.version_tag or "",
-                "hash": artifact.hash,
-                "size": artifact.size,
-                "n_obs": artifact.n_observations,
-                "dataset_id": values.get("dataset_id", artifact.uid),
-            }
-        )
+    """One row per artifact: what to fetch, and the identity its slice depends on (three queries in all)."""
+    dataset_ids = dict(
+        artifacts.filter(json_values__feature__name="dataset_id").values_list("uid", "json_values__value")
+    )
+    rows = [
+        {
+            "uid": artifact.uid,
+            "key": artifact.key,
+            "version": artifact.version_tag or "",
+            "hash": artifact.hash,
+            "size": artifact.size,
+            "n_obs": artifact.n_observations,
+            "dataset_id": dataset_ids.get(artifact.uid, artifact.uid),
+            "path": str(artifact.path),
+        }
+        for artifact in artifacts.select_related("storage")
+    ]
     return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
 
 
-def fetch(ln, uid: str) -> Path:
-    """Cache one artifact and check it against its registry hash; a bad copy is fetched once more."""
-    from lamindb_setup.core.hashing import hash_file
+def fetch(entry, connect) -> Path:
+    """An artifact's file, checked against the registry's size and hash (manifest row `entry`).
 
-    artifact = ln.Artifact.get(uid=uid)
+    A file in local storage is read in place (as `Artifact.cache()` would) without connecting; a remote one is
+    cached through lamindb (`connect()` gives the connected module), and a bad copy is fetched once more.
+    """
+    if "://" not in entry["path"]:
+        path = Path(entry["path"])
+        if not _intact(path, entry):
+            raise SourceError(
+                f"artifact {entry['uid']} ({entry['key']}): stored file {path} does not match its registry hash"
+            )
+        return path
+    artifact = connect().Artifact.get(uid=entry["uid"])
     for attempt in (1, 2):
         path = Path(artifact.cache())
-        _, digest, _ = hash_file(path)
-        if digest == artifact.hash:
+        if _intact(path, entry):
             return path
-        log.warning("artifact %s: cached copy %s does not match its hash (attempt %d)", uid, path, attempt)
-        if path.resolve() == Path(artifact.path).resolve():
-            break  # the storage copy itself is damaged: fetching again cannot help
+        log.warning(
+            "artifact %s: cached copy %s does not match its hash (attempt %d)", entry["uid"], path, attempt
+        )
         path.unlink()
-    raise SourceError(f"artifact {uid} ({artifact.key}): file {path} does not match its registry hash")
+    raise SourceError(
+        f"artifact {entry['uid']} ({entry['key']}): cached copy {path} does not match its registry hash"
+    )
+
+
+def _intact(path: Path, entry) -> bool:
+    from lamindb_setup.core.hashing import hash_file
+
+    return path.exists() and path.stat().st_size == entry["size"] and hash_file(path)[1] == entry["hash"]

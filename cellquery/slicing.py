@@ -5,10 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import anndata as ad
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from cellquery import h5ad
 from cellquery.atomic import atomic_path
@@ -59,18 +57,16 @@ def slice_dataset(
     obs = h5ad.read_frame(path, "obs")
     if any(c.column in CELL_STATS for c in criteria):
         obs = with_cell_stats(path, obs, organism)
-    obs["dataset_id"] = dataset_id
+    obs["dataset_id"] = pd.Categorical([dataset_id] * len(obs))
     rows = np.flatnonzero(obs_mask(obs, criteria))
     counts_key, var_key = h5ad.counts_keys(path)
     var = h5ad.read_frame(path, var_key)
     columns = select_genes(var, gene_ids)
-    blocks = [block[:, columns] for _, block in h5ad.row_blocks(path, rows, counts_key)] if len(rows) else []
-    matrix = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, len(columns)), dtype=np.float32)
     kept = obs.iloc[rows][[*dict.fromkeys([*KEY_COLUMNS, *obs_columns])]]
     kept.index = pd.Index((dataset_id + ":" + kept["observation_joinid"].astype(str)).to_numpy())
-    sliced = ad.AnnData(X=matrix.astype(np.float32), obs=kept, var=var.iloc[columns][VAR_COLUMNS].copy())
-    sliced.uns["source"] = {"dataset_id": dataset_id, "n_obs": len(obs), **(provenance or {})}
+    blocks = (block[:, columns] for _, block in h5ad.row_blocks(path, rows, counts_key))
+    source = {"dataset_id": dataset_id, "n_obs": len(obs), **(provenance or {})}
     with atomic_path(out) as tmp:
-        sliced.write_h5ad(tmp)
+        h5ad.write_streamed(tmp, kept, var.iloc[columns][VAR_COLUMNS].copy(), blocks, uns={"source": source})
     log.info("%s: %d of %d cells, %d features", dataset_id, len(rows), len(obs), len(columns))
     return {"dataset_id": dataset_id, "cells": len(rows), "of": len(obs), "features": len(columns)}

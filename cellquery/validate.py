@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 
@@ -37,42 +36,50 @@ def _obs_differences(result_obs: pd.DataFrame, census_obs: pd.DataFrame, keys: p
 
 
 def _count_differences(
-    result_path: Path, result: ad.AnnData, census: ad.AnnData, keys: pd.Index, organism: str
-):
-    """Cells whose raw counts differ on the genes both routes hold (compared in row blocks)."""
-    genes = result.var.index[included_genes(result.var, organism)].intersection(census.var.index)
-    result_columns = result.var.index.get_indexer(genes)
-    census_columns = census.var.index.get_indexer(genes)
-    result_rows = np.sort(result.obs.index.get_indexer(keys))
-    census_rows = census.obs.index.get_indexer(result.obs.index[result_rows])
-    census_counts = census.X[census_rows][:, census_columns].tocsr()
-    differing, start = [], 0
-    for block_rows, block in h5ad.row_blocks(result_path, result_rows, "X"):
-        theirs = census_counts[start : start + len(block_rows)]
+    result_path: Path, census_path: Path, frames: dict[str, pd.DataFrame], keys: pd.Index, organism: str
+) -> tuple[int, list[str]]:
+    """Cells whose raw counts differ on the genes both routes hold, compared one row block at a time."""
+    result_var, census_var = frames["result_var"], frames["census_var"]
+    genes = result_var.index[included_genes(result_var, organism)].intersection(census_var.index)
+    result_columns = result_var.index.get_indexer(genes)
+    census_columns = census_var.index.get_indexer(genes)
+    result_cells, census_cells = frames["result_obs"].index, frames["census_obs"].index
+    differing = []
+    for block_rows, block in h5ad.row_blocks(result_path, np.sort(result_cells.get_indexer(keys)), "X"):
+        names = result_cells[block_rows]
+        theirs = h5ad.read_rows(census_path, census_cells.get_indexer(names))[:, census_columns]
         diff = (block[:, result_columns] != theirs).tocsr()
-        differing += [result.obs.index[block_rows[i]] for i in np.flatnonzero(np.diff(diff.indptr))]
-        start += len(block_rows)
+        differing += list(names[np.flatnonzero(np.diff(diff.indptr))])
     return len(genes), differing
+
+
+def _frames(result_path: Path, census_path: Path) -> dict[str, pd.DataFrame]:
+    """Obs and var of both routes; the matrices stay on disk."""
+    return {
+        f"{route}_{axis}": h5ad.read_frame(path, axis)
+        for route, path in (("result", result_path), ("census", census_path))
+        for axis in ("obs", "var")
+    }
 
 
 def compare_routes(result_path: Path, census_path: Path, organism: str, manifest: pd.DataFrame) -> dict:
     """The validation report: status, totals, per-dataset counts, and the differences when it failed."""
-    result = ad.read_h5ad(result_path, backed="r")
-    census = ad.read_h5ad(census_path)
-    census_rules = included_cells(result.obs)
-    included = result.obs.index[census_rules]
+    frames = _frames(result_path, census_path)
+    result_obs, census_obs = frames["result_obs"], frames["census_obs"]
+    census_rules = included_cells(result_obs)
+    included = result_obs.index[census_rules]
     duplicates = {
-        "h5ad": _examples(result.obs.index[result.obs.index.duplicated()]),
-        "census": _examples(census.obs.index[census.obs.index.duplicated()]),
+        "h5ad": _examples(result_obs.index[result_obs.index.duplicated()]),
+        "census": _examples(census_obs.index[census_obs.index.duplicated()]),
     }
-    missing = included.difference(census.obs.index)
-    extra = census.obs.index.difference(included)
-    matched = included.intersection(census.obs.index)
-    obs_differences = _obs_differences(result.obs, census.obs, matched)
-    n_genes, count_differences = _count_differences(result_path, result, census, matched, organism)
+    missing = included.difference(census_obs.index)
+    extra = census_obs.index.difference(included)
+    matched = included.intersection(census_obs.index)
+    obs_differences = _obs_differences(result_obs, census_obs, matched)
+    n_genes, count_differences = _count_differences(result_path, census_path, frames, matched, organism)
     per_dataset = []
     for row in manifest.itertuples():
-        in_result = result.obs["dataset_id"].astype(str) == row.dataset_id
+        in_result = result_obs["dataset_id"].astype(str) == row.dataset_id
         per_dataset.append(
             {
                 "dataset_id": row.dataset_id,
@@ -80,7 +87,7 @@ def compare_routes(result_path: Path, census_path: Path, organism: str, manifest
                 "key": row.key,
                 "h5ad_cells": int(in_result.sum()),
                 "h5ad_cells_census_rules": int((in_result.to_numpy() & census_rules).sum()),
-                "census_cells": int((census.obs["dataset_id"].astype(str) == row.dataset_id).sum()),
+                "census_cells": int((census_obs["dataset_id"].astype(str) == row.dataset_id).sum()),
             }
         )
     diff = {
@@ -94,13 +101,13 @@ def compare_routes(result_path: Path, census_path: Path, organism: str, manifest
     report = {
         "status": "failed" if failed else "passed",
         "totals": {
-            "h5ad_cells": result.n_obs,
+            "h5ad_cells": len(result_obs),
             "h5ad_cells_census_rules": len(included),
-            "census_cells": census.n_obs,
+            "census_cells": len(census_obs),
             "matched_cells": len(matched),
             "genes_compared": n_genes,
-            "h5ad_genes": result.n_vars,
-            "census_genes": census.n_vars,
+            "h5ad_genes": len(frames["result_var"]),
+            "census_genes": len(frames["census_var"]),
         },
         "per_dataset": per_dataset,
     }

@@ -2,10 +2,9 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from cellquery.demo.build import shards
-from cellquery.demo.catalog import V1, V2
+from cellquery.demo.catalog import V1, V2, generation_batches
 from cellquery.lamin import DemoInstance
-from cellquery.pipeline import read_manifest, shard_size
+from cellquery.pipeline import plan_shards, read_manifest
 from cellquery.spec import load_spec
 
 validate(config, "../config/schemas/config.schema.yaml")
@@ -14,7 +13,7 @@ SCALE = config["demo_scale"]
 DEMO = DemoInstance(Path.cwd(), SCALE, config["demo_db_url"] or None)
 DEMO_DIR = f".demo/{SCALE}"
 DEMO_SUMMARY = f"{DEMO_DIR}/summary.json"
-N_SHARDS = len(shards(SCALE))
+N_BATCHES = len(generation_batches(SCALE))
 
 
 def query_path(value):
@@ -35,10 +34,8 @@ def manifest_table():
 
 
 def shard_members():
-    """Artifacts per shard job, in manifest order (see cellquery.pipeline.shard_size)."""
-    uids = list(manifest_table()["uid"])
-    size = shard_size(len(uids), config["shard_size"])
-    return [uids[i : i + size] for i in range(0, len(uids), size)]
+    """Artifacts per shard job, in manifest order (see cellquery.pipeline.plan_shards)."""
+    return plan_shards(manifest_table(), config["shard_size"])
 
 
 def shard_uids(shard):

@@ -38,7 +38,7 @@ rule demo_h5ads:
 rule demo_register:
     input:
         instance=rules.demo_instance.output[0],
-        shards=expand(f"{DEMO_DIR}/h5ad/shard-{{shard}}", shard=range(N_SHARDS)),
+        shards=expand(f"{DEMO_DIR}/h5ad/shard-{{shard}}", shard=range(N_BATCHES)),
     output:
         f"{DEMO_DIR}/registered.json",
     log:

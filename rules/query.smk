@@ -1,4 +1,5 @@
-# The query pipeline: resolve (checkpoint) -> shards (fetch, check, slice); census; concat; validate; register.
+# The query pipeline: resolve (checkpoint) -> shards (fetch, check, slice) and census -> assemble (concat,
+# validate) -> register.
 
 
 checkpoint resolve:
@@ -55,43 +56,28 @@ rule census:
         "../scripts/census.py"
 
 
-rule concat:
+rule assemble:
     input:
-        shards,
-    output:
-        f"{RESULTS}/{QUERY.name}.h5ad",
-    log:
-        f"logs/{QUERY.name}/concat.log",
-    conda:
-        "../envs/cellquery.yaml"
-    params:
-        join=QUERY.gene_join,
-    script:
-        "../scripts/concat.py"
-
-
-rule validate:
-    input:
-        result=f"{RESULTS}/{QUERY.name}.h5ad",
+        shards=shards,
         census=f"{RESULTS}/census.h5ad",
         query=f"{RESULTS}/query.json",
         manifest=f"{RESULTS}/manifest.tsv",
     output:
-        passed=f"{RESULTS}/.validation-passed",
+        f"{RESULTS}/{QUERY.name}.h5ad",
     log:
-        f"logs/{QUERY.name}/validate.log",
+        f"logs/{QUERY.name}/assemble.log",
     conda:
         "../envs/cellquery.yaml"
     params:
+        join=QUERY.gene_join,
         report=f"{RESULTS}/validation.json",
     script:
-        "../scripts/validate.py"
+        "../scripts/assemble.py"
 
 
 rule register:
     input:
         result=f"{RESULTS}/{QUERY.name}.h5ad",
-        passed=f"{RESULTS}/.validation-passed",
         query=f"{RESULTS}/query.json",
         manifest=f"{RESULTS}/manifest.tsv",
     output:

@@ -9,7 +9,6 @@ import pytest
 
 from cellquery import ontology
 from cellquery.demo import catalog, synth
-from cellquery.demo.build import shards
 
 
 def latest(scale: str) -> list[catalog.DatasetSpec]:
@@ -61,7 +60,7 @@ def test_bench_and_registry_scales():
     assert max(d.n_cells for d in bench) >= 200_000
     registry = catalog.datasets("registry")
     assert len({d.key for d in registry}) >= 2000
-    assert len(shards("registry")) < len(registry) / 100  # tiny files share generation jobs
+    assert len(catalog.generation_batches("registry")) < len(registry) / 100  # tiny files share jobs
 
 
 def test_unknown_scale_is_named():
@@ -94,10 +93,3 @@ def test_counts_are_integer_overdispersed_and_cell_type_specific():
     }
     tops = {cell_type: set(np.argsort(profile)[-20:]) for cell_type, profile in profiles.items()}
     assert len({frozenset(top) for top in tops.values()}) == len(tops)  # each type has its own top genes
-
-
-def test_shard_size_depends_on_the_manifest_alone():
-    from cellquery.pipeline import shard_size
-
-    assert [shard_size(n, "auto") for n in (1, 2, 15, 400, 2000)] == [1, 1, 2, 50, 50]
-    assert shard_size(2000, 7) == 7

@@ -34,7 +34,7 @@ def sources(ln):
         )
         genes = (var["feature_biotype"] == "gene") & (var["feature_reference"] == organism)
         rows = np.flatnonzero(cells.to_numpy())
-        counts = next(iter(h5ad.row_blocks(path, rows, "raw/X", block=len(rows))))[1][:, genes.to_numpy()]
+        counts = next(iter(h5ad.row_blocks(path, rows, "raw/X", block=len(obs))))[1][:, genes.to_numpy()]
         included[dataset_id] = (obs.iloc[rows], counts, var.index[genes.to_numpy()], organism)
     return included
 

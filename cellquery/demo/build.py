@@ -13,22 +13,14 @@ from cellquery.lamin import DemoInstance, connect
 
 log = logging.getLogger(__name__)
 
-SHARD_SIZE = {"small": 1, "bench": 1, "registry": 250}
 CENSUS_KEY = "cell-census/{version}/soma"
-
-
-def shards(scale: str) -> list[list[catalog.DatasetSpec]]:
-    """Datasets grouped into generation jobs (many tiny ones share a job at registry scale)."""
-    specs = catalog.datasets(scale)
-    size = SHARD_SIZE[scale]
-    return [specs[i : i + size] for i in range(0, len(specs), size)]
 
 
 def write_shard(scale: str, shard: int, seed: int, out_dir: Path) -> None:
     """Write one shard's h5ads into `out_dir` (complete or absent)."""
     staging = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    specs = shards(scale)[shard]
+    specs = catalog.generation_batches(scale)[shard]
     for number, spec in enumerate(specs, start=1):
         adata = synth.write_dataset(spec, seed, staging / f"{spec.file_stem}.h5ad")
         log.info("wrote %s (%d cells x %d genes) [%d/%d]", spec.file_stem, *adata.shape, number, len(specs))

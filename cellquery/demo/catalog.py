@@ -164,8 +164,8 @@ def _bench() -> list[DatasetSpec]:
 
 
 def _registry(n_artifacts: int = 2000) -> list[DatasetSpec]:
-    """CELLxGENE's order of magnitude of registered files: many tiny datasets."""
-    first_versions = [d for d in _small() if d.revision == 1]
+    """CELLxGENE's order of magnitude of registered files: many tiny human datasets (one query matches all)."""
+    first_versions = [d for d in _small() if d.revision == 1 and d.organism == HUMAN]
     return [
         replace(
             first_versions[i % len(first_versions)],
@@ -200,3 +200,13 @@ def all_terms(scale: str) -> set[str]:
         if d.culture_fraction:
             terms.add(FIBROBLAST)
     return terms
+
+
+GENERATION_BATCH = {"small": 1, "bench": 1, "registry": 250}
+
+
+def generation_batches(scale: str) -> list[list[DatasetSpec]]:
+    """Datasets grouped into generation jobs (many tiny ones share a job at registry scale)."""
+    specs = datasets(scale)
+    size = GENERATION_BATCH[scale]
+    return [specs[i : i + size] for i in range(0, len(specs), size)]

@@ -1,15 +1,16 @@
 from pathlib import Path
 
 from cellquery.jobs import job_log
-from cellquery.pipeline import validate_routes
+from cellquery.pipeline import assemble
 
 with job_log(snakemake.log[0]):
     inputs = snakemake.input
-    validate_routes(
-        Path(inputs.result),
+    assemble(
+        [Path(p) for p in inputs.shards],
+        snakemake.params.join,
         Path(inputs.census),
         Path(inputs.query),
         Path(inputs.manifest),
+        Path(snakemake.output[0]),
         Path(snakemake.params.report),
-        Path(snakemake.output.passed),
     )
