@@ -25,6 +25,16 @@ def experiment_name(organism: str) -> str:
     return ontology.label(organism).lower().replace(" ", "_")
 
 
+def count_cells(store: str, criteria: list[Criterion], organism: str, dataset_ids: list[str]) -> int:
+    """How many census cells of these datasets match the criteria (reads one obs column)."""
+    import tiledbsoma as soma
+
+    with soma.open(store, mode="r", soma_type=soma.Collection) as census:
+        obs = census["census_data"][experiment_name(organism)].obs
+        batches = obs.read(column_names=["soma_joinid"], value_filter=value_filter(criteria, dataset_ids))
+        return sum(len(batch) for batch in batches)
+
+
 def census_slice(
     store: str,
     criteria: list[Criterion],

@@ -14,6 +14,7 @@ from cellquery.spec import (
     CELL_STATS,
     ID_COLUMNS,
     ONTOLOGY_COLUMNS,
+    ULABEL_COLUMNS,
     QuerySpec,
     SpecError,
     suggest,
@@ -64,6 +65,22 @@ def _descendants(registry, column: str, term: str) -> list[str]:
     return [root, *sorted(c.ontology_id for c in record.query_children())]
 
 
+def _labels(column: str, values: list) -> list:
+    """Values of a label column (suspension_type, donor_id), checked against the labels of that type.
+
+    An instance that keeps no labels of the type is not checked: only the data can say then.
+    """
+    if column not in ULABEL_COLUMNS:
+        return values
+    import lamindb as ln
+
+    known = set(ln.ULabel.filter(type__name=ULABEL_COLUMNS[column]).values_list("name", flat=True))
+    for value in values:
+        if known and str(value) not in known:
+            raise SpecError(f"cells.{column}: unknown value {value!r}{suggest(value, sorted(known))}")
+    return values
+
+
 def _resolve_one(column: str, criterion: Any, bionty) -> Criterion:
     label = ID_COLUMNS.get(column, column)
     if label in ONTOLOGY_COLUMNS:
@@ -78,8 +95,8 @@ def _resolve_one(column: str, criterion: Any, bionty) -> Criterion:
         values = criterion if isinstance(criterion, list) else [criterion]
         return Criterion(id_column, "in", tuple(_term_ids(registry, column, values)))
     if isinstance(criterion, dict):
-        return Criterion(column, "not_in", tuple(criterion["not_in"]))
-    values = criterion if isinstance(criterion, list) else [criterion]
+        return Criterion(column, "not_in", tuple(_labels(column, criterion["not_in"])))
+    values = _labels(column, criterion if isinstance(criterion, list) else [criterion])
     if column in BOOLEAN_COLUMNS and len(set(values)) == 1:
         return Criterion(column, "==", (values[0],))
     return Criterion(column, "in", tuple(values))
@@ -135,6 +152,8 @@ def _literal(value: Any) -> str:
 def value_filter(criteria: list[Criterion], dataset_ids: list[str] | None = None) -> str:
     """Backend (c): a SOMA `value_filter` (no `not` in the grammar: `not_in` becomes chained `!=`)."""
     clauses = []
+    if dataset_ids is not None and not dataset_ids:
+        return "soma_joinid < 0"  # no dataset: no cell
     if dataset_ids is not None:
         clauses.append(f"dataset_id in [{', '.join(_literal(d) for d in dataset_ids)}]")
     for c in criteria:

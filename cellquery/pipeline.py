@@ -37,20 +37,30 @@ def read_manifest(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, sep="\t", dtype={"version": str}, keep_default_na=False)
 
 
-def resolve_query(spec: QuerySpec, demo: DemoInstance, query_out: Path, manifest_out: Path) -> None:
-    """Resolve names against the registry, find the artifacts (backend a), and write the manifest."""
+def plan_query(spec: QuerySpec, demo: DemoInstance) -> tuple[dict, pd.DataFrame]:
+    """What `resolve` decides, checked against the registry: the resolved query and the manifest.
+
+    Raises a one-line `SpecError` (or `SourceError`) for anything the registry cannot answer, and for a query
+    that matches nothing unless the spec says `allow_empty: true`. Reads no h5ad.
+    """
     from cellquery import registry
+    from cellquery.census import count_cells
     from cellquery.genes import resolve_genes
+    from cellquery.register import check_output_key
 
     ln = registry.connect_source(spec, demo)
     collection = registry.collection_for(ln, spec)
     criteria = resolve(spec)
     store = registry.census_store(ln, spec, collection)
-    artifacts = registry.artifact_query(ln, spec, collection, criteria)
-    table = registry.manifest(artifacts)
-    if table.empty:
+    check_output_key(ln, spec)
+    gene_ids = resolve_genes(spec.genes, spec.organism) if spec.genes else None
+    table = registry.manifest(registry.artifact_query(ln, spec, collection, criteria))
+    cells = count_cells(str(store.path), criteria, spec.organism, list(table["dataset_id"]))
+    if not cells and not spec.allow_empty:
+        found = "no artifact" if table.empty else f"{len(table)} artifacts but no cells"
         raise SpecError(
-            f"{spec.path}: no artifact in {collection.key} {collection.version_tag} matches the query"
+            f"cells: the query matches {found} in {collection.key} {collection.version_tag} "
+            "(allow_empty: true registers an empty result instead)"
         )
     query = {
         "name": spec.name,
@@ -58,22 +68,45 @@ def resolve_query(spec: QuerySpec, demo: DemoInstance, query_out: Path, manifest
         "spec_digest": spec.digest,
         "organism": spec.organism,
         "criteria": [c.as_dict() for c in criteria],
-        "gene_ids": resolve_genes(spec.genes, spec.organism) if spec.genes else None,
+        "gene_ids": gene_ids,
         "obs_columns": spec.obs_columns,
-        "collection": {"key": collection.key, "version": collection.version_tag, "uid": collection.uid},
-        "census": {"key": store.key, "uid": store.uid, "path": str(store.path)},
+        "collection": {
+            "key": collection.key,
+            "version": collection.version_tag,
+            "uid": collection.uid,
+            "artifacts": collection.artifacts.count(),
+        },
+        "census": {"key": store.key, "uid": store.uid, "path": str(store.path), "cells": cells},
     }
+    return query, table
+
+
+def resolve_query(spec: QuerySpec, demo: DemoInstance, query_out: Path, manifest_out: Path) -> None:
+    """Resolve names against the registry, find the artifacts (backend a), and write the manifest."""
+    query, table = plan_query(spec, demo)
     with atomic_path(manifest_out) as tmp:
         table.to_csv(tmp, sep="\t", index=False)
     write_json(query_out, query)
+    collection = query["collection"]
     log.info(
-        "%d of %d artifacts in %s %s match; census store %s",
+        "%d of %d artifacts in %s %s match; %d cells in census store %s",
         len(table),
-        collection.artifacts.count(),
-        collection.key,
-        collection.version_tag,
-        store.key,
+        collection["artifacts"],
+        collection["key"],
+        collection["version"],
+        query["census"]["cells"],
+        query["census"]["key"],
     )
+
+
+def preflight(spec: QuerySpec, demo: DemoInstance) -> None:
+    """Run `resolve`'s registry checks before any job: a bad spec stops with one line naming the file."""
+    from cellquery.registry import SourceError
+
+    try:
+        plan_query(spec, demo)
+    except (SpecError, SourceError) as error:
+        raise SpecError(f"{spec.path}: {error}") from None
 
 
 def plan_shards(manifest: pd.DataFrame, setting: str | int) -> list[list[str]]:
@@ -171,8 +204,21 @@ def assemble(
     """Join the slices and prove the result equals the census route: only a validated result appears."""
     slices = [Path(p) for shard in shards for p in json.loads(Path(shard).read_text())["slices"]]
     with atomic_path(out) as tmp:
-        concat_slices(slices, join, tmp)
+        if slices:
+            concat_slices(slices, join, tmp)
+        else:  # allowed empty: no artifact matched
+            write_empty(tmp, read_query(query_path)["obs_columns"])
         validate_routes(tmp, census, query_path, manifest_path, report)
+
+
+def write_empty(out: Path, obs_columns: list[str]) -> None:
+    """A valid result with no cells and no genes, shaped like any other result."""
+    from cellquery.h5ad import write_streamed
+    from cellquery.slicing import KEY_COLUMNS, VAR_COLUMNS
+
+    obs = pd.DataFrame(columns=[*dict.fromkeys([*KEY_COLUMNS, *obs_columns])], dtype=str)
+    write_streamed(out, obs, pd.DataFrame(columns=VAR_COLUMNS, dtype=str), [])
+    log.info("no artifact matched: wrote an empty result (allow_empty)")
 
 
 def concat_slices(slices: list[Path], join: str, out: Path) -> None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import anndata as ad
 import pandas as pd
 
-from cellquery.spec import ONTOLOGY_COLUMNS, ULABEL_COLUMNS, QuerySpec
+from cellquery.spec import ONTOLOGY_COLUMNS, ULABEL_COLUMNS, QuerySpec, SpecError
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +45,20 @@ def _link_labels(ln, artifact, obs: pd.DataFrame, organism: str) -> None:
         artifact.organisms.add(*species)
 
 
+def check_output_key(ln, spec: QuerySpec) -> None:
+    """The output key must be free or hold earlier versions of a cellquery result, never another artifact."""
+    for artifact in ln.Artifact.filter(key=spec.output_key).select_related("run__transform"):
+        if artifact.run is None or artifact.run.transform.key != REGISTER_KEY:
+            raise SpecError(
+                f"output.key: {spec.output_key!r} belongs to artifact {artifact.uid}, "
+                "which is not a cellquery result; choose another key"
+            )
+
+
 def register_result(ln, spec: QuerySpec, result_path: Path, manifest: pd.DataFrame, census_uid: str) -> dict:
     """Save the result under the spec's output key: identical content reuses the existing artifact."""
+    import anndata as ad
+
     result = ad.read_h5ad(result_path, backed="r")
     obs, shape = result.obs, result.shape
     inputs = [*manifest["uid"], census_uid]

@@ -156,7 +156,8 @@ def fetch(entry, connect) -> Path:
         path = Path(entry["path"])
         if not _intact(path, entry):
             raise SourceError(
-                f"artifact {entry['uid']} ({entry['key']}): stored file {path} does not match its registry hash"
+                f"artifact {entry['uid']} ({entry['key']}): stored file {path} "
+                "does not match its registry size and hash"
             )
         return path
     artifact = connect().Artifact.get(uid=entry["uid"])

@@ -31,6 +31,7 @@ ID_COLUMNS = {id_column: label for label, (id_column, _, _) in ONTOLOGY_COLUMNS.
 # Label-backed string columns: column -> ULabel type linked to artifacts.
 ULABEL_COLUMNS = {"suspension_type": "SuspensionType", "donor_id": "Donor"}
 STRING_COLUMNS = {"suspension_type", "donor_id", "tissue_type", "observation_joinid", "dataset_id"}
+TISSUE_TYPES = ("tissue", "organoid", "primary cell culture")  # CELLxGENE schema 7
 BOOLEAN_COLUMNS = {"is_primary_data"}
 # Per-cell statistics the Census stores; the h5ad route computes them the same way when a query uses them.
 CELL_STATS = {"raw_sum", "nnz", "raw_mean_nnz", "raw_variance_nnz", "n_measured_vars"}
@@ -87,6 +88,10 @@ class QuerySpec:
     @property
     def obs_columns(self) -> list[str]:
         return self.data.get("obs_columns") or list(DEFAULT_OBS_COLUMNS)
+
+    @property
+    def allow_empty(self) -> bool:
+        return self.data.get("allow_empty", False)
 
     @property
     def output_key(self) -> str:
@@ -149,6 +154,11 @@ def _fill_defaults(data: dict) -> dict:
     return data
 
 
+def _how_far(error: jsonschema.ValidationError) -> tuple[int, bool]:
+    """Deeper is further; at one depth, an alternative of the right type is further than a type mismatch."""
+    return len(list(error.absolute_path)), error.validator not in ("type", "oneOf")
+
+
 def _schema_error(error: jsonschema.ValidationError) -> str:
     where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
     if error.validator == "additionalProperties":
@@ -156,8 +166,8 @@ def _schema_error(error: jsonschema.ValidationError) -> str:
         unknown = sorted(set(error.instance) - set(allowed))
         if allowed and unknown:
             return f"{where}: unknown key {unknown[0]!r}{suggest(unknown[0], allowed)}"
-    if error.validator == "oneOf" and error.context:
-        error = min(error.context, key=lambda e: len(list(e.absolute_path)))
+    if error.validator == "oneOf" and error.context:  # the alternative that got furthest says most
+        return _schema_error(max(error.context, key=_how_far))
     return f"{where}: {error.message}"
 
 
@@ -166,39 +176,90 @@ def _check_cells(cells: dict) -> None:
         if column not in QUERYABLE:
             raise SpecError(f"cells.{column}: unknown obs column{suggest(column, sorted(QUERYABLE))}")
         comparison = isinstance(criterion, dict) and not {"not_in", "descendants_of"} & set(criterion)
-        if comparison and column not in CELL_STATS:
-            raise SpecError(f"cells.{column}: numeric comparisons apply to {', '.join(sorted(CELL_STATS))}")
+        if comparison:
+            _check_comparison(column, criterion)
         ontology_column = column in ONTOLOGY_COLUMNS or column in ID_COLUMNS
         if isinstance(criterion, dict) and "descendants_of" in criterion and not ontology_column:
             raise SpecError(f"cells.{column}: descendants_of applies to ontology columns only")
         values = criterion if isinstance(criterion, list) else [criterion]
         if column in BOOLEAN_COLUMNS and not all(isinstance(v, bool) for v in values):
             raise SpecError(f"cells.{column}: {criterion!r} is not true or false")
+        if column == "tissue_type":
+            listed = criterion["not_in"] if isinstance(criterion, dict) else values
+            for value in listed:
+                if value not in TISSUE_TYPES:
+                    known = suggest(value, TISSUE_TYPES)
+                    raise SpecError(f"cells.tissue_type: unknown value {value!r}{known}")
 
 
-def load_spec(path: str | Path) -> QuerySpec:
-    """Read and validate a query spec; raises `SpecError` with a one-line message."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"query: no such file {str(path)!r}")
+def _check_comparison(column: str, bounds: dict) -> None:
+    """Numeric comparisons apply to the per-cell statistics, and their bounds must leave some room."""
+    if column not in CELL_STATS:
+        raise SpecError(f"cells.{column}: numeric comparisons apply to {', '.join(sorted(CELL_STATS))}")
+    lows = [(value, op == "gt") for op, value in bounds.items() if op in ("gt", "ge")]
+    highs = [(value, op == "lt") for op, value in bounds.items() if op in ("lt", "le")]
+    room = all(
+        lo < hi or (lo == hi and not (open_lo or open_hi)) for lo, open_lo in lows for hi, open_hi in highs
+    )
+    if not room:
+        raise SpecError(f"cells.{column}: contradictory bounds {bounds!r}: no value satisfies them all")
+
+
+def _check_obs_columns(columns: list[str]) -> None:
+    known = [*DEFAULT_OBS_COLUMNS, "observation_joinid", "dataset_id"]
+    for column in columns:
+        if column not in known:
+            raise SpecError(f"obs_columns: unknown obs column {column!r}{suggest(column, known)}")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that rejects a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise SpecError(f"{key}: key given twice (line {line}): keep one")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(path: Path) -> Any:
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise SpecError(f"{path}: invalid YAML{where}: {getattr(error, 'problem', error)}") from None
+        raise SpecError(f"invalid YAML{where}: {getattr(error, 'problem', error)}") from None
+
+
+def _validated(data: Any) -> dict:
     if not isinstance(data, dict):
-        raise SpecError(f"{path}: a query spec is a mapping of keys, got {type(data).__name__}")
+        raise SpecError(f"a query spec is a mapping of keys, got {type(data).__name__}")
     data = _dates_as_text(data)
     errors = sorted(
         jsonschema.Draft202012Validator(_schema()).iter_errors(data), key=lambda e: list(e.absolute_path)
     )
     if errors:
-        raise SpecError(f"{path}: {_schema_error(errors[0])}")
+        raise SpecError(_schema_error(errors[0]))
     data = _fill_defaults(data)
     organism_id(data["organism"])
     _check_cells(data["cells"])
+    _check_obs_columns(data.get("obs_columns", []))
     size = data["artifacts"].get("size", {})
     if size.get("min", 0) > size.get("max", float("inf")):
-        raise SpecError(f"{path}: artifacts.size: min {size['min']} is larger than max {size['max']}")
-    return QuerySpec(path=path, data=data)
+        raise SpecError(f"artifacts.size: min {size['min']} is larger than max {size['max']}")
+    return data
+
+
+def load_spec(path: str | Path) -> QuerySpec:
+    """Read and validate a query spec; raises `SpecError` with one line: the file, the key, the value."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"query: no such file {str(path)!r}")
+    try:
+        return QuerySpec(path=path, data=_validated(_read_yaml(path)))
+    except SpecError as error:
+        raise SpecError(f"{path}: {error}") from None

@@ -1,11 +1,13 @@
+import json
+import sys
 from pathlib import Path
 
 from snakemake.utils import validate
 
 from cellquery.demo.catalog import V1, V2, generation_batches
 from cellquery.lamin import DemoInstance
-from cellquery.pipeline import plan_shards, read_manifest
-from cellquery.spec import load_spec
+from cellquery.pipeline import plan_shards, preflight, read_manifest
+from cellquery.spec import SpecError, load_spec
 
 validate(config, "../config/schemas/config.schema.yaml")
 
@@ -24,7 +26,24 @@ def query_path(value):
     return Path(workflow.basedir) / path
 
 
-QUERY = load_spec(query_path(config["query"]))
+def needs_preflight(spec):
+    """Check a spec against the registry once, in the main process, when `resolve` has not accepted it yet.
+
+    The embedded demo is checked once it is built (a run that builds it checks the spec in `resolve`).
+    """
+    if not workflow.is_main_process or (spec.instance == "demo" and not Path(DEMO_SUMMARY).exists()):
+        return False
+    resolved = Path(f"results/{spec.name}/query.json")
+    return not resolved.exists() or json.loads(resolved.read_text())["spec_digest"] != spec.digest
+
+
+try:
+    QUERY = load_spec(query_path(config["query"]))
+    if needs_preflight(QUERY):
+        preflight(QUERY, DEMO)
+except SpecError as error:  # one line, before any job runs
+    print(f"cellquery: {error}", file=sys.stderr)
+    sys.exit(1)
 RESULTS = f"results/{QUERY.name}"
 
 

@@ -164,7 +164,7 @@ def _bench() -> list[DatasetSpec]:
 
 
 def _registry(n_artifacts: int = 2000) -> list[DatasetSpec]:
-    """CELLxGENE's order of magnitude of registered files: many tiny human datasets (one query matches all)."""
+    """CELLxGENE's order of magnitude of registered files: many tiny human datasets, one query for all."""
     first_versions = [d for d in _small() if d.revision == 1 and d.organism == HUMAN]
     return [
         replace(
