@@ -1,0 +1,77 @@
+"""The bad-spec corpus (tests/bad_specs/*.yaml, first line `# expect: <error>`), run by the real snakemake.
+
+Every spec must stop before any job runs, with one line that names the key and the value, a non-zero exit,
+the registry unchanged and nothing new under results/ or logs/.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from conftest import REPO, snakemake
+
+CORPUS = REPO / "tests" / "bad_specs"
+MISSING = CORPUS / "no-such-spec.yaml"
+CASES = {path.stem: path for path in sorted(CORPUS.glob("*.yaml"))} | {"missing-file": MISSING}
+SNAKEMAKE_PREAMBLE = ("Using workflow specific profile", "Config file ")
+
+
+def expected_error(path: Path) -> str:
+    if not path.exists():
+        return f"query: no such file '{path}'"
+    return path.read_text().splitlines()[0].removeprefix("# expect: ")
+
+
+def registry_counts(ln) -> dict[str, int]:
+    registries = ("Artifact", "Run", "Collection", "Transform")
+    return {name: getattr(ln, name).objects.count() for name in registries}
+
+
+def files(project: Path) -> set[tuple[str, int]]:
+    """Every file under results/ and logs/ with its modification time."""
+    return {
+        (str(p.relative_to(project)), p.stat().st_mtime_ns)
+        for folder in ("results", "logs")
+        for p in (project / folder).rglob("*")
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def outcomes(demo, ln):
+    """Run the whole corpus (two at a time: both cores), recording the registry and files around it."""
+    before = registry_counts(ln), files(demo.project)
+
+    def run(path: Path):
+        return snakemake(demo.project, "--config", f"query={path}", check=False)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = dict(zip(CASES, pool.map(run, CASES.values()), strict=True))
+    return results, before, (registry_counts(ln), files(demo.project))
+
+
+def test_the_corpus_covers_every_kind_of_bad_input():
+    assert len(CASES) >= 40
+    for path in CASES.values():
+        assert not path.exists() or path.read_text().startswith("# expect: "), path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_spec_stops_before_any_job_with_one_line(outcomes, case):
+    result = outcomes[0][case]
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    lines = [line for line in output.splitlines() if line.strip() and not line.startswith(SNAKEMAKE_PREAMBLE)]
+    assert len(lines) == 1, output
+    assert lines[0].startswith("cellquery: ") and expected_error(CASES[case]) in lines[0], lines[0]
+    assert "Building DAG" not in output and "rule " not in output  # no job was even planned
+
+
+@pytest.mark.slow
+def test_bad_specs_leave_the_registry_and_results_unchanged(outcomes):
+    _, (counts_before, files_before), (counts_after, files_after) = outcomes
+    assert counts_after == counts_before
+    assert files_after == files_before
