@@ -1,4 +1,8 @@
-"""`python -m cellquery summary [QUERY.yaml]`: the summary of a query's last run."""
+"""`python -m cellquery summary|audit [QUERY.yaml]`: a query's last run, or the instance it queries.
+
+summary  what the last run of the query produced
+audit    records without files, stored files without records, results without lineage (exit 1 if any)
+"""
 
 from __future__ import annotations
 
@@ -13,16 +17,36 @@ from cellquery.summary import result_summary
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m cellquery")
-    parser.add_argument("command", choices=["summary"])
-    parser.add_argument("query", nargs="?", help="query spec (default: the one config/config.yaml names)")
-    args = parser.parse_args()
-    query = args.query or yaml.safe_load(DEFAULT_CONFIG.read_text())["query"]
+def summary(query: str) -> None:
     results = Path("results") / load_spec(query).name
     if not (results / "receipt.json").exists():
         raise SystemExit(f"no finished run of {query} under {results}")
     print(result_summary(results))
+
+
+def audit(query: str, config: dict) -> None:
+    from cellquery.audit import registry_problems
+    from cellquery.lamin import DemoInstance
+    from cellquery.registry import connect_source
+
+    demo = DemoInstance(Path.cwd(), config["demo_scale"], config.get("demo_db_url") or None)
+    problems = registry_problems(connect_source(load_spec(query), demo))
+    print("\n".join(problems) if problems else "registry whole: every record has its file and lineage")
+    if problems:
+        raise SystemExit(1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m cellquery")
+    parser.add_argument("command", choices=["summary", "audit"])
+    parser.add_argument("query", nargs="?", help="query spec (default: the one config/config.yaml names)")
+    args = parser.parse_args()
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    query = args.query or config["query"]
+    if args.command == "summary":
+        summary(query)
+    else:
+        audit(query, config)
 
 
 if __name__ == "__main__":

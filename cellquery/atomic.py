@@ -12,9 +12,15 @@ from pathlib import Path
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling path; it replaces `path` only if the block finishes."""
+    """Yield a temporary sibling path; it replaces `path` only if the block finishes.
+
+    Temporaries a killed writer left for the same target are removed first (one job writes a target at a
+    time: Snakemake locks the working directory).
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".tmp-*-{target.name}"):
+        _remove(stale)
     tmp = target.with_name(f".tmp-{os.getpid()}-{target.name}")  # keeps the suffix readers look at
     try:
         yield tmp
@@ -22,10 +28,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(target)  # a directory cannot be replaced in one step; the old one was stale
         os.replace(tmp, target)
     finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
-            tmp.unlink()
+        _remove(tmp)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists():
+        path.unlink()
 
 
 def write_json(path: str | os.PathLike, payload: object) -> None:

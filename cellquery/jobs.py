@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -38,3 +41,23 @@ def job_log(path: str | Path | None) -> Iterator[None]:
 def echo(message: str) -> None:
     """Print to the terminal running Snakemake, even while stdout goes to the job's log."""
     print(message, file=sys.__stderr__, flush=True)
+
+
+def claim_workdir(snakemake_dir: Path) -> TextIO:
+    """Hold a lock on the working directory for this process's life (the kernel drops it if the process dies).
+
+    Whoever gets it knows no other cellquery run is active here, so Snakemake locks still present were left
+    by a killed run: they are removed and the run goes on, instead of stopping with "Directory cannot be
+    locked". Keep the returned handle open.
+    """
+    snakemake_dir.mkdir(exist_ok=True)
+    handle = open(snakemake_dir / "cellquery-run.lock", "a")  # noqa: SIM115 (held until the process ends)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return handle  # another run is active: its locks are real
+    locks = snakemake_dir / "locks"
+    if locks.is_dir() and any(locks.iterdir()):
+        shutil.rmtree(locks)
+        echo("cellquery: removed the Snakemake locks a killed run left behind")
+    return handle

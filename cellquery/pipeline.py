@@ -11,6 +11,7 @@ import pandas as pd
 
 from cellquery.atomic import atomic_path, write_json
 from cellquery.criteria import Criterion, resolve
+from cellquery.faults import failpoint
 from cellquery.jobs import echo
 from cellquery.lamin import DemoInstance
 from cellquery.spec import QuerySpec, SpecError
@@ -160,7 +161,11 @@ def process_shard(
         if _slice_is_current(target, uid, spec.cells_digest):
             log.info("artifact %s: slice is current [%d/%d]", uid, number, len(uids))
         else:
-            source = registry.fetch(table.loc[uid], connect)
+            try:
+                source = registry.fetch(table.loc[uid], connect)
+            except registry.SourceError as error:  # a damaged file never reaches a slice
+                echo(f"cellquery: {error}")
+                raise SystemExit(str(error)) from None
             write_json(results / "cache" / f"{uid}.json", {"uid": uid, "path": str(source)})
             slice_dataset(
                 source,
@@ -208,6 +213,7 @@ def assemble(
             concat_slices(slices, join, tmp)
         else:  # allowed empty: no artifact matched
             write_empty(tmp, read_query(query_path)["obs_columns"])
+        failpoint("assemble")
         validate_routes(tmp, census, query_path, manifest_path, report)
 
 
@@ -267,6 +273,7 @@ def register(
 
     ln = registry.connect_source(spec, demo)
     query = read_query(query_path)
-    receipt = register_result(ln, spec, result, read_manifest(manifest_path), query["census"]["uid"])
+    intent = Path(out).with_name(".register-intent.json")
+    receipt = register_result(ln, spec, result, read_manifest(manifest_path), query["census"]["uid"], intent)
     write_json(out, receipt)
     return receipt

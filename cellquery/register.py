@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 
+from cellquery.atomic import write_json
+from cellquery.faults import failpoint
 from cellquery.spec import ONTOLOGY_COLUMNS, ULABEL_COLUMNS, QuerySpec, SpecError
 
 log = logging.getLogger(__name__)
@@ -14,6 +20,7 @@ log = logging.getLogger(__name__)
 WORKFLOW_KEY = "cellquery"
 REGISTER_KEY = "cellquery/register"
 RESULT_FEATURES = {"spec_digest": str, "query_name": str}
+LOCK_KEY = 0x63656C6C  # "cell": the advisory lock cellquery takes on PostgreSQL
 
 
 def _transform(ln, key: str, description: str):
@@ -45,6 +52,37 @@ def _link_labels(ln, artifact, obs: pd.DataFrame, organism: str) -> None:
         artifact.organisms.add(*species)
 
 
+def _save_new_version(ln, spec: QuerySpec, candidate, inputs: list[str], obs: pd.DataFrame, shape):
+    """The new version with its lineage (a workflow run and a register run, inputs) and its labels."""
+    workflow = _transform(ln, WORKFLOW_KEY, "cellquery Snakemake workflow")
+    parent = ln.Run(workflow, params={"spec": spec.data, "spec_digest": spec.digest}).save()
+    run = ln.Run(
+        _transform(ln, REGISTER_KEY, "cellquery: register a validated result"),
+        params={"spec_digest": spec.digest, "query": spec.name},
+        initiated_by_run=parent,
+    ).save()
+    run.input_artifacts.add(*ln.Artifact.filter(uid__in=inputs))
+    previous = ln.Artifact.filter(key=spec.output_key).count()
+    candidate.run = run
+    candidate.version_tag = str(previous + 1)
+    candidate.n_observations = shape[0]
+    artifact = candidate.save()
+    failpoint("register")
+    _link_labels(ln, artifact, obs, spec.organism)
+    for name, dtype in RESULT_FEATURES.items():
+        _feature(ln, name, dtype)
+    artifact.features.add_values({"spec_digest": spec.digest, "query_name": spec.name})
+    return artifact
+
+
+def _same_content_under_key(ln, key: str, path: Path):
+    """The version under `key` whose content equals the file at `path`, if there is one."""
+    from lamindb_setup.core.hashing import hash_file
+
+    _, digest, _ = hash_file(path)
+    return ln.Artifact.filter(key=key, hash=digest).first()
+
+
 def check_output_key(ln, spec: QuerySpec) -> None:
     """The output key must be free or hold earlier versions of a cellquery result, never another artifact."""
     for artifact in ln.Artifact.filter(key=spec.output_key).select_related("run__transform"):
@@ -55,39 +93,79 @@ def check_output_key(ln, spec: QuerySpec) -> None:
             )
 
 
-def register_result(ln, spec: QuerySpec, result_path: Path, manifest: pd.DataFrame, census_uid: str) -> dict:
-    """Save the result under the spec's output key: identical content reuses the existing artifact."""
+@contextmanager
+def registry_lock(ln) -> Iterator[None]:
+    """One registration at a time per instance: a PostgreSQL advisory lock, or a file lock beside SQLite.
+
+    Both locks die with their process, so a killed registration never blocks the next one.
+    """
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", [LOCK_KEY])
+        try:
+            yield
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
+        return
+    lock_path = Path(connection.settings_dict["NAME"]).with_suffix(".cellquery-register.lock")
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def recover(ln, intent: Path) -> None:
+    """Undo a registration a killed run left unfinished: its record (if committed) and its stored file."""
+    if not intent.exists():
+        return
+    pending = json.loads(intent.read_text())
+    record = ln.Artifact.filter(uid=pending["uid"]).first()
+    if record is not None and (record._storage_ongoing or not Path(record.path).exists()):
+        record.delete(permanent=True, storage=False)
+        log.warning("removed the unfinished registration of %s", pending["uid"])
+        record = None
+    if record is None:
+        for stray in Path(pending["storage_root"], ".lamindb").glob(f"{pending['uid']}*"):
+            stray.unlink()
+            log.warning("removed %s, stored by a registration that never committed", stray)
+    intent.unlink()
+
+
+def register_result(
+    ln, spec: QuerySpec, result_path: Path, manifest: pd.DataFrame, census_uid: str, intent: Path
+) -> dict:
+    """Save the result under the spec's output key: identical content reuses the existing artifact.
+
+    Under the registry lock and in one database transaction; `intent` names the new record and its file
+    until both are committed, so a run killed half-way is undone by the next one.
+    """
     import anndata as ad
+    from django.db import transaction
 
     result = ad.read_h5ad(result_path, backed="r")
     obs, shape = result.obs, result.shape
     inputs = [*manifest["uid"], census_uid]
-    candidate = ln.Artifact(
-        str(result_path), key=spec.output_key, description=f"cellquery result {spec.name}"
-    )
-    reused = candidate.id is not None  # lamindb returned the record with this content
-    if reused:
-        artifact = candidate
-        log.info("identical result already registered as %s", artifact.uid)
-    else:
-        workflow = _transform(ln, WORKFLOW_KEY, "cellquery Snakemake workflow")
-        parent = ln.Run(workflow, params={"spec": spec.data, "spec_digest": spec.digest}).save()
-        run = ln.Run(
-            _transform(ln, REGISTER_KEY, "cellquery: register a validated result"),
-            params={"spec_digest": spec.digest, "query": spec.name},
-            initiated_by_run=parent,
-        ).save()
-        run.input_artifacts.add(*ln.Artifact.filter(uid__in=inputs))
-        previous = ln.Artifact.filter(key=spec.output_key).count()
-        candidate.run = run
-        candidate.version_tag = str(previous + 1)
-        candidate.n_observations = shape[0]
-        artifact = candidate.save()
-        _link_labels(ln, artifact, obs, spec.organism)
-        for name, dtype in RESULT_FEATURES.items():
-            _feature(ln, name, dtype)
-        artifact.features.add_values({"spec_digest": spec.digest, "query_name": spec.name})
-        log.info("registered %s version %s", artifact.uid, artifact.version_tag)
+    with registry_lock(ln):
+        recover(ln, intent)
+        existing = _same_content_under_key(ln, spec.output_key, result_path)
+        reused = existing is not None
+        if reused:
+            artifact = existing
+            log.info("identical result already registered as %s", artifact.uid)
+        else:  # a new version under this key, even if another key holds the same content
+            candidate = ln.Artifact(
+                str(result_path),
+                key=spec.output_key,
+                description=f"cellquery result {spec.name}",
+                skip_hash_lookup=True,
+            )
+            write_json(intent, {"uid": candidate.uid, "storage_root": str(ln.settings.storage.root)})
+            with transaction.atomic():
+                artifact = _save_new_version(ln, spec, candidate, inputs, obs, shape)
+            intent.unlink()
+            log.info("registered %s version %s", artifact.uid, artifact.version_tag)
     return {
         "artifact_uid": artifact.uid,
         "key": artifact.key,

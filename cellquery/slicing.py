@@ -11,6 +11,7 @@ import pandas as pd
 from cellquery import h5ad
 from cellquery.atomic import atomic_path
 from cellquery.criteria import Criterion, obs_mask
+from cellquery.faults import failpoint
 from cellquery.inclusion import cell_stats, included_genes
 from cellquery.spec import CELL_STATS
 
@@ -68,5 +69,6 @@ def slice_dataset(
     source = {"dataset_id": dataset_id, "n_obs": len(obs), **(provenance or {})}
     with atomic_path(out) as tmp:
         h5ad.write_streamed(tmp, kept, var.iloc[columns][VAR_COLUMNS].copy(), blocks, uns={"source": source})
+        failpoint("slice")
     log.info("%s: %d of %d cells, %d features", dataset_id, len(rows), len(obs), len(columns))
     return {"dataset_id": dataset_id, "cells": len(rows), "of": len(obs), "features": len(columns)}

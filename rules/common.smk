@@ -5,6 +5,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from cellquery.demo.catalog import V1, V2, generation_batches
+from cellquery.jobs import claim_workdir
 from cellquery.lamin import DemoInstance
 from cellquery.pipeline import plan_shards, preflight, read_manifest
 from cellquery.spec import SpecError, load_spec
@@ -45,6 +46,8 @@ except SpecError as error:  # one line, before any job runs
     print(f"cellquery: {error}", file=sys.stderr)
     sys.exit(1)
 RESULTS = f"results/{QUERY.name}"
+if workflow.is_main_process:
+    WORKDIR_CLAIM = claim_workdir(Path(".snakemake"))
 
 
 def manifest_table():

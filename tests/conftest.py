@@ -30,8 +30,13 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the real `snakemake` command on this repository's workflow inside `workdir`."""
+def snakemake(
+    workdir: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run the real `snakemake` command on this repository's workflow inside `workdir`.
+
+    It runs in a session of its own, so a test may kill the whole workflow without killing pytest.
+    """
     command = [
         str(BIN / "snakemake"),
         "--snakefile",
@@ -42,7 +47,14 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
         "2",
         *args,
     ]
-    result = subprocess.run(command, capture_output=True, text=True, env=clean_env(), cwd=workdir)
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env=clean_env(**(env or {})),
+        cwd=workdir,
+        start_new_session=True,
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stderr[-6000:]}")
     return result

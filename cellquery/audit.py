@@ -1,0 +1,72 @@
+"""Audit an instance for what a crash could leave: records without files, files without records, results
+without lineage. `python -m cellquery audit` prints the problems; none is the expected state."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from cellquery.register import REGISTER_KEY, RESULT_FEATURES
+
+ARTIFACT_FILE = re.compile(r"([0-9A-Za-z]{20})(\..+)?")  # <uid><suffix>; lamin.db and others are not
+
+
+def registry_problems(ln) -> list[str]:
+    """Every inconsistency found, one line each (empty when the registry is whole)."""
+    artifacts = list(ln.Artifact.objects.select_related("storage", "run__transform"))
+    return [
+        *_records_without_files(artifacts),
+        *_files_without_records(ln, {a.uid for a in artifacts}),
+        *_results_without_lineage(ln, artifacts),
+    ]
+
+
+def _is_local(path) -> bool:
+    return "://" not in str(path)
+
+
+def _records_without_files(artifacts) -> list[str]:
+    problems = []
+    for artifact in artifacts:
+        if artifact._storage_ongoing:
+            problems.append(f"artifact {artifact.uid} ({artifact.key}): its file was never completely stored")
+        elif _is_local(artifact.path) and not Path(artifact.path).exists():
+            problems.append(f"artifact {artifact.uid} ({artifact.key}): no file at {artifact.path}")
+    return problems
+
+
+def _files_without_records(ln, uids: set[str]) -> list[str]:
+    """Files in the instance's local storage locations that no artifact record claims."""
+    problems = []
+    for root in ln.Storage.objects.values_list("root", flat=True):
+        if not _is_local(root):
+            continue
+        for path in sorted((Path(root) / ".lamindb").glob("*")):
+            uid = ARTIFACT_FILE.fullmatch(path.name)
+            if uid and uid.group(1) not in uids:
+                problems.append(f"stored file {path} has no artifact record")
+    return problems
+
+
+def _results_without_lineage(ln, artifacts) -> list[str]:
+    """cellquery results need their register run, its workflow run, inputs and spec digest."""
+    problems = []
+    for artifact in artifacts:
+        registered = artifact.run is not None and artifact.run.transform.key == REGISTER_KEY
+        if not registered:
+            if (artifact.description or "").startswith("cellquery result"):
+                problems.append(f"result {artifact.uid} ({artifact.key}) has no register run")
+            continue
+        values = artifact.features.get_values()
+        missing = [
+            what
+            for what, ok in (
+                ("workflow run", artifact.run.initiated_by_run_id is not None),
+                ("input artifacts", artifact.run.input_artifacts.exists()),
+                ("spec digest", all(name in values for name in RESULT_FEATURES)),
+            )
+            if not ok
+        ]
+        if missing:
+            problems.append(f"result {artifact.uid} ({artifact.key}) lacks its {', '.join(missing)}")
+    return problems
