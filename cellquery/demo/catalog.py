@@ -173,7 +173,7 @@ def _registry(n_artifacts: int = 2000) -> list[DatasetSpec]:
             n_cells=40 + 10 * (i % 7),
             n_genes=200,
             n_donors=2,
-            versions=(V1, V2),
+            versions=(V2,) if i == n_artifacts - 1 else (V1, V2),  # the versions must differ
         )
         for i in range(n_artifacts)
     ]

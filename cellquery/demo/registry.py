@@ -160,6 +160,8 @@ def create_collections(ln, members: dict[str, list]) -> list:
                 revises=previous,
                 version_tag=version,
             ).save()
+        if collection.version_tag != version:  # lamindb returned a collection with the same members
+            raise ValueError(f"collection {version} holds the same artifacts as {collection.version_tag}")
         collections.append(collection)
         previous = collection
     return collections
