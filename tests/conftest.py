@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,29 @@ def ln(demo):
     from cellquery.lamin import connect
 
     return connect(demo.env())
+
+
+PG_SERVER = "postgresql://cellquery:cellquery@127.0.0.1:5432"
+
+
+def require_service(missing: str | None) -> None:
+    """A test that needs a service fails in CI (CI=true: .ci/run starts it) and skips elsewhere."""
+    if missing and os.environ.get("CI"):
+        pytest.fail(f"CI must provide this service: {missing}")
+    if missing:
+        pytest.skip(missing)
+
+
+def postgresql_missing() -> str | None:
+    probe = subprocess.run(["pg_isready", "-h", "127.0.0.1"], capture_output=True, text=True)
+    return None if probe.returncode == 0 else "PostgreSQL is not accepting connections on 127.0.0.1"
+
+
+@pytest.fixture(scope="session")
+def pg_demo(tmp_path_factory) -> DemoInstance:
+    """The small demo built on a fresh PostgreSQL database (the server .ci/services starts)."""
+    require_service(postgresql_missing())
+    project = tmp_path_factory.mktemp("pg-project")
+    url = f"{PG_SERVER}/cellquery_test_{uuid.uuid4().hex[:8]}"
+    snakemake(project, "demo", "--config", f"demo_db_url={url}")
+    return DemoInstance(project, "small", url)

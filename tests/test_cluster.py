@@ -6,53 +6,32 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import uuid
 
 import anndata as ad
 import pytest
-from conftest import BIN, REPO, clean_env, snakemake
+from conftest import BIN, REPO, clean_env, require_service, snakemake
 
-from cellquery.lamin import DemoInstance
-
-PG_SERVER = "postgresql://cellquery:cellquery@127.0.0.1:5432"
 QUERY = REPO / "config" / "queries" / "kidney-immune.yaml"
 
 
-def services_missing() -> str | None:
+def slurm_missing() -> str | None:
     if shutil.which("sbatch") is None:
         return "SLURM is not installed (run .ci/services)"
     nodes = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
     if nodes.returncode != 0 or not re.search(r"idle|mixed|allocated", nodes.stdout):
         return f"no SLURM node is up: {nodes.stdout.strip() or nodes.stderr.strip()}"
-    probe = subprocess.run(["pg_isready", "-h", "127.0.0.1"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        return "PostgreSQL is not accepting connections on 127.0.0.1 (run .ci/services)"
     return None
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    missing = services_missing()
-    if missing and os.environ.get("CI"):
-        pytest.fail(f"CI must provide SLURM and PostgreSQL: {missing}")
-    if missing:
-        pytest.skip(missing)
+    require_service(slurm_missing())
 
 
-@pytest.fixture(scope="module")
-def pg_demo(cluster, tmp_path_factory):
-    """The small demo built on a fresh PostgreSQL database."""
-    project = tmp_path_factory.mktemp("pg-project")
-    url = f"{PG_SERVER}/cellquery_test_{uuid.uuid4().hex[:8]}"
-    snakemake(project, "demo", "--config", f"demo_db_url={url}")
-    return DemoInstance(project, "small", url)
-
-
-def test_query_through_slurm_on_postgresql_equals_the_local_run(pg_demo, demo):
+def test_query_through_slurm_on_postgresql_equals_the_local_run(cluster, pg_demo, demo):
     result = snakemake(
         pg_demo.project,
         "--profile",

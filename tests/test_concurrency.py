@@ -1,0 +1,112 @@
+"""Several runs against one registry at once, on SQLite and on PostgreSQL: both queries register, nothing is
+lost, and the same query started twice ends with exactly one new version.
+
+The second run works in a second project directory that shares the first one's instance, as two users
+sharing one registry do (one directory cannot host two runs: Snakemake locks it).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import yaml
+from conftest import BIN, REPO, clean_env, snakemake
+
+QUERIES = REPO / "config" / "queries"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def instance(request):
+    """The demo instance on each kind of database."""
+    return request.getfixturevalue("demo" if request.param == "sqlite" else "pg_demo")
+
+
+def registry_state(demo, keys: list[str]) -> dict:
+    """Versions per key and the audit's problems, read in a process connected to `demo`'s instance."""
+    code = (
+        "import json, os, sys\n"
+        "from cellquery.lamin import connect\n"
+        "from cellquery.audit import registry_problems\n"
+        "ln = connect(dict(os.environ))\n"
+        "keys = json.loads(sys.argv[1])\n"
+        "versions = {k: sorted(ln.Artifact.filter(key=k).values_list('uid', flat=True)) for k in keys}\n"
+        "print(json.dumps({'versions': versions, 'problems': registry_problems(ln)}))\n"
+    )
+    result = subprocess.run(
+        [str(BIN / "python"), "-c", code, json.dumps(keys)],
+        env=clean_env(**demo.env()),
+        cwd=demo.project,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def second_project(demo, tmp_path):
+    project = tmp_path / "second-user"
+    project.mkdir()
+    (project / ".demo").symlink_to(demo.project / ".demo")
+    return project
+
+
+def spec(tmp_path, query: str, name: str):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(yaml.safe_load((QUERIES / query).read_text()) | {"name": name}))
+    return path
+
+
+def run_at_once(demo, runs):
+    """Start every (project, spec) run together; return their completed processes."""
+    config = [f"demo_db_url={demo.db_url}"] if demo.db_url else []
+
+    def run(project_and_spec):
+        project, path = project_and_spec
+        return snakemake(project, "--config", f"query={path}", *config, check=False)
+
+    with ThreadPoolExecutor(max_workers=len(runs)) as pool:
+        return list(pool.map(run, runs))
+
+
+def receipt(project, name: str) -> dict:
+    return json.loads((project / "results" / name / "receipt.json").read_text())
+
+
+@pytest.mark.slow
+def test_two_queries_at_once_both_register(instance, tmp_path):
+    tag = uuid.uuid4().hex[:6]
+    kidney, brain = f"kidney-{tag}", f"brain-{tag}"
+    other = second_project(instance, tmp_path)
+    runs = run_at_once(
+        instance,
+        [
+            (instance.project, spec(tmp_path, "kidney-immune.yaml", kidney)),
+            (other, spec(tmp_path, "brain-microglia.yaml", brain)),
+        ],
+    )
+    assert [r.returncode for r in runs] == [0, 0], [r.stderr[-3000:] for r in runs]
+    state = registry_state(instance, [f"cellquery/{kidney}.h5ad", f"cellquery/{brain}.h5ad"])
+    assert state["versions"] == {
+        f"cellquery/{kidney}.h5ad": [receipt(instance.project, kidney)["artifact_uid"]],
+        f"cellquery/{brain}.h5ad": [receipt(other, brain)["artifact_uid"]],
+    }
+    assert state["problems"] == []
+
+
+@pytest.mark.slow
+def test_the_same_query_started_twice_at_once_makes_one_version(instance, tmp_path):
+    name = f"twice-{uuid.uuid4().hex[:6]}"
+    path = spec(tmp_path, "kidney-immune.yaml", name)
+    other = second_project(instance, tmp_path)
+    runs = run_at_once(instance, [(instance.project, path), (other, path)])
+    assert [r.returncode for r in runs] == [0, 0], [r.stderr[-3000:] for r in runs]
+    first, second = receipt(instance.project, name), receipt(other, name)
+    assert first["artifact_uid"] == second["artifact_uid"]
+    assert sorted([first["reused"], second["reused"]]) == [False, True]  # one registered, one found it
+    state = registry_state(instance, [f"cellquery/{name}.h5ad"])
+    assert state["versions"] == {f"cellquery/{name}.h5ad": [first["artifact_uid"]]}
+    assert state["problems"] == []
