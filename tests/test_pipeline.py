@@ -213,3 +213,27 @@ def test_disagreeing_routes_fail_validation_and_register_nothing(demo, ln, tmp_p
     assert report["status"] == "failed" and report["diff"]["missing_from_census"]["cells"] == 3
     assert not (results / "receipt.json").exists() and not (results / "kidney-tampered.h5ad").exists()
     assert ln.Artifact.filter(key="cellquery/kidney-tampered.h5ad").count() == before == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "selection",
+    [
+        {"artifacts": {"description_contains": "no-such-description"}},  # no artifact
+        {"cells": {"tissue": "kidney", "cell_type": ["neutrophil"], "raw_sum": {"ge": 10**12}}},  # no cell
+    ],
+    ids=["no-artifact", "no-cell"],
+)
+def test_allow_empty_registers_an_empty_valid_result(demo, ln, tmp_path, selection):
+    name = f"empty-{len(selection.get('cells', {}))}-{time.time_ns() % 10**8}"
+    path = tmp_path / "empty.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "organism": "human", "allow_empty": True, **selection}))
+    run_query(demo.project, path)
+    results = demo.project / "results" / name
+    result = ad.read_h5ad(results / f"{name}.h5ad")
+    receipt = json.loads((results / "receipt.json").read_text())
+    report = json.loads((results / "validation.json").read_text())
+    assert result.n_obs == receipt["n_obs"] == 0 and report["status"] == "passed"
+    assert {"dataset_id", "observation_joinid", "cell_type"} <= set(result.obs.columns)
+    artifact = ln.Artifact.get(receipt["artifact_uid"])
+    assert artifact.key == f"cellquery/{name}.h5ad" and artifact.run.input_artifacts.exists()
