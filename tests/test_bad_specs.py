@@ -40,12 +40,14 @@ def files(project: Path) -> set[tuple[str, int]]:
 
 
 @pytest.fixture(scope="module")
-def outcomes(demo, ln):
+def outcomes(demo, ln, tmp_path_factory):
     """Run the whole corpus (two at a time: both cores), recording the registry and files around it."""
     before = registry_counts(ln), files(demo.project)
 
+    home = tmp_path_factory.mktemp("home")  # a remote instance is reached with the user's own ~/.lamin
+
     def run(path: Path):
-        return snakemake(demo.project, "--config", f"query={path}", check=False)
+        return snakemake(demo.project, "--config", f"query={path}", check=False, env={"HOME": str(home)})
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = dict(zip(CASES, pool.map(run, CASES.values()), strict=True))

@@ -165,7 +165,8 @@ def test_remote_instance_fails_at_once_with_a_clear_message(demo, tmp_path):
     spec.write_text(
         yaml.safe_dump({"name": "remote", "source": {"instance": "laminlabs/cellxgene"}, "organism": "human"})
     )
-    result = run_query(demo.project, spec, check=False)
+    home = {"HOME": str(tmp_path)}  # a remote instance is reached with the user's own ~/.lamin
+    result = snakemake(demo.project, "--config", f"query={spec}", check=False, env=home)
     assert result.returncode != 0
     assert "cannot connect to 'laminlabs/cellxgene'" in result.stdout + result.stderr
     assert not (demo.project / "results" / "remote" / "manifest.tsv").exists()
