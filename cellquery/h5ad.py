@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from functools import reduce
 from pathlib import Path
 
 import anndata as ad
@@ -86,3 +87,49 @@ def write_streamed(
         group.attrs.update(
             {"encoding-type": "csr_matrix", "encoding-version": "0.1.0", "shape": (len(obs), len(var))}
         )
+
+
+def concatenate(paths: list[Path], join: str, out: str | Path) -> None:
+    """Stack h5ads with the same obs columns, joining genes (`inner` or `outer`, zeros where absent).
+
+    Obs and var are read whole (small); the counts are copied one window of rows at a time.
+    """
+    variables = [read_frame(p, "var") for p in paths]
+    observations = [read_frame(p, "obs") for p in paths]
+    genes = _joined_genes([v.index for v in variables], join)
+    features = pd.concat(variables)
+    features = features[~features.index.duplicated()].loc[genes]
+    blocks = (
+        _onto_genes(block, var.index, genes)
+        for path, var, obs in zip(paths, variables, observations, strict=True)
+        for _, block in row_blocks(path, np.arange(len(obs)))
+    )
+    write_streamed(out, _stacked(observations), features, blocks)
+
+
+def _joined_genes(indices: list[pd.Index], join: str) -> pd.Index:
+    if join == "outer":
+        return reduce(pd.Index.union, indices)
+    common = reduce(pd.Index.intersection, indices)
+    return indices[0][indices[0].isin(common)]  # the first slice's order
+
+
+def _onto_genes(block: sp.csr_matrix, genes: pd.Index, joined: pd.Index) -> sp.csr_matrix:
+    """A block's columns moved to their positions among the joined genes (genes not joined are dropped)."""
+    positions = joined.get_indexer(genes)
+    kept = np.flatnonzero(positions >= 0)
+    block = sp.csr_matrix(block[:, kept])
+    moved = sp.csr_matrix(
+        (block.data, positions[kept][block.indices], block.indptr), shape=(block.shape[0], len(joined))
+    )
+    moved.sort_indices()
+    return moved
+
+
+def _stacked(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Obs frames one under the other; a column categorical anywhere stays categorical."""
+    stacked = pd.concat(frames)
+    for column in stacked.columns:
+        if any(isinstance(f[column].dtype, pd.CategoricalDtype) for f in frames):
+            stacked[column] = stacked[column].astype("category")
+    return stacked

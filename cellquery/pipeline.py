@@ -21,7 +21,6 @@ log = logging.getLogger(__name__)
 MAX_AUTO_SHARD = 100
 AUTO_SHARDS = 8
 MIN_SHARD_BYTES = 2**29
-CONCAT_BLOCK = 2**23  # matrix values in memory at once while concatenating
 MAX_SHARD_BYTES = 2**33
 
 
@@ -228,20 +227,10 @@ def write_empty(out: Path, obs_columns: list[str]) -> None:
 
 
 def concat_slices(slices: list[Path], join: str, out: Path) -> None:
-    """Join per-dataset slices on genes without holding them all in memory."""
-    import anndata as ad
-    import h5py
-    from anndata.experimental import concat_on_disk
+    """Join per-dataset slices on genes, one slice's counts in memory at a time."""
+    from cellquery.h5ad import concatenate
 
-    from cellquery.h5ad import read_frame
-
-    features = pd.concat([read_frame(p, "var") for p in slices])
-    features = features[~features.index.duplicated()]
-    concat_on_disk([str(p) for p in slices], str(out), join=join, max_loaded_elems=CONCAT_BLOCK)
-    with h5py.File(out, "a") as f:  # concat_on_disk (anndata 0.11) leaves var without its columns
-        genes = ad.io.read_elem(f["var"]).index
-        del f["var"]
-        ad.io.write_elem(f, "var", features.loc[genes])
+    concatenate(slices, join, out)
     log.info("concatenated %d slices (%s join)", len(slices), join)
 
 

@@ -53,6 +53,27 @@ def _count_differences(
     return len(genes), differing
 
 
+def _per_dataset(
+    manifest: pd.DataFrame, result_obs: pd.DataFrame, census_obs: pd.DataFrame, census_rules: np.ndarray
+) -> list[dict]:
+    """Cells per matched dataset in each route (counted once per route, not once per dataset)."""
+    result_ids = result_obs["dataset_id"].astype(str)
+    counts = {
+        "h5ad_cells": result_ids.value_counts(),
+        "h5ad_cells_census_rules": result_ids[census_rules].value_counts(),
+        "census_cells": census_obs["dataset_id"].astype(str).value_counts(),
+    }
+    return [
+        {
+            "dataset_id": row.dataset_id,
+            "uid": row.uid,
+            "key": row.key,
+            **{name: int(count.get(row.dataset_id, 0)) for name, count in counts.items()},
+        }
+        for row in manifest.itertuples()
+    ]
+
+
 def _frames(result_path: Path, census_path: Path) -> dict[str, pd.DataFrame]:
     """Obs and var of both routes; the matrices stay on disk."""
     return {
@@ -77,19 +98,7 @@ def compare_routes(result_path: Path, census_path: Path, organism: str, manifest
     matched = included.intersection(census_obs.index)
     obs_differences = _obs_differences(result_obs, census_obs, matched)
     n_genes, count_differences = _count_differences(result_path, census_path, frames, matched, organism)
-    per_dataset = []
-    for row in manifest.itertuples():
-        in_result = result_obs["dataset_id"].astype(str) == row.dataset_id
-        per_dataset.append(
-            {
-                "dataset_id": row.dataset_id,
-                "uid": row.uid,
-                "key": row.key,
-                "h5ad_cells": int(in_result.sum()),
-                "h5ad_cells_census_rules": int((in_result.to_numpy() & census_rules).sum()),
-                "census_cells": int((census_obs["dataset_id"].astype(str) == row.dataset_id).sum()),
-            }
-        )
+    per_dataset = _per_dataset(manifest, result_obs, census_obs, census_rules)
     diff = {
         "duplicate_cells": duplicates,
         "missing_from_census": {"cells": len(missing), "examples": _examples(missing)},
