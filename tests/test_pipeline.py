@@ -128,10 +128,10 @@ def test_rerun_with_nothing_changed_does_nothing(demo):
 
 
 def test_version_switch_recomputes_only_new_slices(demo, ln, tmp_path):
-    specs = {}
+    specs, name = {}, f"kidney-versions-{time.time_ns() % 10**8}"  # fresh in a reused project too
     for version in (catalog.V1, catalog.V2):
         spec = {
-            "name": "kidney-versions",
+            "name": name,
             "source": {"version": version},
             "organism": "Homo sapiens",
             "cells": {"tissue": "kidney"},
@@ -139,7 +139,7 @@ def test_version_switch_recomputes_only_new_slices(demo, ln, tmp_path):
         specs[version] = tmp_path / f"{version}.yaml"
         specs[version].write_text(yaml.safe_dump(spec))
     run_query(demo.project, specs[catalog.V1])
-    results = demo.project / "results" / "kidney-versions"
+    results = demo.project / "results" / name
     before = {p.name: p.stat().st_mtime_ns for p in (results / "slices").glob("*.h5ad")}
     first = json.loads((results / "receipt.json").read_text())
     time.sleep(1)
@@ -156,7 +156,7 @@ def test_version_switch_recomputes_only_new_slices(demo, ln, tmp_path):
     assert all(after[name] == before[name] for name in unchanged)  # not recomputed
     assert all(name not in before for name in new)
     assert second["artifact_uid"] != first["artifact_uid"] and second["version"] == "2"
-    versions = ln.Artifact.filter(key="cellquery/kidney-versions.h5ad")
+    versions = ln.Artifact.filter(key=f"cellquery/{name}.h5ad")
     assert versions.count() == 2 and versions.get(is_latest=True).uid == second["artifact_uid"]
 
 
@@ -191,29 +191,30 @@ def test_numeric_criteria_on_census_statistics(demo, ln, tmp_path, column):
 
 
 def test_disagreeing_routes_fail_validation_and_register_nothing(demo, ln, tmp_path):
-    spec = yaml.safe_load((QUERIES / "kidney-immune.yaml").read_text()) | {"name": "kidney-tampered"}
+    name = f"kidney-tampered-{time.time_ns() % 10**8}"  # fresh in a reused project too
+    spec = yaml.safe_load((QUERIES / "kidney-immune.yaml").read_text()) | {"name": name}
     path = tmp_path / "tampered.yaml"
     path.write_text(yaml.safe_dump(spec))
     run_query(demo.project, path, "--until", "assemble")
-    results = demo.project / "results" / "kidney-tampered"
+    results = demo.project / "results" / name
     census_path = results / "census.h5ad"
     census = ad.read_h5ad(census_path)
-    result_genes = ad.read_h5ad(results / "kidney-tampered.h5ad", backed="r").var_names
+    result_genes = ad.read_h5ad(results / f"{name}.h5ad", backed="r").var_names
     tampered = census[3:].copy()  # three cells dropped
     tampered.X = tampered.X.tolil()
     tampered.X[0, census.var_names.get_loc(result_genes[0])] += 7  # and one count altered
     tampered.X = tampered.X.tocsr()
     tampered.write_h5ad(census_path)
-    before = ln.Artifact.filter(key="cellquery/kidney-tampered.h5ad").count()
+    before = ln.Artifact.filter(key=f"cellquery/{name}.h5ad").count()
     result = run_query(demo.project, path, check=False)
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "the h5ad route and the census route disagree" in output
     assert "missing from census: 3 cells" in output and "raw counts: 1 cells" in output
-    report = json.loads((demo.project / "results" / "kidney-tampered" / "validation.json").read_text())
+    report = json.loads((results / "validation.json").read_text())
     assert report["status"] == "failed" and report["diff"]["missing_from_census"]["cells"] == 3
-    assert not (results / "receipt.json").exists() and not (results / "kidney-tampered.h5ad").exists()
-    assert ln.Artifact.filter(key="cellquery/kidney-tampered.h5ad").count() == before == 0
+    assert not (results / "receipt.json").exists() and not (results / f"{name}.h5ad").exists()
+    assert ln.Artifact.filter(key=f"cellquery/{name}.h5ad").count() == before == 0
 
 
 @pytest.mark.slow
