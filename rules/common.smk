@@ -32,10 +32,15 @@ def needs_preflight(spec):
 
     The embedded demo is checked once it is built (a run that builds it checks the spec in `resolve`).
     """
-    if not workflow.is_main_process or (spec.instance == "demo" and not Path(DEMO_SUMMARY).exists()):
+    if not workflow.is_main_process or (
+        spec.instance == "demo" and not Path(DEMO_SUMMARY).exists()
+    ):
         return False
     resolved = Path(f"results/{spec.name}/query.json")
-    return not resolved.exists() or json.loads(resolved.read_text())["spec_digest"] != spec.digest
+    return (
+        not resolved.exists()
+        or json.loads(resolved.read_text())["spec_digest"] != spec.digest
+    )
 
 
 try:
