@@ -44,7 +44,7 @@ def plan_query(spec: QuerySpec, demo: DemoInstance) -> tuple[dict, pd.DataFrame]
     that matches nothing unless the spec says `allow_empty: true`. Reads no h5ad.
     """
     from cellquery import registry
-    from cellquery.census import count_cells
+    from cellquery.census import cells_per_dataset
     from cellquery.genes import resolve_genes
     from cellquery.register import check_output_key
 
@@ -55,7 +55,8 @@ def plan_query(spec: QuerySpec, demo: DemoInstance) -> tuple[dict, pd.DataFrame]
     check_output_key(ln, spec)
     gene_ids = resolve_genes(spec.genes, spec.organism) if spec.genes else None
     table = registry.manifest(registry.artifact_query(ln, spec, collection, criteria))
-    cells = count_cells(str(store.path), criteria, spec.organism, list(table["dataset_id"]))
+    dataset_ids = list(table["dataset_id"])
+    cells = sum(cells_per_dataset(str(store.path), criteria, spec.organism, dataset_ids).values())
     if not cells and not spec.allow_empty:
         found = "no artifact" if table.empty else f"{len(table)} artifacts but no cells"
         raise SpecError(
@@ -97,6 +98,42 @@ def resolve_query(spec: QuerySpec, demo: DemoInstance, query_out: Path, manifest
         query["census"]["cells"],
         query["census"]["key"],
     )
+
+
+def write_plan(query_path: Path, manifest_path: Path, out: Path) -> str:
+    """What a run will read, and the cells it will hold, per dataset; written as TSV, returned as text.
+
+    Reads no h5ad: sizes and cell counts come from the registry (`n_obs`: all cells of the file) and from
+    the census store (`census_cells`: the cells the query selects, after the Census inclusion rules).
+    """
+    from cellquery.census import cells_per_dataset
+
+    query, table = read_query(query_path), read_manifest(manifest_path)
+    selected = cells_per_dataset(
+        query["census"]["path"], criteria_of(query), query["organism"], list(table["dataset_id"])
+    )
+    table["census_cells"] = table["dataset_id"].map(selected).astype(int)
+    table["to_fetch"] = table["size"].where(~table["path"].map(_is_local_file), 0)
+    plan = table[["dataset_id", "key", "uid", "size", "to_fetch", "n_obs", "census_cells"]]
+    with atomic_path(out) as tmp:
+        plan.to_csv(tmp, sep="\t", index=False)
+    collection = query["collection"]
+    lines = [
+        f"plan for {query['name']}: {len(plan)} datasets of {collection['key']} {collection['version']}",
+        f"  {'dataset':<38} {'MB':>9} {'cells in file':>13} {'cells selected':>14}",
+        *(
+            f"  {row.dataset_id:<38} {row.size / 1e6:>9.1f} {row.n_obs:>13,} {row.census_cells:>14,}"
+            for row in plan.itertuples()
+        ),
+        f"  {'total':<38} {plan['size'].sum() / 1e6:>9.1f} {plan['n_obs'].sum():>13,} "
+        f"{plan['census_cells'].sum():>14,}",
+        f"  to fetch: {plan['to_fetch'].sum() / 1e6:.1f} MB (files in local storage are read in place)",
+    ]
+    return "\n".join(lines)
+
+
+def _is_local_file(path: str) -> bool:
+    return "://" not in path and Path(path).exists()
 
 
 def preflight(spec: QuerySpec, demo: DemoInstance) -> None:

@@ -91,3 +91,18 @@ rule register:
         demo=DEMO,
     script:
         "../scripts/register.py"
+
+
+rule plan:
+    """What the query will fetch and hold, per dataset, without reading any h5ad: `snakemake plan`."""
+    input:
+        query=f"{RESULTS}/query.json",
+        manifest=f"{RESULTS}/manifest.tsv",
+    output:
+        f"{RESULTS}/plan.tsv",
+    log:
+        f"logs/{QUERY.name}/plan.log",
+    conda:
+        "../envs/cellquery.yaml"
+    script:
+        "../scripts/plan.py"

@@ -1,0 +1,41 @@
+"""`snakemake plan`: what a query will fetch and hold, before any h5ad is read, and that the run agrees."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO, snakemake
+
+QUERIES = REPO / "config" / "queries"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("query", ["kidney-immune.yaml", "t-cells.yaml"])
+def test_the_plan_reads_no_h5ad_and_matches_the_run(demo, tmp_path, query):
+    name = f"plan-{query.split('.')[0]}-{time.time_ns() % 10**8}"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(yaml.safe_load((QUERIES / query).read_text()) | {"name": name}))
+    results = demo.project / "results" / name
+
+    shown = snakemake(demo.project, "--cores", "1", "plan", "--config", f"query={spec}")
+    assert not (results / "slices").exists() and not (results / "cache").exists()
+    assert not list(results.glob("*.h5ad"))  # nothing fetched, sliced or assembled
+    plan = pd.read_csv(results / "plan.tsv", sep="\t")
+    output = shown.stdout + shown.stderr
+    assert f"plan for {name}: {len(plan)} datasets of" in output
+    assert all(dataset in output for dataset in plan["dataset_id"])
+
+    snakemake(demo.project, "--config", f"query={spec}")
+    report = json.loads((results / "validation.json").read_text())
+    ran = pd.DataFrame(report["per_dataset"]).set_index("dataset_id")
+    planned = plan.set_index("dataset_id")
+    assert list(planned.index) == list(ran.index)  # the same datasets
+    assert (planned["census_cells"] == ran["census_cells"]).all()
+    assert (planned["census_cells"] == ran["h5ad_cells_census_rules"]).all()
+    manifest = pd.read_csv(results / "manifest.tsv", sep="\t").set_index("dataset_id")
+    assert (planned["size"] == manifest.loc[planned.index, "size"]).all() and planned["size"].sum() > 0
+    assert planned["census_cells"].sum() == report["totals"]["census_cells"] > 0
