@@ -51,10 +51,10 @@ def read_rows(path: str | Path, rows: np.ndarray, matrix_key: str = "X") -> sp.c
     """The given rows of a stored matrix, in the given (any) order."""
     order = np.argsort(rows, kind="stable")
     blocks = [block for _, block in row_blocks(path, np.asarray(rows)[order], matrix_key)]
-    with h5py.File(path, "r") as f:
-        n_columns = int(f[matrix_key].attrs["shape"][1])
-    stacked = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, n_columns))
-    return stacked[np.argsort(order, kind="stable")]
+    if not blocks:
+        with h5py.File(path, "r") as f:
+            return sp.csr_matrix((0, int(f[matrix_key].attrs["shape"][1])))
+    return sp.vstack(blocks, format="csr")[np.argsort(order, kind="stable")]
 
 
 def write_streamed(
