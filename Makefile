@@ -10,6 +10,9 @@ SCALE ?= small
 QUERY ?=
 CORES ?= all
 PROJECT ?= $(CURDIR)
+# where the CPU build of torch lies (pip's find-links on these machines); uv does not read pip's settings
+FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
+UV_SOURCES := $(if $(FIND_LINKS),--find-links $(FIND_LINKS))
 
 .PHONY: install lock demo run test bench lint format env clean-demo
 
@@ -19,12 +22,12 @@ install: $(STAMP)
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) >&2
 	@$(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip >&2
-	@$(PY) -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)" >&2
-	@$(VENV)/bin/uv pip sync -q --python $(PY) requirements.lock >&2
+	@test -x $(VENV)/bin/uv || $(PY) -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)" >&2
+	@$(VENV)/bin/uv pip sync -q --python $(PY) $(UV_SOURCES) requirements.lock >&2
 	@touch $@
 
 lock: install
-	$(VENV)/bin/uv pip compile -q requirements.in --python-version 3.11 --no-header -o requirements.lock
+	$(VENV)/bin/uv pip compile -q requirements.in --python-version 3.11 --no-header $(UV_SOURCES) -o requirements.lock
 
 demo: install
 	$(SNAKEMAKE) --cores $(CORES) demo --config demo_scale=$(SCALE)
