@@ -8,12 +8,17 @@ min_version("9.27")
 configfile: f"{workflow.basedir}/config/config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/demo.smk"
 include: "rules/query.smk"
+include: "rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
         f"{RESULTS}/receipt.json",
+        rules.describe.output,

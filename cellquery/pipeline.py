@@ -306,3 +306,13 @@ def register(
     receipt = register_result(ln, spec, result, read_manifest(manifest_path), query["census"]["uid"], intent)
     write_json(out, receipt)
     return receipt
+
+
+def describe(spec: QuerySpec, demo: DemoInstance, inputs: dict[str, Path], out: dict[str, str]) -> None:
+    """The report's figures and pages (`rules/report.smk`)."""
+    from cellquery import registry
+    from cellquery.report import describe_run
+
+    ln = registry.connect_source(spec, demo)
+    describe_run(ln, inputs, out)
+    log.info("report figures and pages written to %s", Path(out["lineage"]).parent)

@@ -1,0 +1,13 @@
+from pathlib import Path
+
+from cellquery.jobs import job_log
+from cellquery.pipeline import describe
+
+with job_log(snakemake.log[0]):
+    inputs, params = snakemake.input, snakemake.params
+    describe(
+        params.spec,
+        params.demo,
+        {name: Path(path) for name, path in inputs.items()} | {"validation": Path(params.validation)},
+        dict(snakemake.output.items()),
+    )

@@ -1,0 +1,178 @@
+"""`snakemake --report`: a self-contained HTML report whose plots and pages show what the run made.
+
+The report is opened in headless Chromium (Debian's, driven by its chromedriver) the way a user clicks through
+it; plots are checked from screenshots: bars drawn, one per category, lengths in proportion to the counts.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO, require_service, snakemake
+from PIL import Image
+
+from cellquery.report import BAR_COLOR
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--window-size=1400,1000",
+]
+FIGURES = {
+    "cells per dataset": "dataset_id",
+    "cells per cell type": "cell_type",
+    "cells per tissue": "tissue",
+}
+
+
+def browser_missing() -> str | None:
+    missing = [tool for tool in ("chromium", "chromedriver") if shutil.which(tool) is None]
+    return f"not installed: {', '.join(missing)} (Debian chromium, chromium-driver)" if missing else None
+
+
+@pytest.fixture(scope="module")
+def run(demo, tmp_path_factory):
+    """The kidney query run under a fresh name, then its report."""
+    name = f"report-kidney-{time.time_ns() % 10**8}"
+    spec = tmp_path_factory.mktemp("report") / "spec.yaml"
+    query = yaml.safe_load((REPO / "config" / "queries" / "kidney-immune.yaml").read_text())
+    spec.write_text(yaml.safe_dump(query | {"name": name}))
+    results = demo.project / "results" / name
+    snakemake(demo.project, "--config", f"query={spec}")
+    snakemake(demo.project, "--report", f"results/{name}/report.html", "--config", f"query={spec}")
+    return results
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    require_service(browser_missing())
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    yield driver
+    driver.quit()
+
+
+def click(browser, xpath: str):
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    element = WebDriverWait(browser, 30).until(ec.element_to_be_clickable(("xpath", xpath)))
+    element.click()
+    return element
+
+
+def open_result(browser, report, category: str, label: str) -> None:
+    """From the report's start page: the category in the menu, then the result's view button."""
+    browser.get(report.as_uri())
+    click(browser, f"//a[span[text()='{category}']]")
+    click(browser, f"(//tr[td[text()='{label}']]//a)[1]")  # the row's view button, then its info button
+
+
+def shown_plot(browser) -> np.ndarray:
+    """The plot in the content pane, as RGB pixels taken from a screenshot."""
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    image = WebDriverWait(browser, 30).until(
+        ec.visibility_of_element_located(("xpath", "//div[@class='p-3']/img"))
+    )
+    return np.asarray(Image.open(io.BytesIO(image.screenshot_as_png)).convert("RGB"))
+
+
+def shown_page(browser) -> str:
+    """The text of the HTML page in the content pane's frame."""
+    frame = click(browser, "//iframe")
+    browser.switch_to.frame(frame)
+    text = browser.find_element("tag name", "body").text
+    browser.switch_to.default_content()
+    return text
+
+
+def bar_lengths(pixels: np.ndarray) -> list[int]:
+    """Lengths in pixels of the horizontal bars drawn in the bar colour, top to bottom."""
+    rgb = np.array([int(BAR_COLOR[i : i + 2], 16) for i in (1, 3, 5)])
+    is_bar = (np.abs(pixels.astype(int) - rgb).sum(axis=2) < 30).sum(axis=1)
+    rows = is_bar > 0
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], rows.astype(int), [0]])))
+    return [
+        int(is_bar[start:stop].max())
+        for start, stop in zip(edges[::2], edges[1::2], strict=True)
+        if stop - start > 4
+    ]
+
+
+@pytest.mark.slow
+def test_report_is_one_self_contained_file(run):
+    text = (run / "report.html").read_text()
+    assert "Snakemake Report" in text
+    assert not re.search(r"<(script|link|img|iframe)[^>]+(src|href)=\"(https?:)?//", text)  # nothing fetched
+    for name in ("cells-per-dataset.svg", "lineage.html", "validation.html", "spec.html", "datasets.html"):
+        assert name in text  # every figure and page is embedded
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("label", FIGURES)
+def test_plots_are_drawn_with_one_bar_per_category(run, browser, label):
+    counts = expected_counts(run, FIGURES[label])
+    open_result(browser, run / "report.html", "Cells", label)
+    pixels = shown_plot(browser)
+    assert pixels.shape[0] > 150 and pixels.shape[1] > 400
+    assert pixels.reshape(-1, 3).std(axis=0).max() > 20  # not a blank image
+    lengths = bar_lengths(pixels)
+    assert len(lengths) == len(counts)  # one bar per category
+    drawn = np.array(lengths) / max(lengths)
+    expected = np.sort(counts.to_numpy())[::-1] / counts.max()
+    assert np.allclose(drawn, expected, atol=0.02)  # largest on top, lengths in proportion
+
+
+def expected_counts(results, column: str) -> pd.Series:
+    from cellquery.h5ad import read_frame
+
+    obs = read_frame(results / f"{results.name}.h5ad", "obs")
+    counts = obs[column].value_counts()
+    return counts[counts > 0]
+
+
+@pytest.mark.slow
+def test_pages_show_validation_spec_datasets_and_lineage(run, browser):
+    report = run / "report.html"
+    validation = json.loads((run / "validation.json").read_text())
+    receipt = json.loads((run / "receipt.json").read_text())
+    manifest = pd.read_csv(run / "manifest.tsv", sep="\t")
+
+    open_result(browser, report, "Validation", "h5ad route against census route")
+    page = shown_page(browser)
+    assert "Status: passed" in page
+    assert f"{validation['totals']['matched_cells']:,} cells matched" in page
+
+    open_result(browser, report, "Registry", "artifact and lineage")
+    page = shown_page(browser)
+    assert receipt["artifact_uid"] in page and receipt["key"] in page
+    assert all(uid in page for uid in receipt["inputs"])  # every input, the census store among them
+    assert "cellquery/register" in page and receipt["spec_digest"] in page
+
+    open_result(browser, report, "Query", "spec and census filter")
+    page = shown_page(browser)
+    assert run.name in page and "tissue" in page and "value_filter" in page
+
+    open_result(browser, report, "Query", "datasets matched")
+    page = shown_page(browser)
+    assert all(dataset in page for dataset in manifest["dataset_id"])
