@@ -14,7 +14,7 @@ PROJECT ?= $(CURDIR)
 FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
 UV_SOURCES := $(if $(FIND_LINKS),--find-links $(FIND_LINKS))
 
-.PHONY: install lock demo run test bench lint format env clean-demo
+.PHONY: install lock demo run report test bench lint format env clean-demo
 
 install: $(STAMP)
 
@@ -35,6 +35,11 @@ demo: install
 run: demo
 	$(SNAKEMAKE) --cores $(CORES) --config demo_scale=$(SCALE) $(if $(QUERY),query=$(QUERY))
 	@$(PY) -m cellquery summary $(QUERY)
+
+# The self-contained HTML report of the query's run (runs the query first if needed).
+report: run
+	$(SNAKEMAKE) --config demo_scale=$(SCALE) $(if $(QUERY),query=$(QUERY)) \
+		--report $$($(PY) -m cellquery results $(QUERY))/report.html
 
 test: install
 	$(PY) -m pytest

@@ -1,6 +1,7 @@
-"""`python -m cellquery summary|audit [QUERY.yaml]`: a query's last run, or the instance it queries.
+"""`python -m cellquery summary|results|audit [QUERY.yaml]`: a query's last run, or the instance it queries.
 
 summary  what the last run of the query produced
+results  the query's results directory (where `snakemake --report` writes report.html)
 audit    records without files, stored files without records, results without lineage (exit 1 if any)
 """
 
@@ -17,8 +18,12 @@ from cellquery.summary import result_summary
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
 
 
+def results_dir(query: str) -> Path:
+    return Path("results") / load_spec(query).name
+
+
 def summary(query: str) -> None:
-    results = Path("results") / load_spec(query).name
+    results = results_dir(query)
     if not (results / "receipt.json").exists():
         raise SystemExit(f"no finished run of {query} under {results}")
     print(result_summary(results))
@@ -38,13 +43,15 @@ def audit(query: str, config: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m cellquery")
-    parser.add_argument("command", choices=["summary", "audit"])
+    parser.add_argument("command", choices=["summary", "results", "audit"])
     parser.add_argument("query", nargs="?", help="query spec (default: the one config/config.yaml names)")
     args = parser.parse_args()
     config = yaml.safe_load(DEFAULT_CONFIG.read_text())
     query = args.query or config["query"]
     if args.command == "summary":
         summary(query)
+    elif args.command == "results":
+        print(results_dir(query))
     else:
         audit(query, config)
 

@@ -19,6 +19,8 @@ from cellquery.spec import QuerySpec, SpecError
 
 log = logging.getLogger(__name__)
 
+# The shape of query.json and manifest.tsv: a `resolve` param, so a cellquery that changes it re-resolves.
+RESOLVED_FORMAT = 2
 MAX_AUTO_SHARD = 100
 AUTO_SHARDS = 8
 MIN_SHARD_BYTES = 2**29

@@ -26,5 +26,6 @@ def result_summary(results: Path) -> str:
             f"  artifact          {receipt['artifact_uid']} version {receipt['version']} "
             f"key {receipt['key']}{reused}",
             f"  files             {results}/{query['name']}.h5ad, census.h5ad, validation.json, receipt.json",
+            f"  report            snakemake --report {results}/report.html  (or: make report)",
         ]
     )

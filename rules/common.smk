@@ -7,7 +7,7 @@ from snakemake.utils import validate
 from cellquery.demo.catalog import V1, V2, generation_batches
 from cellquery.jobs import claim_workdir
 from cellquery.lamin import DemoInstance
-from cellquery.pipeline import plan_shards, preflight, read_manifest
+from cellquery.pipeline import RESOLVED_FORMAT, plan_shards, preflight, read_manifest
 from cellquery.spec import SpecError, load_spec
 
 validate(config, "../config/schemas/config.schema.yaml")

@@ -16,6 +16,7 @@ checkpoint resolve:
         spec=QUERY,
         demo=DEMO,
         digest=QUERY.digest,
+        format=RESOLVED_FORMAT,
     script:
         "../scripts/resolve.py"
 
