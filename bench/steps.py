@@ -1,11 +1,12 @@
 """The baselines and single steps `bench/run.py` times, each in its own process.
 
 python bench/steps.py NAME PROJECT
-NAME: seed-guide, census-slice, get-anndata, slice-large or h5py-floor
+NAME: seed-guide, census-slice, get-anndata, slice-large, h5py-floor, loader-lamin or loader-census
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 from cellquery.criteria import Criterion, obs_mask, value_filter
 from cellquery.lamin import DemoInstance, connect
 
+LOADER_BATCH_SIZE = 256
 T_AND_B = ("CL:0000084", "CL:0000624", "CL:0000236", "CL:0000788")
 CRITERIA = [
     Criterion("cell_type_ontology_term_id", "in", T_AND_B),
@@ -112,12 +114,25 @@ def h5py_floor(project: Path) -> None:
     print(sum(len(c[0]) for c in chunks), "values read", file=sys.stderr)
 
 
+def loader(route: str, project: Path) -> None:
+    """One epoch of one route's loader over the registered result; figures to bench-loader-<route>.json."""
+    from cellquery.training import Result, batches, connect_result, throughput
+
+    result = Result(results(project))
+    ln = connect_result(result, "bench") if route == "lamin" else None
+    figures = throughput(lambda: batches(route, result, "cell_type", LOADER_BATCH_SIZE, ln=ln))
+    figures["batch_size"] = LOADER_BATCH_SIZE
+    (results(project) / f"bench-loader-{route}.json").write_text(json.dumps(figures))
+
+
 STEPS = {
     "seed-guide": seed_guide,
     "census-slice": census_slice,
     "get-anndata": get_anndata,
     "slice-large": slice_large,
     "h5py-floor": h5py_floor,
+    "loader-lamin": functools.partial(loader, "lamin"),
+    "loader-census": functools.partial(loader, "census"),
 }
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -72,6 +73,10 @@ def _save_new_version(ln, spec: QuerySpec, candidate, inputs: list[str], obs: pd
     for name, dtype in RESULT_FEATURES.items():
         _feature(ln, name, dtype)
     artifact.features.add_values({"spec_digest": spec.digest, "query_name": spec.name})
+    finished = datetime.now(UTC)
+    for record in (run, parent):
+        record.finished_at = finished
+        record.save()
     return artifact
 
 
@@ -83,14 +88,44 @@ def _same_content_under_key(ln, key: str, path: Path):
     return ln.Artifact.filter(key=key, hash=digest).first()
 
 
+def collection_key(output_key: str) -> str:
+    """The key of the collection that serves a result to loaders: its output key without `.h5ad`."""
+    return output_key.removesuffix(".h5ad")
+
+
 def check_output_key(ln, spec: QuerySpec) -> None:
-    """The output key must be free or hold earlier versions of a cellquery result, never another artifact."""
-    for artifact in ln.Artifact.filter(key=spec.output_key).select_related("run__transform"):
-        if artifact.run is None or artifact.run.transform.key != REGISTER_KEY:
-            raise SpecError(
-                f"output.key: {spec.output_key!r} belongs to artifact {artifact.uid}, "
-                "which is not a cellquery result; choose another key"
-            )
+    """The output key (and its collection key) must be free or hold earlier versions of a cellquery result."""
+    owned = [
+        ("artifact", spec.output_key, ln.Artifact),
+        ("collection", collection_key(spec.output_key), ln.Collection),
+    ]
+    for kind, key, registry in owned:
+        for record in registry.filter(key=key).select_related("run__transform"):
+            if record.run is None or record.run.transform.key != REGISTER_KEY:
+                raise SpecError(
+                    f"output.key: {key!r} belongs to {kind} {record.uid}, "
+                    "which is not a cellquery result; choose another key"
+                )
+
+
+def result_collection(ln, artifact):
+    """The collection of the result artifact under its collection key, made once per result version.
+
+    It is versioned with the result (a new version under the same key), so `Collection.mapped()` serves
+    exactly one version of the result to a PyTorch DataLoader.
+    """
+    key = collection_key(artifact.key)
+    existing = ln.Collection.filter(key=key, artifacts=artifact).first()
+    if existing is not None:
+        return existing
+    return ln.Collection(
+        artifact,
+        key=key,
+        description=artifact.description,
+        version_tag=artifact.version_tag,
+        run=artifact.run,
+        skip_hash_lookup=True,  # another key may hold identical content: never take over its collection
+    ).save()
 
 
 @contextmanager
@@ -123,6 +158,8 @@ def recover(ln, intent: Path) -> None:
     pending = json.loads(intent.read_text())
     record = ln.Artifact.filter(uid=pending["uid"]).first()
     if record is not None and (record._storage_ongoing or not Path(record.path).exists()):
+        for collection in record.collections.all():
+            collection.delete(permanent=True)
         record.delete(permanent=True, storage=False)
         log.warning("removed the unfinished registration of %s", pending["uid"])
         record = None
@@ -154,6 +191,8 @@ def register_result(
         if reused:
             artifact = existing
             log.info("identical result already registered as %s", artifact.uid)
+            with transaction.atomic():  # results registered before collections existed get theirs
+                collection = result_collection(ln, artifact)
         else:  # a new version under this key, even if another key holds the same content
             candidate = ln.Artifact(
                 str(result_path),
@@ -164,6 +203,7 @@ def register_result(
             write_json(intent, {"uid": candidate.uid, "storage_root": str(ln.settings.storage.root)})
             with transaction.atomic():
                 artifact = _save_new_version(ln, spec, candidate, inputs, obs, shape)
+                collection = result_collection(ln, artifact)
             intent.unlink()
             log.info("registered %s version %s", artifact.uid, artifact.version_tag)
     return {
@@ -176,6 +216,7 @@ def register_result(
         "spec_digest": spec.digest,
         "inputs": inputs,
         "run_uid": artifact.run.uid if artifact.run else None,
+        "collection_uid": collection.uid,
         "reused": reused,
         "path": str(artifact.path),
     }

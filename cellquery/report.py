@@ -135,8 +135,9 @@ def spec_page(query: dict, n_datasets: int) -> str:
 
 def datasets_page(manifest: pd.DataFrame, validation: dict) -> str:
     """The matched datasets: their files, sizes and the cells each route took from them."""
-    routes = pd.DataFrame(validation["per_dataset"])[["uid", "h5ad_cells", "census_cells"]]
+    routes = pd.DataFrame(validation["per_dataset"], columns=["uid", "h5ad_cells", "census_cells"])
     rows = manifest.merge(routes, on="uid", how="left").fillna({"h5ad_cells": 0, "census_cells": 0})
+    rows = rows.astype({"size": "int64", "n_obs": "int64"})  # an empty manifest reads as text
     rows = rows.assign(size_mb=(rows["size"] / 1e6).round(1))
     shown = rows[["dataset_id", "key", "version", "uid", "size_mb", "n_obs", "h5ad_cells", "census_cells"]]
     shown = shown.astype({"h5ad_cells": int, "census_cells": int})
@@ -227,10 +228,10 @@ def lineage_page(ln, receipt: dict) -> str:
             "Run that registered it",
             records(
                 [
-                    (run.uid, run.transform.key, run.started_at, json.dumps(run.params)),
-                    (parent.uid, parent.transform.key, parent.started_at, json.dumps(parent.params)),
+                    (r.uid, r.transform.key, r.started_at, r.finished_at, json.dumps(r.params))
+                    for r in (run, parent)
                 ],
-                ["run", "transform", "started", "params"],
+                ["run", "transform", "started", "finished", "params"],
             ),
         ),
         section(

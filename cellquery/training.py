@@ -1,0 +1,214 @@
+"""Training on a result: two PyTorch loaders over the same cells and a tiny classifier trained on either.
+
+The LaminDB route serves the result's registered `Collection` through `Collection.mapped()`; the census route
+streams the same cells from the Census SOMA store with `tiledbsoma_ml`, selected by the query's own
+`value_filter` and read on the result's genes in the result's order.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from cellquery.census import X_NAME, experiment_name
+from cellquery.criteria import Criterion, value_filter
+from cellquery.h5ad import read_frame
+from cellquery.lamin import DemoInstance
+from cellquery.spec import QuerySpec
+
+ROUTES = ("lamin", "census")
+Batches = Iterator[tuple[torch.Tensor, list[str]]]
+
+
+@dataclass(frozen=True)
+class Result:
+    """A finished run's `results/<name>/`: the resolved query, the manifest, the receipt and the h5ad."""
+
+    path: Path
+
+    def _json(self, name: str) -> dict:
+        return json.loads((self.path / name).read_text())
+
+    @cached_property
+    def query(self) -> dict:
+        return self._json("query.json")
+
+    @cached_property
+    def receipt(self) -> dict:
+        return self._json("receipt.json")
+
+    @property
+    def h5ad(self) -> Path:
+        return self.path / f"{self.query['name']}.h5ad"
+
+    @cached_property
+    def dataset_ids(self) -> list[str]:
+        return list(pd.read_csv(self.path / "manifest.tsv", sep="\t", dtype=str)["dataset_id"])
+
+    @cached_property
+    def genes(self) -> pd.Index:
+        return read_frame(self.h5ad, "var").index
+
+    def obs_filter(self) -> str:
+        """The census route's obs `value_filter`: the query's criteria within the manifest's datasets."""
+        criteria = [Criterion.from_dict(c) for c in self.query["criteria"]]
+        return value_filter(criteria, self.dataset_ids)
+
+    def classes(self, label: str) -> list[str]:
+        """The label's values in the result: every route's cells carry a subset of them."""
+        return sorted(read_frame(self.h5ad, "obs")[label].astype(str).unique())
+
+
+def connect_result(result: Result, scale: str, db_url: str | None = None):
+    """`lamindb` connected to the instance the run registered the result in (the demo of `scale`)."""
+    from cellquery.registry import connect_source
+
+    spec = QuerySpec(result.path / "query.json", result.query["spec"])
+    return connect_source(spec, DemoInstance(result.path.resolve().parents[1], scale, db_url))
+
+
+def lamin_loader(
+    ln, result: Result, label: str, batch_size: int, seed: int = 0
+) -> torch.utils.data.DataLoader:
+    """The result's registered Collection as a map-style dataset (`Collection.mapped`) in a DataLoader."""
+    uid = result.receipt.get("collection_uid")
+    if uid is None:
+        raise SystemExit(f"{result.path}/receipt.json names no collection: rerun with `-R register`")
+    mapped = ln.Collection.get(uid=uid).mapped(
+        obs_keys=[label], join="inner", encode_labels=False, dtype="float32", is_run_input=False
+    )
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(mapped, batch_size=batch_size, shuffle=True, generator=generator)
+
+
+def lamin_batches(loader: torch.utils.data.DataLoader, label: str) -> Batches:
+    for batch in loader:
+        yield batch["X"], list(batch[label])
+
+
+def census_loader(result: Result, label: str, batch_size: int, seed: int = 0):
+    """The same cells streamed from the SOMA store (`tiledbsoma_ml`), selected by the census route's filter.
+
+    Returns the DataLoader and, for each column it yields, the column of the result's genes it fills (genes
+    the store lacks stay zero, as in the census route).
+    """
+    import tiledbsoma as soma
+    from tiledbsoma_ml import ExperimentDataset, experiment_dataloader
+
+    query = result.query
+    uri = f"{query['census']['path']}/census_data/{experiment_name(query['organism'])}"
+    with soma.Experiment.open(uri) as experiment:
+        var = experiment.ms["RNA"].var.read(column_names=["soma_joinid", "feature_id"]).concat().to_pandas()
+        genes = var.set_index("feature_id")["soma_joinid"].reindex(result.genes).dropna()
+        with experiment.axis_query(
+            "RNA",
+            obs_query=soma.AxisQuery(value_filter=result.obs_filter()),
+            var_query=soma.AxisQuery(coords=(np.sort(genes.to_numpy(dtype=np.int64)),)),
+        ) as axis_query:
+            dataset = ExperimentDataset(
+                axis_query,
+                layer_name=X_NAME,
+                obs_column_names=[label],
+                batch_size=batch_size,
+                shuffle=True,
+                seed=seed,
+            )
+            read = var.set_index("soma_joinid").loc[axis_query.var_joinids().to_numpy(), "feature_id"]
+    return experiment_dataloader(dataset), result.genes.get_indexer(read)
+
+
+def census_batches(loader, columns: np.ndarray, n_genes: int, label: str) -> Batches:
+    for x, obs in loader:
+        full = torch.zeros((len(obs), n_genes), dtype=torch.float32)
+        full[:, columns] = torch.from_numpy(x)
+        yield full, obs[label].astype(str).tolist()
+
+
+def batches(route: str, result: Result, label: str, batch_size: int, *, ln=None, seed: int = 0) -> Batches:
+    """(counts, labels) batches of one route over the result's cells, counts on the result's genes.
+
+    The census route holds only cells the Census inclusion rules keep (tissue or organoid, RNA assays); for
+    a result within those rules (`validation.json`: h5ad_cells == census_cells) both serve the same cells.
+    """
+    if route == "lamin":
+        return lamin_batches(lamin_loader(ln, result, label, batch_size, seed), label)
+    loader, columns = census_loader(result, label, batch_size, seed)
+    return census_batches(loader, columns, len(result.genes), label)
+
+
+class Classifier(nn.Module):
+    """log1p of the counts, then one linear layer: a cell-type classifier small enough for one CPU epoch."""
+
+    def __init__(self, n_genes: int, n_classes: int):
+        super().__init__()
+        self.linear = nn.Linear(n_genes, n_classes)
+
+    def forward(self, counts: torch.Tensor) -> torch.Tensor:
+        return self.linear(torch.log1p(counts))
+
+
+def train_one_epoch(
+    batches: Batches, n_genes: int, classes: list[str], *, lr: float = 1e-2, seed: int = 0
+) -> dict:
+    """One pass of a fresh classifier: cells, mean loss, accuracy, seconds, cells/s and the labels seen."""
+    torch.manual_seed(seed)
+    index = {name: i for i, name in enumerate(classes)}
+    model = Classifier(n_genes, len(classes))
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    seen, loss_sum, correct, cells = Counter(), 0.0, 0, 0
+    started = time.perf_counter()
+    for counts, labels in batches:
+        target = torch.tensor([index[name] for name in labels])
+        logits = model(counts)
+        loss = nn.functional.cross_entropy(logits, target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        seen.update(labels)
+        loss_sum += loss.item() * len(labels)
+        correct += int((logits.argmax(dim=1) == target).sum())
+        cells += len(labels)
+    seconds = time.perf_counter() - started
+    return {
+        "cells": cells,
+        "loss": loss_sum / cells if cells else float("nan"),
+        "accuracy": correct / cells if cells else float("nan"),
+        "seconds": round(seconds, 3),
+        "cells_per_second": round(cells / seconds, 1) if seconds else None,
+        "labels": dict(sorted(seen.items())),
+    }
+
+
+def throughput(open_batches: Callable[[], Batches]) -> dict:
+    """Loader speed alone: one epoch of a fresh loader, every value touched.
+
+    A one-batch warm-up on another loader comes first, timed apart: it pays what a process pays once
+    (on the census route, numba compiling tiledbsoma-ml's CSR kernels, about 5 s).
+    """
+    started = time.perf_counter()
+    warmup = open_batches()
+    next(warmup)
+    warmup.close()
+    warmed, cells, count = time.perf_counter(), 0, 0
+    for counts, labels in open_batches():
+        float(counts.sum())
+        cells += len(labels)
+        count += 1
+    seconds = time.perf_counter() - warmed
+    return {
+        "warmup_seconds": round(warmed - started, 3),
+        "batches": count,
+        "cells": cells,
+        "seconds": round(seconds, 3),
+        "cells_per_second": round(cells / seconds, 1),
+    }

@@ -1,0 +1,49 @@
+"""Train a small cell-type classifier for one epoch on a finished result, through either loader.
+
+    python examples/train.py results/kidney-immune --route both --batch-size 256 --label cell_type
+
+lamin:  the result's LaminDB Collection, `Collection.mapped()` in a PyTorch DataLoader
+census: the same cells streamed from the Census SOMA store with tiledbsoma-ml
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import yaml
+
+from cellquery.training import ROUTES, Result, batches, connect_result, train_one_epoch
+
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
+
+
+def main() -> None:
+    config = yaml.safe_load(CONFIG.read_text())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", type=Path, help="a finished run's results/<name>/ directory")
+    parser.add_argument("--route", choices=[*ROUTES, "both"], default="both")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--label", default="cell_type", help="obs column to predict")
+    parser.add_argument("--scale", default=config["demo_scale"], help="demo scale the run used")
+    parser.add_argument("--json", type=Path, help="also write every route's figures here")
+    args = parser.parse_args()
+
+    result = Result(args.results)
+    ln = connect_result(result, args.scale, config["demo_db_url"] or None)
+    classes = result.classes(args.label)
+    figures = {}
+    for route in ROUTES if args.route == "both" else [args.route]:
+        stream = batches(route, result, args.label, args.batch_size, ln=ln)
+        figures[route] = stats = train_one_epoch(stream, len(result.genes), classes)
+        print(
+            f"{route:<7} {stats['cells']:>9,} cells  loss {stats['loss']:.3f}  "
+            f"accuracy {stats['accuracy']:.3f}  {stats['cells_per_second']:>8,.0f} cells/s"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Training on a result: `examples/train.py` runs one epoch through each loader on a fresh demo result; both
+loaders must serve exactly the result's cells with their labels, and the result's Collection must hold it."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import uuid
+
+import anndata as ad
+import pytest
+import yaml
+from conftest import BIN, REPO, clean_env, snakemake
+
+KIDNEY = REPO / "config" / "queries" / "kidney-immune.yaml"
+
+
+def train(results, figures, *args: str) -> subprocess.CompletedProcess:
+    command = [str(BIN / "python"), str(REPO / "examples" / "train.py"), str(results), "--json", str(figures)]
+    run = subprocess.run([*command, *args], capture_output=True, text=True, env=clean_env())
+    assert run.returncode == 0, run.stderr[-4000:]
+    return run
+
+
+@pytest.mark.slow
+def test_both_loaders_serve_the_result_cells_with_their_labels(demo, ln, tmp_path):
+    name = f"train-{uuid.uuid4().hex[:6]}"  # fresh in a reused project too
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(yaml.safe_load(KIDNEY.read_text()) | {"name": name}))
+    snakemake(demo.project, "--config", f"query={spec}")
+    results = demo.project / "results" / name
+    receipt = json.loads((results / "receipt.json").read_text())
+    totals = json.loads((results / "validation.json").read_text())["totals"]
+    result = ad.read_h5ad(results / f"{name}.h5ad", backed="r")
+    assert totals["census_cells"] == result.n_obs == receipt["n_obs"] > 0  # all within the Census rules
+
+    shown = train(results, tmp_path / "figures.json", "--route", "both", "--batch-size", "256")
+    figures = json.loads((tmp_path / "figures.json").read_text())
+    expected = result.obs["cell_type"].astype(str).value_counts().to_dict()
+    assert len(expected) == 2
+    for route in ("lamin", "census"):
+        stats = figures[route]
+        assert stats["cells"] == result.n_obs
+        assert stats["labels"] == expected
+        assert math.isfinite(stats["loss"]) and 0 <= stats["accuracy"] <= 1
+        assert f"{route} " in shown.stdout and f"{result.n_obs:,} cells" in shown.stdout
+
+    collection = ln.Collection.get(uid=receipt["collection_uid"])
+    assert collection.key == f"cellquery/{name}" and collection.version_tag == receipt["version"]
+    assert [a.uid for a in collection.artifacts.all()] == [receipt["artifact_uid"]]
+    assert collection.run.uid == receipt["run_uid"]
+
+    snakemake(demo.project, "--config", f"query={spec}", "-R", "register")  # identical content: reused
+    again = json.loads((results / "receipt.json").read_text())
+    assert again["reused"] and again["collection_uid"] == receipt["collection_uid"]
+    assert ln.Collection.filter(key=f"cellquery/{name}").count() == 1
