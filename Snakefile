@@ -1,13 +1,12 @@
 """cellquery: a YAML query over CELLxGENE-style data, built into a validated, versioned dataset."""
 
-import os
-
 from snakemake.utils import min_version
+
+from cellquery import without_torch
 
 min_version("9.27")
 
-# before any cellquery import: jobs (and this process) never load torch (see cellquery/__init__.py)
-os.environ["CELLQUERY_WITHOUT_TORCH"] = "1"
+without_torch()  # before anything imports anndata: jobs never load torch (see cellquery/__init__.py)
 
 
 configfile: f"{workflow.basedir}/config/config.yaml"
