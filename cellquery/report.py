@@ -44,8 +44,8 @@ def top_counts(counts: pd.Series) -> pd.Series:
     return pd.concat([head, pd.Series({f"other ({len(tail)})": tail.sum()})])
 
 
-def bar_chart(counts: pd.Series, title: str, out: Path) -> None:
-    """A horizontal bar chart of cell counts as SVG, each bar labelled with its count."""
+def bar_chart(counts: pd.Series, title: str, out: Path, empty: str = "no cells") -> None:
+    """A horizontal bar chart of cell counts as SVG, each bar labelled with its count (`empty`: no bars)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,7 +54,7 @@ def bar_chart(counts: pd.Series, title: str, out: Path) -> None:
     counts = top_counts(counts).iloc[::-1]  # largest on top
     fig, ax = plt.subplots(figsize=(8, 1.4 + 0.32 * max(len(counts), 1)))
     if counts.empty:
-        ax.text(0.5, 0.5, "no cells", ha="center", va="center", transform=ax.transAxes)
+        ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes)
     else:
         bars = ax.barh([str(label) for label in counts.index], counts.to_numpy(), color=BAR_COLOR)
         ax.bar_label(bars, labels=[f"{n:,}" for n in counts], padding=3, fontsize=8)
@@ -264,8 +264,11 @@ def describe_run(ln, inputs: dict[str, Path], out: dict[str, str]) -> None:
     validation = json.loads(inputs["validation"].read_text())
     obs = read_frame(inputs["result"], "obs")
     for column, title in FIGURES.items():
-        counts = obs[column].value_counts() if column in obs.columns else pd.Series(dtype=int)
-        bar_chart(counts, title, Path(out[column]))
+        if column in obs.columns:
+            bar_chart(obs[column].value_counts(), title, Path(out[column]))
+        else:
+            missing = f"{column} is not among the result's obs columns (spec: obs_columns)"
+            bar_chart(pd.Series(dtype=int), title, Path(out[column]), empty=missing)
     write_page(spec_page(query, len(manifest)), Path(out["spec"]))
     write_page(datasets_page(manifest, validation), Path(out["datasets"]))
     write_page(validation_page(validation), Path(out["validation"]))

@@ -19,7 +19,7 @@ import yaml
 from conftest import REPO, require_service, snakemake
 from PIL import Image
 
-from cellquery.report import BAR_COLOR
+from cellquery.report import BAR_COLOR, MAX_BARS, bar_chart, datasets_page, top_counts, validation_page
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -30,6 +30,7 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
     "--window-size=1400,1000",
 ]
+TOTALS = ["h5ad_cells", "census_cells", "h5ad_genes", "census_genes", "matched_cells", "genes_compared"]
 FIGURES = {
     "cells per dataset": "dataset_id",
     "cells per cell type": "cell_type",
@@ -176,3 +177,19 @@ def test_pages_show_validation_spec_datasets_and_lineage(run, browser):
     open_result(browser, report, "Query", "datasets matched")
     page = shown_page(browser)
     assert all(dataset in page for dataset in manifest["dataset_id"])
+
+
+def test_many_categories_fold_into_one_other_bar():
+    counts = pd.Series({f"type {i}": 100 + i for i in range(40)})
+    shown = top_counts(counts)
+    assert len(shown) == MAX_BARS and shown.index[-1] == "other (11)"
+    assert shown.sum() == counts.sum() and shown.iloc[0] == 139  # largest first, no cell lost
+
+
+def test_an_empty_result_and_a_missing_column_still_make_every_page(tmp_path):
+    manifest = pd.DataFrame(columns=["uid", "key", "version", "hash", "size", "n_obs", "dataset_id", "path"])
+    empty = {"per_dataset": [], "status": "passed", "totals": dict.fromkeys(TOTALS, 0)}
+    assert "0 datasets matched, 0.0 MB" in datasets_page(manifest, empty)
+    assert 'Status: <span class="passed">passed</span>. 0 cells matched' in validation_page(empty)
+    bar_chart(pd.Series(dtype=int), "Cells per tissue", tmp_path / "tissue.svg", empty="tissue is missing")
+    assert "tissue is missing" in (tmp_path / "tissue.svg").read_text()
