@@ -11,8 +11,10 @@ QUERY ?=
 CORES ?= all
 PROJECT ?= $(CURDIR)
 # where the CPU build of torch lies (pip's find-links on these machines); uv does not read pip's settings
-FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
-UV_SOURCES := $(if $(FIND_LINKS),--find-links $(FIND_LINKS))
+# (elsewhere: PyTorch's own index of CPU wheels)
+FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null),\
+	https://download.pytorch.org/whl/cpu/torch/)
+UV_SOURCES := $(foreach link,$(FIND_LINKS),--find-links $(link))
 
 .PHONY: install lock demo run report test bench lint format env clean-demo
 

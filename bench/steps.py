@@ -15,6 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from cellquery.atomic import write_json
 from cellquery.criteria import Criterion, obs_mask, value_filter
 from cellquery.lamin import DemoInstance, connect
 
@@ -124,7 +125,7 @@ def loader(route: str, project: Path) -> None:
     ln = connect_result(result, "bench") if route == "lamin" else None
     figures = throughput(lambda: batches(route, result, "cell_type", LOADER_BATCH_SIZE, ln=ln))
     figures["batch_size"] = LOADER_BATCH_SIZE
-    (results(project) / f"bench-loader-{route}.json").write_text(json.dumps(figures))
+    write_json(results(project) / f"bench-loader-{route}.json", figures)
 
 
 STEPS = {

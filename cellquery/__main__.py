@@ -26,7 +26,7 @@ def summary(query: str) -> None:
     results = results_dir(query)
     if not (results / "receipt.json").exists():
         raise SystemExit(f"no finished run of {query} under {results}")
-    print(result_summary(results))
+    print(result_summary(results, Path(query)))
 
 
 def audit(query: str, config: dict) -> None:

@@ -157,7 +157,7 @@ def recover(ln, intent: Path) -> None:
         return
     pending = json.loads(intent.read_text())
     record = ln.Artifact.filter(uid=pending["uid"]).first()
-    if record is not None and (record._storage_ongoing or not Path(record.path).exists()):
+    if record is not None and (record._storage_ongoing or not record.path.exists()):
         for collection in record.collections.all():
             collection.delete(permanent=True)
         record.delete(permanent=True, storage=False)

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 
-def result_summary(results: Path) -> str:
+def result_summary(results: Path, spec_path: Path) -> str:
+    """What a finished run of the spec at `spec_path` made, and how to see its report."""
     receipt = json.loads((results / "receipt.json").read_text())
     report = json.loads((results / "validation.json").read_text())
     query = json.loads((results / "query.json").read_text())
@@ -26,6 +27,7 @@ def result_summary(results: Path) -> str:
             f"  artifact          {receipt['artifact_uid']} version {receipt['version']} "
             f"key {receipt['key']}{reused}",
             f"  files             {results}/{query['name']}.h5ad, census.h5ad, validation.json, receipt.json",
-            f"  report            snakemake --report {results}/report.html  (or: make report)",
+            f"  report            make report QUERY={spec_path}  (snakemake --report {results}/report.html "
+            f"--config query={spec_path})",
         ]
     )

@@ -8,6 +8,7 @@ streams the same cells from the Census SOMA store with `tiledbsoma_ml`, selected
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -17,6 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from cellquery import WITHOUT_TORCH
+
+if os.environ.get(WITHOUT_TORCH) == "1":
+    raise ImportError(f"cellquery.training needs torch: unset {WITHOUT_TORCH} (set for workflow jobs)")
+
 import torch
 from torch import nn
 
@@ -66,7 +73,11 @@ class Result:
 
     def classes(self, label: str) -> list[str]:
         """The label's values in the result: every route's cells carry a subset of them."""
-        return sorted(read_frame(self.h5ad, "obs")[label].astype(str).unique())
+        obs = read_frame(self.h5ad, "obs")
+        if label not in obs.columns:
+            columns = ", ".join(obs.columns)
+            raise SystemExit(f"--label {label!r}: not an obs column of {self.h5ad}; it has {columns}")
+        return sorted(obs[label].astype(str).unique())
 
 
 def connect_result(result: Result, scale: str, db_url: str | None = None):

@@ -9,11 +9,11 @@ census: the same cells streamed from the Census SOMA store with tiledbsoma-ml
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import yaml
 
+from cellquery.atomic import write_json
 from cellquery.training import ROUTES, Result, batches, connect_result, train_one_epoch
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
@@ -42,7 +42,7 @@ def main() -> None:
             f"accuracy {stats['accuracy']:.3f}  {stats['cells_per_second']:>8,.0f} cells/s"
         )
     if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        write_json(args.json, figures)
 
 
 if __name__ == "__main__":

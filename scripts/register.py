@@ -14,4 +14,4 @@ with job_log(snakemake.log[0]):
         Path(inputs.manifest),
         Path(snakemake.output[0]),
     )
-    echo(result_summary(Path(snakemake.output[0]).parent))
+    echo(result_summary(Path(snakemake.output[0]).parent, params.spec.path))

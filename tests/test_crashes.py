@@ -62,6 +62,8 @@ def test_a_killed_run_is_completed_by_the_next_one(demo, ln, tmp_path, point):
     versions = ln.Artifact.filter(key=f"cellquery/{name}.h5ad")
     receipt = json.loads((results / "receipt.json").read_text())
     assert versions.count() == 1 and versions.first().uid == receipt["artifact_uid"]
+    collections = ln.Collection.filter(key=f"cellquery/{name}")  # the result's, none left by the killed run
+    assert collections.count() == 1 and collections.first().uid == receipt["collection_uid"]
     result = ad.read_h5ad(results / f"{name}.h5ad")
     assert result.n_obs == receipt["n_obs"] > 0
 

@@ -18,7 +18,13 @@ import pytest
 import yaml
 from conftest import REPO, require_service, snakemake
 from PIL import Image
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
 
+from cellquery.criteria import value_filter
+from cellquery.pipeline import criteria_of, read_query
 from cellquery.report import BAR_COLOR, MAX_BARS, bar_chart, datasets_page, top_counts, validation_page
 
 CHROMIUM_FLAGS = [
@@ -59,9 +65,6 @@ def run(demo, tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     require_service(browser_missing())
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
     for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"]:
@@ -72,11 +75,10 @@ def browser(tmp_path_factory):
 
 
 def click(browser, xpath: str):
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    element = WebDriverWait(browser, 30).until(ec.element_to_be_clickable(("xpath", xpath)))
-    element.click()
+    """Click the element once it is shown, as a click event on that element: the report's menu moves while
+    it renders, so a click at the element's position can land on its neighbour."""
+    element = WebDriverWait(browser, 30).until(ec.visibility_of_element_located(("xpath", xpath)))
+    browser.execute_script("arguments[0].click();", element)
     return element
 
 
@@ -89,9 +91,6 @@ def open_result(browser, report, category: str, label: str) -> None:
 
 def shown_plot(browser) -> np.ndarray:
     """The plot in the content pane, as RGB pixels taken from a screenshot."""
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
-
     image = WebDriverWait(browser, 30).until(
         ec.visibility_of_element_located(("xpath", "//div[@class='p-3']/img"))
     )
@@ -100,9 +99,8 @@ def shown_plot(browser) -> np.ndarray:
 
 def shown_page(browser) -> str:
     """The text of the HTML page in the content pane's frame."""
-    frame = click(browser, "//iframe")
-    browser.switch_to.frame(frame)
-    text = browser.find_element("tag name", "body").text
+    WebDriverWait(browser, 30).until(ec.frame_to_be_available_and_switch_to_it(("xpath", "//iframe")))
+    text = WebDriverWait(browser, 30).until(lambda frame: frame.find_element("tag name", "body").text)
     browser.switch_to.default_content()
     return text
 
@@ -172,7 +170,9 @@ def test_pages_show_validation_spec_datasets_and_lineage(run, browser):
 
     open_result(browser, report, "Query", "spec and census filter")
     page = shown_page(browser)
-    assert run.name in page and "tissue" in page and "value_filter" in page
+    query = read_query(run / "query.json")
+    assert yaml.safe_dump(query["spec"]["cells"], sort_keys=False).splitlines()[0] in page
+    assert value_filter(criteria_of(query)) in page
 
     open_result(browser, report, "Query", "datasets matched")
     page = shown_page(browser)

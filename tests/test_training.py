@@ -9,9 +9,12 @@ import subprocess
 import uuid
 
 import anndata as ad
+import numpy as np
 import pytest
 import yaml
 from conftest import BIN, REPO, clean_env, snakemake
+
+from cellquery.training import Result, batches
 
 KIDNEY = REPO / "config" / "queries" / "kidney-immune.yaml"
 
@@ -45,6 +48,12 @@ def test_both_loaders_serve_the_result_cells_with_their_labels(demo, ln, tmp_pat
         assert stats["labels"] == expected
         assert math.isfinite(stats["loss"]) and 0 <= stats["accuracy"] <= 1
         assert f"{route} " in shown.stdout and f"{result.n_obs:,} cells" in shown.stdout
+
+    genes_total = np.asarray(result.X[:].sum(axis=0), dtype=np.float64).ravel()
+    for route in ("lamin", "census"):  # each gene's counts arrive under that gene, on both routes
+        stream = batches(route, Result(results), "cell_type", 1024, ln=ln)
+        served = sum(x.double().sum(dim=0) for x, _ in stream)
+        assert np.allclose(served.numpy(), genes_total) and genes_total.sum() > 0
 
     collection = ln.Collection.get(uid=receipt["collection_uid"])
     assert collection.key == f"cellquery/{name}" and collection.version_tag == receipt["version"]
