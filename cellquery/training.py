@@ -28,9 +28,10 @@ import torch
 from torch import nn
 
 from cellquery.census import X_NAME, experiment_name
-from cellquery.criteria import Criterion, value_filter
+from cellquery.criteria import value_filter
 from cellquery.h5ad import read_frame
 from cellquery.lamin import DemoInstance
+from cellquery.pipeline import criteria_of, read_manifest, read_query
 from cellquery.spec import QuerySpec
 
 ROUTES = ("lamin", "census")
@@ -43,16 +44,13 @@ class Result:
 
     path: Path
 
-    def _json(self, name: str) -> dict:
-        return json.loads((self.path / name).read_text())
-
     @cached_property
     def query(self) -> dict:
-        return self._json("query.json")
+        return read_query(self.path / "query.json")
 
     @cached_property
     def receipt(self) -> dict:
-        return self._json("receipt.json")
+        return json.loads((self.path / "receipt.json").read_text())
 
     @property
     def h5ad(self) -> Path:
@@ -60,7 +58,7 @@ class Result:
 
     @cached_property
     def dataset_ids(self) -> list[str]:
-        return list(pd.read_csv(self.path / "manifest.tsv", sep="\t", dtype=str)["dataset_id"])
+        return list(read_manifest(self.path / "manifest.tsv")["dataset_id"])
 
     @cached_property
     def genes(self) -> pd.Index:
@@ -68,8 +66,7 @@ class Result:
 
     def obs_filter(self) -> str:
         """The census route's obs `value_filter`: the query's criteria within the manifest's datasets."""
-        criteria = [Criterion.from_dict(c) for c in self.query["criteria"]]
-        return value_filter(criteria, self.dataset_ids)
+        return value_filter(criteria_of(self.query), self.dataset_ids)
 
     def classes(self, label: str) -> list[str]:
         """The label's values in the result: every route's cells carry a subset of them."""
