@@ -15,6 +15,7 @@ from cellquery.spec import (
     ID_COLUMNS,
     ONTOLOGY_COLUMNS,
     ULABEL_COLUMNS,
+    Problems,
     QuerySpec,
     SpecError,
     suggest,
@@ -42,21 +43,32 @@ class Criterion:
 
 
 def _term_ids(registry, column: str, values: list) -> list[str]:
-    """Names or ontology ids -> ontology ids, checked against the registry."""
-    ids = []
+    """Names or ontology ids -> ontology ids, checked against the registry (every unknown value named)."""
+    ids, problems = [], Problems()
     for value in map(str, values):
         if value in SPECIAL_TERMS:
             ids.append(value)
             continue
         field = "ontology_id" if TERM_ID.match(value) else "name"
         record = registry.filter(**{field: value}).first()
-        if record is None:
-            known = registry.filter().values_list(field, flat=True)
-            raise SpecError(
-                f"cells.{column}: unknown {field.replace('_', ' ')} {value!r}{suggest(value, known)}"
-            )
-        ids.append(record.ontology_id)
+        with problems.check():
+            if record is None:
+                raise SpecError(
+                    f"cells.{column}: unknown {field.replace('_', ' ')} {value!r}"
+                    f"{suggest(value, *_known_terms(registry, field))}"
+                )
+            ids.append(record.ontology_id)
+    problems.raise_any()
     return ids
+
+
+def _known_terms(registry, field: str) -> tuple[list[str], dict[str, str]]:
+    """A registry's names (or ids), and its synonyms as aliases of the names."""
+    if field != "name":
+        return list(registry.filter().values_list(field, flat=True)), {}
+    rows = list(registry.filter().values_list("name", "synonyms"))
+    aliases = {synonym: name for name, synonyms in rows for synonym in (synonyms or "").split("|") if synonym}
+    return [name for name, _ in rows], aliases
 
 
 def _descendants(registry, column: str, term: str) -> list[str]:
@@ -75,9 +87,11 @@ def _labels(column: str, values: list) -> list:
     import lamindb as ln
 
     known = set(ln.ULabel.filter(type__name=ULABEL_COLUMNS[column]).values_list("name", flat=True))
-    for value in values:
-        if known and str(value) not in known:
-            raise SpecError(f"cells.{column}: unknown value {value!r}{suggest(value, sorted(known))}")
+    unknown = [value for value in values if known and str(value) not in known]
+    if unknown:
+        raise SpecError(
+            *(f"cells.{column}: unknown value {value!r}{suggest(value, sorted(known))}" for value in unknown)
+        )
     return values
 
 
@@ -106,12 +120,14 @@ def resolve(spec: QuerySpec) -> list[Criterion]:
     """The spec's cell criteria with names resolved through bionty (needs a connected instance)."""
     import bionty
 
-    criteria = []
+    criteria, problems = [], Problems()
     for column, criterion in spec.cells.items():
         if column in CELL_STATS and isinstance(criterion, dict):
             criteria += [Criterion(column, COMPARISONS[op], (v,)) for op, v in sorted(criterion.items())]
         else:
-            criteria.append(_resolve_one(column, criterion, bionty))
+            with problems.check():
+                criteria.append(_resolve_one(column, criterion, bionty))
+    problems.raise_any()
     return criteria
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 
 from cellquery.spec import SpecError, suggest
 
+ORGANISM_LABELS = {"NCBITaxon:9606": "human", "NCBITaxon:10090": "mouse"}
 GENE_FILES = {
     "NCBITaxon:9606": "genes_homo_sapiens.csv.gz",
     "NCBITaxon:10090": "genes_mus_musculus.csv.gz",
@@ -24,17 +25,52 @@ def gene_table(organism: str) -> pd.DataFrame:
     return pd.read_csv(path, names=names, index_col=0)
 
 
-def resolve_genes(values: list[str], organism: str) -> list[str]:
-    """Ensembl ids or symbols -> Ensembl ids of the organism; an unknown gene is named with a suggestion."""
+@cache
+def symbols(organism: str) -> pd.Series:
+    """Ensembl id per gene symbol (the first id where a symbol has several)."""
     table = gene_table(organism)
     by_name = pd.Series(table.index, index=table["feature_name"])
-    by_name = by_name[~by_name.index.duplicated()]
-    ids = []
+    return by_name[~by_name.index.duplicated()]
+
+
+def resolve_genes(values: list[str], organism: str) -> list[str]:
+    """Ensembl ids or symbols -> Ensembl ids of the organism; every unknown gene named, with a hint."""
+    table, by_name = gene_table(organism), symbols(organism)
+    ids, unknown = [], []
     for value in values:
         if value in table.index:
             ids.append(value)
         elif value in by_name.index:
             ids.append(by_name[value])
         else:
-            raise SpecError(f"genes: unknown gene {value!r} for {organism}{suggest(value, by_name.index)}")
+            unknown.append(f"genes: {_unknown(value, organism)}")
+    if unknown:
+        raise SpecError(*unknown)
     return list(dict.fromkeys(ids))
+
+
+def _unknown(value: str, organism: str) -> str:
+    """What an unknown gene is: another organism's gene (naming this one's of that symbol), or a typo.
+
+    bionty holds no ortholog table offline; HGNC and MGI give orthologs the same symbol but for case
+    (CD3E, Cd3e), so the gene of the same symbol is named as the likely counterpart.
+    """
+    here = ORGANISM_LABELS.get(organism, organism)
+    for other, label in ORGANISM_LABELS.items():
+        if other == organism:
+            continue
+        symbol = value if value in symbols(other).index else None
+        if value in gene_table(other).index:
+            symbol = gene_table(other).loc[value, "feature_name"]
+        if symbol is not None:
+            same = _same_symbol(symbol, organism)
+            counterpart = f"; the {here} gene with that symbol is {same!r}" if same else ""
+            kind = "symbol" if symbol == value else f"Ensembl id ({symbol})"
+            return f"{value!r} is a {label} gene {kind}, not a {here} one{counterpart}"
+    return f"unknown {here} gene {value!r}{suggest(value, symbols(organism).index)}"
+
+
+def _same_symbol(symbol: str, organism: str) -> str | None:
+    """The organism's gene whose symbol equals `symbol` but for case (HGNC CD3E, MGI Cd3e)."""
+    by_lower = {name.lower(): name for name in symbols(organism).index}
+    return by_lower.get(symbol.lower())

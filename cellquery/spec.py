@@ -6,6 +6,8 @@ import datetime
 import difflib
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +48,33 @@ DEFAULT_OBS_COLUMNS = (
 
 
 class SpecError(ValueError):
-    """A bad query spec: the message is one line naming the key and the value."""
+    """A bad query spec: one line per problem, each naming the key and the value."""
+
+    def __init__(self, *problems: str):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+    def within(self, prefix: str) -> SpecError:
+        """The same problems, each line prefixed (with the spec's file, say)."""
+        return SpecError(*(f"{prefix}: {problem}" for problem in self.problems))
+
+
+class Problems:
+    """Collects the problems of independent checks, so that one run reports them all."""
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+
+    @contextmanager
+    def check(self) -> Iterator[None]:
+        try:
+            yield
+        except SpecError as error:
+            self.found += error.problems
+
+    def raise_any(self) -> None:
+        if self.found:
+            raise SpecError(*dict.fromkeys(self.found))
 
 
 @dataclass(frozen=True)
@@ -125,9 +153,25 @@ def organism_id(value: str) -> str:
     raise SpecError(f"organism: unknown organism {value!r}{suggest(value, choices)}")
 
 
-def suggest(value: str, choices) -> str:
-    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
+def suggest(value: str, choices, aliases: dict[str, str] | None = None) -> str:
+    """`; did you mean 'X'?` for the closest choice: by case, as a word it starts, then by spelling.
+
+    `aliases` maps other names (synonyms) to the choice they stand for.
+    """
+    close = closest(str(value), [str(c) for c in choices], aliases or {})
+    return f"; did you mean {close!r}?" if close else ""
+
+
+def closest(value: str, choices: list[str], aliases: dict[str, str]) -> str | None:
+    by_lower = {c.lower(): c for c in choices} | {a.lower(): c for a, c in aliases.items()}
+    wanted = value.lower().strip()
+    if wanted in by_lower:
+        return by_lower[wanted]
+    starting = sorted((n for n in by_lower if wanted and n.startswith(wanted)), key=len)
+    if len(wanted) >= 3 and starting:
+        return by_lower[starting[0]]
+    close = difflib.get_close_matches(wanted, list(by_lower), n=1, cutoff=0.6)
+    return by_lower[close[0]] if close else None
 
 
 def _schema() -> dict:
@@ -159,37 +203,69 @@ def _how_far(error: jsonschema.ValidationError) -> tuple[int, bool]:
     return len(list(error.absolute_path)), error.validator not in ("type", "oneOf")
 
 
-def _schema_error(error: jsonschema.ValidationError) -> str:
+def _schema_errors(error: jsonschema.ValidationError) -> list[str]:
+    """One line per problem of a schema error: unknown keys with a suggestion, else the schema's message."""
     where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
     if error.validator == "additionalProperties":
         allowed = list(error.schema.get("properties", {}))
         unknown = sorted(set(error.instance) - set(allowed))
         if allowed and unknown:
-            return f"{where}: unknown key {unknown[0]!r}{suggest(unknown[0], allowed)}"
-    if error.validator == "oneOf" and error.context:  # the alternative that got furthest says most
-        return _schema_error(max(error.context, key=_how_far))
-    return f"{where}: {error.message}"
+            return [f"{where}: unknown key {key!r}{suggest(key, allowed)}" for key in unknown]
+    if error.validator == "oneOf" and error.context:
+        unknown = _keys_no_alternative_knows(error)
+        if unknown:
+            return [f"{where}: unknown key {key!r}{suggest(key, known)}" for key, known in unknown]
+        return _schema_errors(max(error.context, key=_how_far))  # the alternative that got furthest
+    return [f"{where}: {error.message}"]
 
 
-def _check_cells(cells: dict) -> None:
+def _misspelt(error: jsonschema.ValidationError) -> bool:
+    """A required key missing because it was misspelt: the unknown key's suggestion says it already."""
+    if error.validator != "required" or not isinstance(error.instance, dict):
+        return False
+    missing = [key for key in error.validator_value if key not in error.instance]
+    allowed = list(error.schema.get("properties", {}))
+    return all(any(closest(str(k), allowed, {}) == m for k in error.instance) for m in missing)
+
+
+def _keys_no_alternative_knows(error: jsonschema.ValidationError) -> list[tuple[str, list[str]]]:
+    """Keys of a mapping no alternative of a `oneOf` allows, each with the keys some alternative allows."""
+    if not isinstance(error.instance, dict):
+        return []
+    alternatives = [s for s in error.validator_value if s.get("type") == "object"]
+    known = [key for s in alternatives for key in s.get("properties", {})]
+    return [(key, known) for key in sorted(error.instance) if known and key not in known]
+
+
+def _check_cells(cells: dict, skip=()) -> None:
+    """Every criterion's problems (columns in `skip` already failed the schema)."""
+    problems = Problems()
     for column, criterion in cells.items():
-        if column not in QUERYABLE:
-            raise SpecError(f"cells.{column}: unknown obs column{suggest(column, sorted(QUERYABLE))}")
-        comparison = isinstance(criterion, dict) and not {"not_in", "descendants_of"} & set(criterion)
-        if comparison:
-            _check_comparison(column, criterion)
-        ontology_column = column in ONTOLOGY_COLUMNS or column in ID_COLUMNS
-        if isinstance(criterion, dict) and "descendants_of" in criterion and not ontology_column:
-            raise SpecError(f"cells.{column}: descendants_of applies to ontology columns only")
-        values = criterion if isinstance(criterion, list) else [criterion]
-        if column in BOOLEAN_COLUMNS and not all(isinstance(v, bool) for v in values):
-            raise SpecError(f"cells.{column}: {criterion!r} is not true or false")
-        if column == "tissue_type":
-            listed = criterion["not_in"] if isinstance(criterion, dict) else values
-            for value in listed:
-                if value not in TISSUE_TYPES:
-                    known = suggest(value, TISSUE_TYPES)
-                    raise SpecError(f"cells.tissue_type: unknown value {value!r}{known}")
+        with problems.check():
+            if column in skip:
+                continue
+            _check_criterion(column, criterion)
+    problems.raise_any()
+
+
+def _check_criterion(column: str, criterion: Any) -> None:
+    if column not in QUERYABLE:
+        raise SpecError(f"cells.{column}: unknown obs column{suggest(column, sorted(QUERYABLE))}")
+    comparison = isinstance(criterion, dict) and not {"not_in", "descendants_of"} & set(criterion)
+    if comparison:
+        _check_comparison(column, criterion)
+    ontology_column = column in ONTOLOGY_COLUMNS or column in ID_COLUMNS
+    if isinstance(criterion, dict) and "descendants_of" in criterion and not ontology_column:
+        raise SpecError(f"cells.{column}: descendants_of applies to ontology columns only")
+    values = criterion if isinstance(criterion, list) else [criterion]
+    if column in BOOLEAN_COLUMNS and not all(isinstance(v, bool) for v in values):
+        raise SpecError(f"cells.{column}: {criterion!r} is not true or false")
+    if column == "tissue_type":
+        listed = criterion["not_in"] if isinstance(criterion, dict) else values
+        for value in listed:
+            if value not in TISSUE_TYPES:
+                known = suggest(value, TISSUE_TYPES)
+                raise SpecError(f"cells.tissue_type: unknown value {value!r}{known}")
 
 
 def _check_comparison(column: str, bounds: dict) -> None:
@@ -207,9 +283,11 @@ def _check_comparison(column: str, bounds: dict) -> None:
 
 def _check_obs_columns(columns: list[str]) -> None:
     known = [*DEFAULT_OBS_COLUMNS, "observation_joinid", "dataset_id"]
-    for column in columns:
-        if column not in known:
-            raise SpecError(f"obs_columns: unknown obs column {column!r}{suggest(column, known)}")
+    unknown = [column for column in columns if column not in known]
+    if unknown:
+        raise SpecError(
+            *(f"obs_columns: unknown obs column {column!r}{suggest(column, known)}" for column in unknown)
+        )
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -236,22 +314,35 @@ def _read_yaml(path: Path) -> Any:
 
 
 def _validated(data: Any) -> dict:
+    """The spec with defaults filled in; raises one `SpecError` with every problem found."""
     if not isinstance(data, dict):
         raise SpecError(f"a query spec is a mapping of keys, got {type(data).__name__}")
     data = _dates_as_text(data)
-    errors = sorted(
-        jsonschema.Draft202012Validator(_schema()).iter_errors(data), key=lambda e: list(e.absolute_path)
-    )
-    if errors:
-        raise SpecError(_schema_error(errors[0]))
-    data = _fill_defaults(data)
-    organism_id(data["organism"])
-    _check_cells(data["cells"])
-    _check_obs_columns(data.get("obs_columns", []))
-    size = data["artifacts"].get("size", {})
+    errors = list(jsonschema.Draft202012Validator(_schema()).iter_errors(data))
+    problems = Problems()
+    for error in sorted(errors, key=lambda e: list(map(str, e.absolute_path))):
+        if not _misspelt(error):
+            problems.found += _schema_errors(error)
+    malformed = {tuple(error.absolute_path)[:2] for error in errors}
+    malformed_keys = {path[0] for path in malformed if path}
+    checks = {  # each runs on a part of the spec the schema accepted
+        "organism": lambda: organism_id(data["organism"]),
+        "cells": lambda: _check_cells(data["cells"], skip={p[1] for p in malformed if p[:1] == ("cells",)}),
+        "obs_columns": lambda: _check_obs_columns(data["obs_columns"]),
+        "artifacts": lambda: _check_size(data["artifacts"].get("size", {})),
+    }
+    for key, check in checks.items():
+        accepted = ("cells",) not in malformed if key == "cells" else key not in malformed_keys
+        if key in data and accepted:
+            with problems.check():
+                check()
+    problems.raise_any()
+    return _fill_defaults(data)
+
+
+def _check_size(size: dict) -> None:
     if size.get("min", 0) > size.get("max", float("inf")):
         raise SpecError(f"artifacts.size: min {size['min']} is larger than max {size['max']}")
-    return data
 
 
 def load_spec(path: str | Path) -> QuerySpec:
@@ -262,4 +353,4 @@ def load_spec(path: str | Path) -> QuerySpec:
     try:
         return QuerySpec(path=path, data=_validated(_read_yaml(path)))
     except SpecError as error:
-        raise SpecError(f"{path}: {error}") from None
+        raise error.within(str(path)) from None
