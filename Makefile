@@ -24,7 +24,9 @@ install: $(STAMP)
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) >&2
 	@$(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip >&2
-	@test -x $(VENV)/bin/uv || $(PY) -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)" >&2
+	@# pip warns for each configured file:// index lacking a uv folder: noise on these machines
+	@test -x $(VENV)/bin/uv || $(PY) -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)" \
+		2> >(grep -v "is ignored: it is neither a file nor a directory" >&2) >&2
 	@$(VENV)/bin/uv pip sync -q --python $(PY) $(UV_SOURCES) requirements.lock >&2
 	@touch $@
 
@@ -35,8 +37,8 @@ demo: install
 	$(SNAKEMAKE) --cores $(CORES) demo --config demo_scale=$(SCALE)
 
 run: demo
-	$(SNAKEMAKE) --cores $(CORES) --config demo_scale=$(SCALE) $(if $(QUERY),query=$(QUERY))
-	@$(PY) -m cellquery summary $(QUERY)
+	$(SNAKEMAKE) --cores $(CORES) --no-hooks --config demo_scale=$(SCALE) $(if $(QUERY),query=$(QUERY))
+	@$(PY) -m cellquery summary $(QUERY)  # once, whether or not the run had work (--no-hooks: not twice)
 
 # The self-contained HTML report of the query's run (runs the query first if needed).
 report: run

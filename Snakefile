@@ -2,7 +2,10 @@
 
 from snakemake.utils import min_version
 
+from pathlib import Path
+
 from cellquery import without_torch
+from cellquery.summary import print_if_new
 
 min_version("9.27")
 
@@ -26,3 +29,7 @@ rule all:
     input:
         f"{RESULTS}/receipt.json",
         rules.describe.output,
+
+
+onsuccess:
+    print_if_new(Path(RESULTS), QUERY.path, RUN_STARTED)

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from cellquery import h5ad, ontology
 from cellquery.atomic import atomic_path
 from cellquery.criteria import Criterion, value_filter
-from cellquery.slicing import KEY_COLUMNS
+from cellquery.slicing import result_columns
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,33 @@ def cells_per_dataset(
     return {dataset_id: int(counts.get(dataset_id, 0)) for dataset_id in dataset_ids}
 
 
+def gene_counts(store: str, organism: str, dataset_ids: list[str]) -> pd.Series:
+    """Per gene (feature id) of the store, how many of the datasets measure it; reads the presence matrix."""
+    import tiledbsoma as soma
+
+    with soma.open(store, mode="r", soma_type=soma.Collection) as census:
+        rna = census["census_data"][experiment_name(organism)].ms["RNA"]
+        feature_ids = rna.var.read(column_names=["soma_joinid", "feature_id"]).concat().to_pandas()
+        counts = np.zeros(int(feature_ids["soma_joinid"].max()) + 1 if len(feature_ids) else 0, dtype=int)
+        joinids = _dataset_joinids(census, dataset_ids)
+        if len(joinids):
+            presence = rna["feature_dataset_presence_matrix"].read(coords=(joinids,)).tables().concat()
+            columns = presence["soma_dim_1"].to_numpy()[presence["soma_data"].to_numpy()]
+            counts += np.bincount(columns, minlength=len(counts))
+    return pd.Series(counts[feature_ids["soma_joinid"]], index=feature_ids["feature_id"].to_numpy())
+
+
+def _dataset_joinids(census, dataset_ids: list[str]) -> np.ndarray:
+    """The rows of `census_info/datasets` (and of the presence matrix) of the given datasets."""
+    if not dataset_ids:
+        return np.array([], dtype=np.int64)
+    quoted = ", ".join(repr(str(d)) for d in dataset_ids)
+    table = census["census_info"]["datasets"].read(
+        column_names=["soma_joinid"], value_filter=f"dataset_id in [{quoted}]"
+    )
+    return np.sort(table.concat()["soma_joinid"].to_numpy())
+
+
 def census_slice(
     store: str,
     criteria: list[Criterion],
@@ -60,7 +87,7 @@ def census_slice(
     obs_filter = value_filter(criteria, dataset_ids)
     var_filter = f"feature_id in {sorted(gene_ids)!r}" if gene_ids is not None else None
     log.info("obs value_filter: %s", obs_filter)
-    columns = [*dict.fromkeys([*KEY_COLUMNS, *obs_columns])]
+    columns = result_columns(obs_columns)
     with soma.open(store, mode="r", soma_type=soma.Collection) as census:
         experiment = census["census_data"][experiment_name(organism)]
         with experiment.axis_query(
@@ -98,7 +125,7 @@ def _row_blocks(matrix, obs: pd.DataFrame, var: pd.DataFrame):
 def _obs_frame(obs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """Obs named `<dataset_id>:<observation_joinid>`, the key the h5ad route uses."""
     keys = obs["dataset_id"].astype(str) + ":" + obs["observation_joinid"].astype(str)
-    return obs[columns].set_index(pd.Index(keys.to_numpy()))
+    return h5ad.without_unused_categories(obs[columns].set_index(pd.Index(keys.to_numpy())))
 
 
 def _var_frame(var: pd.DataFrame) -> pd.DataFrame:

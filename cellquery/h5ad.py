@@ -89,14 +89,17 @@ def write_streamed(
         )
 
 
-def concatenate(paths: list[Path], join: str, out: str | Path) -> None:
+def concatenate(paths: list[Path], join: str, out: str | Path, obs_columns: list[str]) -> pd.DataFrame:
     """Stack h5ads with the same obs columns, joining genes (`inner` or `outer`, zeros where absent).
 
-    Obs and var are read whole (small); the counts are copied one window of rows at a time.
+    The join is over the files that hold cells (a file without cells cannot shrink it); `out` keeps
+    `obs_columns` of obs, and the whole stacked obs is returned. Obs and var are read whole (small); the
+    counts are copied one window of rows at a time.
     """
     variables = [read_frame(p, "var") for p in paths]
     observations = [read_frame(p, "obs") for p in paths]
-    genes = _joined_genes([v.index for v in variables], join)
+    holding = [v.index for v, o in zip(variables, observations, strict=True) if len(o)]
+    genes = _joined_genes(holding or [v.index for v in variables], join)
     features = pd.concat(variables)
     features = features[~features.index.duplicated()].loc[genes]
     blocks = (
@@ -104,7 +107,9 @@ def concatenate(paths: list[Path], join: str, out: str | Path) -> None:
         for path, var, obs in zip(paths, variables, observations, strict=True)
         for _, block in row_blocks(path, np.arange(len(obs)))
     )
-    write_streamed(out, _stacked(observations), features, blocks)
+    stacked = _stacked(observations)
+    write_streamed(out, without_unused_categories(stacked[obs_columns]), features, blocks)
+    return stacked
 
 
 def _joined_genes(indices: list[pd.Index], join: str) -> pd.Index:
@@ -124,6 +129,15 @@ def _onto_genes(block: sp.csr_matrix, genes: pd.Index, joined: pd.Index) -> sp.c
     )
     moved.sort_indices()
     return moved
+
+
+def without_unused_categories(frame: pd.DataFrame) -> pd.DataFrame:
+    """Categorical columns keep only the categories their values use."""
+    frame = frame.copy()
+    for column in frame.columns:
+        if isinstance(frame[column].dtype, pd.CategoricalDtype):
+            frame[column] = frame[column].cat.remove_unused_categories()
+    return frame
 
 
 def _stacked(frames: list[pd.DataFrame]) -> pd.DataFrame:

@@ -28,6 +28,10 @@ RNA_ASSAYS = (
 )
 
 
+# The obs columns the rules read: every slice keeps them, whatever obs columns a spec asks for.
+INCLUSION_COLUMNS = ("tissue_type", "assay_ontology_term_id")
+
+
 def included_cells(obs: pd.DataFrame) -> np.ndarray:
     """Cells the Census keeps: tissue or organoid, and an RNA assay of the allow-list."""
     tissue = obs["tissue_type"].astype(str).isin(INCLUDED_TISSUE_TYPES)

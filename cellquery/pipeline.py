@@ -15,12 +15,12 @@ from cellquery.criteria import Criterion, resolve
 from cellquery.faults import failpoint
 from cellquery.jobs import echo
 from cellquery.lamin import DemoInstance
-from cellquery.spec import QuerySpec, SpecError
+from cellquery.spec import Problems, QuerySpec, SpecError
 
 log = logging.getLogger(__name__)
 
 # The shape of query.json and manifest.tsv: a `resolve` param, so a cellquery that changes it re-resolves.
-RESOLVED_FORMAT = 2
+RESOLVED_FORMAT = 3
 MAX_AUTO_SHARD = 100
 AUTO_SHARDS = 8
 MIN_SHARD_BYTES = 2**29
@@ -43,29 +43,26 @@ def read_manifest(path: Path) -> pd.DataFrame:
 def plan_query(spec: QuerySpec, demo: DemoInstance) -> tuple[dict, pd.DataFrame]:
     """What `resolve` decides, checked against the registry: the resolved query and the manifest.
 
-    Raises a one-line `SpecError` (or `SourceError`) for anything the registry cannot answer, and for a query
-    that matches nothing unless the spec says `allow_empty: true`. Reads no h5ad.
+    Raises a `SpecError` naming every problem the registry reveals (or a `SourceError`), for a query that
+    matches nothing unless the spec says `allow_empty: true`, and for genes the selected datasets do not
+    measure (see `cellquery.coverage`). Reads no h5ad.
     """
     from cellquery import registry
     from cellquery.census import cells_per_dataset
-    from cellquery.genes import resolve_genes
-    from cellquery.register import check_output_key
+    from cellquery.coverage import gene_coverage
 
     ln = registry.connect_source(spec, demo)
-    collection = registry.collection_for(ln, spec)
-    criteria = resolve(spec)
-    store = registry.census_store(ln, spec, collection)
-    check_output_key(ln, spec)
-    gene_ids = resolve_genes(spec.genes, spec.organism) if spec.genes else None
+    collection, store, criteria, gene_ids = _checked_names(ln, spec)
     table = registry.manifest(registry.artifact_query(ln, spec, collection, criteria))
     dataset_ids = list(table["dataset_id"])
-    cells = sum(cells_per_dataset(str(store.path), criteria, spec.organism, dataset_ids).values())
-    if not cells and not spec.allow_empty:
+    cells = cells_per_dataset(str(store.path), criteria, spec.organism, dataset_ids)
+    if not sum(cells.values()) and not spec.allow_empty:
         found = "no artifact" if table.empty else f"{len(table)} artifacts but no cells"
         raise SpecError(
             f"cells: the query matches {found} in {collection.key} {collection.version_tag} "
             "(allow_empty: true registers an empty result instead)"
         )
+    table["selected_cells"] = table["dataset_id"].map(cells).astype(int)
     query = {
         "name": spec.name,
         "spec": spec.data,
@@ -74,15 +71,41 @@ def plan_query(spec: QuerySpec, demo: DemoInstance) -> tuple[dict, pd.DataFrame]
         "criteria": [c.as_dict() for c in criteria],
         "gene_ids": gene_ids,
         "obs_columns": spec.obs_columns,
+        "gene_join": spec.gene_join,
+        "gene_coverage": gene_coverage(spec, str(store.path), cells, gene_ids),
         "collection": {
             "key": collection.key,
             "version": collection.version_tag,
             "uid": collection.uid,
             "artifacts": collection.artifacts.count(),
         },
-        "census": {"key": store.key, "uid": store.uid, "path": str(store.path), "cells": cells},
+        "census": {"key": store.key, "uid": store.uid, "path": str(store.path), "cells": sum(cells.values())},
     }
     return query, table
+
+
+def _checked_names(ln, spec: QuerySpec) -> tuple:
+    """Collection, census store, resolved criteria and gene ids; every name the registry lacks, reported."""
+    from cellquery import registry
+    from cellquery.genes import resolve_genes
+    from cellquery.register import check_output_key
+
+    problems, found = Problems(), {}
+    checks = {
+        "collection": lambda: registry.collection_for(ln, spec),
+        "criteria": lambda: resolve(spec),
+        "genes": lambda: resolve_genes(spec.genes, spec.organism) if spec.genes else None,
+        "output key": lambda: check_output_key(ln, spec),
+        "users": lambda: registry.check_users(ln, spec),
+    }
+    for name, check in checks.items():
+        with problems.check():
+            found[name] = check()
+    if "collection" in found:
+        with problems.check():
+            found["store"] = registry.census_store(ln, spec, found["collection"])
+    problems.raise_any()
+    return found["collection"], found["store"], found["criteria"], found["genes"]
 
 
 def resolve_query(spec: QuerySpec, demo: DemoInstance, query_out: Path, manifest_out: Path) -> None:
@@ -104,35 +127,43 @@ def resolve_query(spec: QuerySpec, demo: DemoInstance, query_out: Path, manifest
 
 
 def write_plan(query_path: Path, manifest_path: Path, out: Path) -> str:
-    """What a run will read, and the cells it will hold, per dataset; written as TSV, returned as text.
+    """What a run will read and the cells and genes it will hold; written as TSV, returned as text.
 
     Reads no h5ad: sizes and cell counts come from the registry (`n_obs`: all cells of the file) and from
-    the census store (`census_cells`: the cells the query selects, after the Census inclusion rules).
+    the census store (`selected_cells`: the cells the query selects, after the Census inclusion rules).
     """
-    from cellquery.census import cells_per_dataset
+    from cellquery.coverage import describe as describe_coverage
 
     query, table = read_query(query_path), read_manifest(manifest_path)
-    selected = cells_per_dataset(
-        query["census"]["path"], criteria_of(query), query["organism"], list(table["dataset_id"])
-    )
-    table["census_cells"] = table["dataset_id"].map(selected).astype(int)
     table["to_fetch"] = table["size"].where(~table["path"].map(_is_local_file), 0)
-    plan = table[["dataset_id", "key", "uid", "size", "to_fetch", "n_obs", "census_cells"]]
+    plan = table[["dataset_id", "title", "key", "uid", "size", "to_fetch", "n_obs", "selected_cells"]]
     with atomic_path(out) as tmp:
         plan.to_csv(tmp, sep="\t", index=False)
-    collection = query["collection"]
+    collection, coverage = query["collection"], query["gene_coverage"]
+    genes = (
+        f"{coverage['in_every_dataset']:,} genes measured by every dataset with selected cells"
+        if query["gene_join"] == "inner"
+        else "every gene some dataset with selected cells measures (outer join)"
+    )
     lines = [
         f"plan for {query['name']}: {len(plan)} datasets of {collection['key']} {collection['version']}",
-        f"  {'dataset':<38} {'MB':>9} {'cells in file':>13} {'cells selected':>14}",
+        f"  {'dataset':<44} {'dataset id':<36} {'MB':>8} {'cells in file':>13} {'cells selected':>14}",
         *(
-            f"  {row.dataset_id:<38} {row.size / 1e6:>9.1f} {row.n_obs:>13,} {row.census_cells:>14,}"
+            f"  {_clip(row.title, 44):<44} {row.dataset_id:<36} {row.size / 1e6:>8.1f} {row.n_obs:>13,} "
+            f"{row.selected_cells:>14,}"
             for row in plan.itertuples()
         ),
-        f"  {'total':<38} {plan['size'].sum() / 1e6:>9.1f} {plan['n_obs'].sum():>13,} "
-        f"{plan['census_cells'].sum():>14,}",
+        f"  {'total':<81} {plan['size'].sum() / 1e6:>8.1f} {plan['n_obs'].sum():>13,} "
+        f"{plan['selected_cells'].sum():>14,}",
         f"  to fetch: {plan['to_fetch'].sum() / 1e6:.1f} MB (files in local storage are read in place)",
+        f"  genes: {genes}",
+        *(f"  {line}" for line in describe_coverage(coverage, query["organism"], query["gene_join"])),
     ]
     return "\n".join(lines)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _is_local_file(path: str) -> bool:
@@ -145,7 +176,9 @@ def preflight(spec: QuerySpec, demo: DemoInstance) -> None:
 
     try:
         plan_query(spec, demo)
-    except (SpecError, SourceError) as error:
+    except SpecError as error:
+        raise error.within(str(spec.path)) from None
+    except SourceError as error:
         raise SpecError(f"{spec.path}: {error}") from None
 
 
@@ -240,7 +273,6 @@ def census_route(query_path: Path, manifest_path: Path, out: Path) -> None:
 
 def assemble(
     shards: list[Path],
-    join: str,
     census: Path,
     query_path: Path,
     manifest_path: Path,
@@ -248,42 +280,66 @@ def assemble(
     report: Path,
 ) -> None:
     """Join the slices and prove the result equals the census route: only a validated result appears."""
+    query = read_query(query_path)
     slices = [Path(p) for shard in shards for p in json.loads(Path(shard).read_text())["slices"]]
     with atomic_path(out) as tmp:
-        if slices:
-            concat_slices(slices, join, tmp)
-        else:  # allowed empty: no artifact matched
-            write_empty(tmp, read_query(query_path)["obs_columns"])
+        # no slice: allowed empty, no artifact matched
+        obs = concat_slices(slices, query, tmp) if slices else write_empty(tmp, query["obs_columns"])
         failpoint("assemble")
-        validate_routes(tmp, census, query_path, manifest_path, report)
+        validate_routes(tmp, census, obs, query, manifest_path, report)
 
 
-def write_empty(out: Path, obs_columns: list[str]) -> None:
-    """A valid result with no cells and no genes, shaped like any other result."""
+def write_empty(out: Path, obs_columns: list[str]) -> pd.DataFrame:
+    """A valid result with no cells and no genes, shaped like any other result; returns its slice obs."""
     from cellquery.h5ad import write_streamed
-    from cellquery.slicing import KEY_COLUMNS, VAR_COLUMNS
+    from cellquery.slicing import VAR_COLUMNS, result_columns, slice_columns
 
-    obs = pd.DataFrame(columns=[*dict.fromkeys([*KEY_COLUMNS, *obs_columns])], dtype=str)
-    write_streamed(out, obs, pd.DataFrame(columns=VAR_COLUMNS, dtype=str), [])
+    obs = pd.DataFrame(columns=slice_columns(obs_columns), dtype=str)
+    write_streamed(out, obs[result_columns(obs_columns)], pd.DataFrame(columns=VAR_COLUMNS, dtype=str), [])
     log.info("no artifact matched: wrote an empty result (allow_empty)")
+    return obs
 
 
-def concat_slices(slices: list[Path], join: str, out: Path) -> None:
-    """Join per-dataset slices on genes, one slice's counts in memory at a time."""
+def concat_slices(slices: list[Path], query: dict, out: Path) -> pd.DataFrame:
+    """Join per-dataset slices on genes, one slice's counts in memory at a time; returns the slices' obs."""
+    from cellquery.coverage import log_coverage
     from cellquery.h5ad import concatenate
+    from cellquery.slicing import result_columns
 
-    concatenate(slices, join, out)
-    log.info("concatenated %d slices (%s join)", len(slices), join)
+    join = query["gene_join"]
+    obs = concatenate(slices, join, out, result_columns(query["obs_columns"]))
+    held = obs["dataset_id"].nunique()
+    log.info("concatenated %d slices (%s join over the %d datasets holding cells)", len(slices), join, held)
+    log_coverage(query["gene_coverage"], query["organism"], join)
+    return obs
 
 
 def validate_routes(
-    result: Path, census: Path, query_path: Path, manifest_path: Path, report_out: Path
+    result: Path, census: Path, slices_obs: pd.DataFrame, query: dict, manifest_path: Path, report_out: Path
 ) -> None:
     """Write the validation report; fail with a readable diff when the routes disagree."""
+    from cellquery.coverage import joined_genes
+    from cellquery.inclusion import included_cells
     from cellquery.validate import compare_routes, describe_failure
 
-    query = read_query(query_path)
-    report = compare_routes(result, census, query["organism"], read_manifest(manifest_path))
+    included = included_cells(slices_obs)
+    datasets = sorted(set(slices_obs["dataset_id"].astype(str)[included]))
+    report = compare_routes(
+        result,
+        census,
+        query["organism"],
+        read_manifest(manifest_path),
+        included,
+        joined_genes(query, datasets),
+    )
+    coverage = query["gene_coverage"]
+    report["genes"] = {
+        "join": query["gene_join"],
+        "requested": coverage["genes_asked"],
+        "kept": report["totals"]["h5ad_genes"],
+        "measured_by_only_some_datasets": coverage["in_some_datasets"],
+        "partial_genes": coverage["partial_genes"],
+    }
     write_json(report_out, report)
     if report["status"] != "passed":
         echo(f"{describe_failure(report)}\n  full report: {report_out}")

@@ -37,10 +37,11 @@ def _link_labels(ln, artifact, obs: pd.DataFrame, organism: str) -> None:
     """Link the result to the ontology terms and labels its cells carry, as curated datasets are."""
     import bionty as bt
 
-    for id_column, registry_name, link in ONTOLOGY_COLUMNS.values():
-        if id_column in obs.columns:
-            ids = set(obs[id_column].astype(str))
-            records = getattr(bt, registry_name).filter(ontology_id__in=ids)
+    for label, (id_column, registry_name, link) in ONTOLOGY_COLUMNS.items():
+        field, column = ("ontology_id", id_column) if id_column in obs.columns else ("name", label)
+        if column in obs.columns:  # by id, or by label when the spec kept only the label column
+            values = set(obs[column].astype(str))
+            records = getattr(bt, registry_name).filter(**{f"{field}__in": values})
             if records.exists():
                 getattr(artifact, link).add(*records)
     for column, type_name in ULABEL_COLUMNS.items():
@@ -53,16 +54,20 @@ def _link_labels(ln, artifact, obs: pd.DataFrame, organism: str) -> None:
         artifact.organisms.add(*species)
 
 
-def _save_new_version(ln, spec: QuerySpec, candidate, inputs: list[str], obs: pd.DataFrame, shape):
-    """The new version with its lineage (a workflow run and a register run, inputs) and its labels."""
+def _save_new_version(ln, spec: QuerySpec, candidate, inputs: dict[str, list[str]], obs: pd.DataFrame, shape):
+    """The new version with its lineage (a workflow run and a register run, inputs) and its labels.
+
+    The run's inputs are the datasets that contributed cells and the census store; datasets that matched
+    the artifact query but contributed no cell are named in its params.
+    """
     workflow = _transform(ln, WORKFLOW_KEY, "cellquery Snakemake workflow")
     parent = ln.Run(workflow, params={"spec": spec.data, "spec_digest": spec.digest}).save()
     run = ln.Run(
         _transform(ln, REGISTER_KEY, "cellquery: register a validated result"),
-        params={"spec_digest": spec.digest, "query": spec.name},
+        params={"spec_digest": spec.digest, "query": spec.name, "matched_without_cells": inputs["idle"]},
         initiated_by_run=parent,
     ).save()
-    run.input_artifacts.add(*ln.Artifact.filter(uid__in=inputs))
+    run.input_artifacts.add(*ln.Artifact.filter(uid__in=inputs["used"]))
     previous = ln.Artifact.filter(key=spec.output_key).count()
     candidate.run = run
     candidate.version_tag = str(previous + 1)
@@ -170,6 +175,37 @@ def recover(ln, intent: Path) -> None:
     intent.unlink()
 
 
+def _inputs(manifest: pd.DataFrame, dataset_ids: set[str], census_uid: str) -> dict[str, list[str]]:
+    """Artifacts the result was made from (datasets that contributed cells, the census store), and the
+    datasets that matched but contributed none."""
+    contributed = manifest["dataset_id"].astype(str).isin(dataset_ids)
+    return {
+        "used": [*manifest.loc[contributed, "uid"], census_uid],
+        "idle": list(manifest.loc[~contributed, "uid"]),
+    }
+
+
+def make_latest(ln, artifact, collection) -> None:
+    """The build just made is the latest under its keys, even when it reuses an older version's content.
+
+    lamindb keeps one `is_latest` version per key and revises that one next; `Artifact.get(key=...)` and
+    `Collection.get(key=...)` return it.
+    """
+    for registry, record in ((ln.Artifact, artifact), (ln.Collection, collection)):
+        if record.is_latest:
+            continue
+        registry.filter(key=record.key, is_latest=True).update(is_latest=False)
+        registry.filter(uid=record.uid).update(is_latest=True)
+        record.is_latest = True
+        log.info(
+            "%s %s (version %s) is the latest under %s again",
+            registry.__name__,
+            record.uid,
+            record.version_tag,
+            record.key,
+        )
+
+
 def register_result(
     ln, spec: QuerySpec, result_path: Path, manifest: pd.DataFrame, census_uid: str, intent: Path
 ) -> dict:
@@ -183,7 +219,7 @@ def register_result(
 
     result = ad.read_h5ad(result_path, backed="r")
     obs, shape = result.obs, result.shape
-    inputs = [*manifest["uid"], census_uid]
+    inputs = _inputs(manifest, set(obs["dataset_id"].astype(str)), census_uid)
     with registry_lock(ln):
         recover(ln, intent)
         existing = _same_content_under_key(ln, spec.output_key, result_path)
@@ -193,6 +229,7 @@ def register_result(
             log.info("identical result already registered as %s", artifact.uid)
             with transaction.atomic():  # results registered before collections existed get theirs
                 collection = result_collection(ln, artifact)
+                make_latest(ln, artifact, collection)
         else:  # a new version under this key, even if another key holds the same content
             candidate = ln.Artifact(
                 str(result_path),
@@ -214,7 +251,8 @@ def register_result(
         "n_obs": shape[0],
         "n_vars": shape[1],
         "spec_digest": spec.digest,
-        "inputs": inputs,
+        "inputs": inputs["used"],
+        "matched_without_cells": inputs["idle"],
         "run_uid": artifact.run.uid if artifact.run else None,
         "collection_uid": collection.uid,
         "reused": reused,

@@ -15,7 +15,7 @@ from cellquery.spec import ONTOLOGY_COLUMNS, ULABEL_COLUMNS, QuerySpec, SpecErro
 
 log = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ["uid", "key", "version", "hash", "size", "n_obs", "dataset_id", "path"]
+MANIFEST_COLUMNS = ["uid", "key", "version", "hash", "size", "n_obs", "dataset_id", "title", "path"]
 LINKS = {id_column: link for id_column, _, link in ONTOLOGY_COLUMNS.values()}
 
 
@@ -73,6 +73,16 @@ def census_store(ln, spec: QuerySpec, collection):
     return store
 
 
+def check_users(ln, spec: QuerySpec) -> None:
+    """Every user handle of `artifacts.created_by` is a user of the instance."""
+    known = set(ln.User.filter().values_list("handle", flat=True))
+    unknown = [h for h in spec.artifacts.get("created_by", []) if h not in known]
+    if unknown:
+        raise SpecError(
+            *(f"artifacts.created_by: unknown user {h!r}{suggest(h, sorted(known))}" for h in unknown)
+        )
+
+
 def _label_prefilter(ln, queryset, criterion: Criterion):
     """Narrow artifacts by the labels `in` criteria imply; `not_in` and others cannot exclude a file."""
     if criterion.op != "in":
@@ -111,12 +121,7 @@ def artifact_query(ln, spec: QuerySpec, collection, criteria: list[Criterion]):
     if "max" in wanted.get("size", {}):
         queryset = queryset.filter(size__lte=wanted["size"]["max"])
     if "created_by" in wanted:
-        handles = wanted["created_by"]
-        known = set(ln.User.filter().values_list("handle", flat=True))
-        for handle in handles:
-            if handle not in known:
-                raise SpecError(f"artifacts.created_by: unknown user {handle!r}{suggest(handle, known)}")
-        queryset = queryset.filter(created_by__handle__in=handles)
+        queryset = queryset.filter(created_by__handle__in=wanted["created_by"])
     if "key_patterns" in wanted:
         regex = "|".join(f"(?:{fnmatch.translate(p)})" for p in wanted["key_patterns"])
         queryset = queryset.filter(key__regex=regex)
@@ -139,6 +144,7 @@ def manifest(artifacts) -> pd.DataFrame:
             "size": artifact.size,
             "n_obs": artifact.n_observations,
             "dataset_id": dataset_ids.get(artifact.uid, artifact.uid),
+            "title": artifact.description or "",
             "path": str(artifact.path),
         }
         for artifact in artifacts.select_related("storage")

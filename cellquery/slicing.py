@@ -12,7 +12,7 @@ from cellquery import h5ad
 from cellquery.atomic import atomic_path
 from cellquery.criteria import Criterion, obs_mask
 from cellquery.faults import failpoint
-from cellquery.inclusion import cell_stats, included_genes
+from cellquery.inclusion import INCLUSION_COLUMNS, cell_stats, included_genes
 from cellquery.spec import CELL_STATS
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,16 @@ def with_cell_stats(path: Path, obs: pd.DataFrame, organism: str) -> pd.DataFram
         obs[name] = np.concatenate(values)
     obs["n_measured_vars"] = int(genes.sum())
     return obs
+
+
+def slice_columns(obs_columns: list[str]) -> list[str]:
+    """A slice's obs: the keys, the columns asked for, and those the inclusion rules read."""
+    return [*dict.fromkeys([*KEY_COLUMNS, *obs_columns, *INCLUSION_COLUMNS])]
+
+
+def result_columns(obs_columns: list[str]) -> list[str]:
+    """A result's obs: the keys and the columns asked for."""
+    return [*dict.fromkeys([*KEY_COLUMNS, *obs_columns])]
 
 
 def select_genes(var: pd.DataFrame, gene_ids: list[str] | None) -> np.ndarray:
@@ -63,7 +73,7 @@ def slice_dataset(
     counts_key, var_key = h5ad.counts_keys(path)
     var = h5ad.read_frame(path, var_key)
     columns = select_genes(var, gene_ids)
-    kept = obs.iloc[rows][[*dict.fromkeys([*KEY_COLUMNS, *obs_columns])]]
+    kept = h5ad.without_unused_categories(obs.iloc[rows][slice_columns(obs_columns)])
     kept.index = pd.Index((dataset_id + ":" + kept["observation_joinid"].astype(str)).to_numpy())
     blocks = (block[:, columns] for _, block in h5ad.row_blocks(path, rows, counts_key))
     source = {"dataset_id": dataset_id, "n_obs": len(obs), **(provenance or {})}

@@ -47,6 +47,10 @@ DEFAULT_OBS_COLUMNS = (
 )
 
 
+# Bump when slices change shape (2: slices keep the columns the inclusion rules read), so old ones are remade.
+SLICE_FORMAT = 2
+
+
 class SpecError(ValueError):
     """A bad query spec: one line per problem, each naming the key and the value."""
 
@@ -135,8 +139,9 @@ class QuerySpec:
 
     @property
     def cells_digest(self) -> str:
-        """What a per-dataset slice depends on (not the collection version)."""
-        return digest_of({k: self.data.get(k) for k in ("organism", "cells", "genes", "obs_columns")})
+        """What a per-dataset slice depends on (not the collection version), and the slices' format."""
+        keys = ("organism", "cells", "genes", "obs_columns")
+        return digest_of({"slice_format": SLICE_FORMAT, **{k: self.data.get(k) for k in keys}})
 
 
 def digest_of(payload: Any) -> str:

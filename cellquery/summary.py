@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 
@@ -12,13 +13,14 @@ def result_summary(results: Path, spec_path: Path) -> str:
     report = json.loads((results / "validation.json").read_text())
     query = json.loads((results / "query.json").read_text())
     totals = report["totals"]
-    reused = " (identical content: existing version reused)" if receipt["reused"] else ""
+    reused = " (identical content: existing version reused, now the latest)" if receipt["reused"] else ""
     collection = query["collection"]
+    with_cells = sum(1 for d in report["per_dataset"] if d["h5ad_cells"])
     return "\n".join(
         [
             f"query {query['name']}  (spec digest {receipt['spec_digest']})",
-            f"  datasets matched  {len(report['per_dataset'])} in {collection['key']} "
-            f"{collection['version']}",
+            f"  datasets          {with_cells} with selected cells, of {len(report['per_dataset'])} matched "
+            f"in {collection['key']} {collection['version']}",
             f"  cells             {receipt['n_obs']:,} (census route {totals['census_cells']:,} "
             f"after its inclusion rules)",
             f"  genes             {receipt['n_vars']:,}",
@@ -31,3 +33,10 @@ def result_summary(results: Path, spec_path: Path) -> str:
             f"--config query={spec_path})",
         ]
     )
+
+
+def print_if_new(results: Path, spec_path: Path, since: float) -> None:
+    """Print the summary when this run wrote the receipt (`make run` prints it itself, after any run)."""
+    receipt = results / "receipt.json"
+    if receipt.exists() and receipt.stat().st_mtime >= since:
+        print(result_summary(results, spec_path), file=sys.stderr)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from cellquery import h5ad
-from cellquery.inclusion import included_cells, included_genes
+from cellquery.inclusion import included_genes
 from cellquery.slicing import KEY_COLUMNS
 
 EXAMPLES = 10  # differences listed per kind; the counts are always complete
@@ -83,11 +83,35 @@ def _frames(result_path: Path, census_path: Path) -> dict[str, pd.DataFrame]:
     }
 
 
-def compare_routes(result_path: Path, census_path: Path, organism: str, manifest: pd.DataFrame) -> dict:
-    """The validation report: status, totals, per-dataset counts, and the differences when it failed."""
+def _gene_differences(result_var: pd.DataFrame, organism: str, expected: pd.Index | None) -> dict:
+    """Genes of the organism the result holds against those the join must keep (from the census store)."""
+    if expected is None:
+        return {}
+    held = result_var.index[included_genes(result_var, organism)]
+    missing, unexpected = expected.difference(held), held.difference(expected)
+    if not len(missing) and not len(unexpected):
+        return {}
+    return {
+        "missing": {"genes": len(missing), "examples": _examples(missing)},
+        "unexpected": {"genes": len(unexpected), "examples": _examples(unexpected)},
+    }
+
+
+def compare_routes(
+    result_path: Path,
+    census_path: Path,
+    organism: str,
+    manifest: pd.DataFrame,
+    census_rules: np.ndarray,
+    expected_genes: pd.Index | None = None,
+) -> dict:
+    """The validation report: status, totals, per-dataset counts, and the differences when it failed.
+
+    `census_rules` marks the result's cells the Census inclusion rules keep (computed from the slices,
+    which hold the columns the rules read); `expected_genes` are the genes the gene join must keep.
+    """
     frames = _frames(result_path, census_path)
     result_obs, census_obs = frames["result_obs"], frames["census_obs"]
-    census_rules = included_cells(result_obs)
     included = result_obs.index[census_rules]
     duplicates = {
         "h5ad": _examples(result_obs.index[result_obs.index.duplicated()]),
@@ -99,14 +123,23 @@ def compare_routes(result_path: Path, census_path: Path, organism: str, manifest
     obs_differences = _obs_differences(result_obs, census_obs, matched)
     n_genes, count_differences = _count_differences(result_path, census_path, frames, matched, organism)
     per_dataset = _per_dataset(manifest, result_obs, census_obs, census_rules)
+    gene_differences = _gene_differences(frames["result_var"], organism, expected_genes)
     diff = {
+        "genes": gene_differences,
         "duplicate_cells": duplicates,
         "missing_from_census": {"cells": len(missing), "examples": _examples(missing)},
         "only_in_census": {"cells": len(extra), "examples": _examples(extra)},
         "obs_values": obs_differences,
         "raw_counts": {"cells": len(count_differences), "examples": _examples(count_differences)},
     }
-    failed = any(duplicates.values()) or len(missing) or len(extra) or obs_differences or count_differences
+    failed = (
+        any(duplicates.values())
+        or len(missing)
+        or len(extra)
+        or obs_differences
+        or count_differences
+        or gene_differences
+    )
     report = {
         "status": "failed" if failed else "passed",
         "totals": {
@@ -140,6 +173,9 @@ def describe_failure(report: dict) -> str:
             f"  obs {column}: {detail['cells']} cells differ, e.g. {example['cell']}: "
             f"h5ad {example['h5ad']!r} vs census {example['census']!r}"
         )
+    for kind, detail in diff["genes"].items():
+        if detail["genes"]:
+            lines.append(f"  genes {kind} (gene join): {detail['genes']}, e.g. {detail['examples'][:3]}")
     for route, cells in diff["duplicate_cells"].items():
         if cells:
             lines.append(f"  duplicate cells in the {route} route: {cells[:3]}")

@@ -1,5 +1,6 @@
 import json
 import sys
+import time
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -51,6 +52,7 @@ except SpecError as error:  # one line, before any job runs
     print(f"cellquery: {error}", file=sys.stderr)
     sys.exit(1)
 RESULTS = f"results/{QUERY.name}"
+RUN_STARTED = time.time()  # the run summary is printed when this run wrote the receipt
 if workflow.is_main_process:
     WORKDIR_CLAIM = claim_workdir(Path(".snakemake"))
 

@@ -70,7 +70,6 @@ rule assemble:
     conda:
         "../envs/cellquery.yaml"
     params:
-        join=QUERY.gene_join,
         report=f"{RESULTS}/validation.json",
     script:
         "../scripts/assemble.py"

@@ -7,7 +7,6 @@ with job_log(snakemake.log[0]):
     inputs = snakemake.input
     assemble(
         [Path(p) for p in inputs.shards],
-        snakemake.params.join,
         Path(inputs.census),
         Path(inputs.query),
         Path(inputs.manifest),

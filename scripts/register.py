@@ -1,12 +1,11 @@
 from pathlib import Path
 
-from cellquery.jobs import echo, job_log
+from cellquery.jobs import job_log
 from cellquery.pipeline import register
-from cellquery.summary import result_summary
 
 with job_log(snakemake.log[0]):
     inputs, params = snakemake.input, snakemake.params
-    receipt = register(
+    register(
         params.spec,
         params.demo,
         Path(inputs.result),
@@ -14,4 +13,3 @@ with job_log(snakemake.log[0]):
         Path(inputs.manifest),
         Path(snakemake.output[0]),
     )
-    echo(result_summary(Path(snakemake.output[0]).parent, params.spec.path))

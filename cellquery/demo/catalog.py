@@ -48,6 +48,41 @@ MOUSE_STAGES = ("MmusDv:0000154", "MmusDv:0000158", "MmusDv:0000063")
 ETHNICITIES = ("HANCESTRO:0019", "HANCESTRO:0021", "HANCESTRO:0320", "HANCESTRO:0321")
 
 IMMUNE = (T_CELL, CD4_T, CD8_T, B_CELL, NAIVE_B, NK_CELL, MONOCYTE, DENDRITIC)
+
+# Canonical markers per cell type (HGNC symbols): every dataset measures those of its cell types, and they
+# carry the cell-type signal of the simulated counts.
+MARKERS = {
+    T_CELL: ("PTPRC", "CD3E", "CD3D", "CD3G", "CD2", "CD247", "IL7R"),
+    CD4_T: ("PTPRC", "CD3E", "CD4", "IL7R", "CCR7", "CD40LG"),
+    CD8_T: ("PTPRC", "CD3E", "CD8A", "CD8B", "GZMK", "CCL5"),
+    B_CELL: ("PTPRC", "MS4A1", "CD19", "CD79A", "CD79B"),
+    NAIVE_B: ("PTPRC", "MS4A1", "CD19", "IGHD", "TCL1A"),
+    NK_CELL: ("PTPRC", "NKG7", "GNLY", "KLRD1", "NCAM1", "GZMB", "PRF1"),
+    MONOCYTE: ("PTPRC", "CD14", "LYZ", "FCGR3A", "S100A8", "S100A9"),
+    DENDRITIC: ("PTPRC", "FCER1A", "CD1C", "CLEC10A", "ITGAX", "HLA-DRA"),
+    NEUTROPHIL: ("PTPRC", "FCGR3B", "CSF3R", "CXCR2", "S100A8"),
+    MACROPHAGE: ("PTPRC", "CD68", "C1QA", "C1QB", "CD163"),
+    ALV_MACROPHAGE: ("PTPRC", "MARCO", "CD68", "C1QA", "FABP4"),
+    MICROGLIA: ("P2RY12", "CX3CR1", "TMEM119", "AIF1", "CSF1R"),
+    NEURON: ("RBFOX3", "SNAP25", "SYT1", "STMN2"),
+    ASTROCYTE: ("GFAP", "AQP4", "SLC1A3", "ALDH1L1"),
+    OLIGODENDROCYTE: ("MBP", "PLP1", "MOG", "OLIG2"),
+    PROXIMAL_TUBULE: ("LRP2", "CUBN", "SLC34A1"),
+    PODOCYTE: ("NPHS1", "NPHS2", "PODXL"),
+    PRINCIPAL: ("AQP2", "SCNN1G"),
+    AT2: ("SFTPC", "SFTPB", "LAMP3", "ABCA3"),
+    FIBROBLAST: ("COL1A1", "COL1A2", "DCN", "LUM"),
+    HEPATOCYTE: ("ALB", "APOA1", "TTR", "HP"),
+}
+# Mouse markers are the MGI genes of the same symbol (Cd3e for CD3E), but for these; human-only markers
+# (GNLY, TCL1A, CD1C) have no mouse gene of their symbol and are left out for mouse.
+MOUSE_MARKER_SYMBOLS = {
+    "CD8B": "Cd8b1",
+    "LYZ": "Lyz2",
+    "FCGR3A": "Fcgr3",
+    "FCGR3B": "Fcgr4",
+    "HLA-DRA": "H2-Aa",
+}
 DATASET_NAMESPACE = uuid.UUID("5b1e2a7c-9f0d-4c61-8a35-1d0c6e4b7f20")
 
 

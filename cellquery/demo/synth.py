@@ -20,11 +20,14 @@ from cellquery.demo.catalog import (
     FIBROBLAST,
     HUMAN,
     HUMAN_STAGES,
+    MARKERS,
+    MOUSE,
+    MOUSE_MARKER_SYMBOLS,
     MOUSE_STAGES,
     SEXES,
     DatasetSpec,
 )
-from cellquery.genes import gene_table
+from cellquery.genes import gene_table, symbols
 
 SCHEMA_VERSION = "7.1.0"
 ERCC_REFERENCE = "NCBITaxon:32630"
@@ -40,19 +43,39 @@ def rng_for(*parts: object) -> np.random.Generator:
 
 
 @cache
+def marker_genes(organism: str, cell_type: str) -> pd.Index:
+    """Ensembl ids of a cell type's canonical markers in the organism (catalog.MARKERS)."""
+    ids = {name.lower(): gene for name, gene in symbols(organism).items()}
+    names = [MOUSE_MARKER_SYMBOLS.get(m, m) if organism == MOUSE else m for m in MARKERS.get(cell_type, ())]
+    return pd.Index([ids[n.lower()] for n in names if n.lower() in ids]).unique()
+
+
+@cache
+def all_markers(organism: str) -> pd.Index:
+    return pd.Index(sorted(set().union(*(marker_genes(organism, t) for t in MARKERS))))
+
+
+@cache
 def gene_pool(organism: str, seed: int) -> pd.Index:
-    """Protein-coding genes the demo draws its panels from (4,000 per organism, stable order)."""
+    """The genes the demo draws its panels from: 4,000 protein-coding genes and every marker, sorted."""
     genes = gene_table(organism)
     coding = genes.index[genes["feature_type"] == "protein_coding"].sort_values()
     picked = rng_for(seed, organism, "pool").choice(len(coding), size=4000, replace=False)
-    return coding[np.sort(picked)]
+    return coding[np.sort(picked)].union(all_markers(organism))
+
+
+def dataset_markers(spec: DatasetSpec) -> pd.Index:
+    """The markers of every cell type a dataset's cells can have (cultured cells are fibroblasts)."""
+    cell_types = (*spec.cell_types, FIBROBLAST) if spec.culture_fraction else spec.cell_types
+    return pd.Index(sorted(set().union(*(marker_genes(spec.organism, t) for t in cell_types))))
 
 
 def panel_genes(spec: DatasetSpec, seed: int) -> pd.Index:
-    """Panel 0 and panel 1 overlap in three quarters of their genes, so gene joins differ."""
+    """A window of the pool (panel 0 and panel 1 overlap in three quarters of it, so gene joins differ),
+    and the markers of the dataset's cell types."""
     pool = gene_pool(spec.organism, seed)
     offset = spec.panel * spec.n_genes // 4
-    return pool[offset : offset + spec.n_genes]
+    return pool[offset : offset + spec.n_genes].union(dataset_markers(spec))
 
 
 @cache
@@ -63,14 +86,18 @@ def gene_weights(organism: str, seed: int) -> pd.Series:
 
 
 def cell_type_profiles(spec: DatasetSpec, genes: pd.Index, seed: int) -> np.ndarray:
-    """Expression profiles (cell types x genes, rows sum to 1) with marker genes per cell type."""
-    base = gene_weights(spec.organism, seed).reindex(genes).to_numpy()
+    """Expression profiles (cell types x genes, rows sum to 1): each cell type's canonical markers, and
+    random ones up to 30, expressed well above the baseline."""
+    weights = gene_weights(spec.organism, seed)
+    base = weights.reindex(genes).to_numpy()
+    high = float(np.quantile(weights, 0.9))
     pool = gene_pool(spec.organism, seed)
     profiles = []
     for cell_type in spec.cell_types:
-        markers = rng_for(seed, spec.organism, cell_type).choice(pool, MARKERS_PER_CELL_TYPE)
-        boost = np.where(genes.isin(markers), 40.0, 1.0)
-        profile = base * boost
+        canonical = marker_genes(spec.organism, cell_type)
+        extra = rng_for(seed, spec.organism, cell_type).choice(pool, MARKERS_PER_CELL_TYPE - len(canonical))
+        profile = np.where(genes.isin(canonical), np.maximum(base, high), base)
+        profile = profile * np.where(genes.isin(canonical.union(extra)), 40.0, 1.0)
         profiles.append(profile / profile.sum())
     return np.vstack(profiles)
 
