@@ -92,14 +92,15 @@ def write_streamed(
 def concatenate(paths: list[Path], join: str, out: str | Path, obs_columns: list[str]) -> pd.DataFrame:
     """Stack h5ads with the same obs columns, joining genes (`inner` or `outer`, zeros where absent).
 
-    The join is over the files that hold cells (a file without cells cannot shrink it); `out` keeps
+    The join is over the files that hold cells (a file without cells neither shrinks nor grows it; with no
+    cells, no genes); `out` keeps
     `obs_columns` of obs, and the whole stacked obs is returned. Obs and var are read whole (small); the
     counts are copied one window of rows at a time.
     """
     variables = [read_frame(p, "var") for p in paths]
     observations = [read_frame(p, "obs") for p in paths]
     holding = [v.index for v, o in zip(variables, observations, strict=True) if len(o)]
-    genes = _joined_genes(holding or [v.index for v in variables], join)
+    genes = _joined_genes(holding, join) if holding else pd.Index([], dtype=str)
     features = pd.concat(variables)
     features = features[~features.index.duplicated()].loc[genes]
     blocks = (
@@ -142,7 +143,7 @@ def without_unused_categories(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _stacked(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """Obs frames one under the other; a column categorical anywhere stays categorical."""
-    stacked = pd.concat(frames)
+    stacked = pd.concat([f for f in frames if len(f)] or frames[:1])  # empty frames say nothing of dtypes
     for column in stacked.columns:
         if any(isinstance(f[column].dtype, pd.CategoricalDtype) for f in frames):
             stacked[column] = stacked[column].astype("category")

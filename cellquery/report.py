@@ -139,10 +139,13 @@ def datasets_page(manifest: pd.DataFrame, validation: dict) -> str:
     rows = manifest.merge(routes, on="uid", how="left").fillna({"h5ad_cells": 0, "census_cells": 0})
     rows = rows.astype({"size": "int64", "n_obs": "int64"})  # an empty manifest reads as text
     rows = rows.assign(size_mb=(rows["size"] / 1e6).round(1))
-    shown = rows[["dataset_id", "key", "version", "uid", "size_mb", "n_obs", "h5ad_cells", "census_cells"]]
+    columns = ["title", "dataset_id", "key", "version", "uid", "size_mb", "n_obs"]
+    shown = rows[[*columns, "h5ad_cells", "census_cells"]]
     shown = shown.astype({"h5ad_cells": int, "census_cells": int})
+    with_cells = int((shown["h5ad_cells"] > 0).sum())
     return page(
-        f"{len(rows)} datasets matched, {rows['size'].sum() / 1e6:,.1f} MB",
+        f"{len(rows)} datasets matched ({with_cells} with selected cells), "
+        f"{rows['size'].sum() / 1e6:,.1f} MB",
         table(
             shown.rename(
                 columns={

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import REPO, snakemake
 
 CORPUS = REPO / "tests" / "bad_specs"
@@ -77,3 +78,54 @@ def test_bad_specs_leave_the_registry_and_results_unchanged(outcomes):
     _, (counts_before, files_before), (counts_after, files_after) = outcomes
     assert counts_after == counts_before
     assert files_after == files_before
+
+
+MANY_PROBLEMS = {
+    "schema": (
+        {
+            "name": "many-typos",
+            "organism": "humann",
+            "cells": {"cell_type": {"descendant_of": "T cell"}, "tisue": "blood"},
+            "obs_columns": ["cell_typ"],
+            "output": {"gene_joint": "outer"},
+        },
+        [
+            "cells.cell_type: unknown key 'descendant_of'; did you mean 'descendants_of'?",
+            "output: unknown key 'gene_joint'; did you mean 'gene_join'?",
+            "organism: unknown organism 'humann'; did you mean 'human'?",
+            "cells.tisue: unknown obs column; did you mean 'tissue'?",
+            "obs_columns: unknown obs column 'cell_typ'; did you mean 'cell_type'?",
+        ],
+    ),
+    "registry": (
+        {
+            "name": "many-unknown-names",
+            "organism": "human",
+            "cells": {"cell_type": ["T-cell", "neutrophl"], "tissue": "kidny"},
+            "genes": ["CD3EE", "Cd4"],
+            "artifacts": {"created_by": ["sunitja"]},
+        },
+        [
+            "cells.cell_type: unknown name 'T-cell'; did you mean 'T cell'?",
+            "cells.cell_type: unknown name 'neutrophl'; did you mean 'neutrophil'?",
+            "cells.tissue: unknown name 'kidny'; did you mean 'kidney'?",
+            "genes: unknown human gene 'CD3EE'; did you mean 'CD3E'?",
+            "genes: 'Cd4' is a mouse gene symbol, not a human one; the human gene with that symbol is 'CD4'",
+            "artifacts.created_by: unknown user 'sunitja'; did you mean 'sunitaj'?",
+        ],
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", list(MANY_PROBLEMS))
+def test_every_problem_of_a_spec_is_reported_in_one_run(demo, tmp_path, kind):
+    spec, expected = MANY_PROBLEMS[kind]
+    path = tmp_path / f"{kind}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    result = snakemake(demo.project, "--config", f"query={path}", check=False)
+    output = result.stdout + result.stderr
+    lines = [line for line in output.splitlines() if line.strip() and not line.startswith(SNAKEMAKE_PREAMBLE)]
+    assert result.returncode != 0 and "Building DAG" not in output
+    assert sorted(lines) == sorted(f"cellquery: {path}: {problem}" for problem in expected), output
+    assert not (demo.project / "results" / spec["name"]).exists()

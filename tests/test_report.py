@@ -25,6 +25,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from cellquery.criteria import value_filter
 from cellquery.pipeline import criteria_of, read_query
+from cellquery.registry import MANIFEST_COLUMNS
 from cellquery.report import BAR_COLOR, MAX_BARS, bar_chart, datasets_page, top_counts, validation_page
 
 CHROMIUM_FLAGS = [
@@ -177,6 +178,7 @@ def test_pages_show_validation_spec_datasets_and_lineage(run, browser):
     open_result(browser, report, "Query", "datasets matched")
     page = shown_page(browser)
     assert all(dataset in page for dataset in manifest["dataset_id"])
+    assert all(title in page for title in manifest["title"])  # a dataset by its title too
 
 
 def test_many_categories_fold_into_one_other_bar():
@@ -187,9 +189,9 @@ def test_many_categories_fold_into_one_other_bar():
 
 
 def test_an_empty_result_and_a_missing_column_still_make_every_page(tmp_path):
-    manifest = pd.DataFrame(columns=["uid", "key", "version", "hash", "size", "n_obs", "dataset_id", "path"])
+    manifest = pd.DataFrame(columns=MANIFEST_COLUMNS)
     empty = {"per_dataset": [], "status": "passed", "totals": dict.fromkeys(TOTALS, 0)}
-    assert "0 datasets matched, 0.0 MB" in datasets_page(manifest, empty)
+    assert "0 datasets matched (0 with selected cells), 0.0 MB" in datasets_page(manifest, empty)
     assert 'Status: <span class="passed">passed</span>. 0 cells matched' in validation_page(empty)
     bar_chart(pd.Series(dtype=int), "Cells per tissue", tmp_path / "tissue.svg", empty="tissue is missing")
     assert "tissue is missing" in (tmp_path / "tissue.svg").read_text()

@@ -1,0 +1,310 @@
+"""Random valid specs over the demo's vocabulary, run through the package's pipeline steps in-process, each
+result compared with an independent oracle that loads the source h5ads whole and masks them.
+
+The oracle shares no code with the pipeline: it evaluates the spec on the source obs itself (labels, ids,
+ontology descendants from cellxgene-ontology-guide, per-cell statistics recomputed with numpy), predicts the
+errors the spec check must give (no cell, genes measured nowhere, an inner join that keeps no gene), and the
+cells, obs values, genes and raw counts of the result.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from cellxgene_ontology_guide.ontology_parser import OntologyParser
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cellquery import pipeline
+from cellquery.atomic import write_json
+from cellquery.demo import catalog
+from cellquery.genes import gene_table
+from cellquery.spec import DEFAULT_OBS_COLUMNS, SpecError, load_spec
+
+SETTINGS = settings(max_examples=50, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+ORGANISMS = {"human": catalog.HUMAN, "mouse": catalog.MOUSE}
+RNA_TISSUE_TYPES = ("tissue", "organoid")
+LABELLED = ["cell_type", "tissue", "assay", "disease", "sex"]
+
+
+@pytest.fixture(scope="module")
+def sources(ln):
+    """Per collection version, per dataset: (artifact uid, the whole AnnData with raw counts)."""
+    loaded = {}
+    for version in (catalog.V1, catalog.V2):
+        collection = ln.Collection.get(key=catalog.COLLECTION_KEY, version_tag=version)
+        loaded[version] = {
+            artifact.features.get_values()["dataset_id"]: (artifact.uid, ad.read_h5ad(artifact.cache()))
+            for artifact in collection.artifacts.order_by("key")
+        }
+    return loaded
+
+
+@cache
+def descendants(term: str) -> set[str]:
+    parser = OntologyParser()
+    return {term, *parser.get_term_descendants(term)}
+
+
+def vocabulary(sources) -> dict:
+    """What specs may name, per organism: obs values by column, and genes by symbol."""
+    words = {}
+    for organism, taxon in ORGANISMS.items():
+        frames = [a for _, a in sources[catalog.V2].values() if a.uns["organism_ontology_term_id"] == taxon]
+        obs = pd.concat([a.obs for a in frames])
+        genes = sorted(set().union(*(set(a.raw.var_names) for a in frames)) - {""})
+        symbols = gene_table(taxon)["feature_name"]
+        words[organism] = {
+            "labels": {c: sorted(set(obs[c].astype(str)) - {"na"}) for c in LABELLED},
+            "ids": {c: sorted(set(obs[f"{c}_ontology_term_id"].astype(str)) - {"na"}) for c in LABELLED},
+            "suspension_type": sorted(set(obs["suspension_type"].astype(str))),
+            "genes": [g for g in genes if g in symbols.index],
+            "symbols": symbols,
+            "unmeasured": [g for g in gene_table(taxon).index[:4000] if g not in set(genes)][:50],
+        }
+    return words
+
+
+def spec_strategy(words: dict):
+    def for_organism(organism: str):
+        w = words[organism]
+        label_criterion = st.sampled_from(LABELLED).flatmap(
+            lambda c: st.one_of(
+                st.tuples(
+                    st.just(c), st.lists(st.sampled_from(w["labels"][c]), min_size=1, max_size=3, unique=True)
+                ),
+                st.tuples(st.just(c), st.sampled_from(w["ids"][c])),
+                st.tuples(
+                    st.just(c),
+                    st.fixed_dictionaries(
+                        {
+                            "not_in": st.lists(
+                                st.sampled_from(w["labels"][c]), min_size=1, max_size=2, unique=True
+                            )
+                        }
+                    ),
+                ),
+            )
+        )
+        descendant = st.tuples(
+            st.just("cell_type"),
+            st.fixed_dictionaries(
+                {
+                    "descendants_of": st.sampled_from(
+                        ["T cell", "B cell", "leukocyte", "glial cell", "epithelial cell"]
+                    )
+                }
+            ),
+        )
+        other = st.one_of(
+            st.tuples(st.just("suspension_type"), st.sampled_from(w["suspension_type"])),
+            st.tuples(st.just("is_primary_data"), st.booleans()),
+            st.tuples(
+                st.just("tissue_type"), st.sampled_from(["tissue", ["tissue", "primary cell culture"]])
+            ),
+            st.tuples(
+                st.sampled_from(["raw_sum", "nnz"]), st.fixed_dictionaries({"ge": st.integers(200, 1500)})
+            ),
+        )
+        cells = st.lists(
+            st.one_of(label_criterion, label_criterion, descendant, other), min_size=1, max_size=3
+        ).map(lambda pairs: dict(pairs))
+        genes = st.one_of(
+            st.none(),
+            st.lists(st.sampled_from(w["genes"]), min_size=1, max_size=12, unique=True).flatmap(
+                lambda ids: st.lists(st.booleans(), min_size=len(ids), max_size=len(ids)).map(
+                    lambda as_symbol: [
+                        w["symbols"][g] if s else g for g, s in zip(ids, as_symbol, strict=True)
+                    ]
+                )
+            ),
+            st.lists(st.sampled_from(w["unmeasured"]), min_size=1, max_size=2, unique=True),
+        )
+        return st.fixed_dictionaries(
+            {
+                "name": st.just("random"),
+                "organism": st.just(organism),
+                "cells": cells,
+                "allow_empty": st.booleans(),
+                "output": st.fixed_dictionaries({"gene_join": st.sampled_from(["inner", "outer"])}),
+            },
+            optional={
+                "source": st.fixed_dictionaries({"version": st.sampled_from([catalog.V1, catalog.V2])}),
+                "genes": genes.filter(bool),
+                "obs_columns": st.lists(
+                    st.sampled_from(DEFAULT_OBS_COLUMNS), min_size=1, max_size=4, unique=True
+                ),
+            },
+        )
+
+    return st.sampled_from(["human", "human", "mouse"]).flatmap(for_organism)
+
+
+class Oracle:
+    """The result a spec must give, from the whole source files: or the error the check must raise."""
+
+    def __init__(self, spec: dict, datasets: dict):
+        self.spec, self.taxon = spec, ORGANISMS[spec["organism"]]
+        self.selected = {}
+        for dataset_id, (_, adata) in datasets.items():
+            if adata.uns["organism_ontology_term_id"] == self.taxon:
+                mask = self.mask(adata)
+                if mask.any():
+                    self.selected[dataset_id] = adata[mask]
+        self.gene_ids = self.requested_genes()
+
+    def mask(self, adata: ad.AnnData) -> np.ndarray:
+        obs, mask = adata.obs, np.ones(adata.n_obs, dtype=bool)
+        for column, criterion in self.spec["cells"].items():
+            if column in ("raw_sum", "nnz"):
+                raw = adata.raw.to_adata()
+                genes = (
+                    (raw.var["feature_biotype"] == "gene") & (raw.var["feature_reference"] == self.taxon)
+                ).to_numpy()
+                counts = raw.X[:, genes].tocsr()
+                stat = (
+                    np.asarray(counts.sum(axis=1)).ravel() if column == "raw_sum" else np.diff(counts.indptr)
+                )
+                mask &= stat >= criterion["ge"]
+            elif isinstance(criterion, dict) and "descendants_of" in criterion:
+                root = {
+                    "T cell": "CL:0000084",
+                    "B cell": "CL:0000236",
+                    "leukocyte": "CL:0000738",
+                    "glial cell": "CL:0000125",
+                    "epithelial cell": "CL:0000066",
+                }[criterion["descendants_of"]]
+                mask &= obs["cell_type_ontology_term_id"].astype(str).isin(descendants(root)).to_numpy()
+            elif isinstance(criterion, dict):
+                mask &= ~obs[column].astype(str).isin(criterion["not_in"]).to_numpy()
+            elif column in LABELLED and isinstance(criterion, str) and ":" in criterion:
+                mask &= (obs[f"{column}_ontology_term_id"].astype(str) == criterion).to_numpy()
+            elif column == "is_primary_data":
+                mask &= (obs[column] == criterion).to_numpy()
+            else:
+                wanted = criterion if isinstance(criterion, list) else [criterion]
+                mask &= obs[column].astype(str).isin(wanted).to_numpy()
+        return mask
+
+    def requested_genes(self) -> list[str] | None:
+        if "genes" not in self.spec:
+            return None
+        table = gene_table(self.taxon)
+        by_symbol = pd.Series(table.index, index=table["feature_name"])
+        by_symbol = by_symbol[~by_symbol.index.duplicated()]
+        return list(dict.fromkeys(g if g in table.index else by_symbol[g] for g in self.spec["genes"]))
+
+    def included(self) -> dict[str, ad.AnnData]:
+        """The selected cells the Census keeps (tissue or organoid; every demo assay is an RNA assay)."""
+        kept = {
+            d: a[a.obs["tissue_type"].astype(str).isin(RNA_TISSUE_TYPES).to_numpy()]
+            for d, a in self.selected.items()
+        }
+        return {d: a for d, a in kept.items() if a.n_obs}
+
+    def organism_genes(self, adata: ad.AnnData) -> set[str]:
+        var = adata.raw.var
+        return set(var.index[(var["feature_biotype"] == "gene") & (var["feature_reference"] == self.taxon)])
+
+    def expected_error(self) -> str | None:
+        included = self.included()
+        if not included and not self.spec["allow_empty"]:
+            return "cells: the query matches"
+        if not included:
+            return None
+        measured = [self.organism_genes(a) for a in included.values()]
+        asked = set(self.gene_ids) if self.gene_ids is not None else set().union(*measured)
+        if self.gene_ids is not None and any(not any(g in m for m in measured) for g in asked):
+            return "genes:"
+        if self.spec["output"]["gene_join"] == "inner" and not asked & set.intersection(*measured):
+            return None if self.spec["allow_empty"] else "output.gene_join: no"
+        return None
+
+    def genes(self) -> set[str]:
+        """Features of the result: the join over the datasets that contribute cells."""
+        holding = [set(a.raw.var_names) for a in self.selected.values()]
+        if not holding:
+            return set()
+        joined = (
+            set.intersection(*holding)
+            if self.spec["output"]["gene_join"] == "inner"
+            else set().union(*holding)
+        )
+        return joined & set(self.gene_ids) if self.gene_ids is not None else joined
+
+
+def run_pipeline(spec_path, demo, workdir) -> tuple[ad.AnnData, dict]:
+    """resolve, one shard of every artifact, census, assemble: the rules' functions, without Snakemake."""
+    spec = load_spec(spec_path)
+    results = workdir / "results" / spec.name
+    query, table = pipeline.plan_query(spec, demo)
+    query_path, manifest_path = results / "query.json", results / "manifest.tsv"
+    write_json(query_path, query)
+    table.to_csv(manifest_path, sep="\t", index=False)
+    shard = results / "shards" / "0.json"
+    pipeline.process_shard(spec, demo, query_path, manifest_path, list(table["uid"]), shard)
+    pipeline.census_route(query_path, manifest_path, results / "census.h5ad")
+    out = results / f"{spec.name}.h5ad"
+    pipeline.assemble(
+        [shard], results / "census.h5ad", query_path, manifest_path, out, results / "validation.json"
+    )
+    return ad.read_h5ad(out), json.loads((results / "validation.json").read_text())
+
+
+def check_against(oracle: Oracle, result: ad.AnnData, report: dict) -> None:
+    assert report["status"] == "passed"
+    keys = result.obs["dataset_id"].astype(str) + ":" + result.obs["observation_joinid"].astype(str)
+    wanted = {f"{d}:{j}" for d, a in oracle.selected.items() for j in a.obs["observation_joinid"]}
+    assert set(keys) == wanted and keys.is_unique
+    assert set(result.var_names) == oracle.genes()
+    columns = oracle.spec.get("obs_columns") or list(DEFAULT_OBS_COLUMNS)
+    assert set(result.obs.columns) == {"dataset_id", "observation_joinid", *columns}
+    for column in result.obs.columns:
+        if isinstance(result.obs[column].dtype, pd.CategoricalDtype):
+            assert set(result.obs[column].cat.categories) == set(result.obs[column].astype(str))
+    for dataset_id, source in oracle.selected.items():
+        mine = result[(result.obs["dataset_id"] == dataset_id).to_numpy()]
+        rows = pd.Index(mine.obs["observation_joinid"]).get_indexer(source.obs["observation_joinid"])
+        for column in columns:
+            assert (
+                mine.obs[column].astype(str).to_numpy()[rows] == source.obs[column].astype(str).to_numpy()
+            ).all()
+        raw = source.raw.to_adata()
+        measured = [g for g in result.var_names if g in raw.var_names]
+        absent = [g for g in result.var_names if g not in raw.var_names]
+        assert (mine[rows, measured].X != raw[:, measured].X).nnz == 0
+        assert mine[:, absent].X.nnz == 0  # outer join: zeros where the dataset lacks a gene
+
+
+@pytest.mark.slow
+def test_random_specs_give_what_the_source_files_hold(demo, ln, sources, tmp_path_factory):
+    words = vocabulary(sources)
+    seen = {"runs": 0, "errors": 0}
+
+    @SETTINGS
+    @given(spec=spec_strategy(words))
+    def case(spec):
+        workdir = tmp_path_factory.mktemp("random")
+        spec_path = workdir / "spec.yaml"
+        spec_path.write_text(yaml.safe_dump(spec))
+        version = spec.get("source", {}).get("version", catalog.V2)
+        oracle = Oracle(spec, sources[version])
+        expected = oracle.expected_error()
+        if expected is not None:
+            with pytest.raises(SpecError) as error:
+                pipeline.plan_query(load_spec(spec_path), demo)
+            assert str(error.value).startswith(expected), (spec, str(error.value))
+            seen["errors"] += 1
+            return
+        result, report = run_pipeline(spec_path, demo, workdir)
+        check_against(oracle, result, report)
+        seen["runs"] += 1
+
+    case()
+    assert seen["runs"] + seen["errors"] >= 50 and seen["runs"] >= 20, seen
