@@ -64,27 +64,29 @@ def named(organism: str, gene_ids: list[str]) -> str:
 
 
 def describe(coverage: dict, organism: str, join: str) -> list[str]:
-    """Lines for the log and the plan: genes some datasets lack, and what the join does with them."""
-    partial, n = coverage["partial_genes"], coverage["datasets"]
-    if not coverage["in_some_datasets"]:
-        return []
-    lacking = sorted(partial, key=lambda g: (partial[g], g))
-    if coverage["genes_asked"] is None:
-        subject = f"{coverage['in_some_datasets']:,} genes are measured by only some of the {n} datasets"
+    """Lines for the plan and the log: what the join keeps, and the genes only some datasets measure."""
+    asked, n, partial = coverage["genes_asked"], coverage["datasets"], coverage["in_some_datasets"]
+    if join == "inner":
+        kept = f"{coverage['in_every_dataset']:,}" + (f" of {asked:,} requested" if asked is not None else "")
+        lines = [
+            f"inner join: {kept} genes, those measured by every one of the {n} datasets with selected cells"
+        ]
     else:
-        subject = f"{len(partial)} requested genes are measured by only some of the {n} datasets: " + named(
-            organism, lacking
-        )
-    fate = "the inner join leaves them out" if join == "inner" else "zeros where a dataset lacks them"
-    return [f"{subject} ({fate})"]
+        kept = f"{asked:,} requested genes" if asked is not None else "every gene"
+        lines = [f"outer join: {kept} measured by any of the {n} datasets with selected cells"]
+    if partial:
+        fate = "the inner join leaves them out" if join == "inner" else "zeros where a dataset lacks them"
+        which = f"{partial:,} {'requested ' if asked is not None else ''}gene{'s' if partial > 1 else ''}"
+        lacking = sorted(coverage["partial_genes"], key=lambda g: (coverage["partial_genes"][g], g))
+        named_genes = f": {named(organism, lacking)}" if lacking else ""
+        verb = "are" if partial > 1 else "is"
+        lines.append(f"{which} {verb} measured by only some of the {n} datasets{named_genes} ({fate})")
+    return lines
 
 
 def log_coverage(coverage: dict, organism: str, join: str) -> None:
-    kept = coverage["in_every_dataset"] if join == "inner" else None
-    if kept is not None:
-        log.info("inner join: %d genes measured by all %d datasets", kept, coverage["datasets"])
     for line in describe(coverage, organism, join):
-        log.warning("%s", line)
+        log.info("%s", line)
 
 
 def joined_genes(query: dict, dataset_ids: list[str]) -> pd.Index | None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from cellquery.atomic import atomic_path, write_json
+from cellquery.coverage import log_coverage
 from cellquery.criteria import Criterion, resolve
 from cellquery.faults import failpoint
 from cellquery.jobs import echo
@@ -124,6 +125,7 @@ def resolve_query(spec: QuerySpec, demo: DemoInstance, query_out: Path, manifest
         query["census"]["cells"],
         query["census"]["key"],
     )
+    log_coverage(query["gene_coverage"], spec.organism, spec.gene_join)
 
 
 def write_plan(query_path: Path, manifest_path: Path, out: Path) -> str:
@@ -139,12 +141,7 @@ def write_plan(query_path: Path, manifest_path: Path, out: Path) -> str:
     plan = table[["dataset_id", "title", "key", "uid", "size", "to_fetch", "n_obs", "selected_cells"]]
     with atomic_path(out) as tmp:
         plan.to_csv(tmp, sep="\t", index=False)
-    collection, coverage = query["collection"], query["gene_coverage"]
-    genes = (
-        f"{coverage['in_every_dataset']:,} genes measured by every dataset with selected cells"
-        if query["gene_join"] == "inner"
-        else "every gene some dataset with selected cells measures (outer join)"
-    )
+    collection = query["collection"]
     lines = [
         f"plan for {query['name']}: {len(plan)} datasets of {collection['key']} {collection['version']}",
         f"  {'dataset':<44} {'dataset id':<36} {'MB':>8} {'cells in file':>13} {'cells selected':>14}",
@@ -156,8 +153,10 @@ def write_plan(query_path: Path, manifest_path: Path, out: Path) -> str:
         f"  {'total':<81} {plan['size'].sum() / 1e6:>8.1f} {plan['n_obs'].sum():>13,} "
         f"{plan['selected_cells'].sum():>14,}",
         f"  to fetch: {plan['to_fetch'].sum() / 1e6:.1f} MB (files in local storage are read in place)",
-        f"  genes: {genes}",
-        *(f"  {line}" for line in describe_coverage(coverage, query["organism"], query["gene_join"])),
+        *(
+            f"  {line}"
+            for line in describe_coverage(query["gene_coverage"], query["organism"], query["gene_join"])
+        ),
     ]
     return "\n".join(lines)
 
@@ -302,7 +301,6 @@ def write_empty(out: Path, obs_columns: list[str]) -> pd.DataFrame:
 
 def concat_slices(slices: list[Path], query: dict, out: Path) -> pd.DataFrame:
     """Join per-dataset slices on genes, one slice's counts in memory at a time; returns the slices' obs."""
-    from cellquery.coverage import log_coverage
     from cellquery.h5ad import concatenate
     from cellquery.slicing import result_columns
 

@@ -118,7 +118,7 @@ def test_t_cell_query_uses_ontology_descendants_and_genes(demo, ln):
     ids = [g if g.startswith("ENSG") else genes.index[genes[1] == g][0] for g in spec["genes"]]
     result, _ = check_result(demo.project, "t-cells", expected, genes=ids)
     measured = set().union(*(set(a.raw.var_names) for a in expected.values())) & set(ids)
-    assert set(result.var_names) == measured  # outer join: every requested gene some dataset measures
+    assert set(result.var_names) == measured == set(ids)  # outer join: every requested gene, each measured
     assert {c for c in result.obs["cell_type_ontology_term_id"]} >= {catalog.CD4_T, catalog.CD8_T}
 
 

@@ -28,14 +28,20 @@ def test_the_plan_reads_no_h5ad_and_matches_the_run(demo, tmp_path, query):
     output = shown.stdout + shown.stderr
     assert f"plan for {name}: {len(plan)} datasets of" in output
     assert all(dataset in output for dataset in plan["dataset_id"])
+    assert all(title[:30] in output for title in plan["title"])  # datasets by title too
+    join = yaml.safe_load(spec.read_text())["output"]["gene_join"]
+    assert f"  {join} join: " in output
 
     snakemake(demo.project, "--config", f"query={spec}")
     report = json.loads((results / "validation.json").read_text())
     ran = pd.DataFrame(report["per_dataset"]).set_index("dataset_id")
     planned = plan.set_index("dataset_id")
     assert list(planned.index) == list(ran.index)  # the same datasets
-    assert (planned["census_cells"] == ran["census_cells"]).all()
-    assert (planned["census_cells"] == ran["h5ad_cells_census_rules"]).all()
+    assert (planned["selected_cells"] == ran["census_cells"]).all()
+    assert (planned["selected_cells"] == ran["h5ad_cells_census_rules"]).all()
     manifest = pd.read_csv(results / "manifest.tsv", sep="\t").set_index("dataset_id")
     assert (planned["size"] == manifest.loc[planned.index, "size"]).all() and planned["size"].sum() > 0
-    assert planned["census_cells"].sum() == report["totals"]["census_cells"] > 0
+    assert planned["selected_cells"].sum() == report["totals"]["census_cells"] > 0
+    genes = json.loads((results / "query.json").read_text())["gene_coverage"]
+    kept = genes["in_every_dataset"] if join == "inner" else genes["genes_asked"]
+    assert report["totals"]["h5ad_genes"] == kept  # the plan's gene count is the result's

@@ -1,0 +1,172 @@
+"""Specs a new user wrote (not the shipped examples), through the real snakemake, checked against the h5ads.
+
+Each is a case that once went wrong: obs_columns crashed the route comparison, a marker panel lost its genes
+without a word, a dataset without selected cells shrank the gene join, and reusing an older version's content
+left another version "latest".
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import anndata as ad
+import pandas as pd
+import pytest
+import yaml
+from conftest import snakemake
+from test_pipeline import check_result, expected_cells, run_query
+
+from cellquery.demo import catalog
+from cellquery.register import collection_key
+
+pytestmark = pytest.mark.slow
+T_CELL_MARKERS = [
+    "PTPRC", "CD3E", "CD3D", "CD3G", "CD2", "CD247", "IL7R", "CD4", "CCR7", "CD40LG",
+    "CD8A", "CD8B", "GZMK", "CCL5", "NKG7", "GNLY", "KLRD1", "GZMB", "PRF1", "NCAM1",
+]  # fmt: skip
+
+
+def write_spec(tmp_path, spec: dict):
+    path = tmp_path / f"{spec['name']}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def unique(name: str) -> str:
+    return f"{name}-{time.time_ns() % 10**8}"  # fresh in a reused test project too
+
+
+def summary_lines(output: str, name: str) -> int:
+    return output.count(f"query {name}  (spec digest")
+
+
+def test_obs_columns_keep_what_was_asked_and_validate(demo, ln, tmp_path):
+    name = unique("kidney-columns")
+    spec = {
+        "name": name,
+        "organism": "Homo sapiens",
+        "cells": {"cell_type": ["dendritic cell", "neutrophil"], "tissue": "kidney"},
+        "obs_columns": ["cell_type", "tissue", "donor_id"],  # the README's example
+    }
+    first = run_query(demo.project, write_spec(tmp_path, spec))
+    expected = expected_cells(
+        ln,
+        catalog.V2,
+        catalog.HUMAN,
+        lambda obs: obs["cell_type"].isin(["dendritic cell", "neutrophil"]) & (obs["tissue"] == "kidney"),
+    )
+    result, receipt = check_result(demo.project, name, expected)
+    assert list(result.obs.columns) == ["dataset_id", "observation_joinid", "cell_type", "tissue", "donor_id"]
+    assert set(result.obs["cell_type"].cat.categories) == {"dendritic cell", "neutrophil"}  # no unused ones
+    census = ad.read_h5ad(demo.project / "results" / name / "census.h5ad", backed="r")
+    assert set(census.obs["cell_type"].cat.categories) == {"dendritic cell", "neutrophil"}
+    artifact = ln.Artifact.get(receipt["artifact_uid"])
+    assert {c.name for c in artifact.cell_types.all()} == {"dendritic cell", "neutrophil"}  # by label
+    assert summary_lines(first.stdout + first.stderr, name) == 1  # printed once, by the run that built it
+    again = run_query(demo.project, write_spec(tmp_path, spec))
+    assert "Nothing to be done" in again.stdout + again.stderr
+    assert summary_lines(again.stdout + again.stderr, name) == 0
+
+
+def test_a_marker_panel_keeps_every_gene_all_datasets_measure_and_names_the_rest(demo, ln, tmp_path):
+    name = unique("t-cell-markers")
+    spec = {
+        "name": name,
+        "organism": "human",
+        "cells": {
+            "cell_type": {"descendants_of": "T cell"},
+            "tissue": ["blood", "spleen"],
+            "is_primary_data": True,
+        },
+        "genes": T_CELL_MARKERS,
+        "output": {"gene_join": "inner"},
+    }
+    path = write_spec(tmp_path, spec)
+    plan = snakemake(demo.project, "plan", "--config", f"query={path}").stderr
+    run_query(demo.project, path)
+    results = demo.project / "results" / name
+    result = ad.read_h5ad(results / f"{name}.h5ad", backed="r")
+    manifest = json.loads((results / "query.json").read_text())
+    ids = manifest["gene_ids"]
+    symbols = dict(zip(ids, T_CELL_MARKERS, strict=True))
+    sources = [adata for _, adata in _contributing(ln, results)]
+    every = set(ids).intersection(*(set(a.raw.var_names) for a in sources))
+    some = set(ids).intersection(set().union(*(set(a.raw.var_names) for a in sources))) - every
+    assert len(sources) == 2 and set(result.var_names) == every and len(every) >= 12 and some
+    assert set(every) | some == set(ids)  # the demo measures every marker somewhere
+    report = json.loads((results / "validation.json").read_text())
+    assert report["status"] == "passed" and set(report["genes"]["partial_genes"]) == some
+    assert report["genes"]["requested"] == 20 and report["genes"]["kept"] == len(every)
+    lacking = f"{len(some)} requested genes are measured by only some of the 2 datasets"
+    assert lacking in plan and all(symbols[g] in plan for g in some), plan
+    assert lacking in (demo.project / "logs" / name / "assemble.log").read_text()
+
+
+def _contributing(ln, results):
+    receipt = json.loads((results / "receipt.json").read_text())
+    for uid in receipt["inputs"][:-1]:  # the last input is the census store
+        yield uid, ad.read_h5ad(ln.Artifact.get(uid=uid).cache())
+
+
+def test_a_dataset_without_selected_cells_neither_joins_nor_counts_as_input(demo, ln, tmp_path):
+    name = unique("blood-b-primary")
+    spec = {
+        "name": name,
+        "organism": "human",
+        "cells": {"cell_type": "B cell", "tissue": "blood", "is_primary_data": True},
+        "output": {"gene_join": "inner"},
+    }
+    output = run_query(demo.project, write_spec(tmp_path, spec)).stderr
+    results = demo.project / "results" / name
+    expected = expected_cells(
+        ln,
+        catalog.V2,
+        catalog.HUMAN,
+        lambda obs: (obs["cell_type"] == "B cell") & (obs["tissue"] == "blood") & obs["is_primary_data"],
+    )
+    result, receipt = check_result(demo.project, name, expected)
+    (pbmc,) = expected.values()
+    assert set(result.var_names) == set(pbmc.raw.var_names)  # the re-analysis' panel did not shrink it
+    manifest = {row["key"]: row["uid"] for row in _manifest(results)}
+    reanalysis = ln.Artifact.get(key=f"cellxgene/{_dataset_id('hs-blood-reanalysis')}.h5ad", is_latest=True)
+    assert receipt["matched_without_cells"] == [reanalysis.uid] and len(manifest) == 2
+    run = ln.Artifact.get(receipt["artifact_uid"]).run
+    assert {a.uid for a in run.input_artifacts.all()} == set(
+        receipt["inputs"]
+    ) and reanalysis.uid not in receipt["inputs"]
+    assert run.params["matched_without_cells"] == [reanalysis.uid]
+    assert "datasets          1 with selected cells, of 2 matched" in output
+
+
+def _manifest(results):
+    return pd.read_csv(results / "manifest.tsv", sep="\t").to_dict("records")
+
+
+def _dataset_id(slug: str) -> str:
+    return next(d.dataset_id for d in catalog.datasets("small") if d.slug == slug)
+
+
+def test_the_build_just_made_is_the_latest_even_when_it_reuses_an_older_version(demo, ln, tmp_path):
+    name = unique("kidney-latest")
+    base = {
+        "name": name,
+        "organism": "human",
+        "cells": {"cell_type": ["dendritic cell", "neutrophil"], "tissue": "kidney"},
+    }
+    receipts = []
+    for version in (catalog.V2, catalog.V1, catalog.V2):
+        run_query(demo.project, write_spec(tmp_path, base | {"source": {"version": version}}))
+        receipts.append(json.loads((demo.project / "results" / name / "receipt.json").read_text()))
+    first, second, third = receipts
+    assert (first["version"], second["version"]) == ("1", "2") and not first["reused"]
+    assert third["reused"] and third["artifact_uid"] == first["artifact_uid"]
+    key = f"cellquery/{name}.h5ad"
+    assert ln.Artifact.get(key=key).uid == first["artifact_uid"]  # what README's snippets return
+    assert (
+        ln.Artifact.filter(key=key, is_latest=True).count() == 1 and ln.Artifact.filter(key=key).count() == 2
+    )
+    collection = ln.Collection.get(key=collection_key(key))
+    assert collection.uid == third["collection_uid"] == first["collection_uid"]
+    assert [a.uid for a in collection.artifacts.all()] == [first["artifact_uid"]]
+    assert ln.Collection.filter(key=collection_key(key), is_latest=True).count() == 1
