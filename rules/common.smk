@@ -49,7 +49,10 @@ try:
     if needs_preflight(QUERY):
         preflight(QUERY, DEMO)
 except SpecError as error:  # one line per problem, before any job runs
-    print("\n".join(f"cellquery: {problem}" for problem in error.problems), file=sys.stderr)
+    print(
+        "\n".join(f"cellquery: {problem}" for problem in error.problems),
+        file=sys.stderr,
+    )
     sys.exit(1)
 RESULTS = f"results/{QUERY.name}"
 RUN_STARTED = time.time()  # the run summary is printed when this run wrote the receipt
