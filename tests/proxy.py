@@ -1,0 +1,84 @@
+"""A TCP proxy on loopback that counts the bytes the object server sends and can inject faults."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Faults:
+    """What the proxy does to the next responses: drop a connection after some bytes, or stall."""
+
+    drop_after: int | None = None  # bytes of one response before its connection is cut (once)
+    stall_after: int | None = None  # bytes of one response before it stalls (once)
+    stall_seconds: float = 15.0
+
+
+@dataclass
+class CountingProxy:
+    """Forwards 127.0.0.1:<port> to the upstream port, counting bytes upstream -> client."""
+
+    upstream: int
+    faults: Faults = field(default_factory=Faults)
+    received: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self):
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def reset(self) -> None:
+        with self._lock:
+            self.received = 0
+
+    def close(self) -> None:
+        self._server.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream))
+            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, counted: bool) -> None:
+        sent = 0
+        try:
+            while data := source.recv(65536):
+                if counted:
+                    sent += len(data)
+                    if self._fault("drop_after", sent):
+                        break
+                    if self._fault("stall_after", sent):
+                        time.sleep(self.faults.stall_seconds)
+                    with self._lock:
+                        self.received += len(data)
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+                end.close()
+
+    def _fault(self, name: str, sent: int) -> bool:
+        """True once when a response passes the fault's byte count (the fault is then cleared)."""
+        with self._lock:
+            limit = getattr(self.faults, name)
+            if limit is not None and sent >= limit:
+                setattr(self.faults, name, None)
+                return True
+        return False

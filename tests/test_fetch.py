@@ -1,0 +1,120 @@
+"""Fetching from object storage against a real S3 server on loopback (SeaweedFS), through a counting proxy
+that also injects faults: one download per artifact, resumed after faults, never a partial copy accepted."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from lamindb_setup.core.hashing import hash_file
+from proxy import CountingProxy
+
+from cellquery.fetch import FetchError, cached_copy, filesystem, intact
+from cellquery.objectstore import ACCESS_KEY, ObjectServer
+
+SIZE = 24 * 2**20
+BUCKET = "cellquery-fetch-test"
+
+
+@pytest.fixture(scope="module")
+def server(object_server_root):
+    with ObjectServer.at(object_server_root).running() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def stored(server, tmp_path_factory, monkeypatch_module):
+    """A file in the bucket and its manifest row (size and lamindb hash, as the registry holds them)."""
+    for name, value in server.env().items():
+        monkeypatch_module.setenv(name, value)
+    local = tmp_path_factory.mktemp("source") / "dataset.h5ad"
+    local.write_bytes(np.random.default_rng(0).bytes(SIZE))
+    fs = filesystem(f"s3://{BUCKET}?endpoint_url={server.endpoint}")
+    if not fs.exists(BUCKET):
+        fs.mkdir(BUCKET)
+    fs.put_file(str(local), f"{BUCKET}/data/dataset.h5ad")
+    return {"uid": "abc", "key": "cellxgene/dataset.h5ad", "size": SIZE, "hash": hash_file(local)[1]}
+
+
+@pytest.fixture
+def proxy(server):
+    counting = CountingProxy(server.port)
+    yield counting
+    counting.close()
+
+
+def fetch(proxy, entry, target):
+    fs = filesystem(f"s3://{BUCKET}?endpoint_url={proxy.endpoint}")
+    return cached_copy(entry, target, fs, f"{BUCKET}/data/dataset.h5ad")
+
+
+def test_a_fresh_fetch_moves_the_file_once_and_a_rerun_moves_nothing(proxy, stored, tmp_path):
+    target = tmp_path / "cache" / "dataset.h5ad"
+    assert fetch(proxy, stored, target) == target and hash_file(target)[1] == stored["hash"]
+    assert SIZE <= proxy.received < SIZE * 1.05
+    proxy.reset()
+    fetch(proxy, stored, target)
+    assert proxy.received == 0 and not target.with_name("dataset.h5ad.part").exists()
+
+
+def test_two_fetchers_at_once_download_once_and_neither_reads_a_partial_copy(proxy, stored, tmp_path):
+    target = tmp_path / "cache" / "dataset.h5ad"
+    seen = []
+
+    def one():
+        path = fetch(proxy, stored, target)
+        seen.append(intact(path, stored))
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == [True, True] and SIZE <= proxy.received < SIZE * 1.05
+
+
+@pytest.mark.parametrize("fault", ["drop", "stall"])
+def test_a_dropped_connection_and_a_15_s_stall_are_survived(proxy, stored, tmp_path, fault):
+    if fault == "drop":
+        proxy.faults.drop_after = SIZE // 3
+    else:
+        proxy.faults.stall_after, proxy.faults.stall_seconds = SIZE // 3, 15.0
+    target = tmp_path / "cache" / "dataset.h5ad"
+    started = time.monotonic()
+    fetch(proxy, stored, target)
+    assert intact(target, stored) and SIZE <= proxy.received < SIZE * 1.5
+    assert fault == "drop" or time.monotonic() - started >= 15
+
+
+def test_a_truncated_copy_left_by_a_killed_client_is_never_accepted(proxy, stored, tmp_path):
+    target = tmp_path / "cache" / "dataset.h5ad"
+    target.parent.mkdir(parents=True)
+    source = filesystem(f"s3://{BUCKET}?endpoint_url={proxy.endpoint}").cat_file(
+        f"{BUCKET}/data/dataset.h5ad", start=0, end=SIZE // 2
+    )
+    target.write_bytes(source)  # what lamindb's cache() leaves: a truncated file with a fresh mtime
+    target.with_name("dataset.h5ad.part").write_bytes(source[: SIZE // 4])  # and a private partial copy
+    proxy.reset()
+    fetch(proxy, stored, target)
+    assert intact(target, stored) and proxy.received < SIZE  # resumed from the partial copy
+
+
+def test_a_copy_that_never_matches_the_registry_stops_with_one_line(proxy, stored, tmp_path):
+    wrong = {**stored, "hash": "not-the-hash"}
+    with pytest.raises(
+        FetchError, match=r"^artifact abc \(cellxgene/dataset.h5ad\): the copy of .* does not match"
+    ):
+        fetch(proxy, wrong, tmp_path / "cache" / "dataset.h5ad")
+    assert (
+        not list((tmp_path / "cache").glob("*.part")) and not (tmp_path / "cache" / "dataset.h5ad").exists()
+    )
+
+
+def test_wrong_credentials_give_one_line_naming_the_storage(server, stored, tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")  # the key is right, the secret is not
+    fs = filesystem(f"s3://{BUCKET}?endpoint_url={server.endpoint}")
+    with pytest.raises(FetchError, match=rf"{BUCKET}/data/dataset.h5ad refused access"):
+        cached_copy(stored, tmp_path / "dataset.h5ad", fs, f"{BUCKET}/data/dataset.h5ad")
