@@ -13,44 +13,18 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+
+from cellquery.storage import CHUNK
 
 log = logging.getLogger(__name__)
 
-CHUNK = 8 * 2**20  # bytes per read: large enough for throughput, small enough to resume cheaply
 ATTEMPTS = 8  # reads that fail in a row before a download gives up (backoff: about 2 minutes)
 BACKOFF = 1.0  # seconds before the first retry, doubled after each
 PROGRESS_EVERY = 5.0  # seconds between progress lines in the job log
-# botocore's own timeouts and retries: a stalled read fails after READ_TIMEOUT and is resumed here.
-CLIENT_CONFIG = {"connect_timeout": 10, "read_timeout": 20, "retries": {"max_attempts": 2}}
 
 
 class FetchError(RuntimeError):
     """An artifact could not be fetched intact: one line naming it and the storage."""
-
-
-def split_root(root: str) -> tuple[str, str | None]:
-    """`s3://bucket/prefix?endpoint_url=http://...` -> (`s3://bucket/prefix`, endpoint url or None)."""
-    parts = urlsplit(root)
-    endpoint = parse_qs(parts.query).get("endpoint_url", [None])[0]
-    return parts._replace(query="").geturl(), endpoint
-
-
-def filesystem(root: str, settings: dict | None = None):
-    """An s3fs filesystem for a storage root: its endpoint, the user's credentials (or anonymous access for
-    a public bucket with `anon: true`), timeouts that turn a stall into a retry."""
-    import s3fs
-
-    _, endpoint = split_root(root)
-    settings = dict(settings or {})
-    config = {**CLIENT_CONFIG, **settings.pop("client", {})}
-    return s3fs.S3FileSystem(
-        endpoint_url=endpoint,
-        config_kwargs=config,
-        default_block_size=CHUNK,
-        skip_instance_cache=True,
-        **settings,
-    )
 
 
 @contextmanager

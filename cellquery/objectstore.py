@@ -16,8 +16,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,14 +63,13 @@ class ObjectServer:
             write_json(recorded, {"s3": _free_base_port()})
         return cls(root, json.loads(recorded.read_text())["s3"])
 
-    @contextmanager
-    def running(self) -> Iterator[ObjectServer]:
-        """The server started (by whichever process gets here first) for the block's duration and after."""
+    def ensure_running(self) -> ObjectServer:
+        """Start the server unless it runs; processes starting it at once take turns (one starts it)."""
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / "start.lock", "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             self.start()
-        yield self
+        return self
 
     @property
     def endpoint(self) -> str:

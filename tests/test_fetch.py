@@ -11,8 +11,9 @@ import pytest
 from lamindb_setup.core.hashing import hash_file
 from proxy import CountingProxy
 
-from cellquery.fetch import FetchError, cached_copy, filesystem, intact
+from cellquery.fetch import FetchError, cached_copy, intact
 from cellquery.objectstore import ACCESS_KEY, ObjectServer
+from cellquery.storage import filesystem
 
 SIZE = 24 * 2**20
 BUCKET = "cellquery-fetch-test"
@@ -20,8 +21,7 @@ BUCKET = "cellquery-fetch-test"
 
 @pytest.fixture(scope="module")
 def server(object_server_root):
-    with ObjectServer.at(object_server_root).running() as running:
-        yield running
+    return ObjectServer.at(object_server_root).ensure_running()
 
 
 @pytest.fixture(scope="module")
