@@ -7,6 +7,7 @@ SNAKEMAKE := $(VENV)/bin/snakemake
 UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 SCALE ?= small
+DEMO_STORAGE ?= local
 QUERY ?=
 CORES ?= all
 PROJECT ?= $(CURDIR)
@@ -16,7 +17,7 @@ FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.
 	https://download.pytorch.org/whl/cpu/torch/)
 UV_SOURCES := $(foreach link,$(FIND_LINKS),--find-links $(link))
 
-.PHONY: install lock demo run report test bench lint format env clean-demo
+.PHONY: install lock demo run report test bench lint format env stop-server clean-demo
 
 install: $(STAMP)
 
@@ -34,10 +35,11 @@ lock: install
 	$(VENV)/bin/uv pip compile -q requirements.in --python-version 3.11 --no-header $(UV_SOURCES) -o requirements.lock
 
 demo: install
-	$(SNAKEMAKE) --cores $(CORES) demo --config demo_scale=$(SCALE)
+	$(SNAKEMAKE) --cores $(CORES) demo --config demo_scale=$(SCALE) demo_storage=$(DEMO_STORAGE)
 
 run: demo
-	$(SNAKEMAKE) --cores $(CORES) --no-hooks --config demo_scale=$(SCALE) $(if $(QUERY),query=$(QUERY))
+	$(SNAKEMAKE) --cores $(CORES) --no-hooks --config demo_scale=$(SCALE) demo_storage=$(DEMO_STORAGE) \
+		$(if $(QUERY),query=$(QUERY))
 	@$(PY) -m cellquery summary $(QUERY)  # once, whether or not the run had work (--no-hooks: not twice)
 
 # The self-contained HTML report of the query's run (runs the query first if needed).
@@ -63,7 +65,11 @@ format: install
 	$(VENV)/bin/snakefmt Snakefile rules
 
 env: install
-	@$(PY) -m cellquery.demo env --scale $(SCALE) --project $(PROJECT)
+	@$(PY) -m cellquery.demo env --scale $(SCALE) --storage $(DEMO_STORAGE) --project $(PROJECT)
+
+# The S3 demo's object server keeps running after a run; this stops it (it starts again when needed).
+stop-server: install
+	@$(PY) -m cellquery.demo stop-server --scale $(SCALE) --storage s3 --project $(PROJECT)
 
 clean-demo:
 	rm -rf .demo/$(SCALE) logs/demo/$(SCALE)

@@ -13,6 +13,7 @@ from cellquery import h5ad, ontology
 from cellquery.atomic import atomic_path
 from cellquery.criteria import Criterion, value_filter
 from cellquery.slicing import result_columns
+from cellquery.storage import soma_context
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +26,24 @@ def experiment_name(organism: str) -> str:
     return ontology.label(organism).lower().replace(" ", "_")
 
 
-def cells_per_dataset(
-    store: str, criteria: list[Criterion], organism: str, dataset_ids: list[str]
-) -> dict[str, int]:
-    """How many census cells of each dataset match the criteria (reads one obs column, no counts)."""
+def open_store(store: dict, settings: dict | None = None):
+    """A census store (`query.json`'s `census`: its path and storage root), opened for reading: local, or in
+    object storage with the endpoint, region and credentials of its root (`cellquery.storage`)."""
     import tiledbsoma as soma
 
-    with soma.open(store, mode="r", soma_type=soma.Collection) as census:
+    context = soma_context(store.get("root"), settings)
+    return soma.open(store["path"], mode="r", soma_type=soma.Collection, context=context)
+
+
+def cells_per_dataset(
+    store: dict,
+    criteria: list[Criterion],
+    organism: str,
+    dataset_ids: list[str],
+    settings: dict | None = None,
+) -> dict[str, int]:
+    """How many census cells of each dataset match the criteria (reads one obs column, no counts)."""
+    with open_store(store, settings) as census:
         obs = census["census_data"][experiment_name(organism)].obs
         table = obs.read(
             column_names=["dataset_id"], value_filter=value_filter(criteria, dataset_ids)
@@ -40,11 +52,11 @@ def cells_per_dataset(
     return {dataset_id: int(counts.get(dataset_id, 0)) for dataset_id in dataset_ids}
 
 
-def gene_counts(store: str, organism: str, dataset_ids: list[str]) -> pd.Series:
+def gene_counts(
+    store: dict, organism: str, dataset_ids: list[str], settings: dict | None = None
+) -> pd.Series:
     """Per gene (feature id) of the store, how many of the datasets measure it; reads the presence matrix."""
-    import tiledbsoma as soma
-
-    with soma.open(store, mode="r", soma_type=soma.Collection) as census:
+    with open_store(store, settings) as census:
         rna = census["census_data"][experiment_name(organism)].ms["RNA"]
         feature_ids = rna.var.read(column_names=["soma_joinid", "feature_id"]).concat().to_pandas()
         counts = np.zeros(int(feature_ids["soma_joinid"].max()) + 1 if len(feature_ids) else 0, dtype=int)
@@ -68,7 +80,7 @@ def _dataset_joinids(census, dataset_ids: list[str]) -> np.ndarray:
 
 
 def census_slice(
-    store: str,
+    store: dict,
     criteria: list[Criterion],
     *,
     organism: str,
@@ -76,6 +88,7 @@ def census_slice(
     obs_columns: list[str],
     gene_ids: list[str] | None,
     out: Path,
+    settings: dict | None = None,
 ) -> dict:
     """Write the census cells matching the criteria within the manifest's datasets; returns counts.
 
@@ -88,7 +101,7 @@ def census_slice(
     var_filter = f"feature_id in {sorted(gene_ids)!r}" if gene_ids is not None else None
     log.info("obs value_filter: %s", obs_filter)
     columns = result_columns(obs_columns)
-    with soma.open(store, mode="r", soma_type=soma.Collection) as census:
+    with open_store(store, settings) as census:
         experiment = census["census_data"][experiment_name(organism)]
         with experiment.axis_query(
             "RNA",

@@ -17,13 +17,19 @@ log = logging.getLogger(__name__)
 NAMED = 10  # genes named in a message; the counts are always complete
 
 
-def gene_coverage(spec: QuerySpec, store: str, cells: dict[str, int], gene_ids: list[str] | None) -> dict:
+def gene_coverage(
+    spec: QuerySpec,
+    store: dict,
+    cells: dict[str, int],
+    gene_ids: list[str] | None,
+    settings: dict | None = None,
+) -> dict:
     """The coverage of the query's genes over the datasets with selected cells; raises for a gene no dataset
     measures and (unless `allow_empty`) for an inner join that keeps no gene."""
     from cellquery.census import gene_counts
 
     contributing = [dataset for dataset, n in cells.items() if n]
-    counts = gene_counts(store, spec.organism, contributing)
+    counts = gene_counts(store, spec.organism, contributing, settings)
     asked = counts.reindex(gene_ids, fill_value=0) if gene_ids is not None else counts[counts > 0]
     partial = asked[(asked > 0) & (asked < len(contributing))]
     coverage = {
@@ -95,6 +101,6 @@ def joined_genes(query: dict, dataset_ids: list[str]) -> pd.Index | None:
 
     if not dataset_ids:
         return None
-    counts = gene_counts(query["census"]["path"], query["organism"], dataset_ids)
+    counts = gene_counts(query["census"], query["organism"], dataset_ids, query["storage"]["object_storage"])
     genes = counts.index[counts == len(dataset_ids) if query["gene_join"] == "inner" else counts > 0]
     return genes.intersection(query["gene_ids"]) if query["gene_ids"] is not None else pd.Index(genes)

@@ -9,21 +9,48 @@ from pathlib import Path
 DEMO_OWNER = "anonymous"
 
 
+STORAGE_KINDS = ("local", "s3")
+
+
 @dataclass(frozen=True)
 class DemoInstance:
-    """Where one scale of the embedded demo lives: `<project>/.demo/<scale>/`."""
+    """Where one scale of the embedded demo lives: `<project>/.demo/<scale>/` (`<scale>-s3/` when its data
+    live in a bucket of the demo's own object server)."""
 
     project: Path
     scale: str
     db_url: str | None = None  # a postgresql:// URL; SQLite inside the storage when None
+    storage_kind: str = "local"  # "s3": h5ads and census stores in the object server's bucket
+
+    @property
+    def dirname(self) -> str:
+        return self.scale if self.storage_kind == "local" else f"{self.scale}-{self.storage_kind}"
 
     @property
     def root(self) -> Path:
-        return self.project.resolve() / ".demo" / self.scale
+        return self.project.resolve() / ".demo" / self.dirname
 
     @property
     def name(self) -> str:
+        return f"cellquery-demo-{self.dirname}"
+
+    @property
+    def object_server(self):
+        """The demo's SeaweedFS server (data under `<root>/s3/`), for `storage_kind: s3`."""
+        from cellquery.objectstore import ObjectServer
+
+        return ObjectServer.at(self.root / "s3")
+
+    @property
+    def bucket(self) -> str:
         return f"cellquery-demo-{self.scale}"
+
+    @property
+    def data_root(self) -> str:
+        """Where the demo's h5ads and census stores live: the local storage, or its bucket (with endpoint)."""
+        if self.storage_kind == "local":
+            return str(self.storage)
+        return f"s3://{self.bucket}/data?endpoint_url={self.object_server.endpoint}"
 
     @property
     def slug(self) -> str:
@@ -44,12 +71,21 @@ class DemoInstance:
             "LAMIN_CACHE_DIR": str(self.root / "cache"),
             "LAMIN_CURRENT_INSTANCE": self.slug,
         }
+        if self.storage_kind == "s3":
+            env.update(self.object_server.env())
         if self.db_url is None:
             # Several Snakemake jobs write one SQLite file: wait for the lock instead of failing.
             env["LAMINDB_DJANGO_DATABASE_URL"] = (
                 f"sqlite:///{self.sqlite_path}?timeout=60&transaction_mode=IMMEDIATE"
             )
         return env
+
+
+def export_object_storage_env(demo: DemoInstance) -> None:
+    """For an S3 demo, this process and every job it starts reach the demo's server as a user's shell
+    reaches theirs: its endpoint and credentials in the environment."""
+    if demo.storage_kind == "s3":
+        os.environ.update(demo.object_server.env())
 
 
 def quiet_import():

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -41,13 +41,15 @@ def read_manifest(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, sep="\t", dtype={"version": str}, keep_default_na=False)
 
 
-def plan_query(spec: QuerySpec, demo: DemoInstance) -> tuple[dict, pd.DataFrame]:
+def plan_query(spec: QuerySpec, demo: DemoInstance, storage: dict | None = None) -> tuple[dict, pd.DataFrame]:
     """What `resolve` decides, checked against the registry: the resolved query and the manifest.
 
     Raises a `SpecError` naming every problem the registry reveals (or a `SourceError`), for a query that
     matches nothing unless the spec says `allow_empty: true`, and for genes the selected datasets do not
-    measure (see `cellquery.coverage`). Reads no h5ad.
+    measure (see `cellquery.coverage`). Reads no h5ad. `storage` holds the `cache_dir` and
+    `object_storage` settings every job of the query uses (recorded in the resolved query).
     """
+    storage = storage or {"cache_dir": "", "object_storage": {}}
     from cellquery import registry
     from cellquery.census import cells_per_dataset
     from cellquery.coverage import gene_coverage
@@ -56,7 +58,8 @@ def plan_query(spec: QuerySpec, demo: DemoInstance) -> tuple[dict, pd.DataFrame]
     collection, store, criteria, gene_ids = _checked_names(ln, spec)
     table = registry.manifest(registry.artifact_query(ln, spec, collection, criteria))
     dataset_ids = list(table["dataset_id"])
-    cells = cells_per_dataset(str(store.path), criteria, spec.organism, dataset_ids)
+    location = {"key": store.key, "uid": store.uid, "path": str(store.path), "root": store.storage.root}
+    cells = cells_per_dataset(location, criteria, spec.organism, dataset_ids, storage["object_storage"])
     if not sum(cells.values()) and not spec.allow_empty:
         found = "no artifact" if table.empty else f"{len(table)} artifacts but no cells"
         raise SpecError(
@@ -73,14 +76,15 @@ def plan_query(spec: QuerySpec, demo: DemoInstance) -> tuple[dict, pd.DataFrame]
         "gene_ids": gene_ids,
         "obs_columns": spec.obs_columns,
         "gene_join": spec.gene_join,
-        "gene_coverage": gene_coverage(spec, str(store.path), cells, gene_ids),
+        "gene_coverage": gene_coverage(spec, location, cells, gene_ids, storage["object_storage"]),
+        "storage": storage,
         "collection": {
             "key": collection.key,
             "version": collection.version_tag,
             "uid": collection.uid,
             "artifacts": collection.artifacts.count(),
         },
-        "census": {"key": store.key, "uid": store.uid, "path": str(store.path), "cells": sum(cells.values())},
+        "census": {**location, "cells": sum(cells.values())},
     }
     return query, table
 
@@ -109,9 +113,11 @@ def _checked_names(ln, spec: QuerySpec) -> tuple:
     return found["collection"], found["store"], found["criteria"], found["genes"]
 
 
-def resolve_query(spec: QuerySpec, demo: DemoInstance, query_out: Path, manifest_out: Path) -> None:
+def resolve_query(
+    spec: QuerySpec, demo: DemoInstance, storage: dict, query_out: Path, manifest_out: Path
+) -> None:
     """Resolve names against the registry, find the artifacts (backend a), and write the manifest."""
-    query, table = plan_query(spec, demo)
+    query, table = plan_query(spec, demo, storage)
     with atomic_path(manifest_out) as tmp:
         table.to_csv(tmp, sep="\t", index=False)
     write_json(query_out, query)
@@ -169,12 +175,12 @@ def _is_local_file(path: str) -> bool:
     return "://" not in path and Path(path).exists()
 
 
-def preflight(spec: QuerySpec, demo: DemoInstance) -> None:
+def preflight(spec: QuerySpec, demo: DemoInstance, storage: dict) -> None:
     """Run `resolve`'s registry checks before any job: a bad spec stops with one line naming the file."""
     from cellquery.registry import SourceError
 
     try:
-        plan_query(spec, demo)
+        plan_query(spec, demo, storage)
     except SpecError as error:
         raise error.within(str(spec.path)) from None
     except SourceError as error:
@@ -218,41 +224,65 @@ def _slice_is_current(path: Path, uid: str, cells_digest: str) -> bool:
 def process_shard(
     spec: QuerySpec, demo: DemoInstance, query_path: Path, manifest_path: Path, uids, out: Path
 ):
-    """Fetch (hash-checked) and slice each artifact of one shard; a current slice is kept as it is."""
-    from cellquery import registry
-    from cellquery.slicing import slice_dataset
+    """Fetch (hash-checked) and slice each artifact of one shard; a current slice is kept as it is.
 
+    Files in object storage are downloaded by FETCH_THREADS threads while the files already here are
+    sliced, in manifest order.
+    """
     query = read_query(query_path)
     table = read_manifest(manifest_path).set_index("uid", drop=False)
     results = Path(out).parent.parent
-    connect = functools.cache(lambda: registry.connect_source(spec, demo))
     if spec.instance == "demo":  # lamindb_setup, imported to hash files, must not fall back to ~/.lamin
         os.environ.update(demo.env())
-    slices = []
-    for number, uid in enumerate(uids, start=1):
-        target = results / "slices" / f"{uid}.h5ad"
-        if _slice_is_current(target, uid, spec.cells_digest):
-            log.info("artifact %s: slice is current [%d/%d]", uid, number, len(uids))
-        else:
+    current = {
+        uid for uid in uids if _slice_is_current(results / "slices" / f"{uid}.h5ad", uid, spec.cells_digest)
+    }
+    for uid in current:
+        log.info("artifact %s: slice is current", uid)
+    todo = [uid for uid in uids if uid not in current]
+    with ThreadPoolExecutor(FETCH_THREADS) as pool:
+        copies = {uid: pool.submit(_fetched, table.loc[uid], query["storage"]) for uid in todo}
+        for number, uid in enumerate(todo, start=1):
             try:
-                source = registry.fetch(table.loc[uid], connect)
-            except registry.SourceError as error:  # a damaged file never reaches a slice
-                echo(f"cellquery: {error}")
-                raise SystemExit(str(error)) from None
-            write_json(results / "cache" / f"{uid}.json", {"uid": uid, "path": str(source)})
-            slice_dataset(
-                source,
-                criteria_of(query),
-                dataset_id=table.loc[uid, "dataset_id"],
-                organism=query["organism"],
-                obs_columns=query["obs_columns"],
-                gene_ids=query["gene_ids"],
-                out=target,
-                provenance={"uid": uid, "cells_digest": spec.cells_digest},
-            )
-            log.info("artifact %s sliced [%d/%d]", uid, number, len(uids))
-        slices.append(str(target))
-    write_json(out, {"uids": list(uids), "slices": slices})
+                source = copies[uid].result()
+            except SystemExit:
+                pool.shutdown(cancel_futures=True)
+                raise
+            _slice(query, spec, table.loc[uid], source, results)
+            log.info("artifact %s sliced [%d/%d]", uid, number, len(todo))
+    write_json(out, {"uids": list(uids), "slices": [str(results / "slices" / f"{uid}.h5ad") for uid in uids]})
+
+
+FETCH_THREADS = 2
+
+
+def _fetched(entry, settings: dict) -> Path:
+    """The artifact's file, intact, or one line naming it (a damaged file never reaches a slice)."""
+    from cellquery import registry
+    from cellquery.fetch import FetchError
+
+    try:
+        return registry.fetch(entry, settings)
+    except (registry.SourceError, FetchError) as error:
+        echo(f"cellquery: {error}")
+        raise SystemExit(str(error)) from None
+
+
+def _slice(query: dict, spec: QuerySpec, entry, source: Path, results: Path) -> None:
+    from cellquery.slicing import slice_dataset
+
+    uid = entry["uid"]
+    write_json(results / "cache" / f"{uid}.json", {"uid": uid, "path": str(source)})
+    slice_dataset(
+        source,
+        criteria_of(query),
+        dataset_id=entry["dataset_id"],
+        organism=query["organism"],
+        obs_columns=query["obs_columns"],
+        gene_ids=query["gene_ids"],
+        out=results / "slices" / f"{uid}.h5ad",
+        provenance={"uid": uid, "cells_digest": spec.cells_digest},
+    )
 
 
 def census_route(query_path: Path, manifest_path: Path, out: Path) -> None:
@@ -260,13 +290,14 @@ def census_route(query_path: Path, manifest_path: Path, out: Path) -> None:
 
     query = read_query(query_path)
     census_slice(
-        query["census"]["path"],
+        query["census"],
         criteria_of(query),
         organism=query["organism"],
         dataset_ids=list(read_manifest(manifest_path)["dataset_id"]),
         obs_columns=query["obs_columns"],
         gene_ids=query["gene_ids"],
         out=out,
+        settings=query["storage"]["object_storage"],
     )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fnmatch
-import logging
 import os
 from pathlib import Path
 
@@ -13,9 +12,18 @@ from cellquery.criteria import Criterion
 from cellquery.lamin import DemoInstance, connect, mark_offline, quiet_import
 from cellquery.spec import ONTOLOGY_COLUMNS, ULABEL_COLUMNS, QuerySpec, SpecError, suggest
 
-log = logging.getLogger(__name__)
-
-MANIFEST_COLUMNS = ["uid", "key", "version", "hash", "size", "n_obs", "dataset_id", "title", "path"]
+MANIFEST_COLUMNS = [
+    "uid",
+    "key",
+    "version",
+    "hash",
+    "size",
+    "n_obs",
+    "dataset_id",
+    "title",
+    "path",
+    "storage_root",
+]
 LINKS = {id_column: link for id_column, _, link in ONTOLOGY_COLUMNS.values()}
 
 
@@ -146,41 +154,40 @@ def manifest(artifacts) -> pd.DataFrame:
             "dataset_id": dataset_ids.get(artifact.uid, artifact.uid),
             "title": artifact.description or "",
             "path": str(artifact.path),
+            "storage_root": artifact.storage.root,
         }
         for artifact in artifacts.select_related("storage")
     ]
     return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
 
 
-def fetch(entry, connect) -> Path:
+def fetch(entry, storage: dict) -> Path:
     """An artifact's file, checked against the registry's size and hash (manifest row `entry`).
 
-    A file in local storage is read in place (as `Artifact.cache()` would) without connecting; a remote one is
-    cached through lamindb (`connect()` gives the connected module), and a bad copy is fetched once more.
+    A file in local storage is read in place (as `Artifact.cache()` would); a file in object storage is
+    downloaded once into the cache (`storage["cache_dir"]`, default lamindb's), mirroring its bucket path as
+    lamindb's cache does (`cellquery.fetch`).
     """
-    if "://" not in entry["path"]:
+    from cellquery.fetch import cached_copy, intact
+    from cellquery.storage import filesystem, is_remote
+
+    if not is_remote(entry["path"]):
         path = Path(entry["path"])
-        if not _intact(path, entry):
+        if not intact(path, entry):
             raise SourceError(
                 f"artifact {entry['uid']} ({entry['key']}): stored file {path} "
                 "does not match its registry size and hash"
             )
         return path
-    artifact = connect().Artifact.get(uid=entry["uid"])
-    for attempt in (1, 2):
-        path = Path(artifact.cache())
-        if _intact(path, entry):
-            return path
-        log.warning(
-            "artifact %s: cached copy %s does not match its hash (attempt %d)", entry["uid"], path, attempt
-        )
-        path.unlink()
-    raise SourceError(
-        f"artifact {entry['uid']} ({entry['key']}): cached copy {path} does not match its registry hash"
-    )
+    remote = entry["path"].split("://", 1)[1]
+    fs = filesystem(entry["storage_root"], storage["object_storage"])
+    return cached_copy(entry, cache_dir(storage) / remote, fs, remote)
 
 
-def _intact(path: Path, entry) -> bool:
-    from lamindb_setup.core.hashing import hash_file
+def cache_dir(storage: dict) -> Path:
+    """Where downloads go: the `cache_dir` setting, or lamindb's cache directory."""
+    if storage["cache_dir"]:
+        return Path(storage["cache_dir"]).expanduser().resolve()
+    from lamindb_setup import settings
 
-    return path.exists() and path.stat().st_size == entry["size"] and hash_file(path)[1] == entry["hash"]
+    return Path(settings.cache_dir)

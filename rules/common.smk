@@ -7,15 +7,20 @@ from snakemake.utils import validate
 
 from cellquery.demo.catalog import V1, V2, generation_batches
 from cellquery.jobs import claim_workdir
-from cellquery.lamin import DemoInstance
+from cellquery.lamin import DemoInstance, export_object_storage_env
 from cellquery.pipeline import RESOLVED_FORMAT, plan_shards, preflight, read_manifest
 from cellquery.spec import SpecError, load_spec
 
 validate(config, "../config/schemas/config.schema.yaml")
 
 SCALE = config["demo_scale"]
-DEMO = DemoInstance(Path.cwd(), SCALE, config["demo_db_url"] or None)
-DEMO_DIR = f".demo/{SCALE}"
+DEMO = DemoInstance(
+    Path.cwd(), SCALE, config["demo_db_url"] or None, config["demo_storage"]
+)
+DEMO_DIR = f".demo/{DEMO.dirname}"
+DEMO_LOGS = f"logs/demo/{DEMO.dirname}"
+# what every job that reads the data uses: where downloads go, how to reach object storage
+STORAGE = {"cache_dir": config["cache_dir"], "object_storage": config["object_storage"]}
 DEMO_SUMMARY = f"{DEMO_DIR}/summary.json"
 N_BATCHES = len(generation_batches(SCALE))
 
@@ -44,10 +49,11 @@ def needs_preflight(spec):
     )
 
 
+export_object_storage_env(DEMO)
 try:
     QUERY = load_spec(query_path(config["query"]))
     if needs_preflight(QUERY):
-        preflight(QUERY, DEMO)
+        preflight(QUERY, DEMO, STORAGE)
 except SpecError as error:  # one line per problem, before any job runs
     print(
         "\n".join(f"cellquery: {problem}" for problem in error.problems),
@@ -58,6 +64,8 @@ RESULTS = f"results/{QUERY.name}"
 RUN_STARTED = time.time()  # the run summary is printed when this run wrote the receipt
 if workflow.is_main_process:
     WORKDIR_CLAIM = claim_workdir(Path(".snakemake"))
+    if DEMO.storage_kind == "s3" and (DEMO.root / "s3").exists():
+        DEMO.object_server.ensure_running()  # it outlives the run; stopped by its PID
 
 
 def manifest_table():

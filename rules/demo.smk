@@ -11,7 +11,7 @@ rule demo_instance:
     output:
         f"{DEMO_DIR}/instance.json",
     log:
-        f"logs/demo/{SCALE}/instance.log",
+        f"{DEMO_LOGS}/instance.log",
     conda:
         "../envs/cellquery.yaml"
     params:
@@ -25,7 +25,7 @@ rule demo_h5ads:
     output:
         directory(f"{DEMO_DIR}/h5ad/shard-{{shard}}"),
     log:
-        f"logs/demo/{SCALE}/h5ad/shard-{{shard}}.log",
+        f"{DEMO_LOGS}/h5ad/shard-{{shard}}.log",
     conda:
         "../envs/cellquery.yaml"
     params:
@@ -42,7 +42,7 @@ rule demo_register:
     output:
         f"{DEMO_DIR}/registered.json",
     log:
-        f"logs/demo/{SCALE}/register.log",
+        f"{DEMO_LOGS}/register.log",
     conda:
         "../envs/cellquery.yaml"
     params:
@@ -58,7 +58,7 @@ rule demo_census:
     output:
         f"{DEMO_DIR}/census/{{version}}.json",
     log:
-        f"logs/demo/{SCALE}/census-{{version}}.log",
+        f"{DEMO_LOGS}/census-{{version}}.log",
     wildcard_constraints:
         version=r"\d{4}-\d{2}-\d{2}",
     conda:
@@ -75,7 +75,7 @@ rule demo_summary:
     output:
         DEMO_SUMMARY,
     log:
-        f"logs/demo/{SCALE}/summary.log",
+        f"{DEMO_LOGS}/summary.log",
     conda:
         "../envs/cellquery.yaml"
     params:

@@ -15,6 +15,7 @@ checkpoint resolve:
     params:
         spec=QUERY,
         demo=DEMO,
+        storage=STORAGE,
         digest=QUERY.digest,
         format=RESOLVED_FORMAT,
     script:

@@ -5,4 +5,5 @@ from cellquery.pipeline import resolve_query
 
 with job_log(snakemake.log[0]):
     output = snakemake.output
-    resolve_query(snakemake.params.spec, snakemake.params.demo, Path(output.query), Path(output.manifest))
+    params = snakemake.params
+    resolve_query(params.spec, params.demo, params.storage, Path(output.query), Path(output.manifest))

@@ -1,4 +1,5 @@
-"""`python -m cellquery.demo env|summary [--scale S]`: shell exports for the demo, or what it holds."""
+"""`python -m cellquery.demo env|summary|stop-server [--scale S] [--storage local|s3]`: shell exports for
+the demo, what it holds, or stop the object server of an S3 demo (it is started again when needed)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,20 @@ import shlex
 from pathlib import Path
 
 from cellquery.demo.catalog import SCALES
-from cellquery.lamin import DemoInstance, connect
+from cellquery.lamin import STORAGE_KINDS, DemoInstance, connect
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m cellquery.demo")
-    parser.add_argument("command", choices=["env", "summary"])
+    parser.add_argument("command", choices=["env", "summary", "stop-server"])
     parser.add_argument("--scale", default="small", choices=SCALES)
+    parser.add_argument("--storage", default="local", choices=STORAGE_KINDS)
     parser.add_argument("--project", type=Path, default=Path.cwd())
     args = parser.parse_args()
-    demo = DemoInstance(args.project, args.scale)
+    demo = DemoInstance(args.project, args.scale, storage_kind=args.storage)
+    if args.command == "stop-server":
+        demo.object_server.stop()
+        return
     if args.command == "env":
         for name, value in demo.env().items():
             print(f"export {name}={shlex.quote(value)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -36,10 +37,27 @@ def create_instance(demo: DemoInstance, scale: str, receipt: Path) -> None:
         shutil.rmtree(demo.root / leftover, ignore_errors=True)
     if demo.db_url:
         recreate_database(demo.db_url)
+    if demo.storage_kind == "s3":
+        empty_bucket(demo)
     ln = init_instance(demo, scale)
+    if demo.storage_kind == "s3":  # results still go to the instance's default (local) storage
+        ln.Storage(root=demo.data_root).save()
     instance = ln.setup.settings.instance
-    write_json(receipt, {"slug": demo.slug, "storage": str(demo.storage), "db": instance.db})
+    write_json(receipt, {"slug": demo.slug, "storage": demo.data_root, "db": instance.db})
     log.info("instance %s ready at %s", demo.slug, demo.storage)
+
+
+def empty_bucket(demo: DemoInstance) -> None:
+    """A fresh server and an empty bucket (a storage location another instance left is read-only)."""
+    from cellquery.storage import filesystem
+
+    server = demo.object_server
+    os.environ.update(server.env())
+    server.stop()
+    shutil.rmtree(server.root / "data", ignore_errors=True)
+    server.ensure_running()
+    filesystem(demo.data_root).mkdir(demo.bucket)
+    log.info("bucket %s on %s", demo.bucket, server.endpoint)
 
 
 def recreate_database(url: str) -> None:
@@ -66,6 +84,8 @@ def register_all(demo: DemoInstance, scale: str, shard_dirs: list[Path], receipt
     from cellquery.demo.registry import create_collections, curation_schema, register_dataset
 
     ln = connect(demo.env())
+    if demo.storage_kind == "s3":
+        ln.settings.storage = demo.data_root  # this process uploads the datasets to the bucket
     schema = curation_schema(ln)
     paths = {p.stem: p for d in shard_dirs for p in sorted(Path(d).glob("*.h5ad"))}
     members: dict[str, list] = {version: [] for version in (catalog.V1, catalog.V2)}
@@ -109,15 +129,31 @@ def build_census_store(demo: DemoInstance, version: str, receipt: Path) -> None:
     existing = ln.Artifact.filter(key=key).one_or_none()
     if existing is not None:
         existing.delete(permanent=True, storage=True)
-    store = demo.storage / key
+    store = demo.storage / key if demo.storage_kind == "local" else demo.root / "census-staging" / key
     summary = build_census(census_sources(ln, version), store, version)
+    location = str(store) if demo.storage_kind == "local" else upload_store(demo, store, key)
     # The Census root is a SOMA Collection (from_tiledbsoma takes Experiments only): registered in place.
-    artifact = ln.Artifact(str(store), key=key, description=f"Census {version}", otype="tiledbsoma")
+    artifact = ln.Artifact(location, key=key, description=f"Census {version}", otype="tiledbsoma")
     artifact.n_observations = summary["total_cell_count"]
     artifact.save()
-    write_json(receipt, {**summary, "key": key, "uid": artifact.uid, "path": str(store)})
+    write_json(receipt, {**summary, "key": key, "uid": artifact.uid, "path": str(artifact.path)})
     cells, datasets = summary["total_cell_count"], summary["datasets"]
     log.info("census %s: %d cells from %d datasets", version, cells, datasets)
+
+
+def upload_store(demo: DemoInstance, store: Path, key: str) -> str:
+    """Copy a SOMA store built on disk into the demo's bucket; returns its location with the endpoint."""
+    from cellquery.storage import filesystem, split_root
+
+    base, endpoint = split_root(demo.data_root)
+    remote = f"{base.removeprefix('s3://')}/{key}"
+    fs = filesystem(demo.data_root)
+    if fs.exists(remote):
+        fs.rm(remote, recursive=True)
+    fs.put(str(store), remote, recursive=True)
+    shutil.rmtree(store)
+    log.info("uploaded %s to %s", key, endpoint)
+    return f"s3://{remote}?endpoint_url={endpoint}"
 
 
 def write_summary(demo: DemoInstance, out: Path) -> None:
