@@ -135,3 +135,11 @@ def object_server_root(tmp_path_factory) -> Path:
 def monkeypatch_module():
     with pytest.MonkeyPatch.context() as patch:
         yield patch
+
+
+def lamin_hash(path) -> str:
+    """lamindb's hash of a file. Imported here, not at module level: lamindb_setup reads its settings once,
+    at import, and a test module imported at collection would fix them before any fixture sets them."""
+    from lamindb_setup.core.hashing import hash_file
+
+    return hash_file(path)[1]

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from lamindb_setup.core.hashing import hash_file
+from conftest import lamin_hash
 from proxy import CountingProxy
 
 from cellquery.fetch import FetchError, cached_copy, intact
@@ -16,6 +16,8 @@ from cellquery.objectstore import ACCESS_KEY, ObjectServer
 from cellquery.storage import filesystem
 
 SIZE = 24 * 2**20
+
+
 BUCKET = "cellquery-fetch-test"
 
 
@@ -35,7 +37,7 @@ def stored(server, tmp_path_factory, monkeypatch_module):
     if not fs.exists(BUCKET):
         fs.mkdir(BUCKET)
     fs.put_file(str(local), f"{BUCKET}/data/dataset.h5ad")
-    return {"uid": "abc", "key": "cellxgene/dataset.h5ad", "size": SIZE, "hash": hash_file(local)[1]}
+    return {"uid": "abc", "key": "cellxgene/dataset.h5ad", "size": SIZE, "hash": lamin_hash(local)}
 
 
 @pytest.fixture
@@ -52,7 +54,7 @@ def fetch(proxy, entry, target):
 
 def test_a_fresh_fetch_moves_the_file_once_and_a_rerun_moves_nothing(proxy, stored, tmp_path):
     target = tmp_path / "cache" / "dataset.h5ad"
-    assert fetch(proxy, stored, target) == target and hash_file(target)[1] == stored["hash"]
+    assert fetch(proxy, stored, target) == target and lamin_hash(target) == stored["hash"]
     assert SIZE <= proxy.received < SIZE * 1.05
     proxy.reset()
     fetch(proxy, stored, target)

@@ -11,12 +11,13 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, object_server_missing, require_service, snakemake
-from lamindb_setup.core.hashing import hash_file
+from conftest import REPO, lamin_hash, object_server_missing, require_service, snakemake
 
 from cellquery.lamin import DemoInstance
 
 pytestmark = pytest.mark.slow
+
+
 QUERIES = REPO / "config" / "queries"
 S3 = ("--config", "demo_storage=s3")
 
@@ -62,7 +63,7 @@ def test_queries_over_s3_equal_the_local_demo(s3_demo, demo, query):
     for row in manifest.itertuples():
         assert row.path.startswith(f"s3://{s3_demo.bucket}/") and "endpoint_url=" in row.storage_root
         cached = json.loads((results / "cache" / f"{row.uid}.json").read_text())["path"]
-        assert str(s3_demo.root / "cache") in cached and hash_file(cached)[1] == row.hash  # checked copy
+        assert str(s3_demo.root / "cache") in cached and lamin_hash(cached) == row.hash  # checked copy
 
 
 def test_a_rerun_downloads_nothing_it_holds(s3_demo):
