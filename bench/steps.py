@@ -56,7 +56,7 @@ def census_slice(project: Path) -> None:
 
     query = json.loads((results(project) / "query.json").read_text())
     ours(
-        query["census"]["path"],
+        query["census"],
         CRITERIA,
         organism="NCBITaxon:9606",
         dataset_ids=list(manifest(project)["dataset_id"]),
