@@ -26,6 +26,7 @@ MAX_AUTO_SHARD = 100
 AUTO_SHARDS = 8
 MIN_SHARD_BYTES = 2**29
 MAX_SHARD_BYTES = 2**33
+FETCH_THREADS = 2  # downloads per shard job, overlapping its slicing
 
 
 def read_query(path: Path) -> dict:
@@ -251,9 +252,6 @@ def process_shard(
             _slice(query, spec, table.loc[uid], source, results)
             log.info("artifact %s sliced [%d/%d]", uid, number, len(todo))
     write_json(out, {"uids": list(uids), "slices": [str(results / "slices" / f"{uid}.h5ad") for uid in uids]})
-
-
-FETCH_THREADS = 2
 
 
 def _fetched(entry, settings: dict) -> Path:
