@@ -185,7 +185,7 @@ def _inputs(manifest: pd.DataFrame, dataset_ids: set[str], census_uid: str) -> d
     }
 
 
-def make_latest(ln, artifact, collection) -> None:
+def _make_latest(ln, artifact, collection) -> None:
     """The build just made is the latest under its keys, even when it reuses an older version's content.
 
     lamindb keeps one `is_latest` version per key and revises that one next; `Artifact.get(key=...)` and
@@ -229,7 +229,7 @@ def register_result(
             log.info("identical result already registered as %s", artifact.uid)
             with transaction.atomic():  # results registered before collections existed get theirs
                 collection = result_collection(ln, artifact)
-                make_latest(ln, artifact, collection)
+                _make_latest(ln, artifact, collection)
         else:  # a new version under this key, even if another key holds the same content
             candidate = ln.Artifact(
                 str(result_path),

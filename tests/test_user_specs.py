@@ -87,8 +87,7 @@ def test_a_marker_panel_keeps_every_gene_all_datasets_measure_and_names_the_rest
     run_query(demo.project, path)
     results = demo.project / "results" / name
     result = ad.read_h5ad(results / f"{name}.h5ad", backed="r")
-    manifest = json.loads((results / "query.json").read_text())
-    ids = manifest["gene_ids"]
+    ids = json.loads((results / "query.json").read_text())["gene_ids"]
     symbols = dict(zip(ids, T_CELL_MARKERS, strict=True))
     sources = [adata for _, adata in _contributing(ln, results)]
     every = set(ids).intersection(*(set(a.raw.var_names) for a in sources))
