@@ -139,7 +139,7 @@ def monkeypatch_module():
 
 def lamin_hash(path) -> str:
     """lamindb's hash of a file. Imported here, not at module level: lamindb_setup reads its settings once,
-    at import, and a test module imported at collection would fix them before any fixture sets them."""
+    at import, so a test that calls this must request the `ln` fixture first (it points them at the demo)."""
     from lamindb_setup.core.hashing import hash_file
 
     return hash_file(path)[1]

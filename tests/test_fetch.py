@@ -27,7 +27,7 @@ def server(object_server_root):
 
 
 @pytest.fixture(scope="module")
-def stored(server, tmp_path_factory, monkeypatch_module):
+def stored(server, ln, tmp_path_factory, monkeypatch_module):  # ln first: lamin_hash imports lamindb
     """A file in the bucket and its manifest row (size and lamindb hash, as the registry holds them)."""
     for name, value in server.env().items():
         monkeypatch_module.setenv(name, value)

@@ -46,7 +46,9 @@ def test_the_demo_keeps_its_data_in_the_bucket(s3_demo):
 
 
 @pytest.mark.parametrize("query", ["kidney-immune", "t-cells"])
-def test_queries_over_s3_equal_the_local_demo(s3_demo, demo, query):
+def test_queries_over_s3_equal_the_local_demo(
+    s3_demo, demo, ln, query
+):  # ln first: lamin_hash imports lamindb
     spec = QUERIES / f"{query}.yaml"
     snakemake(demo.project, "--config", f"query={spec}")
     snakemake(s3_demo.project, "--config", f"query={spec}", "demo_storage=s3")
