@@ -52,6 +52,30 @@ def cells_per_dataset(
     return {dataset_id: int(counts.get(dataset_id, 0)) for dataset_id in dataset_ids}
 
 
+def selected_positions(
+    store: dict,
+    criteria: list[Criterion],
+    organism: str,
+    dataset_ids: list[str],
+    settings: dict | None = None,
+) -> dict[str, np.ndarray]:
+    """Where each dataset's selected cells lie in its file, as fractions of its census cells: the Census
+    keeps a dataset's cells in the order of its h5ad. Reads two obs columns, no counts."""
+    with open_store(store, settings) as census:
+        obs = census["census_data"][experiment_name(organism)].obs
+        every = obs.read(
+            column_names=["soma_joinid", "dataset_id"], value_filter=value_filter([], dataset_ids)
+        )
+        chosen = obs.read(column_names=["soma_joinid"], value_filter=value_filter(criteria, dataset_ids))
+        every, chosen = every.concat().to_pandas(), chosen.concat()["soma_joinid"].to_numpy()
+    every = every.sort_values("soma_joinid")
+    datasets = every.groupby("dataset_id", observed=True)
+    every["position"] = datasets.cumcount() / datasets["soma_joinid"].transform("size")
+    picked = every[every["soma_joinid"].isin(chosen)]
+    found = {str(d): group["position"].to_numpy() for d, group in picked.groupby("dataset_id", observed=True)}
+    return {dataset_id: found.get(dataset_id, np.array([])) for dataset_id in dataset_ids}
+
+
 def gene_counts(
     store: dict, organism: str, dataset_ids: list[str], settings: dict | None = None
 ) -> pd.Series:

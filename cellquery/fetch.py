@@ -7,6 +7,7 @@ same artifact at once download it once. lamindb's own `cache()` trusts modificat
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import time
@@ -99,19 +100,24 @@ def download(fs, remote: str, part: Path, size: int, label: str) -> None:
                         log.info("%s: %.1f of %.1f MB (%.1f MB/s)", label, done / 1e6, size / 1e6, rate)
         except PermissionError as error:  # wrong or missing credentials: no retry mends that
             raise FetchError(
-                f"{label}: {remote} refused access ({_reason(error)}); check the credentials"
+                f"{label}: {remote} refused access ({reason(error)}); check the credentials"
             ) from None
         except Exception as error:  # s3fs, botocore and aiohttp raise many kinds: all others are retried
+            if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+                part.unlink(missing_ok=True)
+                raise FetchError(
+                    f"{label}: no space left on the disk of {part.parent}; set cache_dir to a larger disk"
+                ) from None
             failures += 1
             if failures >= ATTEMPTS:
                 raise FetchError(
-                    f"{label}: download failed {failures} times in a row ({_reason(error)})"
+                    f"{label}: download failed {failures} times in a row ({reason(error)})"
                 ) from None
-            log.warning("%s: %s; retrying in %.0f s (%d/%d)", label, _reason(error), wait, failures, ATTEMPTS)
+            log.warning("%s: %s; retrying in %.0f s (%d/%d)", label, reason(error), wait, failures, ATTEMPTS)
             time.sleep(wait)
             wait *= 2
 
 
-def _reason(error: BaseException) -> str:
+def reason(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__

@@ -1,4 +1,7 @@
-"""Out-of-core access to h5ad files: frames without the matrix, matrix rows in blocks."""
+"""Out-of-core access to h5ad files: frames without the matrix, matrix rows in blocks.
+
+Every reader takes a path or an open binary file (a streamed file in object storage, `cellquery.streaming`).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 ROW_BLOCK = 4096
+ROW_GAP = 256  # skipped rows that end a read window
 CHUNK = 2**16  # values per HDF5 chunk of a streamed matrix
 
 
@@ -36,12 +40,18 @@ def counts_keys(path: str | Path) -> tuple[str, str]:
 def row_blocks(
     path: str | Path, rows: np.ndarray, matrix_key: str = "X", block: int = ROW_BLOCK
 ) -> Iterator[tuple[np.ndarray, sp.csr_matrix]]:
-    """Yield `(row_numbers, csr)` for sorted `rows`, one window of `block` stored rows read at a time."""
+    """Yield `(row_numbers, csr)` for sorted `rows`, one window of `block` stored rows read at a time.
+
+    A window is cut where the selection skips more than ROW_GAP rows, so a scattered selection reads its
+    rows, not the rows between them (what a streamed file pays for).
+    """
     rows = np.asarray(rows, dtype=np.int64)
+    steps = np.diff(rows)
+    cuts = np.flatnonzero((np.diff(rows // block) > 0) | (steps > ROW_GAP)) + 1
     with h5py.File(path, "r") as f:
         element = f[matrix_key]
         matrix = ad.io.sparse_dataset(element) if isinstance(element, h5py.Group) else element
-        for chunk in np.split(rows, np.flatnonzero(np.diff(rows // block)) + 1) if len(rows) else []:
+        for chunk in np.split(rows, cuts) if len(rows) else []:
             first, last = int(chunk[0]), int(chunk[-1]) + 1
             selected = matrix[first:last][chunk - first]
             yield chunk, sp.csr_matrix(selected)

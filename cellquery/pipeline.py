@@ -6,8 +6,10 @@ import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from cellquery.atomic import atomic_path, write_json
@@ -17,16 +19,18 @@ from cellquery.faults import failpoint
 from cellquery.jobs import echo
 from cellquery.lamin import DemoInstance
 from cellquery.spec import Problems, QuerySpec, SpecError
+from cellquery.storage import STORAGE_DEFAULTS
 
 log = logging.getLogger(__name__)
 
 # The shape of query.json and manifest.tsv: a `resolve` param, so a cellquery that changes it re-resolves.
-RESOLVED_FORMAT = 3
+RESOLVED_FORMAT = 4
 MAX_AUTO_SHARD = 100
 AUTO_SHARDS = 8
 MIN_SHARD_BYTES = 2**29
 MAX_SHARD_BYTES = 2**33
 FETCH_THREADS = 2  # downloads per shard job, overlapping its slicing
+READ_PLAN = ["fetch", "download_bytes", "stream_bytes"]  # manifest columns: how each artifact is read
 
 
 def read_query(path: Path) -> dict:
@@ -50,7 +54,7 @@ def plan_query(spec: QuerySpec, demo: DemoInstance, storage: dict | None = None)
     measure (see `cellquery.coverage`). Reads no h5ad. `storage` holds the `cache_dir` and
     `object_storage` settings every job of the query uses (recorded in the resolved query).
     """
-    storage = storage or {"cache_dir": "", "object_storage": {}}
+    storage = storage or STORAGE_DEFAULTS
     from cellquery import registry
     from cellquery.census import cells_per_dataset
     from cellquery.coverage import gene_coverage
@@ -68,6 +72,8 @@ def plan_query(spec: QuerySpec, demo: DemoInstance, storage: dict | None = None)
             "(allow_empty: true registers an empty result instead)"
         )
     table["selected_cells"] = table["dataset_id"].map(cells).astype(int)
+    table = with_read_plan(table, spec, storage, location, criteria)
+    check_cache_room(table, storage)
     query = {
         "name": spec.name,
         "spec": spec.data,
@@ -88,6 +94,66 @@ def plan_query(spec: QuerySpec, demo: DemoInstance, storage: dict | None = None)
         "census": {**location, "cells": sum(cells.values())},
     }
     return query, table
+
+
+def with_read_plan(
+    table: pd.DataFrame, spec: QuerySpec, storage: dict, location: dict, criteria: list[Criterion]
+) -> pd.DataFrame:
+    """Per artifact, how it is read: `local` (in place), `cache` (downloaded) or `stream` (byte ranges),
+    with the bytes a download and a stream would move (`download_bytes` is 0 for a copy already cached)
+    and the bytes the chosen way moves (`to_fetch`). `auto` picks the cheaper (`cellquery.streaming`)."""
+    from cellquery.census import selected_positions
+    from cellquery.registry import cached_path
+    from cellquery.spec import CELL_STATS
+    from cellquery.storage import is_remote
+
+    table = table.copy()
+    remote = table["path"].map(is_remote)
+    table["fetch"], table["download_bytes"], table["stream_bytes"] = "local", 0, 0
+    if remote.any():
+        mode = spec.fetch or storage["fetch"]
+        datasets = list(table.loc[remote, "dataset_id"])
+        positions = selected_positions(location, criteria, spec.organism, datasets, storage["object_storage"])
+        every_row = any(c.column in CELL_STATS for c in criteria)  # per-cell statistics read all counts
+        for index in table.index[remote]:
+            entry = table.loc[index]
+            where = None if every_row else positions[entry["dataset_id"]]
+            table.loc[index, READ_PLAN] = _remote_read(entry, mode, cached_path(entry, storage), where)
+    table["to_fetch"] = table["download_bytes"].where(table["fetch"] == "cache", table["stream_bytes"])
+    return table
+
+
+def _remote_read(entry, mode: str, cached: Path, positions: np.ndarray | None) -> tuple[str, int, int]:
+    """(mode, download bytes, stream bytes) of one artifact in object storage; `positions` None: all rows."""
+    from cellquery.streaming import choose, estimated_stream_bytes
+
+    size, n_obs = int(entry["size"]), int(entry["n_obs"])
+    download = 0 if cached.exists() and cached.stat().st_size == size else size
+    if positions is None:
+        positions = np.linspace(0, 1, n_obs, endpoint=False)
+    stream = estimated_stream_bytes(size, n_obs, positions)
+    return choose(mode, download, stream), download, stream
+
+
+def check_cache_room(table: pd.DataFrame, storage: dict) -> None:
+    """Stop before any download when the downloads would not leave `cache_headroom_gb` free on the cache's
+    disk (one line naming the directory and the numbers)."""
+    import shutil
+
+    from cellquery.registry import cache_dir
+
+    needed = int(table.loc[table["fetch"] == "cache", "download_bytes"].sum())
+    if not needed:
+        return
+    directory = cache_dir(storage)
+    existing = next(p for p in (directory, *directory.parents) if p.exists())
+    free, headroom = shutil.disk_usage(existing).free, storage["cache_headroom_gb"] * 1e9
+    if needed + headroom > free:
+        raise SpecError(
+            f"cache_dir: the run downloads {needed / 1e9:.2f} GB into {directory}, whose disk has "
+            f"{free / 1e9:.2f} GB free and must keep {headroom / 1e9:g} GB (cache_headroom_gb); "
+            "set cache_dir to a larger disk, or fetch: stream"
+        )
 
 
 def _checked_names(ln, spec: QuerySpec) -> tuple:
@@ -144,8 +210,8 @@ def write_plan(query_path: Path, manifest_path: Path, out: Path) -> str:
     from cellquery.coverage import describe as describe_coverage
 
     query, table = read_query(query_path), read_manifest(manifest_path)
-    table["to_fetch"] = table["size"].where(~table["path"].map(_is_local_file), 0)
-    plan = table[["dataset_id", "title", "key", "uid", "size", "to_fetch", "n_obs", "selected_cells"]]
+    columns = ["dataset_id", "title", "key", "uid", "size", "n_obs", "selected_cells", *READ_PLAN, "to_fetch"]
+    plan = table[columns]
     with atomic_path(out) as tmp:
         plan.to_csv(tmp, sep="\t", index=False)
     collection = query["collection"]
@@ -159,7 +225,7 @@ def write_plan(query_path: Path, manifest_path: Path, out: Path) -> str:
         ),
         f"  {'total':<81} {plan['size'].sum() / 1e6:>8.1f} {plan['n_obs'].sum():>13,} "
         f"{plan['selected_cells'].sum():>14,}",
-        f"  to fetch: {plan['to_fetch'].sum() / 1e6:.1f} MB (files in local storage are read in place)",
+        *_read_plan_lines(plan, query),
         *(
             f"  {line}"
             for line in describe_coverage(query["gene_coverage"], query["organism"], query["gene_join"])
@@ -168,12 +234,27 @@ def write_plan(query_path: Path, manifest_path: Path, out: Path) -> str:
     return "\n".join(lines)
 
 
+def _read_plan_lines(plan: pd.DataFrame, query: dict) -> list[str]:
+    """How the artifacts in object storage are read, with the bytes each way would move."""
+    remote = plan[plan["fetch"] != "local"]
+    total = f"  to fetch: {plan['to_fetch'].sum() / 1e6:.1f} MB"
+    if remote.empty:
+        return [f"{total} (files in local storage are read in place)"]
+    mode = query["spec"].get("fetch") or query["storage"]["fetch"]
+    return [
+        f"  read from object storage (fetch: {mode}; download MB is 0 for a copy already cached):",
+        f"  {'dataset':<44} {'read':>6} {'download MB':>12} {'stream MB':>10}",
+        *(
+            f"  {_clip(row.title, 44):<44} {row.fetch:>6} {row.download_bytes / 1e6:>12.1f} "
+            f"{row.stream_bytes / 1e6:>10.1f}"
+            for row in remote.itertuples()
+        ),
+        f"{total} (stream MB: estimated)",
+    ]
+
+
 def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def _is_local_file(path: str) -> bool:
-    return "://" not in path and Path(path).exists()
 
 
 def preflight(spec: QuerySpec, demo: DemoInstance, storage: dict) -> None:
@@ -241,36 +322,81 @@ def process_shard(
     for uid in current:
         log.info("artifact %s: slice is current", uid)
     todo = [uid for uid in uids if uid not in current]
+    streamed = {uid for uid in todo if table.loc[uid, "fetch"] == "stream"}
     with ThreadPoolExecutor(FETCH_THREADS) as pool:
-        copies = {uid: pool.submit(_fetched, table.loc[uid], query["storage"]) for uid in todo}
+        copies = {
+            uid: pool.submit(_fetched, table.loc[uid], query["storage"])
+            for uid in todo
+            if uid not in streamed
+        }
         for number, uid in enumerate(todo, start=1):
             try:
-                source = copies[uid].result()
+                if uid in streamed:
+                    _streamed_slice(query, spec, table.loc[uid], results)
+                else:
+                    source = copies[uid].result()
+                    _slice(query, spec, table.loc[uid], source, results, {"path": str(source)})
             except SystemExit:
                 pool.shutdown(cancel_futures=True)
                 raise
-            _slice(query, spec, table.loc[uid], source, results)
             log.info("artifact %s sliced [%d/%d]", uid, number, len(todo))
     write_json(out, {"uids": list(uids), "slices": [str(results / "slices" / f"{uid}.h5ad") for uid in uids]})
 
 
-def _fetched(entry, settings: dict) -> Path:
-    """The artifact's file, intact, or one line naming it (a damaged file never reaches a slice)."""
-    from cellquery import registry
+@contextmanager
+def _one_line_failure():
+    """An artifact that cannot be read intact stops the job with one line naming it."""
     from cellquery.fetch import FetchError
+    from cellquery.registry import SourceError
 
     try:
-        return registry.fetch(entry, settings)
-    except (registry.SourceError, FetchError) as error:
+        yield
+    except (SourceError, FetchError) as error:
         echo(f"cellquery: {error}")
         raise SystemExit(str(error)) from None
 
 
-def _slice(query: dict, spec: QuerySpec, entry, source: Path, results: Path) -> None:
+def _fetched(entry, settings: dict) -> Path:
+    """The artifact's file, intact (a damaged file never reaches a slice)."""
+    from cellquery import registry
+
+    with _one_line_failure():
+        return registry.fetch(entry, settings)
+
+
+def _streamed_slice(query: dict, spec: QuerySpec, entry, results: Path) -> None:
+    """Slice an artifact in object storage from the byte ranges the slice needs (`cellquery.streaming`)."""
+    from cellquery.registry import remote_path
+    from cellquery.storage import filesystem
+    from cellquery.streaming import streamed
+
+    def read(handle) -> None:
+        check_size(handle.size, entry)
+        _slice(query, spec, entry, handle, results, {"path": entry["path"], "fetch": "stream"})
+
+    fs = filesystem(entry["storage_root"], query["storage"]["object_storage"])
+    with _one_line_failure():
+        _, moved = streamed(read, fs, remote_path(entry), f"artifact {entry['uid']} ({entry['key']})")
+    receipt = results / "cache" / f"{entry['uid']}.json"
+    write_json(receipt, {**json.loads(receipt.read_text()), "bytes_moved": moved})
+
+
+def check_size(size: int, entry) -> None:
+    """A streamed file is checked by size (its hash would need the whole file); its slice is validated."""
+    from cellquery.fetch import FetchError
+
+    if size != int(entry["size"]):
+        raise FetchError(
+            f"artifact {entry['uid']} ({entry['key']}): {entry['path']} holds {size} bytes, "
+            f"the registry {entry['size']}"
+        )
+
+
+def _slice(query: dict, spec: QuerySpec, entry, source, results: Path, receipt: dict) -> None:
     from cellquery.slicing import slice_dataset
 
     uid = entry["uid"]
-    write_json(results / "cache" / f"{uid}.json", {"uid": uid, "path": str(source)})
+    write_json(results / "cache" / f"{uid}.json", {"uid": uid, **receipt})
     slice_dataset(
         source,
         criteria_of(query),

@@ -179,9 +179,18 @@ def fetch(entry, storage: dict) -> Path:
                 "does not match its registry size and hash"
             )
         return path
-    remote = entry["path"].split("://", 1)[1]
     fs = filesystem(entry["storage_root"], storage["object_storage"])
-    return cached_copy(entry, cache_dir(storage) / remote, fs, remote)
+    return cached_copy(entry, cached_path(entry, storage), fs, remote_path(entry))
+
+
+def remote_path(entry) -> str:
+    """An artifact's object as s3fs names it: `bucket/key`."""
+    return entry["path"].split("://", 1)[1]
+
+
+def cached_path(entry, storage: dict) -> Path:
+    """Where the copy of an artifact in object storage is kept: its bucket path under the cache."""
+    return cache_dir(storage) / remote_path(entry)
 
 
 def cache_dir(storage: dict) -> Path:

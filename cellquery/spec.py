@@ -126,6 +126,11 @@ class QuerySpec:
         return self.data.get("allow_empty", False)
 
     @property
+    def fetch(self) -> str | None:
+        """How artifacts in object storage are read (`auto`, `cache`, `stream`); None: the config's choice."""
+        return self.data.get("fetch")
+
+    @property
     def output_key(self) -> str:
         return self.data["output"].get("key") or f"cellquery/{self.name}.h5ad"
 

@@ -10,6 +10,7 @@ from cellquery.jobs import claim_workdir
 from cellquery.lamin import DemoInstance, export_object_storage_env
 from cellquery.pipeline import RESOLVED_FORMAT, plan_shards, preflight, read_manifest
 from cellquery.spec import SpecError, load_spec
+from cellquery.storage import STORAGE_DEFAULTS
 
 validate(config, "../config/schemas/config.schema.yaml")
 
@@ -20,7 +21,7 @@ DEMO = DemoInstance(
 DEMO_DIR = f".demo/{DEMO.dirname}"
 DEMO_LOGS = f"logs/demo/{DEMO.dirname}"
 # what every job that reads the data uses: where downloads go, how to reach object storage
-STORAGE = {"cache_dir": config["cache_dir"], "object_storage": config["object_storage"]}
+STORAGE = {key: config[key] for key in STORAGE_DEFAULTS}
 DEMO_SUMMARY = f"{DEMO_DIR}/summary.json"
 N_BATCHES = len(generation_batches(SCALE))
 
@@ -34,7 +35,8 @@ def query_path(value):
 
 
 def needs_preflight(spec):
-    """Check a spec against the registry once, in the main process, when `resolve` has not accepted it yet.
+    """Check a spec against the registry once, in the main process, when `resolve` has not accepted it yet
+    (with these storage settings: a new cache directory may lack the room).
 
     The embedded demo is checked once it is built (a run that builds it checks the spec in `resolve`).
     """
@@ -43,10 +45,10 @@ def needs_preflight(spec):
     ):
         return False
     resolved = Path(f"results/{spec.name}/query.json")
-    return (
-        not resolved.exists()
-        or json.loads(resolved.read_text())["spec_digest"] != spec.digest
-    )
+    if not resolved.exists():
+        return True
+    accepted = json.loads(resolved.read_text())
+    return accepted["spec_digest"] != spec.digest or accepted["storage"] != STORAGE
 
 
 export_object_storage_env(DEMO)

@@ -3,12 +3,14 @@ that also injects faults: one download per artifact, resumed after faults, never
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
 import numpy as np
 import pytest
-from conftest import lamin_hash
+from conftest import clean_env, lamin_hash
 from proxy import CountingProxy
 
 from cellquery.fetch import FetchError, cached_copy, intact
@@ -88,6 +90,40 @@ def test_a_dropped_connection_and_a_15_s_stall_are_survived(proxy, stored, tmp_p
     fetch(proxy, stored, target)
     assert intact(target, stored) and SIZE <= proxy.received < SIZE * 1.5
     assert fault == "drop" or time.monotonic() - started >= 15
+
+
+def test_the_server_down_for_30_s_mid_download_is_survived(server, proxy, stored, tmp_path):
+    proxy.faults.stall_after, proxy.faults.stall_seconds = SIZE // 3, 2.0  # holds the download mid-way
+    target = tmp_path / "cache" / "dataset.h5ad"
+    download = threading.Thread(target=fetch, args=(proxy, stored, target))
+    download.start()
+    while proxy.received < SIZE // 4:
+        time.sleep(0.05)
+    server.stop()
+    time.sleep(30)
+    server.ensure_running()
+    download.join()
+    assert intact(target, stored) and not target.with_name("dataset.h5ad.part").exists()
+
+
+def test_two_processes_wanting_the_same_artifact_download_it_once(server, proxy, stored, tmp_path):
+    target = tmp_path / "cache" / "dataset.h5ad"
+    program = (
+        "import json, sys; from cellquery.fetch import cached_copy, intact; "
+        "from cellquery.storage import filesystem; "
+        f"entry = {stored!r}; target = {str(target)!r}; "
+        f"fs = filesystem('s3://{BUCKET}?endpoint_url={proxy.endpoint}'); "
+        f"path = cached_copy(entry, __import__('pathlib').Path(target), fs, '{BUCKET}/data/dataset.h5ad'); "
+        "print(json.dumps(intact(path, entry)))"
+    )
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", program], env=clean_env(**server.env()), stdout=subprocess.PIPE
+        )
+        for _ in range(2)
+    ]
+    assert [run.communicate()[0].strip() for run in runs] == [b"true", b"true"]
+    assert SIZE <= proxy.received < SIZE * 1.05  # one download, the other process waited for it
 
 
 def test_a_truncated_copy_left_by_a_killed_client_is_never_accepted(proxy, stored, tmp_path):

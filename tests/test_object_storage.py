@@ -5,6 +5,7 @@ results equal the local demo's."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import anndata as ad
@@ -19,6 +20,7 @@ pytestmark = pytest.mark.slow
 
 QUERIES = REPO / "config" / "queries"
 S3 = ("--config", "demo_storage=s3")
+CACHED = ("demo_storage=s3", "fetch=cache")  # every artifact downloaded (auto may stream some)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +53,7 @@ def test_queries_over_s3_equal_the_local_demo(
 ):  # ln first: lamin_hash imports lamindb
     spec = QUERIES / f"{query}.yaml"
     snakemake(demo.project, "--config", f"query={spec}")
-    snakemake(s3_demo.project, "--config", f"query={spec}", "demo_storage=s3")
+    snakemake(s3_demo.project, "--config", f"query={spec}", *CACHED)
     local, remote = result(demo.project, query), result(s3_demo.project, query)
     assert remote.n_obs > 0 and remote.n_vars > 0
     pd.testing.assert_frame_equal(local.obs, remote.obs)
@@ -69,12 +71,12 @@ def test_queries_over_s3_equal_the_local_demo(
 
 def test_a_rerun_downloads_nothing_it_holds(s3_demo):
     spec = QUERIES / "kidney-immune.yaml"
-    snakemake(s3_demo.project, "--config", f"query={spec}", "demo_storage=s3")
+    snakemake(s3_demo.project, "--config", f"query={spec}", *CACHED)
     results = s3_demo.project / "results" / "kidney-immune"
     copies = {p: p.stat().st_mtime_ns for p in map(_cached_path, results.glob("cache/*.json"))}
     for slice_file in results.glob("slices/*.h5ad"):
         slice_file.unlink()  # the slices must be made again, from the copies already here
-    snakemake(s3_demo.project, "-R", "shard", "--config", f"query={spec}", "demo_storage=s3")
+    snakemake(s3_demo.project, "-R", "shard", "--config", f"query={spec}", *CACHED)
     assert copies and all(p.stat().st_mtime_ns == mtime for p, mtime in copies.items())
     logs = "".join(p.read_text() for p in (s3_demo.project / "logs" / "kidney-immune").glob("shard-*.log"))
     assert "cached copy" in logs and "is intact" in logs
@@ -84,3 +86,57 @@ def test_a_rerun_downloads_nothing_it_holds(s3_demo):
 
 def _cached_path(receipt):
     return Path(json.loads(receipt.read_text())["path"])
+
+
+def test_a_streamed_query_equals_the_local_demo_and_downloads_nothing(s3_demo, demo, tmp_path):
+    spec = QUERIES / "t-cells.yaml"
+    cache = tmp_path / "cache"
+    snakemake(demo.project, "--config", f"query={spec}")
+    snakemake(
+        s3_demo.project, "--config", f"query={spec}", "demo_storage=s3", "fetch=stream", f"cache_dir={cache}"
+    )
+    local, remote = result(demo.project, "t-cells"), result(s3_demo.project, "t-cells")
+    pd.testing.assert_frame_equal(local.obs, remote.obs)
+    assert remote.n_obs > 0 and (local.X != remote.X).nnz == 0
+    assert not list(cache.rglob("*.h5ad"))  # nothing downloaded
+    results = s3_demo.project / "results" / "t-cells"
+    manifest = pd.read_csv(results / "manifest.tsv", sep="\t")
+    assert set(manifest["fetch"]) == {"stream"}
+    for row in manifest.itertuples():
+        receipt = json.loads((results / "cache" / f"{row.uid}.json").read_text())
+        assert receipt["fetch"] == "stream" and 0 < receipt["bytes_moved"] < row.size
+
+
+def test_plan_shows_how_each_artifact_is_read_and_what_it_moves(s3_demo, tmp_path):
+    spec = QUERIES / "kidney-immune.yaml"
+    cache = [f"query={spec}", "demo_storage=s3", f"cache_dir={tmp_path / 'cache'}"]
+    plan_path = s3_demo.project / "results" / "kidney-immune" / "plan.tsv"
+    printed = output(snakemake(s3_demo.project, "plan", "--config", *cache, "fetch=cache"))
+    fresh = pd.read_csv(plan_path, sep="\t")
+    assert (fresh["download_bytes"] == fresh["size"]).all() and (fresh["to_fetch"] == fresh["size"]).all()
+    assert (fresh["stream_bytes"] > 0).all() and "read from object storage (fetch: cache" in printed
+    snakemake(s3_demo.project, "--config", *cache, "fetch=cache")
+    printed = output(snakemake(s3_demo.project, "plan", "--config", *cache, "fetch=auto"))
+    held = pd.read_csv(plan_path, sep="\t")
+    assert (held["download_bytes"] == 0).all() and set(held["fetch"]) == {"cache"}  # copies already here
+    assert "to fetch: 0.0 MB" in printed
+
+
+def test_a_cache_disk_without_room_stops_the_run_before_any_download(s3_demo, tmp_path):
+    small_disk = tmp_path / "small-disk"
+    small_disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(small_disk)], check=True)
+    try:
+        spec = QUERIES / "t-cells.yaml"
+        config = [f"query={spec}", "demo_storage=s3", "fetch=cache", f"cache_dir={small_disk}"]
+        run = snakemake(s3_demo.project, "--config", *config, check=False)
+        assert run.returncode == 1
+        lines = [line for line in run.stderr.splitlines() if line.startswith("cellquery:")]
+        assert len(lines) == 1 and f"into {small_disk}" in lines[0] and "cache_headroom_gb" in lines[0]
+        assert "rule shard" not in run.stdout + run.stderr and not list(small_disk.iterdir())
+    finally:
+        subprocess.run(["umount", str(small_disk)], check=True)
+
+
+def output(run) -> str:
+    return run.stdout + run.stderr
