@@ -30,6 +30,7 @@ AIMS = {
     "B5": "rerun with nothing changed under 10 s",
     "B7": "recorded: no aim (#6 asks for the report, not its speed)",
 }
+AUTO_AIM, SEED_BYTES_AIM = 1.1, 0.5  # B9
 
 
 # Published loader figures, beside ours (`samples/s`; other hardware, other data, remote storage).
@@ -51,13 +52,13 @@ def env(torch: bool = False) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("LAMIN")} | hidden
 
 
-def measured(command: list[str], cwd: Path, torch: bool = False) -> dict:
+def measured(command: list[str], cwd: Path, torch: bool = False, extra_env: dict | None = None) -> dict:
     """Wall time and the peak RSS of the largest process of a command (through bench/measure.py)."""
     started = time.perf_counter()
     result = subprocess.run(
         [str(BIN / "python"), str(REPO / "bench" / "measure.py"), *command],
         cwd=cwd,
-        env=env(torch),
+        env=env(torch) | (extra_env or {}),
         capture_output=True,
         text=True,
     )
@@ -80,10 +81,40 @@ def snakemake(project: Path, *args: str) -> list[str]:
     ]
 
 
-def ensure_demo(project: Path, scale: str, minutes: int) -> None:
-    if not (project / ".demo" / scale / "summary.json").exists():
-        print(f"building the {scale} demo (about {minutes} minutes) ...", flush=True)
-        subprocess.run(snakemake(project, "demo", "--config", f"demo_scale={scale}"), check=True, env=env())
+def ensure_demo(project: Path, scale: str, minutes: int, storage: str = "local") -> None:
+    directory = scale if storage == "local" else f"{scale}-{storage}"
+    if not (project / ".demo" / directory / "summary.json").exists():
+        print(f"building the {directory} demo (about {minutes} minutes) ...", flush=True)
+        config = ["--config", f"demo_scale={scale}", f"demo_storage={storage}"]
+        subprocess.run(snakemake(project, "demo", *config), check=True, env=env())
+
+
+def object_storage(project: Path) -> dict:
+    """B9 (bench/object_storage.py): each way of slicing the largest file over S3 in its own process, the
+    bytes it moves counted by a proxy in this one."""
+    from bench import object_storage as b9
+    from bench.proxy import CountingProxy
+    from cellquery.lamin import DemoInstance
+
+    server = DemoInstance(project, "bench", storage_kind="s3").object_server.ensure_running()
+    script = [str(BIN / "python"), str(REPO / "bench" / "object_storage.py")]
+    subprocess.run([*script, "setup", str(project)], check=True, env=env() | server.env())
+    setup = json.loads(b9.setup_path(project).read_text())
+    proxy, rows = CountingProxy(server.port), []
+    for query in b9.SHARES:
+        for way in b9.WAYS:
+            proxy.reset()
+            command = [*script, way, query, str(project), proxy.endpoint]
+            timing = measured(command, project, extra_env=server.env())
+            done = json.loads(b9.setup_path(project).with_name(f"{query}-{way}.json").read_text())
+            rows.append({"query": query, **done, **timing, "mb_moved": round(proxy.received / 1e6, 1)})
+    proxy.close()
+    cells = {(row["query"], row["cells"]) for row in rows}
+    if len(cells) != len(b9.SHARES):
+        raise RuntimeError(f"B9: the ways selected different cells: {sorted(cells)}")
+    entry = setup["entry"]
+    file = {key: entry[key] for key in ("key", "size", "n_obs")}
+    return {"file": file, "queries": setup["queries"], "rows": rows}
 
 
 def helper(name: str, project: Path, *args: str) -> list[str]:
@@ -206,7 +237,42 @@ after a one-batch warm-up timed apart (opening; on the census route numba compil
 | loader | cells (batches x size) | warm-up s | cells/s | peak MiB | published samples/s |
 | --- | --- | --- | --- | --- | --- |
 {chr(10).join(loader_rows(run["loaders"]))}
-"""
+{object_storage_table(run.get("object_storage"))}"""
+
+
+def object_storage_table(b9: dict | None) -> str:
+    """B9's table: per query, each way's time, memory and bytes, with its ratios to cache and stream's
+    better time and to the seed's bytes."""
+    if not b9:
+        return ""
+    f = b9["file"]
+    lines = [
+        "",
+        f"B9, the largest file over S3 (`{f['key']}`, {f['size'] / 1e6:,.0f} MB, {f['n_obs']:,} cells;",
+        f"the bench demo with `demo_storage: s3`, {b9['timestamp']}): one process per way, bytes counted by",
+        "a proxy on loopback.",
+        f"Aims: `auto` within {AUTO_AIM}x of the better of cache and stream; on the 5% query at most",
+        f"{SEED_BYTES_AIM}x the seed's bytes.",
+        "",
+        "| query (cells) | way | ran | s | peak MiB | MB moved | s / best of cache, stream | MB / seed's |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for query, spec in b9["queries"].items():
+        rows = {row["way"]: row for row in b9["rows"] if row["query"] == query}
+        best = min(rows["cache"]["seconds"], rows["stream"]["seconds"])
+        for way, row in rows.items():
+            cells = [
+                f"{query} ({spec['share']:.1%})",
+                way,
+                row["chosen"],
+                row["seconds"],
+                row["peak_rss_mib"],
+                row["mb_moved"],
+                round(row["seconds"] / best, 2),
+                round(row["mb_moved"] / max(rows["seed"]["mb_moved"], 1e-9), 2),
+            ]
+            lines.append("| " + " | ".join(map(str, cells)) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def registry_rows(r: dict) -> list[str]:
@@ -237,26 +303,42 @@ def registry_row(registry: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.run")
     parser.add_argument("--project", type=Path, default=REPO)
+    parser.add_argument("--only", choices=["B9"], help="run this one alone; the others keep their last run")
     args = parser.parse_args()
     project = args.project.resolve()
+    ensure_demo(project, "bench", 13, storage="s3")
+    timestamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    if args.only:
+        run = json.loads(latest_results().read_text()) | {"object_storage": object_storage(project)}
+        run["object_storage"]["timestamp"] = timestamp
+    else:
+        run = whole_run(project, timestamp)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{timestamp}.json").write_text(json.dumps(run, indent=2) + "\n")
+    write_report(render(run))
+    print(render(run))
+
+
+def latest_results() -> Path:
+    return max(RESULTS.glob("*.json"))
+
+
+def whole_run(project: Path, timestamp: str) -> dict:
     ensure_demo(project, "bench", 13)
     ensure_demo(project, "registry", 20)
-    timestamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     summary = json.loads((project / ".demo" / "bench" / "summary.json").read_text())
     rows = benchmarks(project)
     registry = registry_scale(project)
-    run = {
+    storage = object_storage(project)
+    return {
         "timestamp": timestamp,
         "machine": machine(),
         "cells": summary["collections"][-1]["cells"],
         "benchmarks": [*rows[:3], registry_row(registry), *rows[3:]],
         "registry": registry,
         "loaders": loaders(project),
+        "object_storage": storage | {"timestamp": timestamp},
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{timestamp}.json").write_text(json.dumps(run, indent=2) + "\n")
-    write_report(render(run))
-    print(render(run))
 
 
 def write_report(table: str) -> None:

@@ -63,7 +63,7 @@ def plan_query(spec: QuerySpec, demo: DemoInstance, storage: dict | None = None)
     collection, store, criteria, gene_ids = _checked_names(ln, spec)
     table = registry.manifest(registry.artifact_query(ln, spec, collection, criteria))
     dataset_ids = list(table["dataset_id"])
-    location = {"key": store.key, "uid": store.uid, "path": str(store.path), "root": store.storage.root}
+    location = registry.store_location(store)
     cells = cells_per_dataset(location, criteria, spec.organism, dataset_ids, storage["object_storage"])
     if not sum(cells.values()) and not spec.allow_empty:
         found = "no artifact" if table.empty else f"{len(table)} artifacts but no cells"

@@ -81,6 +81,11 @@ def census_store(ln, spec: QuerySpec, collection):
     return store
 
 
+def store_location(store) -> dict:
+    """Where a census store artifact lives, as jobs open it (`cellquery.census.open_store`)."""
+    return {"key": store.key, "uid": store.uid, "path": str(store.path), "root": store.storage.root}
+
+
 def check_users(ln, spec: QuerySpec) -> None:
     """Every user handle of `artifacts.created_by` is a user of the instance."""
     known = set(ln.User.filter().values_list("handle", flat=True))

@@ -21,9 +21,11 @@ log = logging.getLogger(__name__)
 BLOCK = 2 * 2**20  # bytes per ranged read of a streamed file (smaller blocks: more requests)
 MAX_BLOCKS = 64  # blocks a streamed file keeps in memory (128 MiB)
 # The layout of a CELLxGENE h5ad as the estimate sees it: raw counts (raw/X: data and indices) are about
-# half the file, beside the normalized X; obs, var, row pointers and HDF5 metadata a few percent.
+# half the file, beside the normalized X; obs, var, row pointers and HDF5 metadata a few percent of it,
+# spread over a few blocks at least.
 COUNTS_SHARE = 0.5
 FRAME_SHARE = 0.03
+FRAME_BLOCKS = 4
 STREAM_BELOW = 0.5  # auto streams when the estimate is under half a download: requests cost time too
 MODES = ("auto", "cache", "stream")
 
@@ -32,12 +34,12 @@ def estimated_stream_bytes(size: int, n_obs: int, positions: np.ndarray) -> int:
     """Bytes a streamed slice moves: the frames, and each block of the counts' data and indices arrays that
     a selected row lies in. `positions` are the selected cells' places in the file, as fractions of its rows
     (rows are taken to be of even size)."""
-    counts = COUNTS_SHARE * size
+    counts, frames = COUNTS_SHARE * size, FRAME_SHARE * size + FRAME_BLOCKS * BLOCK
     if not len(positions) or not n_obs:
-        return int(FRAME_SHARE * size)
+        return int(min(size, frames))
     rows_per_block = max(1.0, BLOCK / (counts / 2 / n_obs))
     touched = len(np.unique(np.floor(np.asarray(positions) * n_obs / rows_per_block)))
-    return int(FRAME_SHARE * size + min(counts, 2 * touched * BLOCK))
+    return int(min(size, frames + min(counts, 2 * touched * BLOCK)))
 
 
 def choose(mode: str, download_bytes: int, stream_bytes: int) -> str:

@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 from conftest import clean_env, lamin_hash
-from proxy import CountingProxy
 
+from bench.proxy import CountingProxy
 from cellquery.fetch import FetchError, cached_copy, intact
 from cellquery.objectstore import ACCESS_KEY, ObjectServer
 from cellquery.storage import filesystem
@@ -106,24 +106,39 @@ def test_the_server_down_for_30_s_mid_download_is_survived(server, proxy, stored
     assert intact(target, stored) and not target.with_name("dataset.h5ad.part").exists()
 
 
-def test_two_processes_wanting_the_same_artifact_download_it_once(server, proxy, stored, tmp_path):
-    target = tmp_path / "cache" / "dataset.h5ad"
+def fetch_in_process(server, proxy, stored, target) -> subprocess.Popen:
+    """A separate process fetching the artifact (as a shard job does); prints whether its copy is intact."""
     program = (
-        "import json, sys; from cellquery.fetch import cached_copy, intact; "
+        "import json, pathlib; from cellquery.fetch import cached_copy, intact; "
         "from cellquery.storage import filesystem; "
-        f"entry = {stored!r}; target = {str(target)!r}; "
-        f"fs = filesystem('s3://{BUCKET}?endpoint_url={proxy.endpoint}'); "
-        f"path = cached_copy(entry, __import__('pathlib').Path(target), fs, '{BUCKET}/data/dataset.h5ad'); "
+        f"entry = {stored!r}; fs = filesystem('s3://{BUCKET}?endpoint_url={proxy.endpoint}'); "
+        f"path = cached_copy(entry, pathlib.Path({str(target)!r}), fs, '{BUCKET}/data/dataset.h5ad'); "
         "print(json.dumps(intact(path, entry)))"
     )
-    runs = [
-        subprocess.Popen(
-            [sys.executable, "-c", program], env=clean_env(**server.env()), stdout=subprocess.PIPE
-        )
-        for _ in range(2)
-    ]
+    return subprocess.Popen(
+        [sys.executable, "-c", program], env=clean_env(**server.env()), stdout=subprocess.PIPE
+    )
+
+
+def test_two_processes_wanting_the_same_artifact_download_it_once(server, proxy, stored, tmp_path):
+    target = tmp_path / "cache" / "dataset.h5ad"
+    runs = [fetch_in_process(server, proxy, stored, target) for _ in range(2)]
     assert [run.communicate()[0].strip() for run in runs] == [b"true", b"true"]
     assert SIZE <= proxy.received < SIZE * 1.05  # one download, the other process waited for it
+
+
+def test_a_download_killed_mid_way_leaves_nothing_the_next_fetch_accepts(server, proxy, stored, tmp_path):
+    proxy.faults.stall_after, proxy.faults.stall_seconds = SIZE // 3, 10.0
+    target = tmp_path / "cache" / "dataset.h5ad"
+    run = fetch_in_process(server, proxy, stored, target)
+    while proxy.received < SIZE // 4:
+        time.sleep(0.05)
+    run.kill()
+    run.wait()
+    assert not target.exists()  # only the private .part: nothing a reader could take for the file
+    proxy.reset()
+    fetch(proxy, stored, target)
+    assert intact(target, stored) and proxy.received < SIZE  # resumed from the .part
 
 
 def test_a_truncated_copy_left_by_a_killed_client_is_never_accepted(proxy, stored, tmp_path):

@@ -6,12 +6,21 @@ from __future__ import annotations
 
 import json
 import subprocess
+import uuid
 from pathlib import Path
 
 import anndata as ad
 import pandas as pd
 import pytest
-from conftest import REPO, lamin_hash, object_server_missing, require_service, snakemake
+from conftest import (
+    PG_SERVER,
+    REPO,
+    lamin_hash,
+    object_server_missing,
+    postgresql_missing,
+    require_service,
+    snakemake,
+)
 
 from cellquery.lamin import DemoInstance
 
@@ -136,6 +145,25 @@ def test_a_cache_disk_without_room_stops_the_run_before_any_download(s3_demo, tm
         assert "rule shard" not in run.stdout + run.stderr and not list(small_disk.iterdir())
     finally:
         subprocess.run(["umount", str(small_disk)], check=True)
+
+
+def test_the_s3_demo_on_postgresql_builds_and_answers_a_query(tmp_path):
+    require_service(postgresql_missing())
+    require_service(object_server_missing())
+    project = tmp_path / "pg-s3-project"
+    url = f"{PG_SERVER}/cellquery_test_{uuid.uuid4().hex[:8]}"
+    config = [f"demo_db_url={url}", "demo_storage=s3"]
+    try:
+        snakemake(project, "demo", "--config", *config)
+        snakemake(project, "--config", f"query={QUERIES / 'kidney-immune.yaml'}", *config)
+    finally:
+        DemoInstance(project, "small", url, "s3").object_server.stop()
+    results = project / "results" / "kidney-immune"
+    assert json.loads((results / "validation.json").read_text())["status"] == "passed"
+    receipt = json.loads((results / "receipt.json").read_text())
+    assert receipt["artifact_uid"] and str(project) in receipt["path"]  # the instance's default storage
+    manifest = pd.read_csv(results / "manifest.tsv", sep="\t")
+    assert manifest["path"].str.startswith("s3://").all()
 
 
 def output(run) -> str:

@@ -8,8 +8,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from proxy import CountingProxy, Faults
 
+from bench.proxy import CountingProxy, Faults
 from cellquery import h5ad
 from cellquery.criteria import Criterion, obs_mask
 from cellquery.demo import catalog, synth

@@ -1,4 +1,4 @@
-"""A TCP proxy on loopback that counts the bytes the object server sends and can inject faults."""
+"""A TCP proxy on loopback that counts the bytes the object server sends and can inject faults (tests, B9)."""
 
 from __future__ import annotations
 
