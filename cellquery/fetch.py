@@ -82,15 +82,8 @@ def download(fs, remote: str, part: Path, size: int, label: str) -> None:
             )
             return
         try:
-            with (
-                fs.open(remote, "rb", block_size=CHUNK, cache_type="none") as source,
-                open(part, "ab") as sink,
-            ):
-                source.seek(done)
-                while done < size:
-                    chunk = source.read(min(CHUNK, size - done))
-                    if not chunk:
-                        raise OSError(f"{remote}: the server ended the file at {done} of {size} bytes")
+            with open(part, "ab") as sink:
+                for chunk in object_bytes(fs, remote, done):
                     sink.write(chunk)
                     done += len(chunk)
                     failures, wait = 0, BACKOFF
@@ -98,6 +91,10 @@ def download(fs, remote: str, part: Path, size: int, label: str) -> None:
                         last_report = time.monotonic()
                         rate = done / max(last_report - started, 1e-9) / 1e6
                         log.info("%s: %.1f of %.1f MB (%.1f MB/s)", label, done / 1e6, size / 1e6, rate)
+                    if done >= size:
+                        break
+            if done < size:
+                raise OSError(f"{remote}: the server ended the file at {done} of {size} bytes")
         except PermissionError as error:  # wrong or missing credentials: no retry mends that
             raise FetchError(
                 f"{label}: {remote} refused access ({reason(error)}); check the credentials"
@@ -116,6 +113,21 @@ def download(fs, remote: str, part: Path, size: int, label: str) -> None:
             log.warning("%s: %s; retrying in %.0f s (%d/%d)", label, reason(error), wait, failures, ATTEMPTS)
             time.sleep(wait)
             wait *= 2
+
+
+def object_bytes(fs, remote: str, offset: int) -> Iterator[bytes]:
+    """An object's bytes from `offset` on, from one streamed GET (as s3fs's `get_file` reads; one ranged
+    request per chunk would spend most of a fast link's time on requests)."""
+    from fsspec.asyn import sync
+
+    bucket, key, _ = fs.split_path(remote)
+    response = fs.call_s3("get_object", Bucket=bucket, Key=key, Range=f"bytes={offset}-")
+    body = response["Body"]
+    try:
+        while chunk := sync(fs.loop, body.read, CHUNK):
+            yield chunk
+    finally:
+        body.close()
 
 
 def reason(error: BaseException) -> str:
