@@ -153,6 +153,7 @@ def test_the_s3_demo_on_postgresql_builds_and_answers_a_query(tmp_path):
     require_service(postgresql_missing())
     require_service(object_server_missing())
     project = tmp_path / "pg-s3-project"
+    project.mkdir()
     url = f"{PG_SERVER}/cellquery_test_{uuid.uuid4().hex[:8]}"
     config = [f"demo_db_url={url}", "demo_storage=s3"]
     try:
