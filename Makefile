@@ -42,10 +42,10 @@ run: demo
 		$(if $(QUERY),query=$(QUERY))
 	@$(PY) -m cellquery summary $(QUERY)  # once, whether or not the run had work (--no-hooks: not twice)
 
-# The self-contained HTML report of the query's run (runs the query first if needed).
+# The self-contained HTML report of the build (or of QUERY), a section per query; runs them first if needed.
 report: run
 	$(SNAKEMAKE) --config demo_scale=$(SCALE) $(if $(QUERY),query=$(QUERY)) \
-		--report $$($(PY) -m cellquery results $(QUERY))/report.html
+		--report $(if $(QUERY),$$($(PY) -m cellquery results $(QUERY)),results)/report.html
 
 test: install
 	$(PY) -m pytest

@@ -5,7 +5,8 @@ from snakemake.utils import min_version
 from pathlib import Path
 
 from cellquery import without_torch
-from cellquery.summary import print_if_new
+from cellquery.layout import BUILD_JSON, BUILD_TABLE, QueryFiles
+from cellquery.summary import print_new_summaries
 
 min_version("9.27")
 
@@ -27,9 +28,26 @@ include: "rules/report.smk"
 rule all:
     default_target: True
     input:
-        f"{RESULTS}/receipt.json",
-        rules.describe.output,
+        BUILD_TABLE,
+
+
+rule build:
+    """Every query of the build registered and described; results/build.tsv (and .json) lists them."""
+    input:
+        receipts=[QueryFiles(name).receipt for name in SPECS],
+        reports=expand(rules.describe.output, query=list(SPECS)),
+    output:
+        table=BUILD_TABLE,
+        json=BUILD_JSON,
+    log:
+        "logs/build.log",
+    conda:
+        "envs/cellquery.yaml"
+    params:
+        specs=SPECS,
+    script:
+        "scripts/build.py"
 
 
 onsuccess:
-    print_if_new(Path(RESULTS), QUERY.path, RUN_STARTED)
+    print_new_summaries(SPECS, RUN_STARTED)

@@ -1,4 +1,5 @@
-"""`python -m cellquery summary|results|audit [QUERY.yaml]`: a query's last run, or the instance it queries.
+"""`python -m cellquery summary|results|audit [QUERY.yaml]`: the last run of a query (default: of every query
+of the build config/config.yaml names), or the instance it queries.
 
 summary  what the last run of the query produced
 results  the query's results directory (where `snakemake --report` writes report.html)
@@ -12,24 +13,28 @@ from pathlib import Path
 
 import yaml
 
+from cellquery.build import spec_paths
+from cellquery.layout import QueryFiles
 from cellquery.spec import load_spec
-from cellquery.summary import result_summary
+from cellquery.summary import result_summary, summary_line
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
-
-
-def results_dir(query: str) -> Path:
-    return Path("results") / load_spec(query).name
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO / "config" / "config.yaml"
 
 
-def summary(query: str) -> None:
-    results = results_dir(query)
-    if not (results / "receipt.json").exists():
-        raise SystemExit(f"no finished run of {query} under {results}")
-    print(result_summary(results, Path(query)))
+def summary(queries: list[Path]) -> None:
+    """The full summary of one query; of a build, one line per query."""
+    files = {query: QueryFiles(load_spec(query).name) for query in queries}
+    unfinished = [f"{query} (under {f.dir})" for query, f in files.items() if not f.receipt.exists()]
+    if unfinished:
+        raise SystemExit(f"no finished run of {', '.join(unfinished)}")
+    if len(files) == 1:
+        print(result_summary(*files.values(), queries[0]))
+    else:
+        print("\n".join(summary_line(f) for f in files.values()))
 
 
-def audit(query: str, config: dict) -> None:
+def audit(query: Path, config: dict) -> None:
     from cellquery.audit import registry_problems
     from cellquery.lamin import DemoInstance
     from cellquery.registry import connect_source
@@ -44,16 +49,16 @@ def audit(query: str, config: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m cellquery")
     parser.add_argument("command", choices=["summary", "results", "audit"])
-    parser.add_argument("query", nargs="?", help="query spec (default: the one config/config.yaml names)")
+    parser.add_argument("query", nargs="?", help="query spec (default: the build config/config.yaml names)")
     args = parser.parse_args()
     config = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    query = args.query or config["query"]
+    queries = [Path(args.query)] if args.query else spec_paths(config["query"] or config["queries"], REPO)
     if args.command == "summary":
-        summary(query)
+        summary(queries)
     elif args.command == "results":
-        print(results_dir(query))
+        print("\n".join(str(QueryFiles(load_spec(query).name).dir) for query in queries))
     else:
-        audit(query, config)
+        audit(queries[0], config)  # a build queries one instance
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from cellquery.criteria import Criterion, resolve
 from cellquery.faults import failpoint
 from cellquery.jobs import echo
 from cellquery.lamin import DemoInstance
+from cellquery.layout import QueryFiles
 from cellquery.spec import Problems, QuerySpec, SpecError
 from cellquery.storage import STORAGE_DEFAULTS
 
@@ -313,12 +314,10 @@ def process_shard(
     """
     query = read_query(query_path)
     table = read_manifest(manifest_path).set_index("uid", drop=False)
-    results = Path(out).parent.parent
+    files = QueryFiles(spec.name)
     if spec.instance == "demo":  # lamindb_setup, imported to hash files, must not fall back to ~/.lamin
         os.environ.update(demo.env())
-    current = {
-        uid for uid in uids if _slice_is_current(results / "slices" / f"{uid}.h5ad", uid, spec.cells_digest)
-    }
+    current = {uid for uid in uids if _slice_is_current(files.slice(uid), uid, spec.cells_digest)}
     for uid in current:
         log.info("artifact %s: slice is current", uid)
     todo = [uid for uid in uids if uid not in current]
@@ -332,15 +331,15 @@ def process_shard(
         for number, uid in enumerate(todo, start=1):
             try:
                 if uid in streamed:
-                    _streamed_slice(query, spec, table.loc[uid], results)
+                    _streamed_slice(query, spec, table.loc[uid], files)
                 else:
                     source = copies[uid].result()
-                    _slice(query, spec, table.loc[uid], source, results, {"path": str(source)})
+                    _slice(query, spec, table.loc[uid], source, files, {"path": str(source)})
             except SystemExit:
                 pool.shutdown(cancel_futures=True)
                 raise
             log.info("artifact %s sliced [%d/%d]", uid, number, len(todo))
-    write_json(out, {"uids": list(uids), "slices": [str(results / "slices" / f"{uid}.h5ad") for uid in uids]})
+    write_json(out, {"uids": list(uids), "slices": [str(files.slice(uid)) for uid in uids]})
 
 
 @contextmanager
@@ -364,7 +363,7 @@ def _fetched(entry, settings: dict) -> Path:
         return registry.fetch(entry, settings)
 
 
-def _streamed_slice(query: dict, spec: QuerySpec, entry, results: Path) -> None:
+def _streamed_slice(query: dict, spec: QuerySpec, entry, files: QueryFiles) -> None:
     """Slice an artifact in object storage from the byte ranges the slice needs (`cellquery.streaming`)."""
     from cellquery.registry import remote_path
     from cellquery.storage import filesystem
@@ -372,12 +371,12 @@ def _streamed_slice(query: dict, spec: QuerySpec, entry, results: Path) -> None:
 
     def read(handle) -> None:
         check_size(handle.size, entry)
-        _slice(query, spec, entry, handle, results, {"path": entry["path"], "fetch": "stream"})
+        _slice(query, spec, entry, handle, files, {"path": entry["path"], "fetch": "stream"})
 
     fs = filesystem(entry["storage_root"], query["storage"]["object_storage"])
     with _one_line_failure():
         _, moved = streamed(read, fs, remote_path(entry), f"artifact {entry['uid']} ({entry['key']})")
-    receipt = results / "cache" / f"{entry['uid']}.json"
+    receipt = files.read_receipt(entry["uid"])
     write_json(receipt, {**json.loads(receipt.read_text()), "bytes_moved": moved})
 
 
@@ -392,11 +391,11 @@ def check_size(size: int, entry) -> None:
         )
 
 
-def _slice(query: dict, spec: QuerySpec, entry, source, results: Path, receipt: dict) -> None:
+def _slice(query: dict, spec: QuerySpec, entry, source, files: QueryFiles, receipt: dict) -> None:
     from cellquery.slicing import slice_dataset
 
     uid = entry["uid"]
-    write_json(results / "cache" / f"{uid}.json", {"uid": uid, **receipt})
+    write_json(files.read_receipt(uid), {"uid": uid, **receipt})
     slice_dataset(
         source,
         criteria_of(query),
@@ -404,7 +403,7 @@ def _slice(query: dict, spec: QuerySpec, entry, source, results: Path, receipt: 
         organism=query["organism"],
         obs_columns=query["obs_columns"],
         gene_ids=query["gene_ids"],
-        out=results / "slices" / f"{uid}.h5ad",
+        out=files.slice(uid),
         provenance={"uid": uid, "cells_digest": spec.cells_digest},
     )
 
@@ -513,7 +512,7 @@ def register(
 
     ln = registry.connect_source(spec, demo)
     query = read_query(query_path)
-    intent = Path(out).with_name(".register-intent.json")
+    intent = QueryFiles(spec.name).register_intent
     receipt = register_result(ln, spec, result, read_manifest(manifest_path), query["census"]["uid"], intent)
     write_json(out, receipt)
     return receipt

@@ -76,6 +76,9 @@ class Problems:
         except SpecError as error:
             self.found += error.problems
 
+    def add(self, problem: str) -> None:
+        self.found.append(problem)
+
     def raise_any(self) -> None:
         if self.found:
             raise SpecError(*dict.fromkeys(self.found))

@@ -6,12 +6,14 @@ import json
 import sys
 from pathlib import Path
 
+from cellquery.layout import QueryFiles
 
-def result_summary(results: Path, spec_path: Path) -> str:
+
+def result_summary(files: QueryFiles, spec_path: Path) -> str:
     """What a finished run of the spec at `spec_path` made, and how to see its report."""
-    receipt = json.loads((results / "receipt.json").read_text())
-    report = json.loads((results / "validation.json").read_text())
-    query = json.loads((results / "query.json").read_text())
+    receipt = json.loads(files.receipt.read_text())
+    report = json.loads(files.validation.read_text())
+    query = json.loads(files.query.read_text())
     totals = report["totals"]
     reused = " (identical content: existing version reused, now the latest)" if receipt["reused"] else ""
     collection = query["collection"]
@@ -28,15 +30,33 @@ def result_summary(results: Path, spec_path: Path) -> str:
             f"{totals['genes_compared']:,} genes agree",
             f"  artifact          {receipt['artifact_uid']} version {receipt['version']} "
             f"key {receipt['key']}{reused}",
-            f"  files             {results}/{query['name']}.h5ad, census.h5ad, validation.json, receipt.json",
-            f"  report            make report QUERY={spec_path}  (snakemake --report {results}/report.html "
+            f"  files             {files.result}, census.h5ad, validation.json, receipt.json",
+            f"  report            make report QUERY={spec_path}  (snakemake --report {files.dir}/report.html "
             f"--config query={spec_path})",
         ]
     )
 
 
-def print_if_new(results: Path, spec_path: Path, since: float) -> None:
-    """Print the summary when this run wrote the receipt (`make run` prints it itself, after any run)."""
-    receipt = results / "receipt.json"
-    if receipt.exists() and receipt.stat().st_mtime >= since:
-        print(result_summary(results, spec_path), file=sys.stderr)
+def summary_line(files: QueryFiles) -> str:
+    """One line per query of a build: cells, genes, validation, the registered version."""
+    receipt = json.loads(files.receipt.read_text())
+    status = json.loads(files.validation.read_text())["status"]
+    return (
+        f"{files.name}: {receipt['n_obs']:,} cells x {receipt['n_vars']:,} genes, validation {status}, "
+        f"artifact {receipt['artifact_uid']} version {receipt['version']} ({files.result})"
+    )
+
+
+def print_new_summaries(specs: dict, since: float) -> None:
+    """After a run, what it registered: the full summary of a single query, one line each for a build
+    (`make run` prints them itself, after any run, with `python -m cellquery summary`)."""
+    new = {name: spec for name, spec in specs.items() if _written_since(QueryFiles(name).receipt, since)}
+    if len(specs) == 1 and new:
+        ((name, spec),) = new.items()
+        print(result_summary(QueryFiles(name), spec.path), file=sys.stderr)
+    elif new:
+        print("\n".join(summary_line(QueryFiles(name)) for name in new), file=sys.stderr)
+
+
+def _written_since(path: Path, since: float) -> bool:
+    return path.exists() and path.stat().st_mtime >= since

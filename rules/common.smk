@@ -1,4 +1,5 @@
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -9,7 +10,9 @@ from cellquery.demo.catalog import V1, V2, generation_batches
 from cellquery.jobs import claim_workdir
 from cellquery.lamin import DemoInstance, export_object_storage_env
 from cellquery.pipeline import RESOLVED_FORMAT, plan_shards, preflight, read_manifest
-from cellquery.spec import SpecError, load_spec
+from cellquery.build import load_build, spec_paths
+from cellquery.layout import QueryFiles
+from cellquery.spec import Problems, SpecError
 from cellquery.storage import STORAGE_DEFAULTS
 
 validate(config, "../config/schemas/config.schema.yaml")
@@ -26,14 +29,6 @@ DEMO_SUMMARY = f"{DEMO_DIR}/summary.json"
 N_BATCHES = len(generation_batches(SCALE))
 
 
-def query_path(value):
-    """A relative spec path is looked up in the working directory, then beside the Snakefile."""
-    path = Path(value)
-    if path.is_absolute() or path.exists():
-        return path
-    return Path(workflow.basedir) / path
-
-
 def needs_preflight(spec):
     """Check a spec against the registry once, in the main process, when `resolve` has not accepted it yet
     (with these storage settings: a new cache directory may lack the room).
@@ -44,52 +39,74 @@ def needs_preflight(spec):
         spec.instance == "demo" and not Path(DEMO_SUMMARY).exists()
     ):
         return False
-    resolved = Path(f"results/{spec.name}/query.json")
+    resolved = QueryFiles(spec.name).query
     if not resolved.exists():
         return True
     accepted = json.loads(resolved.read_text())
     return accepted["spec_digest"] != spec.digest or accepted["storage"] != STORAGE
 
 
+def checked_build():
+    """Every spec of the build (`query`, or else `queries`), each checked against the registry once."""
+    entries = config["query"] or config["queries"]
+    specs = load_build(spec_paths(entries, Path(workflow.basedir)))
+    problems = Problems()
+    for spec in specs.values():
+        if needs_preflight(spec):
+            with problems.check():
+                preflight(spec, DEMO, STORAGE)
+    problems.raise_any()
+    return specs
+
+
 export_object_storage_env(DEMO)
 try:
-    QUERY = load_spec(query_path(config["query"]))
-    if needs_preflight(QUERY):
-        preflight(QUERY, DEMO, STORAGE)
+    SPECS = checked_build()
 except SpecError as error:  # one line per problem, before any job runs
     print(
         "\n".join(f"cellquery: {problem}" for problem in error.problems),
         file=sys.stderr,
     )
     sys.exit(1)
-RESULTS = f"results/{QUERY.name}"
-RUN_STARTED = time.time()  # the run summary is printed when this run wrote the receipt
+FILES = QueryFiles("{query}")  # every rule's files, as patterns over the query's name
+
+
+wildcard_constraints:
+    query="|".join(re.escape(name) for name in SPECS),
+
+
+RUN_STARTED = time.time()  # a query's summary is printed when this run wrote its receipt
 if workflow.is_main_process:
     WORKDIR_CLAIM = claim_workdir(Path(".snakemake"))
     if DEMO.storage_kind == "s3" and (DEMO.root / "s3").exists():
         DEMO.object_server.ensure_running()  # it outlives the run; stopped by its PID
 
 
-def manifest_table():
-    """The resolve checkpoint's manifest (re-evaluated by Snakemake once the checkpoint has run)."""
-    return read_manifest(checkpoints.resolve.get().output.manifest)
+def spec_of(wildcards):
+    return SPECS[wildcards.query]
 
 
-def shard_members():
-    """Artifacts per shard job, in manifest order (see cellquery.pipeline.plan_shards)."""
-    return plan_shards(manifest_table(), config["shard_size"])
+def manifest_table(query):
+    """A query's resolve checkpoint manifest (re-evaluated by Snakemake once the checkpoint has run)."""
+    return read_manifest(checkpoints.resolve.get(query=query).output.manifest)
 
 
-def shard_uids(shard):
-    return shard_members()[shard]
+def shard_members(query):
+    """Artifacts per shard job of a query, in manifest order (see cellquery.pipeline.plan_shards)."""
+    return plan_shards(manifest_table(query), config["shard_size"])
+
+
+def shard_uids(wildcards):
+    return shard_members(wildcards.query)[int(wildcards.shard)]
 
 
 def shards(wildcards):
-    return expand(f"{RESULTS}/shards/{{shard}}.json", shard=range(len(shard_members())))
+    members = shard_members(wildcards.query)
+    return [QueryFiles(wildcards.query).shard(n) for n in range(len(members))]
 
 
-def shard_memory_mb(shard):
+def shard_memory_mb(wildcards):
     """A shard holds one slice at a time: budget from its largest file, bounded."""
-    table = manifest_table()
-    largest = table.loc[table["uid"].isin(shard_uids(shard)), "size"].max()
+    table = manifest_table(wildcards.query)
+    largest = table.loc[table["uid"].isin(shard_uids(wildcards)), "size"].max()
     return min(16000, 1000 + int(largest) // 2**20)

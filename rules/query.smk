@@ -1,22 +1,22 @@
-# The query pipeline: resolve (checkpoint) -> shards (fetch, check, slice) and census -> assemble (concat,
-# validate) -> register.
+# The query pipeline, one template over {query} (every spec of the build): resolve (checkpoint) -> shards
+# (fetch, check, slice) and census -> assemble (concat, validate) -> register. Files: cellquery/layout.py.
 
 
 checkpoint resolve:
     input:
-        DEMO_SUMMARY if QUERY.instance == "demo" else [],
+        lambda wildcards: DEMO_SUMMARY if spec_of(wildcards).instance == "demo" else [],
     output:
-        query=f"{RESULTS}/query.json",
-        manifest=f"{RESULTS}/manifest.tsv",
+        query=FILES.query,
+        manifest=FILES.manifest,
     log:
-        f"logs/{QUERY.name}/resolve.log",
+        FILES.log("resolve"),
     conda:
         "../envs/cellquery.yaml"
     params:
-        spec=QUERY,
+        spec=spec_of,
         demo=DEMO,
         storage=STORAGE,
-        digest=QUERY.digest,
+        digest=lambda wildcards: spec_of(wildcards).digest,
         format=RESOLVED_FORMAT,
     script:
         "../scripts/resolve.py"
@@ -25,33 +25,33 @@ checkpoint resolve:
 rule shard:
     input:
         # both checkpoint outputs: params read the manifest (cluster jobs insist on seeing them as inputs)
-        query=ancient(f"{RESULTS}/query.json"),
-        manifest=ancient(f"{RESULTS}/manifest.tsv"),
+        query=ancient(FILES.query),
+        manifest=ancient(FILES.manifest),
     output:
-        f"{RESULTS}/shards/{{shard}}.json",
+        FILES.shard("{shard}"),
     log:
-        f"logs/{QUERY.name}/shard-{{shard}}.log",
+        FILES.log("shard-{shard}"),
     conda:
         "../envs/cellquery.yaml"
     resources:
-        mem_mb=lambda wildcards: shard_memory_mb(int(wildcards.shard)),
+        mem_mb=shard_memory_mb,
     params:
-        spec=QUERY,
+        spec=spec_of,
         demo=DEMO,
-        uids=lambda wildcards: shard_uids(int(wildcards.shard)),
-        cells_digest=QUERY.cells_digest,
+        uids=shard_uids,
+        cells_digest=lambda wildcards: spec_of(wildcards).cells_digest,
     script:
         "../scripts/shard.py"
 
 
 rule census:
     input:
-        query=f"{RESULTS}/query.json",
-        manifest=f"{RESULTS}/manifest.tsv",
+        query=FILES.query,
+        manifest=FILES.manifest,
     output:
-        f"{RESULTS}/census.h5ad",
+        FILES.census,
     log:
-        f"logs/{QUERY.name}/census.log",
+        FILES.log("census"),
     conda:
         "../envs/cellquery.yaml"
     script:
@@ -61,48 +61,53 @@ rule census:
 rule assemble:
     input:
         shards=shards,
-        census=f"{RESULTS}/census.h5ad",
-        query=f"{RESULTS}/query.json",
-        manifest=f"{RESULTS}/manifest.tsv",
+        census=FILES.census,
+        query=FILES.query,
+        manifest=FILES.manifest,
     output:
-        f"{RESULTS}/{QUERY.name}.h5ad",
+        FILES.result,
     log:
-        f"logs/{QUERY.name}/assemble.log",
+        FILES.log("assemble"),
     conda:
         "../envs/cellquery.yaml"
     params:
-        report=f"{RESULTS}/validation.json",
+        report=FILES.validation,  # not an output: a failed validation keeps its report for the reader
     script:
         "../scripts/assemble.py"
 
 
 rule register:
     input:
-        result=f"{RESULTS}/{QUERY.name}.h5ad",
-        query=f"{RESULTS}/query.json",
-        manifest=f"{RESULTS}/manifest.tsv",
+        result=FILES.result,
+        query=FILES.query,
+        manifest=FILES.manifest,
     output:
-        f"{RESULTS}/receipt.json",
+        FILES.receipt,
     log:
-        f"logs/{QUERY.name}/register.log",
+        FILES.log("register"),
     conda:
         "../envs/cellquery.yaml"
     params:
-        spec=QUERY,
+        spec=spec_of,
         demo=DEMO,
     script:
         "../scripts/register.py"
 
 
 rule plan:
-    """What the query will fetch and hold, per dataset, without reading any h5ad: `snakemake plan`."""
+    """What every query of the build will fetch and hold, without reading any h5ad: `snakemake plan`."""
     input:
-        query=f"{RESULTS}/query.json",
-        manifest=f"{RESULTS}/manifest.tsv",
+        [QueryFiles(name).plan for name in SPECS],
+
+
+rule plan_query:
+    input:
+        query=FILES.query,
+        manifest=FILES.manifest,
     output:
-        f"{RESULTS}/plan.tsv",
+        FILES.plan,
     log:
-        f"logs/{QUERY.name}/plan.log",
+        FILES.log("plan"),
     conda:
         "../envs/cellquery.yaml"
     script:

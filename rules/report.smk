@@ -1,60 +1,68 @@
-# What `snakemake --report results/<name>/report.html` shows: figures and pages of a finished run.
+# What `snakemake --report results/report.html` shows: the figures and pages of every query of the build,
+# one subcategory per query.
 
 
 rule describe:
     """The report's figures and pages: spec, datasets, cells per dataset / cell type / tissue, validation,
     registered artifact and lineage."""
     input:
-        result=f"{RESULTS}/{QUERY.name}.h5ad",
-        query=f"{RESULTS}/query.json",
-        manifest=f"{RESULTS}/manifest.tsv",
-        receipt=f"{RESULTS}/receipt.json",
+        result=FILES.result,
+        query=FILES.query,
+        manifest=FILES.manifest,
+        receipt=FILES.receipt,
     output:
         spec=report(
-            f"{RESULTS}/report/spec.html",
+            FILES.report("spec.html"),
             category="Query",
+            subcategory="{query}",
             labels={"page": "spec and census filter"},
         ),
         datasets=report(
-            f"{RESULTS}/report/datasets.html",
+            FILES.report("datasets.html"),
             category="Query",
+            subcategory="{query}",
             labels={"page": "datasets matched"},
         ),
         dataset_id=report(
-            f"{RESULTS}/report/cells-per-dataset.svg",
+            FILES.report("cells-per-dataset.svg"),
             caption="../report/cells.rst",
             category="Cells",
+            subcategory="{query}",
             labels={"figure": "cells per dataset"},
         ),
         cell_type=report(
-            f"{RESULTS}/report/cells-per-cell-type.svg",
+            FILES.report("cells-per-cell-type.svg"),
             caption="../report/cells.rst",
             category="Cells",
+            subcategory="{query}",
             labels={"figure": "cells per cell type"},
         ),
         tissue=report(
-            f"{RESULTS}/report/cells-per-tissue.svg",
+            FILES.report("cells-per-tissue.svg"),
             caption="../report/cells.rst",
             category="Cells",
+            subcategory="{query}",
             labels={"figure": "cells per tissue"},
         ),
         validation=report(
-            f"{RESULTS}/report/validation.html",
+            FILES.report("validation.html"),
             category="Validation",
+            subcategory="{query}",
             labels={"page": "h5ad route against census route"},
         ),
         lineage=report(
-            f"{RESULTS}/report/lineage.html",
+            FILES.report("lineage.html"),
             category="Registry",
+            subcategory="{query}",
             labels={"page": "artifact and lineage"},
         ),
     log:
-        f"logs/{QUERY.name}/describe.log",
+        FILES.log("describe"),
     conda:
         "../envs/cellquery.yaml"
     params:
-        spec=QUERY,
+        spec=spec_of,
         demo=DEMO,
-        validation=f"{RESULTS}/validation.json",
+        validation=FILES.validation,
     script:
         "../scripts/describe.py"

@@ -1,0 +1,101 @@
+"""A build: the query specs of one run, found, loaded and checked together, and the table of what it made."""
+
+from __future__ import annotations
+
+import glob
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from cellquery.atomic import atomic_path, write_json
+from cellquery.layout import QueryFiles
+from cellquery.spec import Problems, QuerySpec, load_spec
+
+BUILD_COLUMNS = [
+    "query",
+    "spec",
+    "spec_digest",
+    "artifact_uid",
+    "version",
+    "hash",
+    "cells",
+    "genes",
+    "validation",
+]
+
+
+def spec_paths(entries: list[str] | str, base: Path) -> list[Path]:
+    """The spec files named by `entries` (files, globs or directories of `*.yaml`), in order, once each.
+
+    A relative entry that matches nothing in the working directory is looked up under `base` (the
+    workflow's folder).
+    """
+    found: list[Path] = []
+    for entry in [entries] if isinstance(entries, str) else entries:
+        path = Path(_located(str(entry), base))
+        if path.is_dir():
+            found += sorted(path.glob("*.yaml"))
+        elif glob.has_magic(str(path)):
+            found += sorted(Path(p) for p in glob.glob(str(path)))
+        else:
+            found.append(path)
+    return list(dict.fromkeys(found))
+
+
+def _located(entry: str, base: Path) -> str:
+    if Path(entry).is_absolute() or glob.glob(entry) or not glob.glob(str(base / entry)):
+        return entry
+    return str(base / entry)
+
+
+def load_build(paths: list[Path]) -> dict[str, QuerySpec]:
+    """Every spec, by name; every problem of every spec reported (one line each, naming its file), and two
+    specs with one name or one output key reported in one line naming both files."""
+    problems, specs = Problems(), []
+    for path in paths:
+        with problems.check():
+            specs.append(load_spec(path))
+    by_name = _first_of_each(specs, "name", lambda s: s.name, problems)
+    _first_of_each(by_name.values(), "output key", lambda s: s.output_key, problems)
+    if not paths:
+        problems.add("queries: no query spec found (give files, globs or directories of *.yaml)")
+    problems.raise_any()
+    return by_name
+
+
+def _first_of_each(specs, what: str, key, problems: Problems) -> dict[str, QuerySpec]:
+    """The first spec of each `key`; a later spec with the same one is a problem naming both files."""
+    seen: dict[str, QuerySpec] = {}
+    for spec in specs:
+        first = seen.setdefault(key(spec), spec)
+        if first is not spec:
+            problems.add(f"{spec.path}: {what} {key(spec)!r} is also the {what} of {first.path}")
+    return seen
+
+
+def write_build_table(specs: dict[str, QuerySpec], table_out: Path, json_out: Path) -> pd.DataFrame:
+    """`results/build.tsv` and `build.json`: per query, the spec, what was registered, and validation."""
+    rows = []
+    for name, spec in specs.items():
+        files = QueryFiles(name)
+        receipt = json.loads(files.receipt.read_text())
+        report = json.loads(files.validation.read_text())
+        rows.append(
+            {
+                "query": name,
+                "spec": str(spec.path),
+                "spec_digest": spec.digest,
+                "artifact_uid": receipt["artifact_uid"],
+                "version": receipt["version"],
+                "hash": receipt["hash"],
+                "cells": receipt["n_obs"],
+                "genes": receipt["n_vars"],
+                "validation": report["status"],
+            }
+        )
+    table = pd.DataFrame(rows, columns=BUILD_COLUMNS)
+    with atomic_path(table_out) as tmp:
+        table.to_csv(tmp, sep="\t", index=False)
+    write_json(json_out, rows)
+    return table

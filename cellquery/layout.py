@@ -1,0 +1,80 @@
+"""Every file of a build, named once: the rules, the jobs, the tools and the tests derive paths from here.
+
+`QueryFiles("kidney-immune")` names one query's files; `QueryFiles("{query}")` the same files as the
+Snakemake patterns the rules declare. Everything lives under `results/<query>/` and `logs/<query>/`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+RESULTS = Path("results")
+LOGS = Path("logs")
+BUILD_TABLE = RESULTS / "build.tsv"  # one row per query of the build (and build.json beside it)
+BUILD_JSON = RESULTS / "build.json"
+
+
+@dataclass(frozen=True)
+class QueryFiles:
+    name: str
+    root: Path = RESULTS
+
+    @property
+    def dir(self) -> Path:
+        return self.root / self.name
+
+    @property
+    def query(self) -> Path:
+        """The resolved query (`resolve`): criteria, gene ids, collection, census store, storage settings."""
+        return self.dir / "query.json"
+
+    @property
+    def manifest(self) -> Path:
+        """The matching artifacts (`resolve`), one row each, with how each is read."""
+        return self.dir / "manifest.tsv"
+
+    @property
+    def plan(self) -> Path:
+        return self.dir / "plan.tsv"
+
+    def shard(self, number: int | str) -> Path:
+        """A shard job's receipt: its artifacts and their slices."""
+        return self.dir / "shards" / f"{number}.json"
+
+    def slice(self, uid: str) -> Path:
+        return self.dir / "slices" / f"{uid}.h5ad"
+
+    def read_receipt(self, uid: str) -> Path:
+        """How an artifact was read for its slice: the cached copy's path, or the stream and its bytes."""
+        return self.dir / "cache" / f"{uid}.json"
+
+    @property
+    def census(self) -> Path:
+        """The census route's slice (`census`)."""
+        return self.dir / "census.h5ad"
+
+    @property
+    def result(self) -> Path:
+        """The validated result (`assemble`)."""
+        return self.dir / f"{self.name}.h5ad"
+
+    @property
+    def validation(self) -> Path:
+        return self.dir / "validation.json"
+
+    @property
+    def receipt(self) -> Path:
+        """What `register` registered: artifact, version, hash, lineage inputs."""
+        return self.dir / "receipt.json"
+
+    @property
+    def register_intent(self) -> Path:
+        """The registration journal a crashed `register` is recovered from."""
+        return self.dir / ".register-intent.json"
+
+    def report(self, page: str) -> Path:
+        return self.dir / "report" / page
+
+    def log(self, step: str) -> Path:
+        return LOGS / self.name / f"{step}.log"

@@ -1,0 +1,101 @@
+"""Dataset builds: many query specs in one real snakemake run, one DAG templated over {query}."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import anndata as ad
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO, snakemake
+
+from cellquery.layout import BUILD_TABLE, QueryFiles
+
+pytestmark = pytest.mark.slow
+
+QUERIES = REPO / "config" / "queries"
+
+
+def spec_file(folder, name, **fields):
+    data = {"name": name, "organism": "human", **fields}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def queries(*paths) -> str:
+    return f"queries=[{','.join(map(str, paths))}]"
+
+
+def result(project, name) -> ad.AnnData:
+    return ad.read_h5ad(project / QueryFiles(name).result)
+
+
+def test_a_build_of_three_specs_equals_each_spec_built_alone(demo, tmp_path):
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    specs = [
+        spec_file(folder, "build-kidney", cells={"tissue": "kidney"}),
+        spec_file(folder, "build-kidney-t", cells={"tissue": "kidney", "cell_type": "T cell"}),
+        spec_file(folder, "build-blood", cells={"tissue": "blood", "suspension_type": "cell"}),
+    ]
+    snakemake(demo.project, "--config", queries(folder))
+    table = pd.read_csv(demo.project / BUILD_TABLE, sep="\t")
+    assert list(table["query"]) == [p.stem for p in specs] and set(table["validation"]) == {"passed"}
+    built = {p.stem: result(demo.project, p.stem) for p in specs}
+    for path in specs:
+        shutil.rmtree(demo.project / QueryFiles(path.stem).dir)
+        snakemake(demo.project, "--config", f"query={path}")
+        alone = result(demo.project, path.stem)
+        pd.testing.assert_frame_equal(built[path.stem].obs, alone.obs)
+        assert (built[path.stem].X != alone.X).nnz == 0
+        receipt = json.loads((demo.project / QueryFiles(path.stem).receipt).read_text())
+        assert receipt["reused"] and receipt["version"] == "1"  # one version each, the same content
+
+
+def test_adding_editing_and_removing_a_spec_reruns_only_that_query(demo, tmp_path):
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    first = spec_file(folder, "build-rerun-a", cells={"tissue": "kidney", "cell_type": "T cell"})
+    snakemake(demo.project, "--config", queries(folder))
+    receipt_a = demo.project / QueryFiles("build-rerun-a").receipt
+    before = receipt_a.stat().st_mtime_ns
+    spec_file(folder, "build-rerun-b", cells={"tissue": "blood", "cell_type": "T cell"})
+    added = snakemake(demo.project, "--config", queries(folder))
+    assert receipt_a.stat().st_mtime_ns == before and "build-rerun-b" in added.stderr
+    spec_file(folder, "build-rerun-b", cells={"tissue": "blood", "cell_type": "B cell"})
+    edited = snakemake(demo.project, "--config", queries(folder))
+    assert receipt_a.stat().st_mtime_ns == before and "wildcards: query=build-rerun-a" not in edited.stdout
+    (folder / "build-rerun-b.yaml").unlink()
+    receipt_b = demo.project / QueryFiles("build-rerun-b").receipt
+    kept = receipt_b.stat().st_mtime_ns
+    snakemake(demo.project, "--config", queries(first))
+    assert receipt_b.stat().st_mtime_ns == kept and receipt_a.stat().st_mtime_ns == before
+
+
+def test_two_bad_specs_in_a_build_give_two_lines_and_no_job(demo, tmp_path):
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    spec_file(folder, "build-good", cells={"tissue": "kidney"})
+    spec_file(folder, "build-bad-organism", organism="humann")
+    spec_file(folder, "build-bad-tissue", cells={"tissue": "kidny"})
+    run = snakemake(demo.project, "--config", queries(folder), check=False)
+    lines = [line for line in run.stderr.splitlines() if line.startswith("cellquery:")]
+    assert run.returncode == 1 and len(lines) == 2, run.stderr
+    assert "build-bad-organism.yaml: organism" in lines[0] + lines[1] and "kidny" in lines[0] + lines[1]
+    assert "Building DAG" not in run.stdout + run.stderr
+    assert not (demo.project / QueryFiles("build-good").dir).exists()
+
+
+def test_two_specs_with_one_name_give_one_line_naming_both_files(demo, tmp_path):
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    first = spec_file(folder, "build-twice", cells={"tissue": "kidney"})
+    second = folder / "copy.yaml"
+    second.write_text(first.read_text())
+    run = snakemake(demo.project, "--config", queries(first, second), check=False)
+    lines = [line for line in run.stderr.splitlines() if line.startswith("cellquery:")]
+    assert run.returncode == 1 and len(lines) == 1
+    assert str(first) in lines[0] and str(second) in lines[0] and "name 'build-twice'" in lines[0]

@@ -1,0 +1,67 @@
+"""A build's specs: found from files, globs and directories; every problem of every spec reported; two
+specs with one name or one output key reported in one line naming both files."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from cellquery.build import load_build, spec_paths
+from cellquery.spec import SpecError
+
+
+def spec_file(folder, stem, **fields):
+    path = folder / f"{stem}.yaml"
+    path.write_text(yaml.safe_dump({"name": stem, "organism": "human", **fields}))
+    return path
+
+
+def test_files_globs_and_directories_name_each_spec_once(tmp_path):
+    a, b = spec_file(tmp_path, "a"), spec_file(tmp_path, "b")
+    (tmp_path / "sub").mkdir()
+    c = spec_file(tmp_path / "sub", "c")
+    found = spec_paths([str(tmp_path), str(tmp_path / "*.yaml"), str(c)], tmp_path)
+    assert found == [a, b, c]
+
+
+def test_a_relative_entry_is_found_beside_the_workflow(tmp_path, monkeypatch):
+    spec = spec_file(tmp_path, "a")
+    monkeypatch.chdir(tmp_path.parent)
+    assert spec_paths(["a.yaml"], tmp_path) == [spec]
+
+
+def test_every_problem_of_every_spec_is_reported(tmp_path):
+    paths = [
+        spec_file(tmp_path, "good"),
+        spec_file(tmp_path, "bad", organism="humann"),
+        tmp_path / "none.yaml",
+    ]
+    with pytest.raises(SpecError) as raised:
+        load_build(paths)
+    problems = raised.value.problems
+    assert len(problems) == 2 and any("bad.yaml: organism" in p for p in problems)
+    assert any("no such file" in p for p in problems)
+
+
+def test_one_name_twice_is_one_line_naming_both_files(tmp_path):
+    first = spec_file(tmp_path, "same")
+    second = tmp_path / "other.yaml"
+    second.write_text(first.read_text())
+    with pytest.raises(SpecError) as raised:
+        load_build([first, second])
+    assert raised.value.problems == [f"{second}: name 'same' is also the name of {first}"]
+
+
+def test_one_output_key_twice_is_one_line_naming_both_files(tmp_path):
+    first = spec_file(tmp_path, "one", output={"key": "cellquery/shared.h5ad"})
+    second = spec_file(tmp_path, "two", output={"key": "cellquery/shared.h5ad"})
+    with pytest.raises(SpecError) as raised:
+        load_build([first, second])
+    assert raised.value.problems == [
+        f"{second}: output key 'cellquery/shared.h5ad' is also the output key of {first}"
+    ]
+
+
+def test_a_build_without_specs_says_so(tmp_path):
+    with pytest.raises(SpecError, match="no query spec found"):
+        load_build(spec_paths([str(tmp_path)], tmp_path))
