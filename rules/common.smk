@@ -75,7 +75,9 @@ wildcard_constraints:
     query="|".join(re.escape(name) for name in SPECS),
 
 
-RUN_STARTED = time.time()  # a query's summary is printed when this run wrote its receipt
+RUN_STARTED = (
+    time.time()
+)  # a query's summary is printed when this run wrote its receipt
 if workflow.is_main_process:
     WORKDIR_CLAIM = claim_workdir(Path(".snakemake"))
     if DEMO.storage_kind == "s3" and (DEMO.root / "s3").exists():

@@ -71,7 +71,7 @@ rule assemble:
     conda:
         "../envs/cellquery.yaml"
     params:
-        report=FILES.validation,  # not an output: a failed validation keeps its report for the reader
+        report=str(FILES.validation),  # not an output: a failed validation keeps its report for the reader
     script:
         "../scripts/assemble.py"
 

@@ -63,6 +63,6 @@ rule describe:
     params:
         spec=spec_of,
         demo=DEMO,
-        validation=FILES.validation,
+        validation=str(FILES.validation),  # a param: formatted with the wildcards as a string
     script:
         "../scripts/describe.py"
