@@ -49,10 +49,10 @@ def _located(entry: str, base: Path) -> str:
     return str(base / entry)
 
 
-def load_build(paths: list[Path]) -> dict[str, QuerySpec]:
-    """Every spec, by name; every problem of every spec reported (one line each, naming its file), and two
-    specs with one name or one output key reported in one line naming both files."""
-    problems, specs = Problems(), []
+def load_build(paths: list[Path], problems: Problems) -> dict[str, QuerySpec]:
+    """The specs that load, by name. Every problem of every spec goes to `problems` (one line each, naming
+    its file), as does a second spec with a name or an output key already taken (one line naming both)."""
+    specs = []
     for path in paths:
         with problems.check():
             specs.append(load_spec(path))
@@ -60,7 +60,6 @@ def load_build(paths: list[Path]) -> dict[str, QuerySpec]:
     _first_of_each(by_name.values(), "output key", lambda s: s.output_key, problems)
     if not paths:
         problems.add("queries: no query spec found (give files, globs or directories of *.yaml)")
-    problems.raise_any()
     return by_name
 
 

@@ -47,10 +47,10 @@ def needs_preflight(spec):
 
 
 def checked_build():
-    """Every spec of the build (`query`, or else `queries`), each checked against the registry once."""
-    entries = config["query"] or config["queries"]
-    specs = load_build(spec_paths(entries, Path(workflow.basedir)))
-    problems = Problems()
+    """Every spec of the build (`query`, or else `queries`), each checked against the registry once; the
+    problems of all of them, reported together."""
+    entries, problems = config["query"] or config["queries"], Problems()
+    specs = load_build(spec_paths(entries, Path(workflow.basedir)), problems)
     for spec in specs.values():
         if needs_preflight(spec):
             with problems.check():

@@ -7,7 +7,14 @@ import pytest
 import yaml
 
 from cellquery.build import load_build, spec_paths
-from cellquery.spec import SpecError
+from cellquery.spec import Problems, SpecError
+
+
+def loaded(paths):
+    problems = Problems()
+    specs = load_build(paths, problems)
+    problems.raise_any()
+    return specs
 
 
 def spec_file(folder, stem, **fields):
@@ -37,7 +44,7 @@ def test_every_problem_of_every_spec_is_reported(tmp_path):
         tmp_path / "none.yaml",
     ]
     with pytest.raises(SpecError) as raised:
-        load_build(paths)
+        loaded(paths)
     problems = raised.value.problems
     assert len(problems) == 2 and any("bad.yaml: organism" in p for p in problems)
     assert any("no such file" in p for p in problems)
@@ -48,7 +55,7 @@ def test_one_name_twice_is_one_line_naming_both_files(tmp_path):
     second = tmp_path / "other.yaml"
     second.write_text(first.read_text())
     with pytest.raises(SpecError) as raised:
-        load_build([first, second])
+        loaded([first, second])
     assert raised.value.problems == [f"{second}: name 'same' is also the name of {first}"]
 
 
@@ -56,7 +63,7 @@ def test_one_output_key_twice_is_one_line_naming_both_files(tmp_path):
     first = spec_file(tmp_path, "one", output={"key": "cellquery/shared.h5ad"})
     second = spec_file(tmp_path, "two", output={"key": "cellquery/shared.h5ad"})
     with pytest.raises(SpecError) as raised:
-        load_build([first, second])
+        loaded([first, second])
     assert raised.value.problems == [
         f"{second}: output key 'cellquery/shared.h5ad' is also the output key of {first}"
     ]
@@ -64,4 +71,4 @@ def test_one_output_key_twice_is_one_line_naming_both_files(tmp_path):
 
 def test_a_build_without_specs_says_so(tmp_path):
     with pytest.raises(SpecError, match="no query spec found"):
-        load_build(spec_paths([str(tmp_path)], tmp_path))
+        loaded(spec_paths([str(tmp_path)], tmp_path))
