@@ -11,6 +11,7 @@ from pathlib import Path
 
 RESULTS = Path("results")
 LOGS = Path("logs")
+SLICES = Path("slices")  # shared by the queries of every build: one slice per artifact and cell criteria
 BUILD_TABLE = RESULTS / "build.tsv"  # one row per query of the build (and build.json beside it)
 BUILD_JSON = RESULTS / "build.json"
 
@@ -41,9 +42,6 @@ class QueryFiles:
     def shard(self, number: int | str) -> Path:
         """A shard job's receipt: its artifacts and their slices."""
         return self.dir / "shards" / f"{number}.json"
-
-    def slice(self, uid: str) -> Path:
-        return self.dir / "slices" / f"{uid}.h5ad"
 
     def read_receipt(self, uid: str) -> Path:
         """How an artifact was read for its slice: the cached copy's path, or the stream and its bytes."""
@@ -78,3 +76,9 @@ class QueryFiles:
 
     def log(self, step: str) -> Path:
         return LOGS / self.name / f"{step}.log"
+
+
+def slice_path(cells_digest: str, uid: str) -> Path:
+    """An artifact's slice by the cell criteria, genes and obs columns of `cells_digest`: any query of any
+    build asking the same of the same artifact reads this one file."""
+    return SLICES / cells_digest / f"{uid}.h5ad"

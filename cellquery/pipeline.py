@@ -16,9 +16,10 @@ from cellquery.atomic import atomic_path, write_json
 from cellquery.coverage import log_coverage
 from cellquery.criteria import Criterion, resolve
 from cellquery.faults import failpoint
+from cellquery.fetch import artifact_lock
 from cellquery.jobs import echo
 from cellquery.lamin import DemoInstance
-from cellquery.layout import QueryFiles
+from cellquery.layout import QueryFiles, slice_path
 from cellquery.spec import Problems, QuerySpec, SpecError
 from cellquery.storage import STORAGE_DEFAULTS
 
@@ -310,36 +311,39 @@ def process_shard(
     """Fetch (hash-checked) and slice each artifact of one shard; a current slice is kept as it is.
 
     Files in object storage are downloaded by FETCH_THREADS threads while the files already here are
-    sliced, in manifest order.
+    sliced, in manifest order. Slices are shared by every query asking the same of an artifact
+    (`layout.slice_path`); a lock per slice makes it once when two queries' jobs want it at once.
     """
     query = read_query(query_path)
     table = read_manifest(manifest_path).set_index("uid", drop=False)
     files = QueryFiles(spec.name)
     if spec.instance == "demo":  # lamindb_setup, imported to hash files, must not fall back to ~/.lamin
         os.environ.update(demo.env())
-    current = {uid for uid in uids if _slice_is_current(files.slice(uid), uid, spec.cells_digest)}
+    slices = {uid: slice_path(spec.cells_digest, uid) for uid in uids}
+    current = {uid for uid in uids if _slice_is_current(slices[uid], uid, spec.cells_digest)}
     for uid in current:
         log.info("artifact %s: slice is current", uid)
     todo = [uid for uid in uids if uid not in current]
     streamed = {uid for uid in todo if table.loc[uid, "fetch"] == "stream"}
     with ThreadPoolExecutor(FETCH_THREADS) as pool:
-        copies = {
-            uid: pool.submit(_fetched, table.loc[uid], query["storage"])
-            for uid in todo
-            if uid not in streamed
-        }
+        downloads = [uid for uid in todo if uid not in streamed]
+        copies = {uid: pool.submit(_fetched, table.loc[uid], query["storage"]) for uid in downloads}
         for number, uid in enumerate(todo, start=1):
-            try:
-                if uid in streamed:
-                    _streamed_slice(query, spec, table.loc[uid], files)
-                else:
-                    source = copies[uid].result()
-                    _slice(query, spec, table.loc[uid], source, files, {"path": str(source)})
-            except SystemExit:
-                pool.shutdown(cancel_futures=True)
-                raise
+            with artifact_lock(slices[uid]):  # another query's job may be making the same slice
+                if _slice_is_current(slices[uid], uid, spec.cells_digest):
+                    log.info("artifact %s: slice made meanwhile by another job", uid)
+                    continue
+                try:
+                    if uid in streamed:
+                        _streamed_slice(query, spec, table.loc[uid], files, slices[uid])
+                    else:
+                        source = copies[uid].result()
+                        _slice(query, spec, table.loc[uid], source, files, slices[uid], {"path": str(source)})
+                except SystemExit:
+                    pool.shutdown(cancel_futures=True)
+                    raise
             log.info("artifact %s sliced [%d/%d]", uid, number, len(todo))
-    write_json(out, {"uids": list(uids), "slices": [str(files.slice(uid)) for uid in uids]})
+    write_json(out, {"uids": list(uids), "slices": [str(slices[uid]) for uid in uids]})
 
 
 @contextmanager
@@ -363,7 +367,7 @@ def _fetched(entry, settings: dict) -> Path:
         return registry.fetch(entry, settings)
 
 
-def _streamed_slice(query: dict, spec: QuerySpec, entry, files: QueryFiles) -> None:
+def _streamed_slice(query: dict, spec: QuerySpec, entry, files: QueryFiles, out: Path) -> None:
     """Slice an artifact in object storage from the byte ranges the slice needs (`cellquery.streaming`)."""
     from cellquery.registry import remote_path
     from cellquery.storage import filesystem
@@ -371,7 +375,7 @@ def _streamed_slice(query: dict, spec: QuerySpec, entry, files: QueryFiles) -> N
 
     def read(handle) -> None:
         check_size(handle.size, entry)
-        _slice(query, spec, entry, handle, files, {"path": entry["path"], "fetch": "stream"})
+        _slice(query, spec, entry, handle, files, out, {"path": entry["path"], "fetch": "stream"})
 
     fs = filesystem(entry["storage_root"], query["storage"]["object_storage"])
     with _one_line_failure():
@@ -391,7 +395,7 @@ def check_size(size: int, entry) -> None:
         )
 
 
-def _slice(query: dict, spec: QuerySpec, entry, source, files: QueryFiles, receipt: dict) -> None:
+def _slice(query: dict, spec: QuerySpec, entry, source, files: QueryFiles, out: Path, receipt: dict) -> None:
     from cellquery.slicing import slice_dataset
 
     uid = entry["uid"]
@@ -403,7 +407,7 @@ def _slice(query: dict, spec: QuerySpec, entry, source, files: QueryFiles, recei
         organism=query["organism"],
         obs_columns=query["obs_columns"],
         gene_ids=query["gene_ids"],
-        out=files.slice(uid),
+        out=out,
         provenance={"uid": uid, "cells_digest": spec.cells_digest},
     )
 

@@ -137,6 +137,14 @@ def monkeypatch_module():
         yield patch
 
 
+def slices_of(project: Path, spec_path: Path) -> Path:
+    """Where a spec's slices are (shared by every query with the same cell criteria: `layout.slice_path`)."""
+    from cellquery.layout import SLICES
+    from cellquery.spec import load_spec
+
+    return project / SLICES / load_spec(spec_path).cells_digest
+
+
 def lamin_hash(path) -> str:
     """lamindb's hash of a file. Imported here, not at module level: lamindb_setup reads its settings once,
     at import, so a test that calls this must request the `ln` fixture first (it points them at the demo)."""
