@@ -11,7 +11,7 @@ import uuid
 import anndata as ad
 import pytest
 import yaml
-from conftest import REPO, snakemake
+from conftest import REPO, slices_of, snakemake
 
 from cellquery.audit import registry_problems
 from cellquery.faults import POINTS
@@ -25,18 +25,19 @@ def spec_named(tmp_path, name: str):
     return path
 
 
-def what_the_kill_left(results, name: str, point: str) -> list:
+def what_the_kill_left(results, slices, name: str, point: str) -> list:
     """Evidence that the run died inside the step: its unfinished temporaries or registration."""
     return {
-        "slice": list((results / "slices").glob(".tmp-*")),
+        "slice": list(slices.glob(".tmp-*")),
         "assemble": list(results.glob(f".tmp-*-{name}.h5ad")),
         "register": list(results.glob(".register-intent.json")),
     }[point]
 
 
-def assert_outputs_whole(results) -> None:
+def assert_outputs_whole(results, slices) -> None:
     assert not list(results.rglob(".tmp-*")) and not (results / ".register-intent.json").exists()
-    for path in results.rglob("*.h5ad"):
+    assert not list(slices.glob(".tmp-*"))
+    for path in [*results.rglob("*.h5ad"), *slices.glob("*.h5ad")]:
         ad.read_h5ad(path, backed="r").file.close()
     for path in results.rglob("*.json"):
         json.loads(path.read_text())
@@ -47,17 +48,18 @@ def assert_outputs_whole(results) -> None:
 def test_a_killed_run_is_completed_by_the_next_one(demo, ln, tmp_path, point):
     name = f"crash-{point}-{uuid.uuid4().hex[:6]}"  # fresh in a reused project too
     spec = spec_named(tmp_path, name)
-    results = demo.project / "results" / name
+    results, slices = demo.project / "results" / name, slices_of(demo.project, spec)
+    shutil.rmtree(slices, ignore_errors=True)  # shared with other kidney queries: made afresh here
     killed = snakemake(
         demo.project, "--config", f"query={spec}", check=False, env={"CELLQUERY_KILL_AT": point}
     )
     assert killed.returncode == -9, killed.stderr[-2000:]
-    assert what_the_kill_left(results, name, point)
+    assert what_the_kill_left(results, slices, name, point)
     if point == "register":  # the file was stored, its record never committed
         assert any("has no artifact record" in problem for problem in registry_problems(ln))
 
     snakemake(demo.project, "--config", f"query={spec}")
-    assert_outputs_whole(results)
+    assert_outputs_whole(results, slices)
     assert registry_problems(ln) == []
     versions = ln.Artifact.filter(key=f"cellquery/{name}.h5ad")
     receipt = json.loads((results / "receipt.json").read_text())
@@ -83,6 +85,8 @@ def damage(path, how: str) -> None:
 def test_a_damaged_artifact_file_stops_the_run_naming_it(demo, ln, tmp_path, how):
     name = f"damaged-{how}-{uuid.uuid4().hex[:6]}"
     spec = spec_named(tmp_path, name)
+    slices = slices_of(demo.project, spec)
+    shutil.rmtree(slices, ignore_errors=True)  # shared with other kidney queries: the slice must be made
     snakemake(demo.project, "--config", f"query={spec}", "--until", "resolve")
     results = demo.project / "results" / name
     first = (results / "manifest.tsv").read_text().splitlines()[1].split("\t")[0]
@@ -99,7 +103,5 @@ def test_a_damaged_artifact_file_stops_the_run_naming_it(demo, ln, tmp_path, how
     output = result.stdout + result.stderr
     assert f"cellquery: artifact {artifact.uid} ({artifact.key})" in output
     assert "does not match its registry size and hash" in output
-    assert (
-        not (results / f"{name}.h5ad").exists() and not (results / "slices" / f"{artifact.uid}.h5ad").exists()
-    )
+    assert not (results / f"{name}.h5ad").exists() and not (slices / f"{artifact.uid}.h5ad").exists()
     assert not ln.Artifact.filter(key=f"cellquery/{name}.h5ad").exists()

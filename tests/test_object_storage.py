@@ -20,6 +20,7 @@ from conftest import (
     object_server_missing,
     postgresql_missing,
     require_service,
+    slices_of,
     snakemake,
 )
 
@@ -84,14 +85,15 @@ def test_a_rerun_downloads_nothing_it_holds(s3_demo):
     snakemake(s3_demo.project, "--config", f"query={spec}", *CACHED)
     results = s3_demo.project / "results" / "kidney-immune"
     copies = {p: p.stat().st_mtime_ns for p in map(_cached_path, results.glob("cache/*.json"))}
-    for slice_file in results.glob("slices/*.h5ad"):
+    slices = slices_of(s3_demo.project, spec)
+    for slice_file in slices.glob("*.h5ad"):
         slice_file.unlink()  # the slices must be made again, from the copies already here
     snakemake(s3_demo.project, "-R", "shard", "--config", f"query={spec}", *CACHED)
     assert copies and all(p.stat().st_mtime_ns == mtime for p, mtime in copies.items())
     logs = "".join(p.read_text() for p in (s3_demo.project / "logs" / "kidney-immune").glob("shard-*.log"))
     assert "cached copy" in logs and "is intact" in logs
     manifest = pd.read_csv(results / "manifest.tsv", sep="\t")
-    assert all((results / "slices" / f"{uid}.h5ad").exists() for uid in manifest["uid"])  # remade
+    assert all((slices / f"{uid}.h5ad").exists() for uid in manifest["uid"])  # remade
 
 
 def _cached_path(receipt):
@@ -101,7 +103,8 @@ def _cached_path(receipt):
 def test_a_streamed_query_equals_the_local_demo_and_downloads_nothing(s3_demo, demo, tmp_path):
     spec = QUERIES / "t-cells.yaml"
     cache = tmp_path / "cache"
-    shutil.rmtree(s3_demo.project / "results" / "t-cells", ignore_errors=True)  # slices made here, streamed
+    shutil.rmtree(s3_demo.project / "results" / "t-cells", ignore_errors=True)  # made here, streamed
+    shutil.rmtree(slices_of(s3_demo.project, spec), ignore_errors=True)
     snakemake(demo.project, "--config", f"query={spec}")
     snakemake(
         s3_demo.project, "--config", f"query={spec}", "demo_storage=s3", "fetch=stream", f"cache_dir={cache}"

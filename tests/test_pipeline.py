@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from importlib.resources import files
 
@@ -11,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, snakemake
+from conftest import REPO, slices_of, snakemake
 
 from cellquery import ontology
 from cellquery.demo import catalog
@@ -139,13 +140,15 @@ def test_version_switch_recomputes_only_new_slices(demo, ln, tmp_path):
         }
         specs[version] = tmp_path / f"{version}.yaml"
         specs[version].write_text(yaml.safe_dump(spec))
+    slices = slices_of(demo.project, specs[catalog.V1])  # both versions: the same cell criteria
+    shutil.rmtree(slices, ignore_errors=True)  # shared with any kidney query run before
     run_query(demo.project, specs[catalog.V1])
     results = demo.project / "results" / name
-    before = {p.name: p.stat().st_mtime_ns for p in (results / "slices").glob("*.h5ad")}
+    before = {p.name: p.stat().st_mtime_ns for p in slices.glob("*.h5ad")}
     first = json.loads((results / "receipt.json").read_text())
     time.sleep(1)
     run_query(demo.project, specs[catalog.V2])
-    after = {p.name: p.stat().st_mtime_ns for p in (results / "slices").glob("*.h5ad")}
+    after = {p.name: p.stat().st_mtime_ns for p in slices.glob("*.h5ad")}
     second = json.loads((results / "receipt.json").read_text())
     manifest = pd.read_csv(results / "manifest.tsv", sep="\t")
     v1_uids = {

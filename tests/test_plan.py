@@ -8,7 +8,7 @@ import time
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, snakemake
+from conftest import REPO, slices_of, snakemake
 
 QUERIES = REPO / "config" / "queries"
 
@@ -19,10 +19,10 @@ def test_the_plan_reads_no_h5ad_and_matches_the_run(demo, tmp_path, query):
     name = f"plan-{query.split('.')[0]}-{time.time_ns() % 10**8}"
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(yaml.safe_load((QUERIES / query).read_text()) | {"name": name}))
-    results = demo.project / "results" / name
-
+    results, slices = demo.project / "results" / name, slices_of(demo.project, spec)
+    sliced_before = set(slices.glob("*"))
     shown = snakemake(demo.project, "--cores", "1", "plan", "--config", f"query={spec}")
-    assert not (results / "slices").exists() and not (results / "cache").exists()
+    assert set(slices.glob("*")) == sliced_before and not (results / "cache").exists()
     assert not list(results.glob("*.h5ad"))  # nothing fetched, sliced or assembled
     plan = pd.read_csv(results / "plan.tsv", sep="\t")
     output = shown.stdout + shown.stderr
