@@ -1,4 +1,5 @@
-"""A demo query through real SLURM (sbatch) on a PostgreSQL-backed instance equals the local SQLite run.
+"""A build of two queries through real SLURM (sbatch) on a PostgreSQL-backed instance equals the local
+SQLite run.
 
 `.ci/services` installs and starts SLURM and PostgreSQL; in CI (CI=true) a missing service fails the test.
 """
@@ -14,7 +15,8 @@ import anndata as ad
 import pytest
 from conftest import BIN, REPO, clean_env, require_service, snakemake
 
-QUERY = REPO / "config" / "queries" / "kidney-immune.yaml"
+BUILD = [REPO / "config" / "queries" / f"{name}.yaml" for name in ("kidney-immune", "t-cells")]
+QUERIES = f"queries=[{','.join(map(str, BUILD))}]"
 
 
 def slurm_missing() -> str | None:
@@ -31,32 +33,37 @@ def cluster():
     require_service(slurm_missing())
 
 
-def test_query_through_slurm_on_postgresql_equals_the_local_run(cluster, pg_demo, demo):
+def test_a_build_through_slurm_on_postgresql_equals_the_local_run(cluster, pg_demo, demo):
     result = snakemake(
         pg_demo.project,
         "--profile",
         str(REPO / "profiles" / "slurm"),
         "--config",
-        f"query={QUERY}",
+        QUERIES,
         f"demo_db_url={pg_demo.db_url}",
     )
     output = result.stdout + result.stderr
     slurm_ids = re.findall(r"submitted with SLURM jobid (\d+)", output)
-    assert len(slurm_ids) >= 5  # resolve, shard(s), census, assemble, register
+    assert len(slurm_ids) >= 10  # per query: resolve, shard(s), census, assemble, register
     for job_id in slurm_ids:  # SLURM's own record of each job
         record = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
         assert "JobState=COMPLETED" in record and f"WorkDir={pg_demo.project}" in record, record
 
-    snakemake(demo.project, "--config", f"query={QUERY}")
-    name = "kidney-immune"
-    on_cluster = ad.read_h5ad(pg_demo.project / "results" / name / f"{name}.h5ad")
-    local = ad.read_h5ad(demo.project / "results" / name / f"{name}.h5ad")
-    assert on_cluster.obs_names.equals(local.obs_names) and on_cluster.var_names.equals(local.var_names)
-    assert (on_cluster.X != local.X).nnz == 0 and on_cluster.obs.equals(local.obs)
+    snakemake(demo.project, "--config", QUERIES)
+    for name in (spec.stem for spec in BUILD):
+        on_cluster = ad.read_h5ad(pg_demo.project / "results" / name / f"{name}.h5ad")
+        local = ad.read_h5ad(demo.project / "results" / name / f"{name}.h5ad")
+        assert on_cluster.obs_names.equals(local.obs_names) and on_cluster.var_names.equals(local.var_names)
+        assert (on_cluster.X != local.X).nnz == 0 and on_cluster.obs.equals(local.obs)
+        assert_registered(pg_demo, name, local.n_obs)
+    assert json.loads((pg_demo.root / "instance.json").read_text())["db"].startswith("postgresql://")
+    assert not pg_demo.sqlite_path.exists()
 
+
+def assert_registered(pg_demo, name: str, n_obs: int) -> None:
+    """The instance on PostgreSQL holds the query's result, as another process sees it."""
     receipt = json.loads((pg_demo.project / "results" / name / "receipt.json").read_text())
-    uid = receipt["artifact_uid"]
-    lookup = f"import lamindb as ln; a = ln.Artifact.get('{uid}'); print(a.key, a.n_observations)"
+    lookup = f"import lamindb as ln; a = ln.Artifact.get('{receipt['artifact_uid']}'); print(a.key, a.n_observations)"
     registered = subprocess.run(
         [str(BIN / "python"), "-c", lookup],
         capture_output=True,
@@ -65,6 +72,4 @@ def test_query_through_slurm_on_postgresql_equals_the_local_run(cluster, pg_demo
         cwd=pg_demo.project,
     )
     assert registered.returncode == 0, registered.stderr
-    assert registered.stdout.split()[-2:] == [f"cellquery/{name}.h5ad", str(local.n_obs)]
-    assert json.loads((pg_demo.root / "instance.json").read_text())["db"].startswith("postgresql://")
-    assert not pg_demo.sqlite_path.exists()
+    assert registered.stdout.split()[-2:] == [f"cellquery/{name}.h5ad", str(n_obs)]
