@@ -63,7 +63,8 @@ def test_a_build_through_slurm_on_postgresql_equals_the_local_run(cluster, pg_de
 def assert_registered(pg_demo, name: str, n_obs: int) -> None:
     """The instance on PostgreSQL holds the query's result, as another process sees it."""
     receipt = json.loads((pg_demo.project / "results" / name / "receipt.json").read_text())
-    lookup = f"import lamindb as ln; a = ln.Artifact.get('{receipt['artifact_uid']}'); print(a.key, a.n_observations)"
+    uid = receipt["artifact_uid"]
+    lookup = f"import lamindb as ln; a = ln.Artifact.get('{uid}'); print(a.key, a.n_observations)"
     registered = subprocess.run(
         [str(BIN / "python"), "-c", lookup],
         capture_output=True,
