@@ -17,7 +17,7 @@ FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.
 	https://download.pytorch.org/whl/cpu/torch/)
 UV_SOURCES := $(foreach link,$(FIND_LINKS),--find-links $(link))
 
-.PHONY: install lock demo run report test bench lint format env stop-server clean-demo
+.PHONY: install lock demo run report test test-fast bench lint format env stop-server clean-demo
 
 install: $(STAMP)
 
@@ -49,6 +49,10 @@ report: run
 
 test: install
 	$(PY) -m pytest
+
+# The fast tier: the core on tiny synthetic h5ads, no demo build, no service (well under 2 minutes).
+test-fast: install
+	$(PY) -m pytest tests/unit
 
 bench: install
 	$(PY) -m bench.run

@@ -1,0 +1,56 @@
+"""Spec loading without a registry: the shipped specs load, and every problem the schema and the semantic
+checks can see is reported one line each, naming the key and the value."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from conftest import REPO
+from test_bad_specs import CORPUS, MANY_PROBLEMS, expected_error
+
+from cellquery.spec import SpecError, load_spec
+
+SHIPPED = sorted((REPO / "config" / "queries").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_every_shipped_spec_loads(path):
+    spec = load_spec(path)
+    assert spec.name == path.stem and spec.organism.startswith("NCBITaxon:")
+
+
+def test_bad_specs_the_loader_can_judge_fail_with_their_expected_line():
+    caught = 0
+    for path in sorted(CORPUS.glob("*.yaml")):
+        try:
+            load_spec(path)
+        except SpecError as error:
+            caught += 1
+            assert any(expected_error(path) in problem for problem in error.problems), (path, error.problems)
+    assert caught >= 25  # the rest need the registry (unknown names, empty matches): tests/test_bad_specs.py
+
+
+def test_every_schema_problem_of_a_spec_is_reported(tmp_path):
+    spec, expected = MANY_PROBLEMS["schema"]
+    path = tmp_path / "many.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    with pytest.raises(SpecError) as raised:
+        load_spec(path)
+    assert sorted(raised.value.problems) == sorted(f"{path}: {problem}" for problem in expected)
+
+
+def test_the_slices_digest_follows_the_cell_criteria_only(tmp_path):
+    base = {"name": "digest", "organism": "human", "cells": {"tissue": "kidney"}}
+    variants = {
+        "same": base,
+        "fetch": {**base, "fetch": "stream"},
+        "output": {**base, "output": {"gene_join": "outer"}},
+        "cells": {**base, "cells": {"tissue": "blood"}},
+    }
+    digests = {}
+    for name, data in variants.items():
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        digests[name] = (load_spec(path).cells_digest, load_spec(path).digest)
+    assert digests["fetch"][0] == digests["output"][0] == digests["same"][0] != digests["cells"][0]
+    assert len({d[1] for d in digests.values()}) == 4  # the spec digest sees every change
