@@ -210,6 +210,7 @@ def write_plan(query_path: Path, manifest_path: Path, out: Path) -> str:
     from cellquery.coverage import describe as describe_coverage
 
     query, table = read_query(query_path), read_manifest(manifest_path)
+    table = _with_current_slices(table, query, Path(out).parent)
     columns = ["dataset_id", "title", "key", "uid", "size", "n_obs", "selected_cells", *READ_PLAN, "to_fetch"]
     plan = table[columns]
     with atomic_path(out) as tmp:
@@ -234,6 +235,20 @@ def write_plan(query_path: Path, manifest_path: Path, out: Path) -> str:
     return "\n".join(lines)
 
 
+def _with_current_slices(table: pd.DataFrame, query: dict, results: Path) -> pd.DataFrame:
+    """An artifact in object storage whose slice is already made is not read again: `sliced`, 0 bytes."""
+    digest = QuerySpec(Path(query["name"]), query["spec"]).cells_digest
+    remote = table["fetch"] != "local"
+    current = remote & table["uid"].map(lambda uid: _slice_is_current(_slice_path(results, uid), uid, digest))
+    table.loc[current, "fetch"] = "sliced"
+    table.loc[current, ["download_bytes", "stream_bytes", "to_fetch"]] = 0
+    return table
+
+
+def _slice_path(results: Path, uid: str) -> Path:
+    return results / "slices" / f"{uid}.h5ad"
+
+
 def _read_plan_lines(plan: pd.DataFrame, query: dict) -> list[str]:
     """How the artifacts in object storage are read, with the bytes each way would move."""
     remote = plan[plan["fetch"] != "local"]
@@ -242,7 +257,8 @@ def _read_plan_lines(plan: pd.DataFrame, query: dict) -> list[str]:
         return [f"{total} (files in local storage are read in place)"]
     mode = query["spec"].get("fetch") or query["storage"]["fetch"]
     return [
-        f"  read from object storage (fetch: {mode}; download MB is 0 for a copy already cached):",
+        f"  read from object storage (fetch: {mode}; download MB is 0 for a copy already cached, "
+        "sliced: the slice is made, nothing is read):",
         f"  {'dataset':<44} {'read':>6} {'download MB':>12} {'stream MB':>10}",
         *(
             f"  {_clip(row.title, 44):<44} {row.fetch:>6} {row.download_bytes / 1e6:>12.1f} "
@@ -316,9 +332,7 @@ def process_shard(
     results = Path(out).parent.parent
     if spec.instance == "demo":  # lamindb_setup, imported to hash files, must not fall back to ~/.lamin
         os.environ.update(demo.env())
-    current = {
-        uid for uid in uids if _slice_is_current(results / "slices" / f"{uid}.h5ad", uid, spec.cells_digest)
-    }
+    current = {uid for uid in uids if _slice_is_current(_slice_path(results, uid), uid, spec.cells_digest)}
     for uid in current:
         log.info("artifact %s: slice is current", uid)
     todo = [uid for uid in uids if uid not in current]
@@ -340,7 +354,7 @@ def process_shard(
                 pool.shutdown(cancel_futures=True)
                 raise
             log.info("artifact %s sliced [%d/%d]", uid, number, len(todo))
-    write_json(out, {"uids": list(uids), "slices": [str(results / "slices" / f"{uid}.h5ad") for uid in uids]})
+    write_json(out, {"uids": list(uids), "slices": [str(_slice_path(results, uid)) for uid in uids]})
 
 
 @contextmanager
@@ -404,7 +418,7 @@ def _slice(query: dict, spec: QuerySpec, entry, source, results: Path, receipt: 
         organism=query["organism"],
         obs_columns=query["obs_columns"],
         gene_ids=query["gene_ids"],
-        out=results / "slices" / f"{uid}.h5ad",
+        out=_slice_path(results, uid),
         provenance={"uid": uid, "cells_digest": spec.cells_digest},
     )
 

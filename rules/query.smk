@@ -105,5 +105,7 @@ rule plan:
         f"logs/{QUERY.name}/plan.log",
     conda:
         "../envs/cellquery.yaml"
+    params:
+        asked=time.time(),  # a new value each invocation: the plan is made and printed whenever asked for
     script:
         "../scripts/plan.py"
