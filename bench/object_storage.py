@@ -98,8 +98,9 @@ def _seed(fs, remote, entry, criteria, out, scratch) -> int:
     local = scratch / "whole.h5ad"
     fs.get_file(remote, str(local))
     adata = ad.read_h5ad(local)
-    adata[obs_mask(adata.obs, criteria)].copy().write_h5ad(out)
-    return int(obs_mask(adata.obs, criteria).sum())
+    selected = obs_mask(adata.obs, criteria)
+    adata[selected].copy().write_h5ad(out)
+    return int(selected.sum())
 
 
 def _cache(fs, remote, entry, criteria, out, scratch) -> int:

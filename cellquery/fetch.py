@@ -96,9 +96,7 @@ def download(fs, remote: str, part: Path, size: int, label: str) -> None:
             if done < size:
                 raise OSError(f"{remote}: the server ended the file at {done} of {size} bytes")
         except PermissionError as error:  # wrong or missing credentials: no retry mends that
-            raise FetchError(
-                f"{label}: {remote} refused access ({reason(error)}); check the credentials"
-            ) from None
+            raise refused(label, remote, error) from None
         except Exception as error:  # s3fs, botocore and aiohttp raise many kinds: all others are retried
             if isinstance(error, OSError) and error.errno == errno.ENOSPC:
                 part.unlink(missing_ok=True)
@@ -128,6 +126,11 @@ def object_bytes(fs, remote: str, offset: int) -> Iterator[bytes]:
             yield chunk
     finally:
         body.close()
+
+
+def refused(label: str, remote: str, error: PermissionError) -> FetchError:
+    """Wrong or missing credentials: one line naming the artifact and the object."""
+    return FetchError(f"{label}: {remote} refused access ({reason(error)}); check the credentials")
 
 
 def reason(error: BaseException) -> str:

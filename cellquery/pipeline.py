@@ -212,6 +212,7 @@ def write_plan(query_path: Path, manifest_path: Path, out: Path) -> str:
     from cellquery.coverage import describe as describe_coverage
 
     query, table = read_query(query_path), read_manifest(manifest_path)
+    table = _with_current_slices(table, query)
     columns = ["dataset_id", "title", "key", "uid", "size", "n_obs", "selected_cells", *READ_PLAN, "to_fetch"]
     plan = table[columns]
     with atomic_path(out) as tmp:
@@ -236,6 +237,16 @@ def write_plan(query_path: Path, manifest_path: Path, out: Path) -> str:
     return "\n".join(lines)
 
 
+def _with_current_slices(table: pd.DataFrame, query: dict) -> pd.DataFrame:
+    """An artifact in object storage whose slice is already made is not read again: `sliced`, 0 bytes."""
+    digest = QuerySpec(Path(query["name"]), query["spec"]).cells_digest
+    remote = table["fetch"] != "local"
+    current = remote & table["uid"].map(lambda uid: _slice_is_current(slice_path(digest, uid), uid, digest))
+    table.loc[current, "fetch"] = "sliced"
+    table.loc[current, ["download_bytes", "stream_bytes", "to_fetch"]] = 0
+    return table
+
+
 def _read_plan_lines(plan: pd.DataFrame, query: dict) -> list[str]:
     """How the artifacts in object storage are read, with the bytes each way would move."""
     remote = plan[plan["fetch"] != "local"]
@@ -244,7 +255,8 @@ def _read_plan_lines(plan: pd.DataFrame, query: dict) -> list[str]:
         return [f"{total} (files in local storage are read in place)"]
     mode = query["spec"].get("fetch") or query["storage"]["fetch"]
     return [
-        f"  read from object storage (fetch: {mode}; download MB is 0 for a copy already cached):",
+        f"  read from object storage (fetch: {mode}; download MB is 0 for a copy already cached, "
+        "sliced: the slice is made, nothing is read):",
         f"  {'dataset':<44} {'read':>6} {'download MB':>12} {'stream MB':>10}",
         *(
             f"  {_clip(row.title, 44):<44} {row.fetch:>6} {row.download_bytes / 1e6:>12.1f} "

@@ -70,7 +70,7 @@ def bytes_moved(handle) -> int:
 def streamed(read, fs, remote: str, label: str):
     """`read(handle)` on the remote file, started again with backoff when the connection fails (as a
     download is, `cellquery.fetch`); logs the bytes it moved. `read` must be safe to repeat."""
-    from cellquery.fetch import ATTEMPTS, BACKOFF, FetchError, reason
+    from cellquery.fetch import ATTEMPTS, BACKOFF, FetchError, reason, refused
 
     failures, wait = 0, BACKOFF
     while True:
@@ -80,9 +80,7 @@ def streamed(read, fs, remote: str, label: str):
                 result = read(handle)
                 moved = bytes_moved(handle)
         except PermissionError as error:
-            raise FetchError(
-                f"{label}: {remote} refused access ({reason(error)}); check the credentials"
-            ) from None
+            raise refused(label, remote, error) from None
         except (OSError, TimeoutError) as error:
             failures += 1
             if failures >= ATTEMPTS:

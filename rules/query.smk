@@ -110,5 +110,7 @@ rule plan_query:
         FILES.log("plan"),
     conda:
         "../envs/cellquery.yaml"
+    params:
+        asked=time.time(),  # a new value each invocation: the plan is made and printed whenever asked for
     script:
         "../scripts/plan.py"

@@ -142,6 +142,20 @@ def test_a_download_killed_mid_way_leaves_nothing_the_next_fetch_accepts(server,
     assert intact(target, stored) and proxy.received < SIZE  # resumed from the .part
 
 
+def test_a_disk_filling_up_mid_download_stops_with_one_line_and_leaves_nothing(proxy, stored, tmp_path):
+    small_disk = tmp_path / "small-disk"
+    small_disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(small_disk)], check=True)
+    try:
+        with pytest.raises(
+            FetchError, match=r"^artifact abc \(cellxgene/dataset.h5ad\): no space left on the disk"
+        ):
+            fetch(proxy, stored, small_disk / "dataset.h5ad")
+        assert not [p for p in small_disk.iterdir() if not p.name.endswith(".lock")]  # no partial copy
+    finally:
+        subprocess.run(["umount", str(small_disk)], check=True)
+
+
 def test_a_truncated_copy_left_by_a_killed_client_is_never_accepted(proxy, stored, tmp_path):
     target = tmp_path / "cache" / "dataset.h5ad"
     target.parent.mkdir(parents=True)

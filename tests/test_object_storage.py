@@ -124,16 +124,29 @@ def test_a_streamed_query_equals_the_local_demo_and_downloads_nothing(s3_demo, d
 def test_plan_shows_how_each_artifact_is_read_and_what_it_moves(s3_demo, tmp_path):
     spec = QUERIES / "kidney-immune.yaml"
     cache = [f"query={spec}", "demo_storage=s3", f"cache_dir={tmp_path / 'cache'}"]
-    plan_path = s3_demo.project / "results" / "kidney-immune" / "plan.tsv"
-    printed = output(snakemake(s3_demo.project, "plan", "--config", *cache, "fetch=cache"))
-    fresh = pd.read_csv(plan_path, sep="\t")
+    results = s3_demo.project / "results" / "kidney-immune"
+
+    def remove_slices() -> None:  # with the shard receipts naming them, so that a run makes them again
+        for folder in (slices_of(s3_demo.project, spec), results / "shards"):
+            shutil.rmtree(folder, ignore_errors=True)
+
+    remove_slices()  # earlier tests' slices: nothing would be read
+
+    def plan(*config) -> tuple[pd.DataFrame, str]:
+        printed = output(snakemake(s3_demo.project, "plan", "--config", *cache, *config))
+        return pd.read_csv(results / "plan.tsv", sep="\t"), printed
+
+    fresh, printed = plan("fetch=cache")
     assert (fresh["download_bytes"] == fresh["size"]).all() and (fresh["to_fetch"] == fresh["size"]).all()
     assert (fresh["stream_bytes"] > 0).all() and "read from object storage (fetch: cache" in printed
     snakemake(s3_demo.project, "--config", *cache, "fetch=cache")
-    printed = output(snakemake(s3_demo.project, "plan", "--config", *cache, "fetch=auto"))
-    held = pd.read_csv(plan_path, sep="\t")
-    assert (held["download_bytes"] == 0).all() and set(held["fetch"]) == {"cache"}  # copies already here
-    assert "to fetch: 0.0 MB" in printed
+    done, printed = plan("fetch=auto")
+    assert (
+        set(done["fetch"]) == {"sliced"} and (done["to_fetch"] == 0).all() and "to fetch: 0.0 MB" in printed
+    )
+    remove_slices()
+    held, _ = plan("fetch=auto")
+    assert set(held["fetch"]) == {"cache"} and (held["download_bytes"] == 0).all()  # the copies are here
 
 
 def test_a_cache_disk_without_room_stops_the_run_before_any_download(s3_demo, tmp_path):
