@@ -29,6 +29,7 @@ AIMS = {
     "B4": "resolve plus DAG under 0.2 s per artifact",
     "B5": "rerun with nothing changed under 10 s",
     "B7": "recorded: no aim (#6 asks for the report, not its speed)",
+    "B8": "the build <= 0.5 x the wall time; each shared artifact read once",
 }
 AUTO_AIM, SEED_BYTES_AIM = 1.1, 0.5  # B9
 
@@ -117,6 +118,59 @@ def object_storage(project: Path) -> dict:
     return {"file": file, "queries": setup["queries"], "rows": rows}
 
 
+def dataset_builds(project: Path) -> dict:
+    """B8 (bench/builds.py): eight specs over the S3 bench demo built in one run, then one invocation each."""
+    from bench import builds
+
+    ways = {}
+    for way in ("build", "one_by_one"):
+        directory = builds.workdir(project, way)
+        invocations = builds.commands(way, directory)
+        runs = [measured(snakemake(directory, "--config", *config), directory) for config in invocations]
+        ways[way] = {
+            "seconds": round(sum(run["seconds"] for run in runs), 2),
+            "peak_rss_mib": max(run["peak_rss_mib"] for run in runs),
+            "invocations": len(runs),
+            **builds.reads(directory),
+        }
+    return {"specs": [str(spec.relative_to(REPO)) for spec in builds.SPECS], **ways}
+
+
+def builds_row(b8: dict) -> dict:
+    return compared("B8", "eight specs: one build vs one invocation each (S3)", b8["one_by_one"], b8["build"])
+
+
+def builds_table(b8: dict | None) -> str:
+    """B8's detail: what each way read."""
+    if not b8:
+        return ""
+    lines = [
+        "",
+        f"B8 in detail ({len(b8['specs'])} specs: `bench/blood-immune.yaml` and `bench/b8/*.yaml`; the bench",
+        "demo with `demo_storage: s3`, `fetch: auto`, a cache of its own per way; the build ran first;",
+        f"{b8['timestamp']}):",
+        "",
+        "| way | snakemake runs | s | peak MiB | artifacts (shared) | downloads (MB) | downloaded twice | "
+        "streams (MB) | slices made |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for way in ("build", "one_by_one"):
+        w = b8[way]
+        cells = [
+            way.replace("_", " "),
+            w["invocations"],
+            w["seconds"],
+            w["peak_rss_mib"],
+            f"{w['artifacts']} ({w['shared_artifacts']})",
+            f"{w['downloads']} ({w['download_mb']:,.1f})",
+            len(w["downloaded_twice"]),
+            f"{w['streams']} ({w['stream_mb']:,.1f})",
+            w["slices_made"],
+        ]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def helper(name: str, project: Path, *args: str) -> list[str]:
     return [str(BIN / "python"), str(REPO / "bench" / "steps.py"), name, str(project), *args]
 
@@ -201,7 +255,7 @@ def registry_scale(project: Path) -> dict:
 
 def render(run: dict) -> str:
     rows = []
-    for b in run["benchmarks"]:
+    for b in [*run["benchmarks"], *([builds_row(run["builds"])] if run.get("builds") else [])]:
         base = b["baseline"] or {"seconds": "", "peak_rss_mib": ""}
         cells = [b["id"], b["name"], base["seconds"], b["ours"]["seconds"], b["ratio_seconds"] or ""]
         cells += [
@@ -237,7 +291,7 @@ after a one-batch warm-up timed apart (opening; on the census route numba compil
 | loader | cells (batches x size) | warm-up s | cells/s | peak MiB | published samples/s |
 | --- | --- | --- | --- | --- | --- |
 {chr(10).join(loader_rows(run["loaders"]))}
-{object_storage_table(run.get("object_storage"))}"""
+{builds_table(run.get("builds"))}{object_storage_table(run.get("object_storage"))}"""
 
 
 def object_storage_table(b9: dict | None) -> str:
@@ -303,14 +357,15 @@ def registry_row(registry: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.run")
     parser.add_argument("--project", type=Path, default=REPO)
-    parser.add_argument("--only", choices=["B9"], help="run this one alone; the others keep their last run")
+    parser.add_argument("--only", choices=["B8", "B9"], help="run it alone; the others keep their last run")
     args = parser.parse_args()
     project = args.project.resolve()
     ensure_demo(project, "bench", 13, storage="s3")
     timestamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     if args.only:
-        run = json.loads(latest_results().read_text()) | {"object_storage": object_storage(project)}
-        run["object_storage"]["timestamp"] = timestamp
+        alone = {"B8": ("builds", dataset_builds), "B9": ("object_storage", object_storage)}
+        key, measure = alone[args.only]
+        run = json.loads(latest_results().read_text()) | {key: measure(project) | {"timestamp": timestamp}}
     else:
         run = whole_run(project, timestamp)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -330,6 +385,7 @@ def whole_run(project: Path, timestamp: str) -> dict:
     rows = benchmarks(project)
     registry = registry_scale(project)
     storage = object_storage(project)
+    builds = dataset_builds(project)
     return {
         "timestamp": timestamp,
         "machine": machine(),
@@ -338,6 +394,7 @@ def whole_run(project: Path, timestamp: str) -> dict:
         "registry": registry,
         "loaders": loaders(project),
         "object_storage": storage | {"timestamp": timestamp},
+        "builds": builds | {"timestamp": timestamp},
     }
 
 

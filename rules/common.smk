@@ -60,6 +60,12 @@ def checked_build():
 
 
 export_object_storage_env(DEMO)
+if (
+    workflow.is_main_process
+    and DEMO.storage_kind == "s3"
+    and (DEMO.root / "s3").exists()
+):
+    DEMO.object_server.ensure_running()  # before the spec check reads its store; stopped by its PID
 try:
     SPECS = checked_build()
 except SpecError as error:  # one line per problem, before any job runs
@@ -80,8 +86,6 @@ RUN_STARTED = (
 )  # a query's summary is printed when this run wrote its receipt
 if workflow.is_main_process:
     WORKDIR_CLAIM = claim_workdir(Path(".snakemake"))
-    if DEMO.storage_kind == "s3" and (DEMO.root / "s3").exists():
-        DEMO.object_server.ensure_running()  # it outlives the run; stopped by its PID
 
 
 def spec_of(wildcards):

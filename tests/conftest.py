@@ -8,6 +8,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,17 @@ def object_server_root(tmp_path_factory) -> Path:
     from cellquery.objectstore import ObjectServer
 
     ObjectServer.at(root).stop()
+
+
+@pytest.fixture(scope="session")
+def s3_demo(tmp_path_factory) -> Iterator[DemoInstance]:
+    """The small demo built with its h5ads and census stores in a bucket of its own server."""
+    require_service(object_server_missing())
+    project = tmp_path_factory.mktemp("s3-project")
+    snakemake(project, "demo", "--config", "demo_storage=s3")
+    demo = DemoInstance(project, "small", storage_kind="s3")
+    yield demo
+    demo.object_server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import anndata as ad
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, snakemake
+from conftest import REPO, slices_of, snakemake
 
 from cellquery.layout import BUILD_TABLE, QueryFiles
 
@@ -33,26 +33,57 @@ def result(project, name) -> ad.AnnData:
     return ad.read_h5ad(project / QueryFiles(name).result)
 
 
-def test_a_build_of_three_specs_equals_each_spec_built_alone(demo, tmp_path):
+def test_a_build_of_three_specs_fetches_and_slices_each_shared_artifact_once(s3_demo, tmp_path):
+    """Blood T cells from two Census releases (one cell criteria: shared slices) and all blood cells (the
+    same artifacts, slices of their own), downloaded from the bucket into one cache."""
     folder = tmp_path / "specs"
     folder.mkdir()
+    t_cells = {"tissue": "blood", "cell_type": "T cell"}
     specs = [
-        spec_file(folder, "build-kidney", cells={"tissue": "kidney"}),
-        spec_file(folder, "build-kidney-t", cells={"tissue": "kidney", "cell_type": "T cell"}),
-        spec_file(folder, "build-blood", cells={"tissue": "blood", "suspension_type": "cell"}),
+        spec_file(folder, "build-blood-t", cells=t_cells),
+        spec_file(folder, "build-blood-t-jan", source={"version": "2025-01-30"}, cells=t_cells),
+        spec_file(folder, "build-blood", cells={"tissue": "blood"}),
     ]
-    snakemake(demo.project, "--config", queries(folder))
-    table = pd.read_csv(demo.project / BUILD_TABLE, sep="\t")
-    assert sorted(table["query"]) == sorted(p.stem for p in specs) and set(table["validation"]) == {"passed"}
-    built = {p.stem: result(demo.project, p.stem) for p in specs}
+    storage = ["demo_storage=s3", "fetch=cache", f"cache_dir={tmp_path / 'cache'}"]
+    snakemake(s3_demo.project, "--config", queries(folder), *storage)
+    table = pd.read_csv(s3_demo.project / BUILD_TABLE, sep="\t").set_index("query")
+    assert set(table.index) >= {p.stem for p in specs} and set(table["validation"]) == {"passed"}
+    manifests = {p.stem: manifest(s3_demo.project, p.stem) for p in specs}
+    shared = set.intersection(*map(set, manifests.values()))
+    assert shared, manifests
+    logs = {p.stem: shard_logs(s3_demo.project, p.stem) for p in specs}
+    for uid in set.union(*map(set, manifests.values())):
+        assert sum(_downloads(log, uid) for log in logs.values()) == 1, uid
+    for uid in set(manifests["build-blood-t"]) & set(manifests["build-blood-t-jan"]):
+        made = [_slicings(logs[name], uid) for name in ("build-blood-t", "build-blood-t-jan")]
+        assert sum(made) == 1, uid  # the other query's job found it made
+    built = {p.stem: result(s3_demo.project, p.stem) for p in specs}
     for path in specs:
-        shutil.rmtree(demo.project / QueryFiles(path.stem).dir)
-        snakemake(demo.project, "--config", f"query={path}")
-        alone = result(demo.project, path.stem)
+        shutil.rmtree(s3_demo.project / QueryFiles(path.stem).dir)
+        shutil.rmtree(slices_of(s3_demo.project, path), ignore_errors=True)
+        snakemake(s3_demo.project, "--config", f"query={path}", *storage)
+        alone = result(s3_demo.project, path.stem)
         pd.testing.assert_frame_equal(built[path.stem].obs, alone.obs)
         assert (built[path.stem].X != alone.X).nnz == 0
-        receipt = json.loads((demo.project / QueryFiles(path.stem).receipt).read_text())
+        receipt = json.loads((s3_demo.project / QueryFiles(path.stem).receipt).read_text())
         assert receipt["reused"] and receipt["version"] == "1"  # one version each, the same content
+
+
+def manifest(project, name) -> list[str]:
+    return pd.read_csv(project / QueryFiles(name).manifest, sep="\t")["uid"].tolist()
+
+
+def shard_logs(project, name) -> str:
+    folder = project / QueryFiles(name).log("shard-0").parent
+    return "".join(path.read_text() for path in folder.glob("shard-*.log"))
+
+
+def _downloads(log: str, uid: str) -> int:
+    return sum(f"artifact {uid} (" in line and " MB in " in line for line in log.splitlines())
+
+
+def _slicings(log: str, uid: str) -> int:
+    return sum(f"artifact {uid} sliced [" in line for line in log.splitlines())
 
 
 def test_adding_editing_and_removing_a_spec_reruns_only_that_query(demo, tmp_path):

@@ -13,6 +13,7 @@ from pathlib import Path
 import anndata as ad
 import pandas as pd
 import pytest
+import yaml
 from conftest import (
     PG_SERVER,
     REPO,
@@ -30,19 +31,7 @@ pytestmark = pytest.mark.slow
 
 
 QUERIES = REPO / "config" / "queries"
-S3 = ("--config", "demo_storage=s3")
 CACHED = ("demo_storage=s3", "fetch=cache")  # every artifact downloaded (auto may stream some)
-
-
-@pytest.fixture(scope="module")
-def s3_demo(tmp_path_factory):
-    """The small demo built with its h5ads and census stores in a bucket of its own server."""
-    require_service(object_server_missing())
-    project = tmp_path_factory.mktemp("s3-project")
-    snakemake(project, "demo", *S3)
-    demo = DemoInstance(project, "small", storage_kind="s3")
-    yield demo
-    demo.object_server.stop()
 
 
 def result(project, name) -> ad.AnnData:
@@ -78,6 +67,14 @@ def test_queries_over_s3_equal_the_local_demo(
         assert row.path.startswith(f"s3://{s3_demo.bucket}/") and "endpoint_url=" in row.storage_root
         cached = json.loads((results / "cache" / f"{row.uid}.json").read_text())["path"]
         assert str(s3_demo.root / "cache") in cached and lamin_hash(cached) == row.hash  # checked copy
+
+
+def test_a_run_starts_the_stopped_server_before_it_checks_a_new_spec(s3_demo, tmp_path):
+    spec = tmp_path / "after-stop.yaml"
+    spec.write_text(yaml.safe_dump({"name": "after-stop", "organism": "human", "cells": {"tissue": "lung"}}))
+    s3_demo.object_server.stop()  # `make stop-server`: the spec check must still reach the census store
+    run = snakemake(s3_demo.project, "plan", "--config", f"query={spec}", "demo_storage=s3")
+    assert "plan for after-stop" in run.stdout + run.stderr
 
 
 def test_a_rerun_downloads_nothing_it_holds(s3_demo):

@@ -1,0 +1,40 @@
+"""The errors a user sees: each is one line on the terminal, `cellquery: <what and where>`.
+
+Library code raises them; two boundaries turn them into the one-line exit: the spec check at parse time
+(`rules/common.smk`, every problem of every spec) and the job wrapper (`cellquery.jobs.job_log`, the job's
+one problem). Anything else is a bug and keeps its traceback in the job's log.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem the user can act on, told in one line naming the offending key, value, file or artifact."""
+
+
+class SpecError(UserError, ValueError):
+    """A bad query spec: one line per problem, each naming the key and the value."""
+
+    def __init__(self, *problems: str):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+    def within(self, prefix: str) -> SpecError:
+        """The same problems, each line prefixed (with the spec's file, say)."""
+        return SpecError(*(f"{prefix}: {problem}" for problem in self.problems))
+
+
+class SourceError(UserError, RuntimeError):
+    """The instance, collection, census store or a stored file named by a spec cannot be used."""
+
+
+class FetchError(UserError, RuntimeError):
+    """An artifact could not be fetched intact: one line naming it and the storage."""
+
+
+class ValidationFailed(UserError):
+    """The h5ad route and the census route disagree: the readable diff, and where the full report is."""
+
+
+class ObjectServerError(UserError, RuntimeError):
+    """The demo's object server cannot be started or reached."""
