@@ -28,16 +28,16 @@ def setup_path(project: Path) -> Path:
 def write_setup(project: Path) -> None:
     """The largest artifact's manifest row, the census store, and per query the cell types selecting
     about its share of the file's cells (a few contiguous runs: the file keeps cells in cell-type order)."""
-    from cellquery import registry
+    from cellquery import artifacts
     from cellquery.atomic import write_json
     from cellquery.census import experiment_name, open_store
     from cellquery.lamin import DemoInstance, connect
 
     ln = connect(DemoInstance(project, "bench", storage_kind="s3").env())
     artifact = ln.Artifact.filter(key__startswith="cellxgene/").order_by("-size").first()
-    entry = registry.manifest(ln.Artifact.filter(uid=artifact.uid)).iloc[0].to_dict()
+    entry = artifacts.manifest(ln.Artifact.filter(uid=artifact.uid)).iloc[0].to_dict()
     collection = ln.Collection.filter(key="cellxgene-census", is_latest=True).first()
-    store = registry.store_location(ln.Artifact.get(key=f"cell-census/{collection.version_tag}/soma"))
+    store = artifacts.store_location(ln.Artifact.get(key=f"cell-census/{collection.version_tag}/soma"))
     with open_store(store) as census:
         obs = census["census_data"][experiment_name(ORGANISM)].obs.read(
             column_names=["cell_type_ontology_term_id"], value_filter=f"dataset_id == '{entry['dataset_id']}'"
@@ -61,8 +61,8 @@ def run_way(way: str, query: str, project: Path, endpoint: str) -> None:
     Every way imports the same modules (the census reader too: the pipeline's `resolve`, where `auto`
     decides, has it loaded), so the times differ by the work alone."""
     import cellquery.census  # noqa: F401
+    from cellquery.artifacts import remote_path
     from cellquery.criteria import Criterion
-    from cellquery.registry import remote_path
     from cellquery.storage import filesystem
 
     setup = json.loads(setup_path(project).read_text())
@@ -78,7 +78,7 @@ def run_way(way: str, query: str, project: Path, endpoint: str) -> None:
 
 
 def _chosen(way: str, entry: dict, store: dict, criteria) -> str:
-    """The way that runs: the one named, or for `auto` the plan's choice (`cellquery.pipeline`)."""
+    """The way that runs: the one named, or for `auto` the plan's choice (`cellquery.resolve`)."""
     if way != "auto":
         return way
     from cellquery.census import selected_positions

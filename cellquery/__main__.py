@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from cellquery.build import spec_paths
+from cellquery.errors import UserError, one_line_exit
 from cellquery.layout import QueryFiles
 from cellquery.spec import load_spec
 from cellquery.summary import result_summary, summary_line
@@ -27,7 +28,7 @@ def summary(queries: list[Path]) -> None:
     files = {query: QueryFiles(load_spec(query).name) for query in queries}
     unfinished = [f"{query} (under {f.dir})" for query, f in files.items() if not f.receipt.exists()]
     if unfinished:
-        raise SystemExit(f"no finished run of {', '.join(unfinished)}")
+        raise UserError(f"no finished run of {', '.join(unfinished)}")
     if len(files) == 1:
         print(result_summary(*files.values(), queries[0]))
     else:
@@ -36,8 +37,7 @@ def summary(queries: list[Path]) -> None:
 
 def audit(query: Path, config: dict) -> None:
     from cellquery.audit import registry_problems
-    from cellquery.lamin import DemoInstance
-    from cellquery.registry import connect_source
+    from cellquery.lamin import DemoInstance, connect_source
 
     demo = DemoInstance(Path.cwd(), config["demo_scale"], config.get("demo_db_url") or None)
     problems = registry_problems(connect_source(load_spec(query), demo))
@@ -62,4 +62,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_exit():
+        main()

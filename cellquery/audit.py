@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from cellquery.register import REGISTER_KEY, RESULT_FEATURES
+from cellquery.registration import REGISTER_KEY, RESULT_FEATURES
 
 ARTIFACT_FILE = re.compile(r"([0-9A-Za-z]{20})(\..+)?")  # <uid><suffix>; lamin.db and others are not
 

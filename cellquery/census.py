@@ -12,6 +12,7 @@ import scipy.sparse as sp
 from cellquery import h5ad, ontology
 from cellquery.atomic import atomic_path
 from cellquery.criteria import Criterion, value_filter
+from cellquery.runfiles import criteria_of, read_manifest, read_query
 from cellquery.slicing import result_columns
 from cellquery.storage import soma_context
 
@@ -168,3 +169,20 @@ def _obs_frame(obs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 def _var_frame(var: pd.DataFrame) -> pd.DataFrame:
     var = var.drop(columns="soma_joinid").astype({"feature_type": "category"})
     return var.set_index("feature_id", drop=False).rename_axis(None)
+
+
+def census_route(query_path: Path, manifest_path: Path, out: Path) -> None:
+    """Step census: the query's cells from the census store (backend c), into `out`."""
+    from cellquery.census import census_slice
+
+    query = read_query(query_path)
+    census_slice(
+        query["census"],
+        criteria_of(query),
+        organism=query["organism"],
+        dataset_ids=list(read_manifest(manifest_path)["dataset_id"]),
+        obs_columns=query["obs_columns"],
+        gene_ids=query["gene_ids"],
+        out=out,
+        settings=query["storage"]["object_storage"],
+    )

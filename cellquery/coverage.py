@@ -10,8 +10,9 @@ import logging
 
 import pandas as pd
 
+from cellquery.errors import SpecError
 from cellquery.genes import gene_table
-from cellquery.spec import QuerySpec, SpecError
+from cellquery.spec import QuerySpec
 
 log = logging.getLogger(__name__)
 NAMED = 10  # genes named in a message; the counts are always complete

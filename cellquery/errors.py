@@ -2,10 +2,15 @@
 
 Library code raises them; two boundaries turn them into the one-line exit: the spec check at parse time
 (`rules/common.smk`, every problem of every spec) and the job wrapper (`cellquery.jobs.job_log`, the job's
-one problem). Anything else is a bug and keeps its traceback in the job's log.
+one problem); the commands (`python -m cellquery`, `examples/train.py`) end in `one_line_exit`. Anything
+else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class UserError(Exception):
@@ -38,3 +43,13 @@ class ValidationFailed(UserError):
 
 class ObjectServerError(UserError, RuntimeError):
     """The demo's object server cannot be started or reached."""
+
+
+@contextmanager
+def one_line_exit() -> Iterator[None]:
+    """A command's boundary: a `UserError` exits 1 with its one line on stderr."""
+    try:
+        yield
+    except UserError as error:
+        print(f"cellquery: {error}", file=sys.stderr)
+        raise SystemExit(1) from None

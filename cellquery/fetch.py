@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cellquery.errors import FetchError
 from cellquery.storage import CHUNK
 
 log = logging.getLogger(__name__)
@@ -22,10 +23,6 @@ log = logging.getLogger(__name__)
 ATTEMPTS = 8  # reads that fail in a row before a download gives up (backoff: about 2 minutes)
 BACKOFF = 1.0  # seconds before the first retry, doubled after each
 PROGRESS_EVERY = 5.0  # seconds between progress lines in the job log
-
-
-class FetchError(RuntimeError):
-    """An artifact could not be fetched intact: one line naming it and the storage."""
 
 
 @contextmanager

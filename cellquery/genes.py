@@ -7,7 +7,8 @@ from importlib.resources import files
 
 import pandas as pd
 
-from cellquery.spec import SpecError, suggest
+from cellquery.errors import SpecError
+from cellquery.spec import suggest
 
 ORGANISM_LABELS = {"NCBITaxon:9606": "human", "NCBITaxon:10090": "mouse"}
 GENE_FILES = {

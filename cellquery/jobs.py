@@ -11,16 +11,26 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
+from cellquery.errors import UserError
+
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 @contextlib.contextmanager
-def job_log(path: str | Path | None) -> Iterator[None]:
-    """Send this job's output (lamindb prints to stdout) and `logging` progress to `path`."""
-    if path is None:
-        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-        yield
-        return
+def job_log(path: str | Path) -> Iterator[None]:
+    """Send this job's output (lamindb prints to stdout) and `logging` progress to `path`; a `UserError`
+    ends the job with its one line on the terminal (and in the log), any other error with its traceback."""
+    with _logged_to(path):
+        try:
+            yield
+        except UserError as error:
+            logging.getLogger("cellquery").error("job failed: %s", error)
+            echo(f"cellquery: {error}")
+            raise SystemExit(1) from None
+
+
+@contextlib.contextmanager
+def _logged_to(path: str | Path) -> Iterator[None]:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", buffering=1) as stream:
         handler = logging.StreamHandler(stream)
@@ -31,6 +41,8 @@ def job_log(path: str | Path | None) -> Iterator[None]:
         try:
             with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
                 yield
+        except SystemExit:
+            raise
         except BaseException:
             logging.getLogger("cellquery").exception("job failed")
             raise

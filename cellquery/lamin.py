@@ -1,10 +1,20 @@
-"""Connecting to a LaminDB instance: the embedded demo (offline, inside the project) or a remote slug."""
+"""Connecting to a LaminDB instance: the embedded demo (offline, inside the project) or a remote slug.
+
+lamindb keeps its connection in process-global state read from the environment at import (`LAMIN_*`); this
+module alone sets it: every step, tool and demo build connects through here.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cellquery.errors import SourceError
+
+if TYPE_CHECKING:
+    from cellquery.spec import QuerySpec
 
 DEMO_OWNER = "anonymous"
 
@@ -106,9 +116,47 @@ def mark_offline(ln) -> None:
         instance._is_on_hub = False
 
 
+def use_demo_settings(demo: DemoInstance, *, fresh: bool = False) -> None:
+    """Point lamindb_setup at the demo's settings and cache (never `~/.lamin`) without connecting, as hashing
+    files needs; `fresh`: no current instance either, for creating it."""
+    env = demo.env()
+    if fresh:
+        os.environ.update({k: env[k] for k in ("LAMIN_SETTINGS_DIR", "LAMIN_CACHE_DIR")})
+        _forget_current_instance()
+    else:
+        os.environ.update(env)
+
+
+def _forget_current_instance() -> None:
+    for key in ("LAMIN_CURRENT_INSTANCE", "LAMINDB_DJANGO_DATABASE_URL"):
+        os.environ.pop(key, None)
+
+
 def connect(env: dict[str, str]):
     """Point this process at an instance (before lamindb is imported) and return `lamindb`."""
     os.environ.update(env)
     ln = quiet_import()
+    mark_offline(ln)
+    return ln
+
+
+def connect_source(spec: QuerySpec, demo: DemoInstance):
+    """`lamindb` connected to the spec's instance: the embedded demo, or an `owner/name` slug."""
+    if spec.instance == "demo":
+        if not demo.sqlite_path.exists() and demo.db_url is None:
+            raise SourceError(
+                f"source.instance: the demo instance at {demo.root} is not built (run `make demo`)"
+            )
+        return connect(demo.env())
+    _forget_current_instance()
+    ln = quiet_import()
+    try:
+        ln.connect(spec.instance)
+    except Exception as error:  # lamindb raises many kinds here: name what happened, in one line
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SourceError(
+            f"source.instance: cannot connect to {spec.instance!r} ({reason}); "
+            "without a network only the embedded demo (instance: demo) is reachable"
+        ) from None
     mark_offline(ln)
     return ln

@@ -36,6 +36,12 @@ class QueryFiles:
         return self.dir / "manifest.tsv"
 
     @property
+    def checked(self) -> Path:
+        """What the spec check at parse time found (query and manifest), for this run's `resolve` to write
+        instead of asking the registry again; removed by `resolve`."""
+        return self.dir / ".checked.json"
+
+    @property
     def plan(self) -> Path:
         return self.dir / "plan.tsv"
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cellquery.atomic import write_json
+from cellquery.errors import ObjectServerError
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +30,6 @@ REGION = "us-east-1"
 START_TIMEOUT = 60.0
 # Besides its S3 port the server opens master, volume and filer ports, each with a gRPC port 10000 above.
 PORT_OFFSETS = {"s3": 0, "master": 1, "volume": 2, "filer": 3}
-
-
-class ObjectServerError(RuntimeError):
-    """The object server cannot be started or reached."""
 
 
 def weed_binary() -> Path:

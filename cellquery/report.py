@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 from datetime import datetime
 from pathlib import Path
 
@@ -13,7 +14,11 @@ import yaml
 from cellquery.atomic import atomic_path
 from cellquery.criteria import value_filter
 from cellquery.h5ad import read_frame
-from cellquery.pipeline import criteria_of, read_manifest, read_query
+from cellquery.lamin import DemoInstance, connect_source
+from cellquery.runfiles import criteria_of, read_manifest, read_query
+from cellquery.spec import QuerySpec
+
+log = logging.getLogger(__name__)
 
 BAR_COLOR = "#1f6fb2"
 MAX_BARS = 30  # more categories than this: the largest ones, then one bar for the rest
@@ -276,3 +281,10 @@ def describe_run(ln, inputs: dict[str, Path], out: dict[str, str]) -> None:
     write_page(datasets_page(manifest, validation), Path(out["datasets"]))
     write_page(validation_page(validation), Path(out["validation"]))
     write_page(lineage_page(ln, json.loads(inputs["receipt"].read_text())), Path(out["lineage"]))
+
+
+def describe(spec: QuerySpec, demo: DemoInstance, inputs: dict[str, Path], out: dict[str, str]) -> None:
+    """The report's figures and pages (`rules/report.smk`)."""
+    ln = connect_source(spec, demo)
+    describe_run(ln, inputs, out)
+    log.info("report figures and pages written to %s", Path(out["lineage"]).parent)

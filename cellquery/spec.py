@@ -16,6 +16,7 @@ import jsonschema
 import yaml
 
 from cellquery import ontology
+from cellquery.errors import SpecError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "config" / "schemas" / "query.schema.yaml"
 
@@ -49,18 +50,6 @@ DEFAULT_OBS_COLUMNS = (
 
 # Bump when slices change shape (2: slices keep the columns the inclusion rules read), so old ones are remade.
 SLICE_FORMAT = 2
-
-
-class SpecError(ValueError):
-    """A bad query spec: one line per problem, each naming the key and the value."""
-
-    def __init__(self, *problems: str):
-        self.problems = list(problems)
-        super().__init__("\n".join(self.problems))
-
-    def within(self, prefix: str) -> SpecError:
-        """The same problems, each line prefixed (with the spec's file, say)."""
-        return SpecError(*(f"{prefix}: {problem}" for problem in self.problems))
 
 
 class Problems:

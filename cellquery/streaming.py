@@ -70,7 +70,8 @@ def bytes_moved(handle) -> int:
 def streamed(read, fs, remote: str, label: str):
     """`read(handle)` on the remote file, started again with backoff when the connection fails (as a
     download is, `cellquery.fetch`); logs the bytes it moved. `read` must be safe to repeat."""
-    from cellquery.fetch import ATTEMPTS, BACKOFF, FetchError, reason, refused
+    from cellquery.errors import FetchError
+    from cellquery.fetch import ATTEMPTS, BACKOFF, reason, refused
 
     failures, wait = 0, BACKOFF
     while True:

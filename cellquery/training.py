@@ -29,9 +29,10 @@ from torch import nn
 
 from cellquery.census import X_NAME, experiment_name
 from cellquery.criteria import value_filter
+from cellquery.errors import UserError
 from cellquery.h5ad import read_frame
 from cellquery.lamin import DemoInstance
-from cellquery.pipeline import criteria_of, read_manifest, read_query
+from cellquery.runfiles import criteria_of, read_manifest, read_query
 from cellquery.spec import QuerySpec
 
 ROUTES = ("lamin", "census")
@@ -73,13 +74,13 @@ class Result:
         obs = read_frame(self.h5ad, "obs")
         if label not in obs.columns:
             columns = ", ".join(obs.columns)
-            raise SystemExit(f"--label {label!r}: not an obs column of {self.h5ad}; it has {columns}")
+            raise UserError(f"--label {label!r}: not an obs column of {self.h5ad}; it has {columns}")
         return sorted(obs[label].astype(str).unique())
 
 
 def connect_result(result: Result, scale: str, db_url: str | None = None):
     """`lamindb` connected to the instance the run registered the result in (the demo of `scale`)."""
-    from cellquery.registry import connect_source
+    from cellquery.lamin import connect_source
 
     spec = QuerySpec(result.path / "query.json", result.query["spec"])
     return connect_source(spec, DemoInstance(result.path.resolve().parents[1], scale, db_url))
@@ -91,7 +92,7 @@ def lamin_loader(
     """The result's registered Collection as a map-style dataset (`Collection.mapped`) in a DataLoader."""
     uid = result.receipt.get("collection_uid")
     if uid is None:
-        raise SystemExit(f"{result.path}/receipt.json names no collection: rerun with `-R register`")
+        raise UserError(f"{result.path}/receipt.json names no collection: rerun with `-R register`")
     mapped = ln.Collection.get(uid=uid).mapped(
         obs_keys=[label], join="inner", encode_labels=False, dtype="float32", is_run_input=False
     )

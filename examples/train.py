@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from cellquery.atomic import write_json
+from cellquery.errors import one_line_exit
 from cellquery.training import ROUTES, Result, batches, connect_result, train_one_epoch
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
@@ -46,4 +47,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_exit():
+        main()

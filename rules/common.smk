@@ -1,7 +1,9 @@
 import json
+import os
 import re
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -9,10 +11,13 @@ from snakemake.utils import validate
 from cellquery.demo.catalog import V1, V2, generation_batches
 from cellquery.jobs import claim_workdir
 from cellquery.lamin import DemoInstance, export_object_storage_env
-from cellquery.pipeline import RESOLVED_FORMAT, plan_shards, preflight, read_manifest
+from cellquery.resolve import RUN_VARIABLE, keep_checked, preflight
+from cellquery.runfiles import RESOLVED_FORMAT, read_manifest
+from cellquery.shards import plan_shards
 from cellquery.build import load_build, spec_paths
 from cellquery.layout import QueryFiles
-from cellquery.spec import Problems, SpecError
+from cellquery.errors import UserError
+from cellquery.spec import Problems
 from cellquery.storage import STORAGE_DEFAULTS
 
 validate(config, "../config/schemas/config.schema.yaml")
@@ -50,27 +55,38 @@ def checked_build():
     """Every spec of the build (`query`, or else `queries`), each checked against the registry once; the
     problems of all of them, reported together."""
     entries, problems = config["query"] or config["queries"], Problems()
-    specs = load_build(spec_paths(entries, Path(workflow.basedir)), problems)
-    for spec in specs.values():
+    specs, found = load_build(spec_paths(entries, Path(workflow.basedir)), problems), {}
+    for name, spec in specs.items():
         if needs_preflight(spec):
             with problems.check():
-                preflight(spec, DEMO, STORAGE)
+                found[name] = preflight(spec, DEMO, STORAGE)
     problems.raise_any()
+    for name, checked in found.items():  # written only when every spec passed
+        keep_checked(checked, QueryFiles(name).checked)
     return specs
 
 
-export_object_storage_env(DEMO)
-if (
-    workflow.is_main_process
-    and DEMO.storage_kind == "s3"
-    and (DEMO.root / "s3").exists()
-):
-    DEMO.object_server.ensure_running()  # before the spec check reads its store; stopped by its PID
+def started_build():
+    """The build's checked specs, the demo's object server running first (the check reads its store)."""
+    export_object_storage_env(DEMO)
+    if (
+        workflow.is_main_process
+    ):  # the jobs inherit it: their resolve may reuse what the check found
+        os.environ[RUN_VARIABLE] = uuid.uuid4().hex
+    if (
+        workflow.is_main_process
+        and DEMO.storage_kind == "s3"
+        and (DEMO.root / "s3").exists()
+    ):
+        DEMO.object_server.ensure_running()  # it outlives the run; stopped by its PID
+    return checked_build()
+
+
 try:
-    SPECS = checked_build()
-except SpecError as error:  # one line per problem, before any job runs
+    SPECS = started_build()
+except UserError as error:  # one line per problem, before any job runs
     print(
-        "\n".join(f"cellquery: {problem}" for problem in error.problems),
+        "\n".join(f"cellquery: {line}" for line in str(error).splitlines()),
         file=sys.stderr,
     )
     sys.exit(1)
@@ -98,7 +114,7 @@ def manifest_table(query):
 
 
 def shard_members(query):
-    """Artifacts per shard job of a query, in manifest order (see cellquery.pipeline.plan_shards)."""
+    """Artifacts per shard job of a query, in manifest order (see cellquery.shards.plan_shards)."""
     return plan_shards(manifest_table(query), config["shard_size"])
 
 

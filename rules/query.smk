@@ -18,6 +18,7 @@ checkpoint resolve:
         storage=STORAGE,
         digest=lambda wildcards: spec_of(wildcards).digest,
         format=RESOLVED_FORMAT,
+        checked=str(FILES.checked),
     script:
         "../scripts/resolve.py"
 

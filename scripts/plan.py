@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from cellquery.jobs import echo, job_log
-from cellquery.pipeline import write_plan
+from cellquery.plan import write_plan
 
 with job_log(snakemake.log[0]):
     inputs = snakemake.input

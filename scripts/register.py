@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from cellquery.jobs import job_log
-from cellquery.pipeline import register
+from cellquery.registration import register
 
 with job_log(snakemake.log[0]):
     inputs, params = snakemake.input, snakemake.params

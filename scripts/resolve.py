@@ -1,9 +1,10 @@
 from pathlib import Path
 
 from cellquery.jobs import job_log
-from cellquery.pipeline import resolve_query
+from cellquery.resolve import resolve_query
 
 with job_log(snakemake.log[0]):
     output = snakemake.output
     params = snakemake.params
-    resolve_query(params.spec, params.demo, params.storage, Path(output.query), Path(output.manifest))
+    query, manifest = Path(output.query), Path(output.manifest)
+    resolve_query(params.spec, params.demo, params.storage, query, manifest, Path(params.checked))

@@ -112,7 +112,8 @@ def pg_demo(tmp_path_factory) -> DemoInstance:
 
 
 def object_server_missing() -> str | None:
-    from cellquery.objectstore import ObjectServerError, weed_binary
+    from cellquery.errors import ObjectServerError
+    from cellquery.objectstore import weed_binary
 
     try:
         weed_binary()

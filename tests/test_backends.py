@@ -10,10 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cellquery import h5ad
+from cellquery.artifacts import artifact_query
 from cellquery.criteria import Criterion, obs_mask, value_filter
 from cellquery.demo import catalog
 from cellquery.inclusion import included_cells
-from cellquery.registry import artifact_query
 from cellquery.slicing import with_cell_stats
 from cellquery.spec import load_spec
 

@@ -51,6 +51,9 @@ def test_a_build_of_three_specs_fetches_and_slices_each_shared_artifact_once(s3_
     manifests = {p.stem: manifest(s3_demo.project, p.stem) for p in specs}
     shared = set.intersection(*map(set, manifests.values()))
     assert shared, manifests
+    for path in specs:  # the spec check at parse time resolved each query; resolve asked no second time
+        resolve_log = (s3_demo.project / QueryFiles(path.stem).log("resolve")).read_text()
+        assert "the registry is not asked again" in resolve_log
     logs = {p.stem: shard_logs(s3_demo.project, p.stem) for p in specs}
     for uid in set.union(*map(set, manifests.values())):
         assert sum(_downloads(log, uid) for log in logs.values()) == 1, uid

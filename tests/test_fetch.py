@@ -13,7 +13,8 @@ import pytest
 from conftest import clean_env, lamin_hash
 
 from bench.proxy import CountingProxy
-from cellquery.fetch import FetchError, cached_copy, intact
+from cellquery.errors import FetchError
+from cellquery.fetch import cached_copy, intact
 from cellquery.objectstore import ACCESS_KEY, ObjectServer
 from cellquery.storage import filesystem
 

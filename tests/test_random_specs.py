@@ -21,11 +21,15 @@ from cellxgene_ontology_guide.ontology_parser import OntologyParser
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cellquery import pipeline
+from cellquery.assemble import assemble
 from cellquery.atomic import write_json
+from cellquery.census import census_route
 from cellquery.demo import catalog
+from cellquery.errors import SpecError
 from cellquery.genes import gene_table
-from cellquery.spec import DEFAULT_OBS_COLUMNS, SpecError, load_spec
+from cellquery.resolve import plan_query
+from cellquery.shards import process_shard
+from cellquery.spec import DEFAULT_OBS_COLUMNS, load_spec
 
 SETTINGS = settings(max_examples=50, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 ORGANISMS = {"human": catalog.HUMAN, "mouse": catalog.MOUSE}
@@ -243,17 +247,15 @@ def run_pipeline(spec_path, demo, workdir) -> tuple[ad.AnnData, dict]:
     """resolve, one shard of every artifact, census, assemble: the rules' functions, without Snakemake."""
     spec = load_spec(spec_path)
     results = workdir / "results" / spec.name
-    query, table = pipeline.plan_query(spec, demo)
+    query, table = plan_query(spec, demo)
     query_path, manifest_path = results / "query.json", results / "manifest.tsv"
     write_json(query_path, query)
     table.to_csv(manifest_path, sep="\t", index=False)
     shard = results / "shards" / "0.json"
-    pipeline.process_shard(spec, demo, query_path, manifest_path, list(table["uid"]), shard)
-    pipeline.census_route(query_path, manifest_path, results / "census.h5ad")
+    process_shard(spec, demo, query_path, manifest_path, list(table["uid"]), shard)
+    census_route(query_path, manifest_path, results / "census.h5ad")
     out = results / f"{spec.name}.h5ad"
-    pipeline.assemble(
-        [shard], results / "census.h5ad", query_path, manifest_path, out, results / "validation.json"
-    )
+    assemble([shard], results / "census.h5ad", query_path, manifest_path, out, results / "validation.json")
     return ad.read_h5ad(out), json.loads((results / "validation.json").read_text())
 
 
@@ -298,7 +300,7 @@ def test_random_specs_give_what_the_source_files_hold(demo, ln, sources, tmp_pat
         expected = oracle.expected_error()
         if expected is not None:
             with pytest.raises(SpecError) as error:
-                pipeline.plan_query(load_spec(spec_path), demo)
+                plan_query(load_spec(spec_path), demo)
             assert str(error.value).startswith(expected), (spec, str(error.value))
             seen["errors"] += 1
             return

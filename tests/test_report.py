@@ -23,10 +23,10 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
+from cellquery.artifacts import MANIFEST_COLUMNS
 from cellquery.criteria import value_filter
-from cellquery.pipeline import criteria_of, read_query
-from cellquery.registry import MANIFEST_COLUMNS
 from cellquery.report import BAR_COLOR, MAX_BARS, bar_chart, datasets_page, top_counts, validation_page
+from cellquery.runfiles import criteria_of, read_query
 
 CHROMIUM_FLAGS = [
     "--headless",

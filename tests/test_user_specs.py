@@ -18,7 +18,7 @@ from conftest import snakemake
 from test_pipeline import check_result, expected_cells, run_query
 
 from cellquery.demo import catalog
-from cellquery.register import collection_key
+from cellquery.registration import collection_key
 
 pytestmark = pytest.mark.slow
 T_CELL_MARKERS = [

@@ -31,7 +31,7 @@ def write_shard(scale: str, shard: int, seed: int, out_dir: Path) -> None:
 
 def create_instance(demo: DemoInstance, scale: str, receipt: Path) -> None:
     """A fresh instance with ontologies, users and the curation schema; a half-built one is replaced."""
-    from cellquery.demo.registry import init_instance
+    from cellquery.demo.populate import init_instance
 
     for leftover in ("storage", "settings", "cache", ".lamin"):
         shutil.rmtree(demo.root / leftover, ignore_errors=True)
@@ -81,7 +81,7 @@ def recreate_database(url: str) -> None:
 
 def register_all(demo: DemoInstance, scale: str, shard_dirs: list[Path], receipt: Path) -> None:
     """Register every dataset (curated), then the collection versions."""
-    from cellquery.demo.registry import create_collections, curation_schema, register_dataset
+    from cellquery.demo.populate import create_collections, curation_schema, register_dataset
 
     ln = connect(demo.env())
     if demo.storage_kind == "s3":

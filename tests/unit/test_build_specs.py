@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from cellquery.build import load_build, spec_paths
-from cellquery.spec import Problems, SpecError
+from cellquery.errors import SpecError
+from cellquery.spec import Problems
 
 
 def loaded(paths):

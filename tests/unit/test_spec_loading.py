@@ -8,7 +8,8 @@ import yaml
 from conftest import REPO
 from test_bad_specs import CORPUS, MANY_PROBLEMS, expected_error
 
-from cellquery.spec import SpecError, load_spec
+from cellquery.errors import SpecError
+from cellquery.spec import load_spec
 
 SHIPPED = sorted((REPO / "config" / "queries").glob("*.yaml"))
 

@@ -13,8 +13,12 @@ from pathlib import Path
 import pandas as pd
 
 from cellquery.atomic import write_json
+from cellquery.errors import SpecError
 from cellquery.faults import failpoint
-from cellquery.spec import ONTOLOGY_COLUMNS, ULABEL_COLUMNS, QuerySpec, SpecError
+from cellquery.lamin import DemoInstance, connect_source
+from cellquery.layout import QueryFiles
+from cellquery.runfiles import read_manifest, read_query
+from cellquery.spec import ONTOLOGY_COLUMNS, ULABEL_COLUMNS, QuerySpec
 
 log = logging.getLogger(__name__)
 
@@ -258,3 +262,15 @@ def register_result(
         "reused": reused,
         "path": str(artifact.path),
     }
+
+
+def register(
+    spec: QuerySpec, demo: DemoInstance, result: Path, query_path: Path, manifest_path: Path, out: Path
+):
+    """Step register: the validated result saved as a new version (or the same content's), with lineage."""
+    ln = connect_source(spec, demo)
+    query = read_query(query_path)
+    intent = QueryFiles(spec.name).register_intent
+    receipt = register_result(ln, spec, result, read_manifest(manifest_path), query["census"]["uid"], intent)
+    write_json(out, receipt)
+    return receipt

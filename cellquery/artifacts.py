@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import fnmatch
-import os
 from pathlib import Path
 
 import pandas as pd
 
 from cellquery.criteria import Criterion
-from cellquery.lamin import DemoInstance, connect, mark_offline, quiet_import
-from cellquery.spec import ONTOLOGY_COLUMNS, ULABEL_COLUMNS, QuerySpec, SpecError, suggest
+from cellquery.errors import SourceError, SpecError
+from cellquery.spec import ONTOLOGY_COLUMNS, ULABEL_COLUMNS, QuerySpec, suggest
 
 MANIFEST_COLUMNS = [
     "uid",
@@ -25,33 +24,6 @@ MANIFEST_COLUMNS = [
     "storage_root",
 ]
 LINKS = {id_column: link for id_column, _, link in ONTOLOGY_COLUMNS.values()}
-
-
-class SourceError(RuntimeError):
-    """The instance, collection or census store named by a spec cannot be used."""
-
-
-def connect_source(spec: QuerySpec, demo: DemoInstance):
-    """`lamindb` connected to the spec's instance: the embedded demo, or an `owner/name` slug."""
-    if spec.instance == "demo":
-        if not demo.sqlite_path.exists() and demo.db_url is None:
-            raise SourceError(
-                f"source.instance: the demo instance at {demo.root} is not built (run `make demo`)"
-            )
-        return connect(demo.env())
-    for key in ("LAMIN_CURRENT_INSTANCE", "LAMINDB_DJANGO_DATABASE_URL"):
-        os.environ.pop(key, None)
-    ln = quiet_import()
-    try:
-        ln.connect(spec.instance)
-    except Exception as error:  # lamindb raises many kinds here: name what happened, in one line
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SourceError(
-            f"source.instance: cannot connect to {spec.instance!r} ({reason}); "
-            "without a network only the embedded demo (instance: demo) is reachable"
-        ) from None
-    mark_offline(ln)
-    return ln
 
 
 def collection_for(ln, spec: QuerySpec):

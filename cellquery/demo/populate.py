@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
 from cellquery import ontology
 from cellquery.demo.catalog import COLLECTION_KEY, CURATORS, DatasetSpec, all_terms
-from cellquery.lamin import DemoInstance, connect
+from cellquery.lamin import DemoInstance, connect, use_demo_settings
 
 log = logging.getLogger(__name__)
 
@@ -27,17 +26,14 @@ DATASET_FEATURES = {"dataset_id": str, "dataset_version_id": str, "schema_versio
 
 def init_instance(demo: DemoInstance, scale: str):
     """Create the instance (SQLite or PostgreSQL) with bionty, then fill its ontologies; returns `lamindb`."""
-    env = demo.env()
-    os.environ.update({k: env[k] for k in ("LAMIN_SETTINGS_DIR", "LAMIN_CACHE_DIR")})
-    for key in ("LAMIN_CURRENT_INSTANCE", "LAMINDB_DJANGO_DATABASE_URL"):
-        os.environ.pop(key, None)
+    use_demo_settings(demo, fresh=True)
     demo.root.mkdir(parents=True, exist_ok=True)
     import lamindb_setup
 
     # init writes a `.lamin/current_instance` marker into the working directory: keep it in the demo
     with contextlib.chdir(demo.root):
         lamindb_setup.init(storage=str(demo.storage), name=demo.name, modules="bionty", db=demo.db_url)
-    ln = connect(env)
+    ln = connect(demo.env())
     populate_ontologies(ontology.with_ancestors(all_terms(scale)))
     create_defaults(ln)
     curation_schema(ln)

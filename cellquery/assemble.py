@@ -1,0 +1,96 @@
+"""Step assemble: the slices joined on genes, and validated against the census route."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from cellquery.atomic import atomic_path, write_json
+from cellquery.coverage import log_coverage
+from cellquery.errors import ValidationFailed
+from cellquery.faults import failpoint
+from cellquery.runfiles import read_manifest, read_query
+
+log = logging.getLogger(__name__)
+
+
+def assemble(
+    shards: list[Path],
+    census: Path,
+    query_path: Path,
+    manifest_path: Path,
+    out: Path,
+    report: Path,
+) -> None:
+    """Join the slices and prove the result equals the census route: only a validated result appears."""
+    query = read_query(query_path)
+    slices = [Path(p) for shard in shards for p in json.loads(Path(shard).read_text())["slices"]]
+    with atomic_path(out) as tmp:
+        # no slice: allowed empty, no artifact matched
+        obs = concat_slices(slices, query, tmp) if slices else write_empty(tmp, query["obs_columns"])
+        failpoint("assemble")
+        validate_routes(tmp, census, obs, query, manifest_path, report)
+
+
+def write_empty(out: Path, obs_columns: list[str]) -> pd.DataFrame:
+    """A valid result with no cells and no genes, shaped like any other result; returns its slice obs."""
+    from cellquery.h5ad import write_streamed
+    from cellquery.slicing import VAR_COLUMNS, result_columns, slice_columns
+
+    obs = pd.DataFrame(columns=slice_columns(obs_columns), dtype=str)
+    write_streamed(out, obs[result_columns(obs_columns)], pd.DataFrame(columns=VAR_COLUMNS, dtype=str), [])
+    log.info("no artifact matched: wrote an empty result (allow_empty)")
+    return obs
+
+
+def concat_slices(slices: list[Path], query: dict, out: Path) -> pd.DataFrame:
+    """Join per-dataset slices on genes, one slice's counts in memory at a time; returns the slices' obs."""
+    from cellquery.h5ad import concatenate
+    from cellquery.slicing import result_columns
+
+    join = query["gene_join"]
+    obs = concatenate(slices, join, out, result_columns(query["obs_columns"]))
+    held = obs["dataset_id"].nunique()
+    log.info("concatenated %d slices (%s join over the %d datasets holding cells)", len(slices), join, held)
+    log_coverage(query["gene_coverage"], query["organism"], join)
+    return obs
+
+
+def validate_routes(
+    result: Path, census: Path, slices_obs: pd.DataFrame, query: dict, manifest_path: Path, report_out: Path
+) -> None:
+    """Write the validation report; fail with a readable diff when the routes disagree."""
+    from cellquery.coverage import joined_genes
+    from cellquery.inclusion import included_cells
+    from cellquery.validate import compare_routes, describe_failure
+
+    included = included_cells(slices_obs)
+    datasets = sorted(set(slices_obs["dataset_id"].astype(str)[included]))
+    report = compare_routes(
+        result,
+        census,
+        query["organism"],
+        read_manifest(manifest_path),
+        included,
+        joined_genes(query, datasets),
+    )
+    coverage = query["gene_coverage"]
+    report["genes"] = {
+        "join": query["gene_join"],
+        "requested": coverage["genes_asked"],
+        "kept": report["totals"]["h5ad_genes"],
+        "measured_by_only_some_datasets": coverage["in_some_datasets"],
+        "partial_genes": coverage["partial_genes"],
+    }
+    write_json(report_out, report)
+    if report["status"] != "passed":
+        raise ValidationFailed(f"{describe_failure(report)}\n  full report: {report_out}")
+    totals = report["totals"]
+    log.info(
+        "validation passed: %d cells matched, %d genes compared",
+        totals["matched_cells"],
+        totals["genes_compared"],
+    )

@@ -1,0 +1,219 @@
+"""Step resolve: the spec checked against the registry, its artifacts found (backend a), how each is read."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cellquery.atomic import atomic_path, write_json
+from cellquery.coverage import log_coverage
+from cellquery.criteria import Criterion, resolve
+from cellquery.errors import SourceError, SpecError
+from cellquery.lamin import DemoInstance, connect_source
+from cellquery.runfiles import READ_PLAN, read_manifest
+from cellquery.spec import Problems, QuerySpec
+from cellquery.storage import STORAGE_DEFAULTS
+
+log = logging.getLogger(__name__)
+
+RUN_VARIABLE = "CELLQUERY_RUN"  # the run a spec check belongs to: its resolve may reuse what it found
+
+
+def plan_query(spec: QuerySpec, demo: DemoInstance, storage: dict | None = None) -> tuple[dict, pd.DataFrame]:
+    """What `resolve` decides, checked against the registry: the resolved query and the manifest.
+
+    Raises a `SpecError` naming every problem the registry reveals (or a `SourceError`), for a query that
+    matches nothing unless the spec says `allow_empty: true`, and for genes the selected datasets do not
+    measure (see `cellquery.coverage`). Reads no h5ad. `storage` holds the `cache_dir` and
+    `object_storage` settings every job of the query uses (recorded in the resolved query).
+    """
+    storage = storage or STORAGE_DEFAULTS
+    from cellquery import artifacts
+    from cellquery.census import cells_per_dataset
+    from cellquery.coverage import gene_coverage
+
+    ln = connect_source(spec, demo)
+    collection, store, criteria, gene_ids = _checked_names(ln, spec)
+    table = artifacts.manifest(artifacts.artifact_query(ln, spec, collection, criteria))
+    dataset_ids = list(table["dataset_id"])
+    location = artifacts.store_location(store)
+    cells = cells_per_dataset(location, criteria, spec.organism, dataset_ids, storage["object_storage"])
+    if not sum(cells.values()) and not spec.allow_empty:
+        found = "no artifact" if table.empty else f"{len(table)} artifacts but no cells"
+        raise SpecError(
+            f"cells: the query matches {found} in {collection.key} {collection.version_tag} "
+            "(allow_empty: true registers an empty result instead)"
+        )
+    table["selected_cells"] = table["dataset_id"].map(cells).astype(int)
+    table = with_read_plan(table, spec, storage, location, criteria)
+    check_cache_room(table, storage)
+    query = {
+        "name": spec.name,
+        "spec": spec.data,
+        "spec_digest": spec.digest,
+        "organism": spec.organism,
+        "criteria": [c.as_dict() for c in criteria],
+        "gene_ids": gene_ids,
+        "obs_columns": spec.obs_columns,
+        "gene_join": spec.gene_join,
+        "gene_coverage": gene_coverage(spec, location, cells, gene_ids, storage["object_storage"]),
+        "storage": storage,
+        "collection": {
+            "key": collection.key,
+            "version": collection.version_tag,
+            "uid": collection.uid,
+            "artifacts": collection.artifacts.count(),
+        },
+        "census": {**location, "cells": sum(cells.values())},
+    }
+    return query, table
+
+
+def with_read_plan(
+    table: pd.DataFrame, spec: QuerySpec, storage: dict, location: dict, criteria: list[Criterion]
+) -> pd.DataFrame:
+    """Per artifact, how it is read: `local` (in place), `cache` (downloaded) or `stream` (byte ranges),
+    with the bytes a download and a stream would move (`download_bytes` is 0 for a copy already cached)
+    and the bytes the chosen way moves (`to_fetch`). `auto` picks the cheaper (`cellquery.streaming`)."""
+    from cellquery.artifacts import cached_path
+    from cellquery.census import selected_positions
+    from cellquery.spec import CELL_STATS
+    from cellquery.storage import is_remote
+
+    table = table.copy()
+    remote = table["path"].map(is_remote)
+    table["fetch"], table["download_bytes"], table["stream_bytes"] = "local", 0, 0
+    if remote.any():
+        mode = spec.fetch or storage["fetch"]
+        datasets = list(table.loc[remote, "dataset_id"])
+        positions = selected_positions(location, criteria, spec.organism, datasets, storage["object_storage"])
+        every_row = any(c.column in CELL_STATS for c in criteria)  # per-cell statistics read all counts
+        for index in table.index[remote]:
+            entry = table.loc[index]
+            where = None if every_row else positions[entry["dataset_id"]]
+            table.loc[index, READ_PLAN] = _remote_read(entry, mode, cached_path(entry, storage), where)
+    table["to_fetch"] = table["download_bytes"].where(table["fetch"] == "cache", table["stream_bytes"])
+    return table
+
+
+def _remote_read(entry, mode: str, cached: Path, positions: np.ndarray | None) -> tuple[str, int, int]:
+    """(mode, download bytes, stream bytes) of one artifact in object storage; `positions` None: all rows."""
+    from cellquery.streaming import choose, estimated_stream_bytes
+
+    size, n_obs = int(entry["size"]), int(entry["n_obs"])
+    download = 0 if cached.exists() and cached.stat().st_size == size else size
+    if positions is None:
+        positions = np.linspace(0, 1, n_obs, endpoint=False)
+    stream = estimated_stream_bytes(size, n_obs, positions)
+    return choose(mode, download, stream), download, stream
+
+
+def check_cache_room(table: pd.DataFrame, storage: dict) -> None:
+    """Stop before any download when the downloads would not leave `cache_headroom_gb` free on the cache's
+    disk (one line naming the directory and the numbers)."""
+    import shutil
+
+    from cellquery.artifacts import cache_dir
+
+    needed = int(table.loc[table["fetch"] == "cache", "download_bytes"].sum())
+    if not needed:
+        return
+    directory = cache_dir(storage)
+    existing = next(p for p in (directory, *directory.parents) if p.exists())
+    free, headroom = shutil.disk_usage(existing).free, storage["cache_headroom_gb"] * 1e9
+    if needed + headroom > free:
+        raise SpecError(
+            f"cache_dir: the run downloads {needed / 1e9:.2f} GB into {directory}, whose disk has "
+            f"{free / 1e9:.2f} GB free and must keep {headroom / 1e9:g} GB (cache_headroom_gb); "
+            "set cache_dir to a larger disk, or fetch: stream"
+        )
+
+
+def _checked_names(ln, spec: QuerySpec) -> tuple:
+    """Collection, census store, resolved criteria and gene ids; every name the registry lacks, reported."""
+    from cellquery import artifacts
+    from cellquery.genes import resolve_genes
+    from cellquery.registration import check_output_key
+
+    problems, found = Problems(), {}
+    checks = {
+        "collection": lambda: artifacts.collection_for(ln, spec),
+        "criteria": lambda: resolve(spec),
+        "genes": lambda: resolve_genes(spec.genes, spec.organism) if spec.genes else None,
+        "output key": lambda: check_output_key(ln, spec),
+        "users": lambda: artifacts.check_users(ln, spec),
+    }
+    for name, check in checks.items():
+        with problems.check():
+            found[name] = check()
+    if "collection" in found:
+        with problems.check():
+            found["store"] = artifacts.census_store(ln, spec, found["collection"])
+    problems.raise_any()
+    return found["collection"], found["store"], found["criteria"], found["genes"]
+
+
+def resolve_query(
+    spec: QuerySpec, demo: DemoInstance, storage: dict, query_out: Path, manifest_out: Path, checked: Path
+) -> None:
+    """Resolve names against the registry, find the artifacts (backend a), and write the manifest; when this
+    run's spec check did so already (`checked`), write what it found instead of asking the registry again."""
+    found = checked_this_run(checked, spec, storage)
+    if found:
+        query, table = found
+        log.info("the spec check of this run resolved the query: the registry is not asked again")
+    else:
+        query, table = plan_query(spec, demo, storage)
+    with atomic_path(manifest_out) as tmp:
+        table.to_csv(tmp, sep="\t", index=False)
+    write_json(query_out, query)
+    collection = query["collection"]
+    log.info(
+        "%d of %d artifacts in %s %s match; %d cells in census store %s",
+        len(table),
+        collection["artifacts"],
+        collection["key"],
+        collection["version"],
+        query["census"]["cells"],
+        query["census"]["key"],
+    )
+    log_coverage(query["gene_coverage"], spec.organism, spec.gene_join)
+    checked.unlink(missing_ok=True)
+
+
+def keep_checked(found: tuple[dict, pd.DataFrame], out: Path) -> None:
+    """Keep what the spec check found for this run's `resolve` (the run: `RUN_VARIABLE`, set at parse)."""
+    query, table = found
+    manifest = table.to_csv(sep="\t", index=False)
+    write_json(out, {"run": os.environ.get(RUN_VARIABLE), "query": query, "manifest": manifest})
+
+
+def checked_this_run(path: Path, spec: QuerySpec, storage: dict) -> tuple[dict, pd.DataFrame] | None:
+    """What this run's spec check found for this spec and storage, if it found it."""
+    if not path.exists() or RUN_VARIABLE not in os.environ:
+        return None
+    checked = json.loads(path.read_text())
+    query = checked["query"]
+    if checked["run"] != os.environ[RUN_VARIABLE] or (query["spec_digest"], query["storage"]) != (
+        spec.digest,
+        storage,
+    ):
+        return None
+    return query, read_manifest(io.StringIO(checked["manifest"]))
+
+
+def preflight(spec: QuerySpec, demo: DemoInstance, storage: dict) -> tuple[dict, pd.DataFrame]:
+    """Run `resolve`'s registry checks before any job: a bad spec stops with one line naming the file.
+    Returns what `resolve` would write (`keep_checked` keeps it for this run's `resolve`)."""
+    try:
+        return plan_query(spec, demo, storage)
+    except SpecError as error:
+        raise error.within(str(spec.path)) from None
+    except SourceError as error:
+        raise SpecError(f"{spec.path}: {error}") from None
