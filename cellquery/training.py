@@ -32,6 +32,7 @@ from cellquery.criteria import value_filter
 from cellquery.errors import UserError
 from cellquery.h5ad import read_frame
 from cellquery.lamin import DemoInstance
+from cellquery.layout import QueryFiles
 from cellquery.runfiles import criteria_of, read_manifest, read_query
 from cellquery.spec import QuerySpec
 
@@ -45,21 +46,26 @@ class Result:
 
     path: Path
 
+    @property
+    def files(self) -> QueryFiles:
+        folder = self.path.resolve()
+        return QueryFiles(folder.name, folder.parent)
+
     @cached_property
     def query(self) -> dict:
-        return read_query(self.path / "query.json")
+        return read_query(self.files.query)
 
     @cached_property
     def receipt(self) -> dict:
-        return json.loads((self.path / "receipt.json").read_text())
+        return json.loads(self.files.receipt.read_text())
 
     @property
     def h5ad(self) -> Path:
-        return self.path / f"{self.query['name']}.h5ad"
+        return self.files.result
 
     @cached_property
     def dataset_ids(self) -> list[str]:
-        return list(read_manifest(self.path / "manifest.tsv")["dataset_id"])
+        return list(read_manifest(self.files.manifest)["dataset_id"])
 
     @cached_property
     def genes(self) -> pd.Index:
@@ -82,7 +88,7 @@ def connect_result(result: Result, scale: str, db_url: str | None = None):
     """`lamindb` connected to the instance the run registered the result in (the demo of `scale`)."""
     from cellquery.lamin import connect_source
 
-    spec = QuerySpec(result.path / "query.json", result.query["spec"])
+    spec = QuerySpec(result.files.query, result.query["spec"])
     return connect_source(spec, DemoInstance(result.path.resolve().parents[1], scale, db_url))
 
 
