@@ -1,9 +1,9 @@
 """B8: a dataset build of eight specs in one Snakemake run vs the same specs one invocation each.
 
-Each way runs in a project directory of its own under `.bench/b8/` (the project's `.demo` linked in, so both
-use the S3 bench demo) with a cache of its own: both start with nothing downloaded and nothing sliced. The
-build runs first, so the invocations one by one find its registered versions and reuse them (less work for
-the baseline, not more). What each way read comes from its shard logs and read receipts.
+Both ways run in the bench project on the S3 bench demo, each from nothing: before each, the specs' results,
+logs and slices are removed, and each way downloads into a cache of its own. The build runs first, so the
+invocations one by one find its registered versions and reuse them (less work for the baseline, not more).
+What each way read comes from its shard logs and read receipts.
 """
 
 from __future__ import annotations
@@ -14,52 +14,50 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+from cellquery.layout import SLICES, QueryFiles
+from cellquery.runfiles import read_manifest
+from cellquery.spec import load_spec
+
 REPO = Path(__file__).resolve().parents[1]
-SPECS = [REPO / "bench" / "blood-immune.yaml", *sorted((REPO / "bench" / "b8").glob("*.yaml"))]
+SPECS = sorted((REPO / "bench" / "b8").glob("*.yaml"))
 DOWNLOADED = re.compile(r"artifact (\w+) \(.*\): ([\d.]+) MB in ")
 SLICED = re.compile(r"artifact (\w+) sliced \[")
 CONFIG = ["demo_scale=bench", "demo_storage=s3"]
 
 
-def workdir(project: Path, way: str) -> Path:
-    """A fresh project directory for one way, the project's demos linked in."""
-    directory = project / ".bench" / "b8" / way
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True)
-    (directory / ".demo").symlink_to(project / ".demo")
-    return directory
+def clear(project: Path) -> None:
+    """Nothing of the specs left: results, logs, slices."""
+    for spec in map(load_spec, SPECS):
+        files = QueryFiles(spec.name)
+        for folder in (files.dir, files.logs, SLICES / spec.cells_digest):
+            shutil.rmtree(project / folder, ignore_errors=True)
 
 
-def commands(way: str, directory: Path) -> list[list[str]]:
+def commands(way: str, cache: Path) -> list[list[str]]:
     """The `--config` arguments of each snakemake invocation of a way."""
-    config = [*CONFIG, f"cache_dir={directory / 'cache'}"]
+    config = [*CONFIG, f"cache_dir={cache}"]
     if way == "build":
         return [[f"queries=[{','.join(map(str, SPECS))}]", *config]]
     return [[f"query={spec}", *config] for spec in SPECS]
 
 
-def reads(directory: Path) -> dict:
-    """Downloads, streams and slices made, from the logs and receipts a way left."""
-    logs = "".join(path.read_text() for path in (directory / "logs").glob("*/shard-*.log"))
-    downloads = Counter(match[1] for match in DOWNLOADED.finditer(logs))
-    receipts = [json.loads(path.read_text()) for path in (directory / "results").glob("*/cache/*.json")]
+def reads(project: Path) -> dict:
+    """Downloads, streams and slices made, from the logs and receipts the specs' runs left."""
+    files = [QueryFiles(load_spec(spec).name) for spec in SPECS]
+    logs = "".join(p.read_text() for f in files for p in (project / f.logs).glob("shard-*.log"))
+    downloads = [(match[1], float(match[2])) for match in DOWNLOADED.finditer(logs)]
+    per_artifact = Counter(uid for uid, _ in downloads)
+    receipts = [json.loads(p.read_text()) for f in files for p in (project / f.dir / "cache").glob("*.json")]
     streamed = [receipt for receipt in receipts if receipt.get("fetch") == "stream"]
-    manifests = [_uids(path) for path in (directory / "results").glob("*/manifest.tsv")]
-    needed = Counter(uid for uids in manifests for uid in uids)
+    needed = Counter(uid for f in files for uid in read_manifest(project / f.manifest)["uid"])
     return {
         "artifacts": len(needed),
         "shared_artifacts": sum(count > 1 for count in needed.values()),
         "asked_for": sum(needed.values()),
-        "downloads": sum(downloads.values()),
-        "downloaded_twice": sorted(uid for uid, count in downloads.items() if count > 1),
-        "download_mb": round(sum(float(m[2]) for m in DOWNLOADED.finditer(logs)), 1),
+        "downloads": len(downloads),
+        "downloaded_twice": sorted(uid for uid, count in per_artifact.items() if count > 1),
+        "download_mb": round(sum(mb for _, mb in downloads), 1),
         "streams": len(streamed),
         "stream_mb": round(sum(receipt.get("bytes_moved", 0) for receipt in streamed) / 1e6, 1),
         "slices_made": len(SLICED.findall(logs)),
     }
-
-
-def _uids(manifest: Path) -> set[str]:
-    header, *rows = manifest.read_text().splitlines()
-    column = header.split("\t").index("uid")
-    return {row.split("\t")[column] for row in rows}

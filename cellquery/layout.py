@@ -80,8 +80,13 @@ class QueryFiles:
     def report(self, page: str) -> Path:
         return self.dir / "report" / page
 
+    @property
+    def logs(self) -> Path:
+        """The query's job logs, one per step (and per shard)."""
+        return LOGS / self.name
+
     def log(self, step: str) -> Path:
-        return LOGS / self.name / f"{step}.log"
+        return self.logs / f"{step}.log"
 
 
 def slice_path(cells_digest: str, uid: str) -> Path:

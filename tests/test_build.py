@@ -77,7 +77,7 @@ def manifest(project, name) -> list[str]:
 
 
 def shard_logs(project, name) -> str:
-    folder = project / QueryFiles(name).log("shard-0").parent
+    folder = project / QueryFiles(name).logs
     return "".join(path.read_text() for path in folder.glob("shard-*.log"))
 
 
