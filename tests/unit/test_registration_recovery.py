@@ -1,0 +1,64 @@
+"""Registration recovery (`registration.recover`) on a real LaminDB instance made in a temporary directory:
+what a killed `register` left is undone, a committed registration is kept."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+SCRIPT = """
+import contextlib, json, sys
+from pathlib import Path
+
+from cellquery.lamin import DemoInstance, connect, use_demo_settings
+from cellquery.registration import recover
+
+root = Path(sys.argv[1])
+demo = DemoInstance(root, "small")
+use_demo_settings(demo, fresh=True)
+demo.root.mkdir(parents=True)
+import lamindb_setup
+
+with contextlib.chdir(demo.root):
+    lamindb_setup.init(storage=str(demo.storage), name=demo.name)
+ln = connect(demo.env())
+storage_root = str(ln.settings.storage.root)
+
+
+def saved(name):
+    path = root / f"{name}.txt"
+    path.write_text(name)
+    return ln.Artifact(path, key=f"{name}.txt").save()
+
+
+def recovered(uid):
+    intent = root / "intent.json"
+    intent.write_text(json.dumps({"uid": uid, "storage_root": storage_root}))
+    recover(ln, intent)
+    return not intent.exists()
+
+
+kept, lost = saved("committed"), saved("file-lost")
+Path(lost.path).unlink()  # the record committed, its stored file gone
+stray = Path(storage_root, ".lamindb", "StrayUid0000000000000.txt")
+stray.write_text("stored, never committed")
+print(json.dumps({
+    "committed_kept": recovered(kept.uid) and ln.Artifact.filter(uid=kept.uid).exists(),
+    "lost_removed": recovered(lost.uid) and not ln.Artifact.filter(uid=lost.uid).exists(),
+    "stray_removed": recovered("StrayUid0000000000000") and not stray.exists(),
+    "nothing_to_do": recover(ln, root / "absent.json") is None,
+}))
+"""
+
+
+def test_recovery_undoes_what_a_killed_registration_left_and_keeps_a_committed_one(tmp_path):
+    run = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    outcome = json.loads(run.stdout.strip().splitlines()[-1])
+    assert outcome == {
+        "committed_kept": True,
+        "lost_removed": True,
+        "stray_removed": True,
+        "nothing_to_do": True,
+    }
