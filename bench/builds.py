@@ -27,10 +27,16 @@ CONFIG = ["demo_scale=bench", "demo_storage=s3"]
 
 def clear(project: Path) -> None:
     """Nothing of the specs left: results, logs, slices."""
-    for spec in map(load_spec, SPECS):
-        files = QueryFiles(spec.name)
-        for folder in (files.dir, files.logs, SLICES / spec.cells_digest):
-            shutil.rmtree(project / folder, ignore_errors=True)
+    for spec in SPECS:
+        clear_query(project, spec)
+
+
+def clear_query(project: Path, spec_path: Path, logs: bool = True) -> None:
+    """A query's results and slices (and logs) removed, so that its run makes them again."""
+    spec = load_spec(spec_path)
+    files = QueryFiles(spec.name)
+    for folder in (files.dir, SLICES / spec.cells_digest, *([files.logs] if logs else [])):
+        shutil.rmtree(project / folder, ignore_errors=True)
 
 
 def commands(way: str, cache: Path) -> list[list[str]]:

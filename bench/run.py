@@ -17,6 +17,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.builds import clear_query
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 BIN = Path(sys.executable).parent
@@ -179,7 +181,7 @@ def helper(name: str, project: Path, *args: str) -> list[str]:
 
 def benchmarks(project: Path) -> list[dict]:
     config = ["--config", "demo_scale=bench", f"query={QUERY}"]
-    shutil.rmtree(project / "results" / "blood-immune", ignore_errors=True)
+    clear_query(project, QUERY, logs=False)
     # B1 builds the registered dataset, as the seed guide's loop does; the report's figures come apart
     pipeline = measured(snakemake(project, "results/blood-immune/receipt.json", *config), project)
     baseline = measured(helper("seed-guide", project), project)
@@ -237,7 +239,7 @@ def registry_scale(project: Path) -> dict:
     """B4: resolve plus DAG for a query matching every artifact at registry scale, then the whole run."""
     config = ["--config", "demo_scale=registry", f"query={REGISTRY_QUERY}"]
     results = project / "results" / "registry-all"
-    shutil.rmtree(results, ignore_errors=True)
+    clear_query(project, REGISTRY_QUERY, logs=False)
     resolve = measured(snakemake(project, *config, "--until", "resolve"), project)
     dag = measured(snakemake(project, *config, "--dry-run"), project)
     whole = measured(snakemake(project, *config), project)

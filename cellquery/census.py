@@ -173,8 +173,6 @@ def _var_frame(var: pd.DataFrame) -> pd.DataFrame:
 
 def census_route(query_path: Path, manifest_path: Path, out: Path) -> None:
     """Step census: the query's cells from the census store (backend c), into `out`."""
-    from cellquery.census import census_slice
-
     query = read_query(query_path)
     census_slice(
         query["census"],

@@ -16,6 +16,10 @@ from contextlib import contextmanager
 class UserError(Exception):
     """A problem the user can act on, told in one line naming the offending key, value, file or artifact."""
 
+    def lines(self) -> str:
+        """What the terminal shows: each line of the message after `cellquery: `."""
+        return "\n".join(f"cellquery: {line}" for line in str(self).splitlines())
+
 
 class SpecError(UserError, ValueError):
     """A bad query spec: one line per problem, each naming the key and the value."""
@@ -51,5 +55,5 @@ def one_line_exit() -> Iterator[None]:
     try:
         yield
     except UserError as error:
-        print(f"cellquery: {error}", file=sys.stderr)
+        print(error.lines(), file=sys.stderr)
         raise SystemExit(1) from None

@@ -25,7 +25,7 @@ def job_log(path: str | Path) -> Iterator[None]:
             yield
         except UserError as error:
             logging.getLogger("cellquery").error("job failed: %s", error)
-            echo(f"cellquery: {error}")
+            echo(error.lines())
             raise SystemExit(1) from None
 
 

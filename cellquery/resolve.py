@@ -164,12 +164,15 @@ def resolve_query(
 ) -> None:
     """Resolve names against the registry, find the artifacts (backend a), and write the manifest; when this
     run's spec check did so already (`checked`), write what it found instead of asking the registry again."""
-    found = checked_this_run(checked, spec, storage)
+    found = checked_this_run(checked, spec, demo, storage)
     if found:
         query, table = found
         log.info("the spec check of this run resolved the query: the registry is not asked again")
     else:
-        query, table = plan_query(spec, demo, storage)
+        try:
+            query, table = plan_query(spec, demo, storage)
+        except SpecError as error:
+            raise error.within(str(spec.path)) from None
     with atomic_path(manifest_out) as tmp:
         table.to_csv(tmp, sep="\t", index=False)
     write_json(query_out, query)
@@ -187,25 +190,40 @@ def resolve_query(
     checked.unlink(missing_ok=True)
 
 
-def keep_checked(found: tuple[dict, pd.DataFrame], out: Path) -> None:
+def keep_checked(found: tuple[dict, pd.DataFrame], spec: QuerySpec, demo: DemoInstance, out: Path) -> None:
     """Keep what the spec check found for this run's `resolve` (the run: `RUN_VARIABLE`, set at parse)."""
     query, table = found
     manifest = table.to_csv(sep="\t", index=False)
-    write_json(out, {"run": os.environ.get(RUN_VARIABLE), "query": query, "manifest": manifest})
+    write_json(out, {"basis": _basis(spec, demo), "query": query, "manifest": manifest})
 
 
-def checked_this_run(path: Path, spec: QuerySpec, storage: dict) -> tuple[dict, pd.DataFrame] | None:
-    """What this run's spec check found for this spec and storage, if it found it."""
+def checked_this_run(
+    path: Path, spec: QuerySpec, demo: DemoInstance, storage: dict
+) -> tuple[dict, pd.DataFrame] | None:
+    """What this run's spec check found for this spec and storage, unless the demo was rebuilt since."""
     if not path.exists() or RUN_VARIABLE not in os.environ:
         return None
     checked = json.loads(path.read_text())
     query = checked["query"]
-    if checked["run"] != os.environ[RUN_VARIABLE] or (query["spec_digest"], query["storage"]) != (
+    same = (checked["basis"], query["spec_digest"], query["storage"]) == (
+        _basis(spec, demo),
         spec.digest,
         storage,
-    ):
-        return None
-    return query, read_manifest(io.StringIO(checked["manifest"]))
+    )
+    return (query, read_manifest(io.StringIO(checked["manifest"]))) if same else None
+
+
+def _basis(spec: QuerySpec, demo: DemoInstance) -> list:
+    """What a check's findings hold for: this run and, for the demo, the build of it the check saw."""
+    summary = demo.root / "summary.json"
+    built = summary.stat().st_mtime_ns if spec.instance == "demo" and summary.exists() else None
+    return [os.environ.get(RUN_VARIABLE), built]
+
+
+def check_build_cache_room(tables: list[pd.DataFrame], storage: dict) -> None:
+    """The cache room for the whole build: an artifact several queries download counts once."""
+    if tables:
+        check_cache_room(pd.concat(tables).drop_duplicates("uid"), storage)
 
 
 def preflight(spec: QuerySpec, demo: DemoInstance, storage: dict) -> tuple[dict, pd.DataFrame]:

@@ -16,7 +16,7 @@ import jsonschema
 import yaml
 
 from cellquery import ontology
-from cellquery.errors import SpecError
+from cellquery.errors import SpecError, UserError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "config" / "schemas" / "query.schema.yaml"
 
@@ -50,6 +50,8 @@ DEFAULT_OBS_COLUMNS = (
 
 # Bump when slices change shape (2: slices keep the columns the inclusion rules read), so old ones are remade.
 SLICE_FORMAT = 2
+# results/census/census.h5ad would be both the result and the census route's slice
+RESERVED_NAMES = {"census"}
 
 
 class Problems:
@@ -64,6 +66,8 @@ class Problems:
             yield
         except SpecError as error:
             self.found += error.problems
+        except UserError as error:  # a problem of one spec's source: the others are still checked
+            self.found.append(str(error))
 
     def add(self, problem: str) -> None:
         self.found.append(problem)
@@ -332,6 +336,7 @@ def _validated(data: Any) -> dict:
         "cells": lambda: _check_cells(data["cells"], skip={p[1] for p in malformed if p[:1] == ("cells",)}),
         "obs_columns": lambda: _check_obs_columns(data["obs_columns"]),
         "artifacts": lambda: _check_size(data["artifacts"].get("size", {})),
+        "name": lambda: _check_name(data["name"]),
     }
     for key, check in checks.items():
         accepted = ("cells",) not in malformed if key == "cells" else key not in malformed_keys
@@ -340,6 +345,11 @@ def _validated(data: Any) -> dict:
                 check()
     problems.raise_any()
     return _fill_defaults(data)
+
+
+def _check_name(name: str) -> None:
+    if name in RESERVED_NAMES:
+        raise SpecError(f"name: {name!r} would name the result like the census route's file; choose another")
 
 
 def _check_size(size: dict) -> None:

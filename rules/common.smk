@@ -11,7 +11,12 @@ from snakemake.utils import validate
 from cellquery.demo.catalog import V1, V2, generation_batches
 from cellquery.jobs import claim_workdir
 from cellquery.lamin import DemoInstance, export_object_storage_env
-from cellquery.resolve import RUN_VARIABLE, keep_checked, preflight
+from cellquery.resolve import (
+    RUN_VARIABLE,
+    check_build_cache_room,
+    keep_checked,
+    preflight,
+)
 from cellquery.runfiles import RESOLVED_FORMAT, read_manifest
 from cellquery.shards import plan_shards
 from cellquery.build import load_build, spec_paths
@@ -60,9 +65,11 @@ def checked_build():
         if needs_preflight(spec):
             with problems.check():
                 found[name] = preflight(spec, DEMO, STORAGE)
+    with problems.check():
+        check_build_cache_room([table for _, table in found.values()], STORAGE)
     problems.raise_any()
     for name, checked in found.items():  # written only when every spec passed
-        keep_checked(checked, QueryFiles(name).checked)
+        keep_checked(checked, specs[name], DEMO, QueryFiles(name).checked)
     return specs
 
 
@@ -85,10 +92,7 @@ def started_build():
 try:
     SPECS = started_build()
 except UserError as error:  # one line per problem, before any job runs
-    print(
-        "\n".join(f"cellquery: {line}" for line in str(error).splitlines()),
-        file=sys.stderr,
-    )
+    print(error.lines(), file=sys.stderr)
     sys.exit(1)
 FILES = QueryFiles("{query}")  # every rule's files, as patterns over the query's name
 

@@ -48,3 +48,23 @@ def test_a_command_ends_a_user_error_with_one_line(capsys):
         capsys.readouterr().err
         == "cellquery: source.instance: the demo instance at /x is not built (run `make demo`)\n"
     )
+
+
+def test_every_line_of_a_many_line_error_gets_the_prefix(tmp_path):
+    job, _ = run_job(tmp_path, 'FetchError("first problem\\nsecond problem")')
+    assert job.stderr == "cellquery: first problem\ncellquery: second problem\n"
+
+
+def test_the_spec_check_collects_any_user_error_and_goes_on():
+    from cellquery.errors import SourceError, SpecError
+    from cellquery.spec import Problems
+
+    problems = Problems()
+    with problems.check():
+        raise SourceError("a.yaml: source.instance: cannot connect to 'x/y'")
+    with problems.check():
+        raise SpecError("b.yaml: organism: unknown organism 'humann'")
+    assert problems.found == [
+        "a.yaml: source.instance: cannot connect to 'x/y'",
+        "b.yaml: organism: unknown organism 'humann'",
+    ]
