@@ -78,6 +78,8 @@ def snakemake(project: Path, *args: str) -> list[str]:
         str(REPO / "Snakefile"),
         "--directory",
         str(project),
+        "--workflow-profile",  # this checkout's, whatever the project directory holds
+        str(REPO / "profiles" / "default"),
         "--cores",
         "2",
         *args,
