@@ -24,6 +24,8 @@ from cellquery.spec import (
 TERM_ID = re.compile(r"^[A-Za-z]+:[0-9A-Za-z_]+$")
 COMPARISONS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
 SPECIAL_TERMS = {"na", "unknown"}
+# Cultured cells (tissue_type "primary cell culture") name a cell type as their tissue, as in CELLxGENE.
+ALSO_NAMED_BY = {"tissue": ("CellType",)}
 
 
 @dataclass(frozen=True)
@@ -42,38 +44,43 @@ class Criterion:
         return cls(data["column"], data["op"], tuple(data["values"]))
 
 
-def _term_ids(registry, column: str, values: list) -> list[str]:
-    """Names or ontology ids -> ontology ids, checked against the registry (every unknown value named)."""
+def _term_ids(registries: list, column: str, values: list) -> list[str]:
+    """Names or ontology ids -> ontology ids, checked against the registries (every unknown value named)."""
     ids, problems = [], Problems()
     for value in map(str, values):
         if value in SPECIAL_TERMS:
             ids.append(value)
             continue
         field = "ontology_id" if TERM_ID.match(value) else "name"
-        record = registry.filter(**{field: value}).first()
+        record = _record(registries, **{field: value})
         with problems.check():
             if record is None:
                 raise SpecError(
                     f"cells.{column}: unknown {field.replace('_', ' ')} {value!r}"
-                    f"{suggest(value, *_known_terms(registry, field))}"
+                    f"{suggest(value, *_known_terms(registries, field))}"
                 )
             ids.append(record.ontology_id)
     problems.raise_any()
     return ids
 
 
-def _known_terms(registry, field: str) -> tuple[list[str], dict[str, str]]:
-    """A registry's names (or ids), and its synonyms as aliases of the names."""
+def _record(registries: list, **field):
+    """The first registry's record with this name or id."""
+    return next((r for registry in registries if (r := registry.filter(**field).first()) is not None), None)
+
+
+def _known_terms(registries: list, field: str) -> tuple[list[str], dict[str, str]]:
+    """The registries' names (or ids), and their synonyms as aliases of the names."""
     if field != "name":
-        return list(registry.filter().values_list(field, flat=True)), {}
-    rows = list(registry.filter().values_list("name", "synonyms"))
+        return [term for r in registries for term in r.filter().values_list(field, flat=True)], {}
+    rows = [row for registry in registries for row in registry.filter().values_list("name", "synonyms")]
     aliases = {synonym: name for name, synonyms in rows for synonym in (synonyms or "").split("|") if synonym}
     return [name for name, _ in rows], aliases
 
 
-def _descendants(registry, column: str, term: str) -> list[str]:
-    (root,) = _term_ids(registry, column, [term])
-    record = registry.get(ontology_id=root)
+def _descendants(registries: list, column: str, term: str) -> list[str]:
+    (root,) = _term_ids(registries, column, [term])
+    record = _record(registries, ontology_id=root)
     return [root, *sorted(c.ontology_id for c in record.query_children())]
 
 
@@ -99,15 +106,15 @@ def _resolve_one(column: str, criterion: Any, bionty) -> Criterion:
     label = ID_COLUMNS.get(column, column)
     if label in ONTOLOGY_COLUMNS:
         id_column, registry_name, _ = ONTOLOGY_COLUMNS[label]
-        registry = getattr(bionty, registry_name)
+        registries = [getattr(bionty, name) for name in (registry_name, *ALSO_NAMED_BY.get(label, ()))]
         if isinstance(criterion, dict) and "descendants_of" in criterion:
             return Criterion(
-                id_column, "in", tuple(_descendants(registry, column, criterion["descendants_of"]))
+                id_column, "in", tuple(_descendants(registries, column, criterion["descendants_of"]))
             )
         if isinstance(criterion, dict):
-            return Criterion(id_column, "not_in", tuple(_term_ids(registry, column, criterion["not_in"])))
+            return Criterion(id_column, "not_in", tuple(_term_ids(registries, column, criterion["not_in"])))
         values = criterion if isinstance(criterion, list) else [criterion]
-        return Criterion(id_column, "in", tuple(_term_ids(registry, column, values)))
+        return Criterion(id_column, "in", tuple(_term_ids(registries, column, values)))
     if isinstance(criterion, dict):
         return Criterion(column, "not_in", tuple(_labels(column, criterion["not_in"])))
     values = _labels(column, criterion if isinstance(criterion, list) else [criterion])

@@ -154,3 +154,20 @@ def test_mapped_collection_serves_cells(ln):
         assert len(mapped) == sum(a.n_observations for a in collection.artifacts.all())
         item = mapped[0]
         assert "cell_type" in item and item["X"].ndim == 1
+
+
+def test_cultured_cells_are_queried_by_the_cell_type_they_name_as_their_tissue(ln, tmp_path):
+    """CELLxGENE's "primary cell culture" names a cell type as the tissue: the demo's cultured fibroblasts."""
+    from cellquery.criteria import resolve
+    from cellquery.errors import SpecError
+    from cellquery.spec import QuerySpec
+
+    def tissue(value):
+        data = {"name": "cultured", "organism": "human", "cells": {"tissue": value}}
+        (criterion,) = resolve(QuerySpec(tmp_path / "cultured.yaml", data))
+        return criterion.values
+
+    assert tissue("fibroblast") == tissue(catalog.FIBROBLAST) == (catalog.FIBROBLAST,)
+    assert tissue(["kidney", "fibroblast"]) == (catalog.KIDNEY, catalog.FIBROBLAST)
+    with pytest.raises(SpecError, match="unknown name 'fibroblst'; did you mean 'fibroblast'"):
+        tissue("fibroblst")
