@@ -1,9 +1,10 @@
 """`python -m cellquery summary|results|audit [QUERY.yaml]`: the last run of a query (default: of every query
-of the build config/config.yaml names), or the instance it queries.
+of the build config/config.yaml names), or the instance it queries; `python -m cellquery provenance FILE`.
 
-summary  what the last run of the query produced
-results  the query's results directory (where `snakemake --report` writes report.html)
-audit    records without files, stored files without records, results without lineage (exit 1 if any)
+summary     what the last run of the query produced
+results     the query's results directory (where `snakemake --report` writes report.html)
+audit       records without files, stored files without records, results without lineage (exit 1 if any)
+provenance  where a result file (h5ad, zarr, obs Parquet; wherever it was copied) came from
 """
 
 from __future__ import annotations
@@ -46,11 +47,23 @@ def audit(query: Path, config: dict) -> None:
         raise SystemExit(1)
 
 
+def provenance(path: str | None) -> None:
+    from cellquery.provenance import describe, read_provenance
+
+    if not path or not Path(path).exists():
+        raise UserError(f"provenance: no such file {path!r}: name a result (.h5ad, .zarr or .obs.parquet)")
+    print(describe(read_provenance(path)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m cellquery")
-    parser.add_argument("command", choices=["summary", "results", "audit"])
-    parser.add_argument("query", nargs="?", help="query spec (default: the build config/config.yaml names)")
+    parser.add_argument("command", choices=["summary", "results", "audit", "provenance"])
+    parser.add_argument(
+        "query", nargs="?", help="query spec (default: the build of config/config.yaml); provenance: a file"
+    )
     args = parser.parse_args()
+    if args.command == "provenance":
+        return provenance(args.query)
     config = yaml.safe_load(DEFAULT_CONFIG.read_text())
     queries = [Path(args.query)] if args.query else spec_paths(config["query"] or config["queries"], REPO)
     if args.command == "summary":

@@ -26,33 +26,48 @@ def assemble(
     report: Path,
 ) -> None:
     """Join the slices and prove the result equals the census route: only a validated result appears."""
+    from cellquery.provenance import UNS_KEY, provenance
+
     query = read_query(query_path)
     slices = [Path(p) for shard in shards for p in json.loads(Path(shard).read_text())["slices"]]
+    uns = {UNS_KEY: provenance(query, read_manifest(manifest_path), "h5ad")}
     with atomic_path(out) as tmp:
         # no slice: allowed empty, no artifact matched
-        obs = concat_slices(slices, query, tmp) if slices else write_empty(tmp, query["obs_columns"])
+        if slices:
+            obs = concat_slices(slices, query, tmp, uns)
+        else:
+            obs = write_empty(tmp, query["obs_columns"], query["layers"], uns)
         failpoint("assemble")
         validate_routes(tmp, census, obs, query, manifest_path, report)
 
 
-def write_empty(out: Path, obs_columns: list[str]) -> pd.DataFrame:
+def write_empty(out: Path, obs_columns: list[str], layers: list[str], uns: dict) -> pd.DataFrame:
     """A valid result with no cells and no genes, shaped like any other result; returns its slice obs."""
     from cellquery.h5ad import write_streamed
     from cellquery.slicing import VAR_COLUMNS, result_columns, slice_columns
 
     obs = pd.DataFrame(columns=slice_columns(obs_columns), dtype=str)
-    write_streamed(out, obs[result_columns(obs_columns)], pd.DataFrame(columns=VAR_COLUMNS, dtype=str), [])
+    var = pd.DataFrame(columns=VAR_COLUMNS, dtype=str)
+    write_streamed(out, obs[result_columns(obs_columns)], var, [], uns=uns, layers=layers)
     log.info("no artifact matched: wrote an empty result (allow_empty)")
     return obs
 
 
-def concat_slices(slices: list[Path], query: dict, out: Path) -> pd.DataFrame:
-    """Join per-dataset slices on genes, one slice's counts in memory at a time; returns the slices' obs."""
+def concat_slices(slices: list[Path], query: dict, out: Path, uns: dict) -> pd.DataFrame:
+    """Join per-dataset slices on genes, one slice's counts in memory at a time, keeping the cells the
+    sample draws; returns the sampled slices' obs."""
     from cellquery.h5ad import concatenate
+    from cellquery.inclusion import included_cells
+    from cellquery.sampling import sampled
     from cellquery.slicing import result_columns
 
-    join = query["gene_join"]
-    obs = concatenate(slices, join, out, result_columns(query["obs_columns"]))
+    def keep(obs: pd.DataFrame):
+        return sampled(obs, query["sample"], included_cells(obs))
+
+    join, columns = query["gene_join"], result_columns(query["obs_columns"])
+    obs = concatenate(slices, join, out, columns, keep=keep, layers=query["layers"], uns=uns)
+    if query["sample"]:
+        log.info("the sample keeps %d cells (%s)", len(obs), query["sample"])
     held = obs["dataset_id"].nunique()
     log.info("concatenated %d slices (%s join over the %d datasets holding cells)", len(slices), join, held)
     log_coverage(query["gene_coverage"], query["organism"], join)
@@ -76,7 +91,12 @@ def validate_routes(
         read_manifest(manifest_path),
         included,
         joined_genes(query, datasets),
+        query["layers"],
     )
+    reason = "an author column: only the source h5ads hold it, the census store does not"
+    report["not_compared"] = {column: reason for column in query["author_columns"]}
+    if query["sample"]:
+        report["sample"] = query["sample"]
     coverage = query["gene_coverage"]
     report["genes"] = {
         "join": query["gene_join"],

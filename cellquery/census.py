@@ -13,6 +13,7 @@ from cellquery import h5ad, ontology
 from cellquery.atomic import atomic_path
 from cellquery.criteria import Criterion, value_filter
 from cellquery.runfiles import criteria_of, read_manifest, read_query
+from cellquery.sampling import sampled
 from cellquery.slicing import result_columns
 from cellquery.storage import soma_context
 
@@ -104,6 +105,24 @@ def _dataset_joinids(census, dataset_ids: list[str]) -> np.ndarray:
     return np.sort(table.concat()["soma_joinid"].to_numpy())
 
 
+def sampled_cells(
+    store: dict,
+    criteria: list[Criterion],
+    organism: str,
+    dataset_ids: list[str],
+    sample: dict,
+    settings: dict | None = None,
+) -> dict[str, int]:
+    """How many census cells of each dataset the sample keeps (reads the keys and the `per` columns)."""
+    columns = [*dict.fromkeys(["dataset_id", "observation_joinid", *sample.get("per", [])])]
+    with open_store(store, settings) as census:
+        obs = census["census_data"][experiment_name(organism)].obs
+        table = obs.read(column_names=columns, value_filter=value_filter(criteria, dataset_ids)).concat()
+    obs = table.to_pandas()
+    counts = obs["dataset_id"].astype(str)[sampled(obs, sample)].value_counts()
+    return {dataset_id: int(counts.get(dataset_id, 0)) for dataset_id in dataset_ids}
+
+
 def census_slice(
     store: dict,
     criteria: list[Criterion],
@@ -114,50 +133,60 @@ def census_slice(
     gene_ids: list[str] | None,
     out: Path,
     settings: dict | None = None,
+    layers: list[str] = (),
+    sample: dict | None = None,
+    uns: dict | None = None,
 ) -> dict:
-    """Write the census cells matching the criteria within the manifest's datasets; returns counts.
+    """Write the census cells matching the criteria within the manifest's datasets (those the `sample`
+    keeps) with X/raw and the `layers` asked for; returns counts.
 
     The same query `cellxgene_census.get_anndata` runs, but obs, var and X are read separately and X is
-    written block by block, so memory holds one block of counts rather than the whole slice.
+    written block by block, so memory holds one block of counts rather than the whole slice. `obs_columns`
+    the census lacks (the authors' own) are left out.
     """
     import tiledbsoma as soma
 
     obs_filter = value_filter(criteria, dataset_ids)
     var_filter = f"feature_id in {sorted(gene_ids)!r}" if gene_ids is not None else None
     log.info("obs value_filter: %s", obs_filter)
-    columns = result_columns(obs_columns)
     with open_store(store, settings) as census:
         experiment = census["census_data"][experiment_name(organism)]
+        columns = [c for c in result_columns(obs_columns) if c in experiment.obs.schema.names]
+        read = [*dict.fromkeys(["soma_joinid", *columns, *(sample or {}).get("per", [])])]
         with experiment.axis_query(
             "RNA",
             obs_query=soma.AxisQuery(value_filter=obs_filter),
             var_query=soma.AxisQuery(value_filter=var_filter),
         ) as query:
-            obs = query.obs(column_names=["soma_joinid", *columns]).concat().to_pandas()
+            obs = query.obs(column_names=read).concat().to_pandas()
             var = query.var().concat().to_pandas()
-            obs, var = obs.sort_values("soma_joinid"), var.sort_values("soma_joinid")
-            matrix = experiment.ms["RNA"].X[X_NAME]
-            with atomic_path(out) as tmp:
-                h5ad.write_streamed(
-                    tmp, _obs_frame(obs, columns), _var_frame(var), _row_blocks(matrix, obs, var)
-                )
+        obs = obs[sampled(obs, sample)].sort_values("soma_joinid")
+        var = var.sort_values("soma_joinid")
+        matrices = {"X": experiment.ms["RNA"].X[X_NAME]} | {n: experiment.ms["RNA"].X[n] for n in layers}
+        with atomic_path(out) as tmp:
+            frames = _obs_frame(obs, columns), _var_frame(var)
+            h5ad.write_streamed(tmp, *frames, _row_blocks(matrices, obs, var), uns=uns, layers=layers)
     log.info("census slice: %d cells x %d genes", len(obs), len(var))
     return {"cells": len(obs), "genes": len(var), "value_filter": obs_filter}
 
 
-def _row_blocks(matrix, obs: pd.DataFrame, var: pd.DataFrame):
-    """CSR blocks of the selected cells x genes, in soma_joinid order, one small read at a time."""
+def _row_blocks(matrices: dict, obs: pd.DataFrame, var: pd.DataFrame):
+    """Per block of the selected cells x genes, in soma_joinid order, the CSR block of each matrix."""
     cells, genes = obs["soma_joinid"].to_numpy(), var["soma_joinid"].to_numpy()
     if len(cells) and not len(genes):
-        yield sp.csr_matrix((len(cells), 0), dtype=np.float32)
+        yield {name: sp.csr_matrix((len(cells), 0), dtype=np.float32) for name in matrices}
         return
     for start in range(0, len(cells), ROW_BLOCK):
         block = cells[start : start + ROW_BLOCK]
-        table = matrix.read(coords=(block, genes)).tables().concat()
-        rows = np.searchsorted(block, table["soma_dim_0"].to_numpy())
-        columns = np.searchsorted(genes, table["soma_dim_1"].to_numpy())
-        values = table["soma_data"].to_numpy()
-        yield sp.csr_matrix((values, (rows, columns)), shape=(len(block), len(genes)), dtype=np.float32)
+        yield {name: _read_block(matrix, block, genes) for name, matrix in matrices.items()}
+
+
+def _read_block(matrix, cells: np.ndarray, genes: np.ndarray) -> sp.csr_matrix:
+    table = matrix.read(coords=(cells, genes)).tables().concat()
+    rows = np.searchsorted(cells, table["soma_dim_0"].to_numpy())
+    columns = np.searchsorted(genes, table["soma_dim_1"].to_numpy())
+    values = table["soma_data"].to_numpy()
+    return sp.csr_matrix((values, (rows, columns)), shape=(len(cells), len(genes)), dtype=np.float32)
 
 
 def _obs_frame(obs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -173,14 +202,19 @@ def _var_frame(var: pd.DataFrame) -> pd.DataFrame:
 
 def census_route(query_path: Path, manifest_path: Path, out: Path) -> None:
     """Step census: the query's cells from the census store (backend c), into `out`."""
-    query = read_query(query_path)
+    from cellquery.provenance import UNS_KEY, provenance
+
+    query, manifest = read_query(query_path), read_manifest(manifest_path)
     census_slice(
         query["census"],
         criteria_of(query),
         organism=query["organism"],
-        dataset_ids=list(read_manifest(manifest_path)["dataset_id"]),
+        dataset_ids=list(manifest["dataset_id"]),
         obs_columns=query["obs_columns"],
         gene_ids=query["gene_ids"],
         out=out,
         settings=query["storage"]["object_storage"],
+        layers=query["layers"],
+        sample=query["sample"],
+        uns={UNS_KEY: provenance(query, manifest, "census")},
     )

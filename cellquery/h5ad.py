@@ -5,7 +5,8 @@ Every reader takes a path or an open binary file (a streamed file in object stor
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from functools import reduce
 from pathlib import Path
 
@@ -71,55 +72,111 @@ def write_streamed(
     path: str | Path,
     obs: pd.DataFrame,
     var: pd.DataFrame,
-    blocks: Iterable[sp.spmatrix],
+    blocks: Iterable[sp.spmatrix | dict[str, sp.spmatrix]],
     uns: dict | None = None,
+    layers: Iterable[str] = (),
 ) -> None:
-    """Write an h5ad whose X (float32 CSR) arrives as row blocks: memory holds one block at a time."""
+    """Write an h5ad whose matrices (float32 CSR) arrive as row blocks: memory holds one block at a time.
+
+    A block is X's rows, or with `layers` a mapping of `X` and each layer to the same rows.
+    """
     ad.AnnData(obs=obs, var=var, uns=uns or {}).write_h5ad(path)
     with h5py.File(path, "a") as f:
-        group = f.create_group("X")
-        arrays = {
+        writers = {"X": _CsrWriter(f.create_group("X"))}
+        writers |= {name: _CsrWriter(f["layers"].create_group(name)) for name in layers}
+        for block in blocks:
+            parts = block if isinstance(block, dict) else {"X": block}
+            for name, writer in writers.items():
+                writer.append(parts[name])
+        for name, writer in writers.items():
+            if writer.rows != len(obs):
+                raise ValueError(f"{path}: {writer.rows} rows of {name} written for {len(obs)} cells")
+            writer.finish(len(var))
+
+
+class _CsrWriter:
+    """One CSR matrix of an open h5ad, appended to row block by row block."""
+
+    def __init__(self, group: h5py.Group) -> None:
+        self.group = group
+        self.arrays = {
             name: group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(CHUNK,))
             for name, dtype in (("data", np.float32), ("indices", np.int32))
         }
-        indptr, nnz = [np.zeros(1, dtype=np.int64)], 0
-        for block in blocks:
-            block = sp.csr_matrix(block, dtype=np.float32)
-            for name, values in (("data", block.data), ("indices", block.indices)):
-                arrays[name].resize((nnz + block.nnz,))
-                arrays[name][nnz:] = values
-            indptr.append(block.indptr[1:].astype(np.int64) + nnz)
-            nnz += block.nnz
-        indptr = np.concatenate(indptr)
-        if len(indptr) != len(obs) + 1:
-            raise ValueError(f"{path}: {len(indptr) - 1} matrix rows written for {len(obs)} cells")
-        group.create_dataset("indptr", data=indptr)
-        group.attrs.update(
-            {"encoding-type": "csr_matrix", "encoding-version": "0.1.0", "shape": (len(obs), len(var))}
+        self.indptr, self.nnz = [np.zeros(1, dtype=np.int64)], 0
+
+    @property
+    def rows(self) -> int:
+        return sum(len(part) for part in self.indptr) - 1
+
+    def append(self, block: sp.spmatrix) -> None:
+        block = sp.csr_matrix(block, dtype=np.float32)
+        for name, values in (("data", block.data), ("indices", block.indices)):
+            self.arrays[name].resize((self.nnz + block.nnz,))
+            self.arrays[name][self.nnz :] = values
+        self.indptr.append(block.indptr[1:].astype(np.int64) + self.nnz)
+        self.nnz += block.nnz
+
+    def finish(self, n_vars: int) -> None:
+        indptr = np.concatenate(self.indptr)
+        self.group.create_dataset("indptr", data=indptr)
+        self.group.attrs.update(
+            {"encoding-type": "csr_matrix", "encoding-version": "0.1.0", "shape": (len(indptr) - 1, n_vars)}
         )
 
 
-def concatenate(paths: list[Path], join: str, out: str | Path, obs_columns: list[str]) -> pd.DataFrame:
+def stored_layers(path: str | Path) -> list[str]:
+    """The names of the layers an h5ad holds."""
+    with h5py.File(path, "r") as f:
+        return sorted(f["layers"]) if "layers" in f else []
+
+
+def matrix_blocks(
+    path: str | Path, rows: np.ndarray, layers: Iterable[str] = ()
+) -> Iterator[tuple[np.ndarray, dict[str, sp.csr_matrix]]]:
+    """Like `row_blocks` over X, each block with the same rows of the given layers."""
+    streams = {"X": row_blocks(path, rows)}
+    streams |= {name: row_blocks(path, rows, f"layers/{name}") for name in layers}
+    for parts in zip(*streams.values(), strict=True):
+        yield parts[0][0], {name: block for name, (_, block) in zip(streams, parts, strict=True)}
+
+
+def concatenate(
+    paths: list[Path],
+    join: str,
+    out: str | Path,
+    obs_columns: list[str],
+    *,
+    keep: Callable[[pd.DataFrame], np.ndarray] | None = None,
+    layers: list[str] = (),
+    uns: dict | None = None,
+) -> pd.DataFrame:
     """Stack h5ads with the same obs columns, joining genes (`inner` or `outer`, zeros where absent).
 
     The join is over the files that hold cells (a file without cells neither shrinks nor grows it; with no
-    cells, no genes); `out` keeps
-    `obs_columns` of obs, and the whole stacked obs is returned. Obs and var are read whole (small); the
-    counts are copied one window of rows at a time.
+    cells, no genes); `out` keeps `obs_columns` of obs, of the cells `keep` marks in the stacked obs (all by
+    default), with X and `layers`; the stacked obs of those cells is returned. Obs and var are read whole
+    (small); the matrices are copied one window of rows at a time.
     """
     variables = [read_frame(p, "var") for p in paths]
     observations = [read_frame(p, "obs") for p in paths]
-    holding = [v.index for v, o in zip(variables, observations, strict=True) if len(o)]
+    stacked = _stacked(observations)
+    kept = np.ones(len(stacked), dtype=bool) if keep is None else keep(stacked)
+    offsets = np.cumsum([0, *map(len, observations)])
+    rows = [np.flatnonzero(kept[start:stop]) for start, stop in itertools.pairwise(offsets)]
+    holding = [var.index for var, chosen in zip(variables, rows, strict=True) if len(chosen)]
     genes = _joined_genes(holding, join) if holding else pd.Index([], dtype=str)
     features = pd.concat(variables)
     features = features[~features.index.duplicated()].loc[genes]
     blocks = (
-        _onto_genes(block, var.index, genes)
-        for path, var, obs in zip(paths, variables, observations, strict=True)
-        for _, block in row_blocks(path, np.arange(len(obs)))
+        {name: _onto_genes(block, var.index, genes) for name, block in parts.items()}
+        for path, var, chosen in zip(paths, variables, rows, strict=True)
+        for _, parts in matrix_blocks(path, chosen, layers)
     )
-    stacked = _stacked(observations)
-    write_streamed(out, without_unused_categories(stacked[obs_columns]), features, blocks)
+    stacked = stacked[kept]
+    write_streamed(
+        out, without_unused_categories(stacked[obs_columns]), features, blocks, uns=uns, layers=layers
+    )
     return stacked
 
 

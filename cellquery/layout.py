@@ -14,6 +14,7 @@ LOGS = Path("logs")
 SLICES = Path("slices")  # shared by the queries of every build: one slice per artifact and cell criteria
 BUILD_TABLE = RESULTS / "build.tsv"  # one row per query of the build (and build.json beside it)
 BUILD_JSON = RESULTS / "build.json"
+EXPORT_SUFFIXES = {"zarr": ".zarr", "obs_parquet": ".obs.parquet"}  # the formats beside the h5ad
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,10 @@ class QueryFiles:
     def result(self) -> Path:
         """The validated result (`assemble`)."""
         return self.dir / f"{self.name}.h5ad"
+
+    def export(self, fmt: str) -> Path:
+        """The result in another format (`export`): `zarr` or `obs_parquet`."""
+        return self.dir / f"{self.name}{EXPORT_SUFFIXES[fmt]}"
 
     @property
     def validation(self) -> Path:

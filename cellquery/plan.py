@@ -17,27 +17,30 @@ def write_plan(query_path: Path, manifest_path: Path, out: Path) -> str:
     """What a run will read and the cells and genes it will hold; written as TSV, returned as text.
 
     Reads no h5ad: sizes and cell counts come from the registry (`n_obs`: all cells of the file) and from
-    the census store (`selected_cells`: the cells the query selects, after the Census inclusion rules).
+    the census store (`selected_cells`: the cells the query selects, after the Census inclusion rules;
+    `sampled_cells`: those its `sample` keeps).
     """
     from cellquery.coverage import describe as describe_coverage
 
     query, table = read_query(query_path), read_manifest(manifest_path)
     table = _with_current_slices(table, query)
-    columns = ["dataset_id", "title", "key", "uid", "size", "n_obs", "selected_cells", *READ_PLAN, "to_fetch"]
-    plan = table[columns]
+    sampled = ["sampled_cells"] if "sampled_cells" in table else []
+    columns = ["dataset_id", "title", "key", "uid", "size", "n_obs", "selected_cells", *sampled]
+    plan = table[[*columns, *READ_PLAN, "to_fetch"]]
     with atomic_path(out) as tmp:
         plan.to_csv(tmp, sep="\t", index=False)
     collection = query["collection"]
     lines = [
         f"plan for {query['name']}: {len(plan)} datasets of {collection['key']} {collection['version']}",
-        f"  {'dataset':<44} {'dataset id':<36} {'MB':>8} {'cells in file':>13} {'cells selected':>14}",
+        f"  {'dataset':<44} {'dataset id':<36} {'MB':>8} {'cells in file':>13} {'cells selected':>14}"
+        + (f" {'after sample':>12}" if sampled else ""),
         *(
             f"  {_clip(row.title, 44):<44} {row.dataset_id:<36} {row.size / 1e6:>8.1f} {row.n_obs:>13,} "
-            f"{row.selected_cells:>14,}"
+            f"{row.selected_cells:>14,}" + (f" {row.sampled_cells:>12,}" if sampled else "")
             for row in plan.itertuples()
         ),
         f"  {'total':<81} {plan['size'].sum() / 1e6:>8.1f} {plan['n_obs'].sum():>13,} "
-        f"{plan['selected_cells'].sum():>14,}",
+        f"{plan['selected_cells'].sum():>14,}" + (f" {plan['sampled_cells'].sum():>12,}" if sampled else ""),
         *_read_plan_lines(plan, query),
         *(
             f"  {line}"

@@ -16,7 +16,8 @@ from cellquery.atomic import write_json
 from cellquery.errors import SpecError
 from cellquery.faults import failpoint
 from cellquery.lamin import DemoInstance, connect_source
-from cellquery.layout import QueryFiles
+from cellquery.layout import EXPORT_SUFFIXES, QueryFiles
+from cellquery.provenance import content_digest
 from cellquery.runfiles import read_manifest, read_query
 from cellquery.spec import ONTOLOGY_COLUMNS, ULABEL_COLUMNS, QuerySpec
 
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 WORKFLOW_KEY = "cellquery"
 REGISTER_KEY = "cellquery/register"
-RESULT_FEATURES = {"spec_digest": str, "query_name": str}
+RESULT_FEATURES = {"spec_digest": str, "query_name": str, "content_digest": str}
 LOCK_KEY = 0x63656C6C  # "cell": the advisory lock cellquery takes on PostgreSQL
 
 
@@ -58,7 +59,9 @@ def _link_labels(ln, artifact, obs: pd.DataFrame, organism: str) -> None:
         artifact.organisms.add(*species)
 
 
-def _save_new_version(ln, spec: QuerySpec, candidate, inputs: dict[str, list[str]], obs: pd.DataFrame, shape):
+def _save_new_version(
+    ln, spec: QuerySpec, candidate, inputs: dict[str, list[str]], obs: pd.DataFrame, shape, content: str
+):
     """The new version with its lineage (a workflow run and a register run, inputs) and its labels.
 
     The run's inputs are the datasets that contributed cells and the census store; datasets that matched
@@ -81,7 +84,9 @@ def _save_new_version(ln, spec: QuerySpec, candidate, inputs: dict[str, list[str
     _link_labels(ln, artifact, obs, spec.organism)
     for name, dtype in RESULT_FEATURES.items():
         _feature(ln, name, dtype)
-    artifact.features.add_values({"spec_digest": spec.digest, "query_name": spec.name})
+    artifact.features.add_values(
+        {"spec_digest": spec.digest, "query_name": spec.name, "content_digest": content}
+    )
     finished = datetime.now(UTC)
     for record in (run, parent):
         record.finished_at = finished
@@ -90,11 +95,17 @@ def _save_new_version(ln, spec: QuerySpec, candidate, inputs: dict[str, list[str
 
 
 def _same_content_under_key(ln, key: str, path: Path):
-    """The version under `key` whose content equals the file at `path`, if there is one."""
+    """The version under `key` whose content equals the file at `path`, if there is one: the same bytes,
+    or the same result built at another time (`provenance.content_digest`)."""
     from lamindb_setup.core.hashing import hash_file
 
     _, digest, _ = hash_file(path)
-    return ln.Artifact.filter(key=key, hash=digest).first()
+    same_bytes = ln.Artifact.filter(key=key, hash=digest).first()
+    if same_bytes:
+        return same_bytes
+    content = content_digest(path)
+    versions = ln.Artifact.filter(key=key).order_by("-created_at")
+    return next((a for a in versions if a.features.get_values().get("content_digest") == content), None)
 
 
 def collection_key(output_key: str) -> str:
@@ -210,8 +221,43 @@ def _make_latest(ln, artifact, collection) -> None:
         )
 
 
+def export_key(output_key: str, fmt: str) -> str:
+    """The registry key of the result in another format: `cellquery/x.h5ad` -> `cellquery/x.zarr`."""
+    return output_key.removesuffix(".h5ad") + EXPORT_SUFFIXES[fmt]
+
+
+def register_export(ln, spec: QuerySpec, path: Path, fmt: str, run) -> dict:
+    """The result in another format, saved as an output of the result's run (the same content: reused)."""
+    key = export_key(spec.output_key, fmt)
+    candidate = ln.Artifact(
+        str(path), key=key, description=f"cellquery result {spec.name} ({fmt})", skip_hash_lookup=True
+    )
+    artifact = ln.Artifact.filter(key=key, hash=candidate.hash).first()
+    reused = artifact is not None
+    if not reused:
+        candidate.run = run
+        candidate.version_tag = str(ln.Artifact.filter(key=key).count() + 1)
+        artifact = candidate.save()
+    log.info(
+        "%s %s: %s version %s", "reused" if reused else "registered", fmt, artifact.uid, artifact.version_tag
+    )
+    return {
+        "uid": artifact.uid,
+        "key": key,
+        "version": artifact.version_tag,
+        "reused": reused,
+        "path": str(artifact.path),
+    }
+
+
 def register_result(
-    ln, spec: QuerySpec, result_path: Path, manifest: pd.DataFrame, census_uid: str, intent: Path
+    ln,
+    spec: QuerySpec,
+    result_path: Path,
+    manifest: pd.DataFrame,
+    census_uid: str,
+    intent: Path,
+    exports: dict[str, Path] | None = None,
 ) -> dict:
     """Save the result under the spec's output key: identical content reuses the existing artifact.
 
@@ -243,10 +289,16 @@ def register_result(
             )
             write_json(intent, {"uid": candidate.uid, "storage_root": str(ln.settings.storage.root)})
             with transaction.atomic():
-                artifact = _save_new_version(ln, spec, candidate, inputs, obs, shape)
+                content = content_digest(result_path)
+                artifact = _save_new_version(ln, spec, candidate, inputs, obs, shape, content)
                 collection = result_collection(ln, artifact)
             intent.unlink()
             log.info("registered %s version %s", artifact.uid, artifact.version_tag)
+        with transaction.atomic():
+            exported = {
+                fmt: register_export(ln, spec, path, fmt, artifact.run)
+                for fmt, path in (exports or {}).items()
+            }
     return {
         "artifact_uid": artifact.uid,
         "key": artifact.key,
@@ -261,16 +313,25 @@ def register_result(
         "collection_uid": collection.uid,
         "reused": reused,
         "path": str(artifact.path),
+        "exports": exported,
     }
 
 
 def register(
-    spec: QuerySpec, demo: DemoInstance, result: Path, query_path: Path, manifest_path: Path, out: Path
+    spec: QuerySpec,
+    demo: DemoInstance,
+    result: Path,
+    query_path: Path,
+    manifest_path: Path,
+    out: Path,
+    exports: list[Path] = (),
 ):
     """Step register: the validated result saved as a new version (or the same content's), with lineage."""
     ln = connect_source(spec, demo)
     query = read_query(query_path)
     intent = QueryFiles(spec.name).register_intent
-    receipt = register_result(ln, spec, result, read_manifest(manifest_path), query["census"]["uid"], intent)
+    manifest, census_uid = read_manifest(manifest_path), query["census"]["uid"]
+    formats = dict(zip(spec.formats[1:], exports, strict=True))
+    receipt = register_result(ln, spec, result, manifest, census_uid, intent, formats)
     write_json(out, receipt)
     return receipt

@@ -35,7 +35,7 @@ def plan_query(spec: QuerySpec, demo: DemoInstance, storage: dict | None = None)
     """
     storage = storage or STORAGE_DEFAULTS
     from cellquery import artifacts
-    from cellquery.census import cells_per_dataset
+    from cellquery.census import cells_per_dataset, sampled_cells
     from cellquery.coverage import gene_coverage
 
     ln = connect_source(spec, demo)
@@ -52,16 +52,28 @@ def plan_query(spec: QuerySpec, demo: DemoInstance, storage: dict | None = None)
         )
     table["selected_cells"] = table["dataset_id"].map(cells).astype(int)
     table = with_read_plan(table, spec, storage, location, criteria)
+    if spec.sample:
+        kept = sampled_cells(
+            location, criteria, spec.organism, dataset_ids, spec.sample, storage["object_storage"]
+        )
+        table["sampled_cells"] = table["dataset_id"].map(kept).astype(int)
     check_cache_room(table, storage)
+    _check_result_columns(spec, table, storage)
     query = {
         "name": spec.name,
         "spec": spec.data,
+        "spec_text": spec.path.read_text(),
         "spec_digest": spec.digest,
+        "instance": {"slug": spec.instance, "storage_root": str(ln.settings.storage.root)},
         "organism": spec.organism,
         "criteria": [c.as_dict() for c in criteria],
         "gene_ids": gene_ids,
         "obs_columns": spec.obs_columns,
+        "author_columns": spec.author_columns,
         "gene_join": spec.gene_join,
+        "layers": spec.layers,
+        "sample": spec.sample,
+        "output": {"formats": spec.formats, "schema": spec.schema, "hvg": spec.hvg},
         "gene_coverage": gene_coverage(spec, location, cells, gene_ids, storage["object_storage"]),
         "storage": storage,
         "collection": {
@@ -73,6 +85,22 @@ def plan_query(spec: QuerySpec, demo: DemoInstance, storage: dict | None = None)
         "census": {**location, "cells": sum(cells.values())},
     }
     return query, table
+
+
+def _check_result_columns(spec: QuerySpec, table: pd.DataFrame, storage: dict) -> None:
+    """Author columns every dataset with cells holds; highly variable genes only for a result that fits."""
+    from cellquery.author_columns import check_author_columns
+
+    problems = Problems()
+    with problems.check():
+        check_author_columns(spec, table, storage)
+    if spec.hvg:
+        from cellquery.variable_genes import check_fits
+
+        cells = table["sampled_cells" if spec.sample else "selected_cells"].sum()
+        with problems.check():
+            check_fits(int(cells))
+    problems.raise_any()
 
 
 def with_read_plan(

@@ -11,7 +11,7 @@ import pandas as pd
 from cellquery.criteria import Criterion
 
 # The shape of query.json and manifest.tsv: a `resolve` param, so a cellquery that changes it re-resolves.
-RESOLVED_FORMAT = 4
+RESOLVED_FORMAT = 5
 READ_PLAN = ["fetch", "download_bytes", "stream_bytes"]  # manifest columns: how each artifact is read
 
 

@@ -138,8 +138,9 @@ def _slice(query: dict, spec: QuerySpec, entry, source, files: QueryFiles, out: 
         criteria_of(query),
         dataset_id=entry["dataset_id"],
         organism=query["organism"],
-        obs_columns=query["obs_columns"],
+        obs_columns=spec.slice_obs_columns,
         gene_ids=query["gene_ids"],
         out=out,
         provenance={"uid": uid, "cells_digest": spec.cells_digest},
+        layers=query["layers"],
     )

@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from cellquery import h5ad
 from cellquery.atomic import atomic_path
 from cellquery.criteria import Criterion, obs_mask
 from cellquery.faults import failpoint
-from cellquery.inclusion import INCLUSION_COLUMNS, cell_stats, included_genes
-from cellquery.spec import CELL_STATS
+from cellquery.inclusion import (
+    FULL_GENE_ASSAYS,
+    INCLUSION_COLUMNS,
+    cell_stats,
+    included_genes,
+    length_scaled,
+    normalized,
+    row_sums,
+)
+from cellquery.spec import CELL_STATS, KEY_COLUMNS
 
 log = logging.getLogger(__name__)
 
 VAR_COLUMNS = ["feature_name", "feature_reference", "feature_biotype", "feature_length", "feature_type"]
-KEY_COLUMNS = ["dataset_id", "observation_joinid"]
 
 
 def with_cell_stats(path: Path, obs: pd.DataFrame, organism: str) -> pd.DataFrame:
@@ -34,6 +43,26 @@ def with_cell_stats(path: Path, obs: pd.DataFrame, organism: str) -> pd.DataFram
         obs[name] = np.concatenate(values)
     obs["n_measured_vars"] = int(genes.sum())
     return obs
+
+
+def with_normalized(
+    blocks: Iterator[sp.csr_matrix],
+    var: pd.DataFrame,
+    columns: np.ndarray,
+    organism: str,
+    full_gene: np.ndarray,
+) -> Iterator[dict[str, sp.csr_matrix]]:
+    """Each block of counts (all of the dataset's features) as its `columns` in X and the Census' normalized
+    values of them in `normalized`: a cell's sum runs over every gene the Census keeps, whatever `columns`."""
+    lengths = var["feature_length"].to_numpy(dtype=np.float64)
+    genes = included_genes(var, organism)
+    done = 0
+    for block in blocks:
+        cells = full_gene[done : done + block.shape[0]]
+        done += block.shape[0]
+        sums = row_sums(length_scaled(block[:, genes], lengths[genes], cells))
+        chosen = block[:, columns]
+        yield {"X": chosen, "normalized": normalized(length_scaled(chosen, lengths[columns], cells), sums)}
 
 
 def slice_columns(obs_columns: list[str]) -> list[str]:
@@ -63,8 +92,10 @@ def slice_dataset(
     gene_ids: list[str] | None,
     out: Path,
     provenance: dict | None = None,
+    layers: list[str] = (),
 ) -> dict:
-    """Write the matching cells (raw counts in X, as the Census X/raw) to `out`; returns counts."""
+    """Write the matching cells (raw counts in X, as the Census X/raw; `layers: [normalized]` adds the
+    Census' normalized values) to `out`; returns counts."""
     obs = h5ad.read_frame(path, "obs")
     if any(c.column in CELL_STATS for c in criteria):
         obs = with_cell_stats(path, obs, organism)
@@ -75,10 +106,16 @@ def slice_dataset(
     columns = select_genes(var, gene_ids)
     kept = h5ad.without_unused_categories(obs.iloc[rows][slice_columns(obs_columns)])
     kept.index = pd.Index((dataset_id + ":" + kept["observation_joinid"].astype(str)).to_numpy())
-    blocks = (block[:, columns] for _, block in h5ad.row_blocks(path, rows, counts_key))
+    blocks = (block for _, block in h5ad.row_blocks(path, rows, counts_key))
+    if "normalized" in layers:
+        full_gene = obs["assay_ontology_term_id"].astype(str).isin(FULL_GENE_ASSAYS).to_numpy()[rows]
+        blocks = with_normalized(blocks, var, columns, organism, full_gene)
+    else:
+        blocks = (block[:, columns] for block in blocks)
     source = {"dataset_id": dataset_id, "n_obs": len(obs), **(provenance or {})}
     with atomic_path(out) as tmp:
-        h5ad.write_streamed(tmp, kept, var.iloc[columns][VAR_COLUMNS].copy(), blocks, uns={"source": source})
+        selected_var = var.iloc[columns][VAR_COLUMNS].copy()
+        h5ad.write_streamed(tmp, kept, selected_var, blocks, uns={"source": source}, layers=layers)
         failpoint("slice")
     log.info("%s: %d of %d cells, %d features", dataset_id, len(rows), len(obs), len(columns))
     return {"dataset_id": dataset_id, "cells": len(rows), "of": len(obs), "features": len(columns)}

@@ -38,6 +38,7 @@ TISSUE_TYPES = ("tissue", "organoid", "primary cell culture")  # CELLxGENE schem
 BOOLEAN_COLUMNS = {"is_primary_data"}
 # Per-cell statistics the Census stores; the h5ad route computes them the same way when a query uses them.
 CELL_STATS = {"raw_sum", "nnz", "raw_mean_nnz", "raw_variance_nnz", "n_measured_vars"}
+KEY_COLUMNS = ("dataset_id", "observation_joinid")  # a cell of the result, in either route
 QUERYABLE = set(ONTOLOGY_COLUMNS) | set(ID_COLUMNS) | STRING_COLUMNS | BOOLEAN_COLUMNS | CELL_STATS
 DEFAULT_OBS_COLUMNS = (
     *[c for label, (id_column, _, _) in ONTOLOGY_COLUMNS.items() for c in (label, id_column)],
@@ -47,6 +48,15 @@ DEFAULT_OBS_COLUMNS = (
     "tissue_type",
 )
 
+CENSUS_OBS_COLUMNS = {*DEFAULT_OBS_COLUMNS, *QUERYABLE}
+# The obs columns a CELLxGENE-schema dataset must hold (submission format)
+SCHEMA_OBS_COLUMNS = (
+    *[id_column for id_column, _, _ in ONTOLOGY_COLUMNS.values()],
+    "donor_id",
+    "is_primary_data",
+    "suspension_type",
+    "tissue_type",
+)
 
 # Bump when slices change shape (2: slices keep the columns the inclusion rules read), so old ones are remade.
 SLICE_FORMAT = 2
@@ -115,7 +125,10 @@ class QuerySpec:
 
     @property
     def obs_columns(self) -> list[str]:
-        return self.data.get("obs_columns") or list(DEFAULT_OBS_COLUMNS)
+        """The result's obs columns beside the keys (`schema: cellxgene` adds those the schema needs)."""
+        columns = self.data.get("obs_columns") or list(DEFAULT_OBS_COLUMNS)
+        required = SCHEMA_OBS_COLUMNS if self.schema == "cellxgene" else ()
+        return [*dict.fromkeys([*columns, *required])]
 
     @property
     def allow_empty(self) -> bool:
@@ -125,6 +138,39 @@ class QuerySpec:
     def fetch(self) -> str | None:
         """How artifacts in object storage are read (`auto`, `cache`, `stream`); None: the config's choice."""
         return self.data.get("fetch")
+
+    @property
+    def layers(self) -> list[str]:
+        return self.data["output"].get("layers", [])
+
+    @property
+    def formats(self) -> list[str]:
+        """The files of the result: the h5ad (always), then those asked for."""
+        return [*dict.fromkeys(["h5ad", *self.data["output"].get("formats", [])])]
+
+    @property
+    def schema(self) -> str | None:
+        return self.data["output"].get("schema")
+
+    @property
+    def hvg(self) -> dict | None:
+        return self.data["output"].get("hvg")
+
+    @property
+    def sample(self) -> dict | None:
+        """The sample to draw (`seed` filled in), or None for every selected cell."""
+        sample = self.data.get("sample")
+        return {"seed": 0, **sample} if sample else None
+
+    @property
+    def author_columns(self) -> list[str]:
+        """Columns of `obs_columns` only the source h5ads hold (the census does not)."""
+        return [column for column in self.obs_columns if column not in CENSUS_OBS_COLUMNS]
+
+    @property
+    def slice_obs_columns(self) -> list[str]:
+        """What a slice keeps beside the keys: `obs_columns` and the columns a sample groups by."""
+        return [*dict.fromkeys([*self.obs_columns, *(self.sample or {}).get("per", [])])]
 
     @property
     def output_key(self) -> str:
@@ -141,8 +187,9 @@ class QuerySpec:
     @property
     def cells_digest(self) -> str:
         """What a per-dataset slice depends on (not the collection version), and the slices' format."""
-        keys = ("organism", "cells", "genes", "obs_columns")
-        return digest_of({"slice_format": SLICE_FORMAT, **{k: self.data.get(k) for k in keys}})
+        keys = ("organism", "cells", "genes")
+        shape = {"obs_columns": self.slice_obs_columns, "layers": self.layers}
+        return digest_of({"slice_format": SLICE_FORMAT, **{k: self.data.get(k) for k in keys}, **shape})
 
 
 def digest_of(payload: Any) -> str:
@@ -288,11 +335,38 @@ def _check_comparison(column: str, bounds: dict) -> None:
 
 
 def _check_obs_columns(columns: list[str]) -> None:
-    known = [*DEFAULT_OBS_COLUMNS, "observation_joinid", "dataset_id"]
-    unknown = [column for column in columns if column not in known]
-    if unknown:
+    """Any column may be kept, but the per-cell statistics: only the census stores them."""
+    stats = [column for column in columns if column in CELL_STATS]
+    if stats:
         raise SpecError(
-            *(f"obs_columns: unknown obs column {column!r}{suggest(column, known)}" for column in unknown)
+            *(
+                f"obs_columns: {c!r} is a per-cell statistic only the census stores; query by it in cells:"
+                for c in stats
+            )
+        )
+
+
+def _check_sample(sample: dict) -> None:
+    problems = Problems()
+    if not {"max_cells", "fraction"} & set(sample):
+        problems.add("sample: give max_cells (at most how many cells), fraction (the share kept), or both")
+    if "per" in sample and "max_cells" not in sample:
+        problems.add("sample.per: needs max_cells, the number of cells each value keeps at most")
+    for column in sample.get("per", []):
+        if column not in QUERYABLE:
+            known = sorted(QUERYABLE - CELL_STATS)
+            problems.add(f"sample.per: {column!r} is not a column both routes hold{suggest(column, known)}")
+    problems.raise_any()
+
+
+def _check_output(output: dict, obs_columns: list[str] | None) -> None:
+    """`hvg.batch_key` must be a column the result keeps."""
+    batch_key = output.get("hvg", {}).get("batch_key")
+    kept = [*KEY_COLUMNS, *(obs_columns or DEFAULT_OBS_COLUMNS)]
+    if batch_key and batch_key not in kept:
+        raise SpecError(
+            f"output.hvg.batch_key: {batch_key!r} is not a column the result keeps (obs_columns)"
+            f"{suggest(batch_key, kept)}"
         )
 
 
@@ -335,6 +409,8 @@ def _validated(data: Any) -> dict:
         "organism": lambda: organism_id(data["organism"]),
         "cells": lambda: _check_cells(data["cells"], skip={p[1] for p in malformed if p[:1] == ("cells",)}),
         "obs_columns": lambda: _check_obs_columns(data["obs_columns"]),
+        "sample": lambda: _check_sample(data["sample"]),
+        "output": lambda: _check_output(data["output"], data.get("obs_columns")),
         "artifacts": lambda: _check_size(data["artifacts"].get("size", {})),
         "name": lambda: _check_name(data["name"]),
     }

@@ -6,12 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from cellquery import h5ad
 from cellquery.inclusion import included_genes
-from cellquery.slicing import KEY_COLUMNS
+from cellquery.spec import KEY_COLUMNS
 
 EXAMPLES = 10  # differences listed per kind; the counts are always complete
+# normalized values agree within this relative difference: the Census keeps 15 of float32's 23 mantissa
+# bits (rounded half to even, at most 2**-16 ~ 1.5e-5 off), cellquery all of them
+NORMALIZED_RTOL = 1e-4
 
 
 def _examples(values) -> list:
@@ -36,21 +40,35 @@ def _obs_differences(result_obs: pd.DataFrame, census_obs: pd.DataFrame, keys: p
 
 
 def _count_differences(
-    result_path: Path, census_path: Path, frames: dict[str, pd.DataFrame], keys: pd.Index, organism: str
+    result_path: Path,
+    census_path: Path,
+    frames: dict[str, pd.DataFrame],
+    keys: pd.Index,
+    organism: str,
+    matrix: str = "X",
 ) -> tuple[int, list[str]]:
-    """Cells whose raw counts differ on the genes both routes hold, compared one row block at a time."""
+    """Cells whose values in `matrix` (X: raw counts, exactly; a layer: within NORMALIZED_RTOL and on the
+    same coordinates) differ on the genes both routes hold, compared one row block at a time."""
     result_var, census_var = frames["result_var"], frames["census_var"]
     genes = result_var.index[included_genes(result_var, organism)].intersection(census_var.index)
     result_columns = result_var.index.get_indexer(genes)
     census_columns = census_var.index.get_indexer(genes)
     result_cells, census_cells = frames["result_obs"].index, frames["census_obs"].index
+    rows = np.sort(result_cells.get_indexer(keys))
     differing = []
-    for block_rows, block in h5ad.row_blocks(result_path, np.sort(result_cells.get_indexer(keys)), "X"):
+    for block_rows, block in h5ad.row_blocks(result_path, rows, matrix):
         names = result_cells[block_rows]
-        theirs = h5ad.read_rows(census_path, census_cells.get_indexer(names))[:, census_columns]
-        diff = (block[:, result_columns] != theirs).tocsr()
-        differing += list(names[np.flatnonzero(np.diff(diff.indptr))])
+        theirs = h5ad.read_rows(census_path, census_cells.get_indexer(names), matrix)[:, census_columns]
+        differs = _differing_rows(block[:, result_columns], theirs, exact=matrix == "X")
+        differing += list(names[differs])
     return len(genes), differing
+
+
+def _differing_rows(ours: sp.csr_matrix, theirs: sp.csr_matrix, *, exact: bool) -> np.ndarray:
+    """Rows that differ: in any value (exact), or beyond the relative tolerance (a value one side lacks
+    always is)."""
+    differs = (ours != theirs) if exact else (abs(ours - theirs) > abs(theirs) * NORMALIZED_RTOL)
+    return np.flatnonzero(np.diff(sp.csr_matrix(differs).indptr))
 
 
 def _per_dataset(
@@ -104,6 +122,7 @@ def compare_routes(
     manifest: pd.DataFrame,
     census_rules: np.ndarray,
     expected_genes: pd.Index | None = None,
+    layers: list[str] = (),
 ) -> dict:
     """The validation report: status, totals, per-dataset counts, and the differences when it failed.
 
@@ -122,6 +141,10 @@ def compare_routes(
     matched = included.intersection(census_obs.index)
     obs_differences = _obs_differences(result_obs, census_obs, matched)
     n_genes, count_differences = _count_differences(result_path, census_path, frames, matched, organism)
+    layer_differences = {
+        layer: _count_differences(result_path, census_path, frames, matched, organism, f"layers/{layer}")[1]
+        for layer in layers
+    }
     per_dataset = _per_dataset(manifest, result_obs, census_obs, census_rules)
     gene_differences = _gene_differences(frames["result_var"], organism, expected_genes)
     diff = {
@@ -131,6 +154,10 @@ def compare_routes(
         "only_in_census": {"cells": len(extra), "examples": _examples(extra)},
         "obs_values": obs_differences,
         "raw_counts": {"cells": len(count_differences), "examples": _examples(count_differences)},
+        **{
+            f"layer {layer}": {"cells": len(cells), "examples": _examples(cells)}
+            for layer, cells in layer_differences.items()
+        },
     }
     failed = (
         any(duplicates.values())
@@ -138,6 +165,7 @@ def compare_routes(
         or len(extra)
         or obs_differences
         or count_differences
+        or any(layer_differences.values())
         or gene_differences
     )
     report = {
@@ -148,6 +176,7 @@ def compare_routes(
             "census_cells": len(census_obs),
             "matched_cells": len(matched),
             "genes_compared": n_genes,
+            "layers_compared": {layer: f"within a relative {NORMALIZED_RTOL:g}" for layer in layers},
             "h5ad_genes": len(frames["result_var"]),
             "census_genes": len(frames["census_var"]),
         },
@@ -162,7 +191,12 @@ def describe_failure(report: dict) -> str:
     """A readable summary of a failed report, one line per kind of difference."""
     diff = report["diff"]
     lines = ["the h5ad route and the census route disagree:"]
-    for kind in ("missing_from_census", "only_in_census", "raw_counts"):
+    for kind in (
+        "missing_from_census",
+        "only_in_census",
+        "raw_counts",
+        *(k for k in diff if k.startswith("layer ")),
+    ):
         if diff[kind]["cells"]:
             lines.append(
                 f"  {kind.replace('_', ' ')}: {diff[kind]['cells']} cells, e.g. {diff[kind]['examples'][:3]}"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from cellquery.demo.catalog import V1, V2, generation_batches
+from cellquery.demo.catalog import DEMO_FORMAT, V1, V2, generation_batches
 from cellquery.jobs import claim_workdir
 from cellquery.lamin import DemoInstance, export_object_storage_env
 from cellquery.resolve import (
@@ -129,6 +129,12 @@ def shard_uids(wildcards):
 def shards(wildcards):
     members = shard_members(wildcards.query)
     return [QueryFiles(wildcards.query).shard(n) for n in range(len(members))]
+
+
+def exports(wildcards):
+    """The result's other formats the spec asks for (`output.formats`), registered with it."""
+    formats = spec_of(wildcards).formats[1:]  # after the h5ad
+    return [QueryFiles(wildcards.query).export(fmt) for fmt in formats]
 
 
 def shard_memory_mb(wildcards):

@@ -17,6 +17,7 @@ rule demo_instance:
     params:
         demo=DEMO,
         scale=SCALE,
+        format=DEMO_FORMAT,
     script:
         "../scripts/demo_instance.py"
 
@@ -31,6 +32,7 @@ rule demo_h5ads:
     params:
         scale=SCALE,
         seed=config["demo_seed"],
+        format=DEMO_FORMAT,
     script:
         "../scripts/demo_h5ads.py"
 
@@ -65,6 +67,7 @@ rule demo_census:
         "../envs/cellquery.yaml"
     params:
         demo=DEMO,
+        format=DEMO_FORMAT,
     script:
         "../scripts/demo_census.py"
 

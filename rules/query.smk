@@ -1,5 +1,6 @@
 # The query pipeline, one template over {query} (every spec of the build): resolve (checkpoint) -> shards
-# (fetch, check, slice) and census -> assemble (concat, validate) -> register. Files: cellquery/layout.py.
+# (fetch, check, slice) and census -> assemble (concat, validate) -> exports -> register.
+# Files: cellquery/layout.py.
 
 
 checkpoint resolve:
@@ -77,11 +78,42 @@ rule assemble:
         "../scripts/assemble.py"
 
 
+rule export_zarr:
+    input:
+        FILES.result,
+    output:
+        directory(FILES.export("zarr")),
+    log:
+        FILES.log("export-zarr"),
+    conda:
+        "../envs/cellquery.yaml"
+    params:
+        format="zarr",
+    script:
+        "../scripts/export.py"
+
+
+rule export_obs_parquet:
+    input:
+        FILES.result,
+    output:
+        FILES.export("obs_parquet"),
+    log:
+        FILES.log("export-obs_parquet"),
+    conda:
+        "../envs/cellquery.yaml"
+    params:
+        format="obs_parquet",
+    script:
+        "../scripts/export.py"
+
+
 rule register:
     input:
         result=FILES.result,
         query=FILES.query,
         manifest=FILES.manifest,
+        exports=exports,
     output:
         FILES.receipt,
     log:

@@ -12,4 +12,5 @@ with job_log(snakemake.log[0]):
         Path(inputs.query),
         Path(inputs.manifest),
         Path(snakemake.output[0]),
+        [Path(p) for p in inputs.exports],
     )

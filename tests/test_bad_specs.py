@@ -86,7 +86,7 @@ MANY_PROBLEMS = {
             "name": "many-typos",
             "organism": "humann",
             "cells": {"cell_type": {"descendant_of": "T cell"}, "tisue": "blood"},
-            "obs_columns": ["cell_typ"],
+            "obs_columns": ["cell_type", "raw_sum"],
             "output": {"gene_joint": "outer"},
         },
         [
@@ -94,7 +94,7 @@ MANY_PROBLEMS = {
             "output: unknown key 'gene_joint'; did you mean 'gene_join'?",
             "organism: unknown organism 'humann'; did you mean 'human'?",
             "cells.tisue: unknown obs column; did you mean 'tissue'?",
-            "obs_columns: unknown obs column 'cell_typ'; did you mean 'cell_type'?",
+            "obs_columns: 'raw_sum' is a per-cell statistic only the census stores; query by it in cells:",
         ],
     ),
     "registry": (

@@ -9,6 +9,9 @@ HUMAN, MOUSE = "NCBITaxon:9606", "NCBITaxon:10090"
 V1, V2 = "2025-01-30", "2025-07-01"
 COLLECTION_KEY = "cellxgene-census"
 SCALES = ("small", "bench", "registry")
+# What the demo holds, as a number: a change that alters its data bumps it, and the demo is rebuilt
+# (3: author obs columns; census normalized as the builder computes it).
+DEMO_FORMAT = 3
 CURATORS = ("sunitaj", "falexwolf")  # two users, so `created_by=` queries mean something
 
 # Cell types (CL). Parents and children both occur: T cell with its CD4/CD8 subtypes, B cell and naive B cell.

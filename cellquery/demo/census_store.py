@@ -16,15 +16,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import scipy.sparse as sp
 import tiledbsoma as soma
 
 from cellquery import h5ad, ontology
 from cellquery.atomic import atomic_path
-from cellquery.inclusion import cell_stats, included_cells, included_genes
+from cellquery.inclusion import (
+    FULL_GENE_ASSAYS,
+    cell_stats,
+    included_cells,
+    included_genes,
+    length_scaled,
+    normalized,
+    row_sums,
+)
 
 log = logging.getLogger(__name__)
 
 CENSUS_SCHEMA_VERSION = "2.4.0"
+KEPT_MANTISSA_BITS = 15  # of normalized values (the builder's _roundHalfToEven)
 LABELLED_TERMS = (
     "assay",
     "cell_type",
@@ -84,6 +94,7 @@ class _Included:
     genes: pd.DataFrame  # feature_name, feature_type, feature_length of the included genes
     counts_key: str
     organism_label: str
+    assays: np.ndarray  # assay term of each included cell
 
     @property
     def gene_ids(self) -> pd.Index:
@@ -110,6 +121,7 @@ def _include(source: SourceDataset, dataset_joinid: int) -> _Included:
         genes=genes.astype({"feature_name": str, "feature_type": str, "feature_length": np.int64}),
         counts_key=counts_key,
         organism_label=organism_label,
+        assays=included_obs["assay_ontology_term_id"].astype(str).to_numpy(),
     )
 
 
@@ -190,8 +202,8 @@ def _write_experiment(census_data, name: str, parts: list[_Included], n_datasets
             rows = (coo.row + written).astype(np.int64)
             cols = var_joinids[coo.col].astype(np.int64)
             raw.write(_coo_table(rows, cols, coo.data.astype(np.float32)))
-            sums = np.asarray(counts.sum(axis=1)).ravel()[coo.row]
-            normalized.write(_coo_table(rows, cols, (coo.data / sums).astype(np.float32)))
+            values = census_normalized(counts, part, block_rows)
+            normalized.write(_coo_table(rows, cols, values))
             np.add.at(gene_nnz, cols, 1)
             written += len(block_rows)
             log.info(
@@ -217,6 +229,26 @@ def _write_experiment(census_data, name: str, parts: list[_Included], n_datasets
     _add_dataframe(measurement, "var", _table(var))
     experiment.close()
     return obs
+
+
+def census_normalized(counts: sp.csr_matrix, part: _Included, block_rows: np.ndarray) -> np.ndarray:
+    """A block's `normalized` values as the builder stores them, in the order of `counts.tocoo()`: rounded to
+    15 mantissa bits (half to even), a value rounded to zero kept as the smallest float32."""
+    assays = part.assays[np.searchsorted(part.rows, block_rows)]
+    scaled = length_scaled(counts, part.genes["feature_length"].to_numpy(), np.isin(assays, FULL_GENE_ASSAYS))
+    values = normalized(scaled, row_sums(scaled))
+    rounded = _round_half_to_even(values.tocoo().data, KEPT_MANTISSA_BITS)
+    rounded[rounded == 0] = np.finfo(np.float32).smallest_subnormal
+    return rounded
+
+
+def _round_half_to_even(values: np.ndarray, keep_bits: int) -> np.ndarray:
+    """float32 values with only `keep_bits` of their 23 mantissa bits (what the Census keeps)."""
+    drop = np.finfo(np.float32).nmant - keep_bits
+    bits = values.astype(np.float32).view(np.int32).copy()
+    bits += ((bits >> drop) & 1) + ((1 << (drop - 1)) - 1)
+    bits &= ~((1 << drop) - 1)
+    return bits.view(np.float32)
 
 
 def _census_obs(obs: pd.DataFrame) -> pd.DataFrame:

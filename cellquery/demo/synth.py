@@ -34,6 +34,30 @@ ERCC_REFERENCE = "NCBITaxon:32630"
 N_SPIKE_INS = 20
 MARKERS_PER_CELL_TYPE = 30
 CHUNK_CELLS = 20_000
+# How the demo's authors labelled their cells (the Census keeps only the ontology term).
+AUTHOR_LABELS = {
+    "T cell": "T cells",
+    "CD4-positive, alpha-beta T cell": "CD4+ T",
+    "CD8-positive, alpha-beta T cell": "CD8+ T",
+    "B cell": "B cells",
+    "naive B cell": "Naive B",
+    "natural killer cell": "NK",
+    "classical monocyte": "CD14+ Mono",
+    "dendritic cell": "cDC",
+    "neutrophil": "Neutrophils",
+    "macrophage": "Macrophages",
+    "alveolar macrophage": "AM",
+    "microglial cell": "Microglia",
+    "neuron": "Neurons",
+    "astrocyte": "Astro",
+    "oligodendrocyte": "Oligo",
+    "epithelial cell of proximal tubule": "PT",
+    "podocyte": "POD",
+    "kidney collecting duct principal cell": "PC",
+    "pulmonary alveolar type 2 cell": "AT2",
+    "hepatocyte": "Hep",
+    "fibroblast": "Fib",
+}
 
 
 def rng_for(*parts: object) -> np.random.Generator:
@@ -165,6 +189,19 @@ def make_obs(spec: DatasetSpec, seed: int) -> pd.DataFrame:
         if column != "is_primary_data":
             obs[column] = pd.Categorical(obs[column].to_numpy())
     obs["observation_joinid"] = observation_joinid(names)
+    return with_author_columns(obs, spec, seed)
+
+
+def with_author_columns(obs: pd.DataFrame, spec: DatasetSpec, seed: int) -> pd.DataFrame:
+    """Columns of the authors' own, which the Census leaves out: every dataset has its cell-type labels
+    (`author_cell_type`), droplet datasets their sequencing libraries (`library_id`)."""
+    obs["author_cell_type"] = pd.Categorical(
+        obs["cell_type"].astype(str).map(lambda label: AUTHOR_LABELS.get(label, label))
+    )
+    if "10x" in ontology.label(spec.assay):
+        rng = rng_for(seed, spec.file_stem, "libraries")
+        libraries = rng.integers(1, 3, len(obs))
+        obs["library_id"] = pd.Categorical(obs["donor_id"].astype(str) + [f"-L{n}" for n in libraries])
     return obs
 
 
