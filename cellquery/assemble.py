@@ -10,7 +10,7 @@ import pandas as pd
 
 from cellquery.atomic import atomic_path, write_json
 from cellquery.coverage import log_coverage
-from cellquery.errors import ValidationFailed
+from cellquery.errors import UserError, ValidationFailed
 from cellquery.faults import failpoint
 from cellquery.runfiles import read_manifest, read_query
 
@@ -39,6 +39,41 @@ def assemble(
             obs = write_empty(tmp, query["obs_columns"], query["layers"], uns)
         failpoint("assemble")
         validate_routes(tmp, census, obs, query, manifest_path, report)
+        finish(tmp, query, report)
+
+
+def finish(result: Path, query: dict, report: Path) -> None:
+    """What the spec asks of the validated result: highly variable genes flagged, the CELLxGENE schema.
+    What each did is added to the validation report."""
+    output, done = query["output"], {}
+    if output["hvg"]:
+        from cellquery.variable_genes import mark_variable_genes
+
+        hvg = output["hvg"]
+        done["hvg"] = mark_variable_genes(result, n_top=hvg["n_top"], batch_key=hvg.get("batch_key"))
+    if output["schema"] == "cellxgene":
+        done["schema"] = as_cellxgene_dataset(result, query)
+    if done:
+        write_json(report, json.loads(report.read_text()) | done)
+
+
+def as_cellxgene_dataset(result: Path, query: dict) -> dict:
+    """Rewrite the result in the CELLxGENE schema's submission format (`cellquery.submission`)."""
+    from cellquery.h5ad import read_frame
+    from cellquery.submission import write_submission
+
+    obs = read_frame(result, "obs")
+    collection = query["collection"]
+    title = (
+        f"cellquery {query['name']}: {len(obs):,} cells of {obs['dataset_id'].nunique()} datasets "
+        f"from {collection['key']} {collection['version']}"
+    )
+    try:
+        write_submission(result, result, title=title, organism=query["organism"])
+    except ValueError as error:
+        raise UserError(f"output.schema: cellxgene: {error}") from None
+    log.info("wrote the result in the CELLxGENE schema's submission format: %s", title)
+    return {"format": "CELLxGENE dataset schema 7.1.0, submission format", "title": title}
 
 
 def write_empty(out: Path, obs_columns: list[str], layers: list[str], uns: dict) -> pd.DataFrame:

@@ -67,4 +67,3 @@ def write_obs_parquet(result: Path, out: Path) -> None:
     story = as_json(read_provenance(result))
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), PARQUET_KEY: story.encode()})
     pq.write_table(table, out)
-

@@ -185,6 +185,24 @@ def validation_page(validation: dict) -> str:
         verdict,
         section("Totals", table(summary)),
         section("Per dataset", table(per_dataset)),
+        section("Beyond the raw counts", table(beyond_counts(validation))),
+    )
+
+
+def beyond_counts(validation: dict) -> pd.DataFrame:
+    """What else the result holds and how it was checked: layers, unchecked columns, sample, HVG, schema."""
+    rows = [(f"layer {layer}", how) for layer, how in validation["totals"].get("layers_compared", {}).items()]
+    rows += [
+        (f"obs column {column}", f"not compared: {why}")
+        for column, why in validation.get("not_compared", {}).items()
+    ]
+    if "sample" in validation:
+        rows.append(("sample", json.dumps(validation["sample"])))
+    for step in ("hvg", "schema"):
+        if step in validation:
+            rows.append((step, json.dumps(validation[step])))
+    return pd.DataFrame(
+        rows or [("nothing", "the raw counts and obs columns above")], columns=["what", "how"]
     )
 
 
@@ -223,9 +241,14 @@ def lineage_page(ln, receipt: dict) -> str:
         "tissues": [r.name for r in artifact.tissues.all()],
         "features": [f"{k}={v}" for k, v in artifact.features.get_values().items()],
     }
+    exports = pd.DataFrame(
+        [(fmt, e["uid"], e["key"], e["version"], e["path"]) for fmt, e in receipt.get("exports", {}).items()],
+        columns=["format", "uid", "key", "version", "stored at"],
+    )
     return page(
         f"Registered artifact {artifact.uid}",
         section(f"Instance {ln.setup.settings.instance.slug}", table(facts)),
+        section("The result in other formats (outputs of the same run)", table(exports)),
         section(
             "Versions under this key",
             records(

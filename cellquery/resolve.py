@@ -58,7 +58,8 @@ def plan_query(spec: QuerySpec, demo: DemoInstance, storage: dict | None = None)
         )
         table["sampled_cells"] = table["dataset_id"].map(kept).astype(int)
     check_cache_room(table, storage)
-    _check_result_columns(spec, table, storage)
+    coverage = gene_coverage(spec, location, cells, gene_ids, storage["object_storage"])
+    _check_result_columns(spec, table, storage, coverage)
     query = {
         "name": spec.name,
         "spec": spec.data,
@@ -74,7 +75,7 @@ def plan_query(spec: QuerySpec, demo: DemoInstance, storage: dict | None = None)
         "layers": spec.layers,
         "sample": spec.sample,
         "output": {"formats": spec.formats, "schema": spec.schema, "hvg": spec.hvg},
-        "gene_coverage": gene_coverage(spec, location, cells, gene_ids, storage["object_storage"]),
+        "gene_coverage": coverage,
         "storage": storage,
         "collection": {
             "key": collection.key,
@@ -87,7 +88,7 @@ def plan_query(spec: QuerySpec, demo: DemoInstance, storage: dict | None = None)
     return query, table
 
 
-def _check_result_columns(spec: QuerySpec, table: pd.DataFrame, storage: dict) -> None:
+def _check_result_columns(spec: QuerySpec, table: pd.DataFrame, storage: dict, coverage: dict) -> None:
     """Author columns every dataset with cells holds; highly variable genes only for a result that fits."""
     from cellquery.author_columns import check_author_columns
 
@@ -98,8 +99,11 @@ def _check_result_columns(spec: QuerySpec, table: pd.DataFrame, storage: dict) -
         from cellquery.variable_genes import check_fits
 
         cells = table["sampled_cells" if spec.sample else "selected_cells"].sum()
+        genes = coverage["in_every_dataset"] + (
+            coverage["in_some_datasets"] if spec.gene_join == "outer" else 0
+        )
         with problems.check():
-            check_fits(int(cells))
+            check_fits(int(cells), int(genes))
     problems.raise_any()
 
 

@@ -18,19 +18,22 @@ def result_summary(files: QueryFiles, spec_path: Path) -> str:
     reused = " (identical content: existing version reused, now the latest)" if receipt["reused"] else ""
     collection = query["collection"]
     with_cells = sum(1 for d in report["per_dataset"] if d["h5ad_cells"])
+    exported = [files.export(fmt) for fmt in receipt.get("exports", {})]
+    sample = f", sampled {json.dumps(report['sample'])}" if "sample" in report else ""
     return "\n".join(
         [
             f"query {query['name']}  (spec digest {receipt['spec_digest']})",
             f"  datasets          {with_cells} with selected cells, of {len(report['per_dataset'])} matched "
             f"in {collection['key']} {collection['version']}",
             f"  cells             {receipt['n_obs']:,} (census route {totals['census_cells']:,} "
-            f"after its inclusion rules)",
+            f"after its inclusion rules{sample})",
             f"  genes             {receipt['n_vars']:,}",
             f"  validation        {report['status']}: {totals['matched_cells']:,} cells and "
             f"{totals['genes_compared']:,} genes agree",
             f"  artifact          {receipt['artifact_uid']} version {receipt['version']} "
             f"key {receipt['key']}{reused}",
-            f"  files             {files.result}, census.h5ad, validation.json, receipt.json",
+            f"  files             {', '.join(map(str, [files.result, *exported]))}, census.h5ad, "
+            "validation.json, receipt.json",
             f"  report            make report QUERY={spec_path}  (snakemake --report {files.dir}/report.html "
             f"--config query={spec_path})",
         ]

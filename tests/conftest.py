@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cellquery.lamin import DemoInstance
 
@@ -148,6 +149,14 @@ def s3_demo(tmp_path_factory) -> Iterator[DemoInstance]:
 def monkeypatch_module():
     with pytest.MonkeyPatch.context() as patch:
         yield patch
+
+
+def spec_file(folder: Path, name: str, **fields) -> Path:
+    """A human query spec named `name` in `folder`, with the given fields, as a user would write it."""
+    data = {"name": name, "organism": "human", **fields}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
 
 
 def slices_of(project: Path, spec_path: Path) -> Path:

@@ -8,21 +8,13 @@ import shutil
 import anndata as ad
 import pandas as pd
 import pytest
-import yaml
-from conftest import REPO, slices_of, snakemake
+from conftest import REPO, slices_of, snakemake, spec_file
 
 from cellquery.layout import BUILD_TABLE, QueryFiles
 
 pytestmark = pytest.mark.slow
 
 QUERIES = REPO / "config" / "queries"
-
-
-def spec_file(folder, name, **fields):
-    data = {"name": name, "organism": "human", **fields}
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
 
 
 def queries(*paths) -> str:

@@ -10,7 +10,7 @@ import tiledbsoma as soma
 from cellquery import h5ad
 from cellquery.demo import catalog
 from cellquery.demo.census_store import CATEGORICAL_OBS
-from cellquery.inclusion import INCLUDED_TISSUE_TYPES, RNA_ASSAYS
+from cellquery.inclusion import FULL_GENE_ASSAYS, INCLUDED_TISSUE_TYPES, RNA_ASSAYS
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +131,25 @@ def test_seed_guide_soma_queries(store):
         query = experiment.axis_query("RNA", obs_query=soma.AxisQuery(value_filter=value_filter))
         adata = query.to_anndata(X_name="raw", column_names={"obs": ["cell_type", "tissue"]})
         assert adata.n_obs == obs.num_rows and adata.X.sum() > 0
+
+
+def test_normalized_is_the_builders_definition(store):
+    """normalized = raw / row sum; for full-gene assays (Smart-seq2) raw / feature length first, rounded as
+    the builder rounds (15 mantissa bits)."""
+    with soma.open(str(store.path)) as census:
+        for experiment in census["census_data"].values():
+            rna = experiment.ms["RNA"]
+            obs = experiment.obs.read(column_names=["soma_joinid", "assay_ontology_term_id"]).concat()
+            var = rna.var.read(column_names=["soma_joinid", "feature_length"]).concat().to_pandas()
+            raw = rna.X["raw"].read().tables().concat().to_pandas()
+            normalized = rna.X["normalized"].read().tables().concat().to_pandas()
+            both = raw.merge(normalized, on=["soma_dim_0", "soma_dim_1"], suffixes=("_raw", "_norm"))
+            assert len(both) == len(raw) == len(normalized)  # the same coordinates
+            assays = obs.to_pandas().set_index("soma_joinid")["assay_ontology_term_id"].astype(str)
+            full_gene = assays.loc[both["soma_dim_0"]].isin(FULL_GENE_ASSAYS).to_numpy()
+            lengths = var.set_index("soma_joinid").loc[both["soma_dim_1"], "feature_length"].to_numpy()
+            scaled = np.where(full_gene, both["soma_data_raw"] / lengths, both["soma_data_raw"])
+            sums = pd.Series(scaled).groupby(both["soma_dim_0"].to_numpy()).transform("sum").to_numpy()
+            assert np.allclose(both["soma_data_norm"], scaled / sums, rtol=2**-15, atol=0)
+            naive = both["soma_data_raw"] / both.groupby("soma_dim_0")["soma_data_raw"].transform("sum")
+            assert full_gene.any() and not np.allclose(both["soma_data_norm"][full_gene], naive[full_gene])

@@ -1,0 +1,197 @@
+"""What a result carries away from the registry, end to end through the real snakemake on the demo:
+provenance in the file, the Census' normalized counts, zarr and Parquet exports, the authors' own obs
+columns, samples, the CELLxGENE schema and highly variable genes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from conftest import BIN, snakemake, spec_file
+
+from cellquery import h5ad
+from cellquery.inclusion import FULL_GENE_ASSAYS
+from cellquery.layout import QueryFiles
+from cellquery.validate import NORMALIZED_RTOL
+
+LUNG_IMMUNE = {"tissue": "lung", "cell_type": ["alveolar macrophage", "dendritic cell"]}
+
+
+def build(project, spec_path, *extra) -> QueryFiles:
+    snakemake(project, "--config", f"query={spec_path}", *extra)
+    return QueryFiles(spec_path.stem)
+
+
+def validation(project, files: QueryFiles) -> dict:
+    report = json.loads((project / files.validation).read_text())
+    assert report["status"] == "passed", report
+    return report
+
+
+def provenance_text(path, cwd) -> str:
+    command = [sys.executable, "-m", "cellquery", "provenance", str(path)]
+    return subprocess.run(command, capture_output=True, text=True, check=True, cwd=cwd).stdout
+
+
+@pytest.fixture(scope="module")
+def lung(demo, tmp_path_factory):
+    """Lung immune cells of a 10x and a Smart-seq2 dataset, normalized, in three formats, an author column."""
+    folder = tmp_path_factory.mktemp("specs")
+    spec = spec_file(
+        folder,
+        "lung-takeaway",
+        cells=LUNG_IMMUNE,
+        obs_columns=["cell_type", "assay", "assay_ontology_term_id", "donor_id", "author_cell_type"],
+        output={"layers": ["normalized"], "formats": ["zarr", "obs_parquet"]},
+    )
+    files = build(demo.project, spec)
+    return demo.project, files, spec
+
+
+def test_a_copied_result_tells_where_it_came_from(lung, tmp_path):
+    project, files, spec = lung
+    manifest = pd.read_csv(project / files.manifest, sep="\t")
+    elsewhere = tmp_path / "shared-with-a-colleague.h5ad"
+    shutil.copy(project / files.result, elsewhere)
+    text = provenance_text(elsewhere, tmp_path)
+    assert "query lung-takeaway" in text and "h5ad route" in text
+    query = json.loads((project / files.query).read_text())
+    assert query["spec_digest"] in text and f"{query['collection']['version']}" in text
+    for row in manifest.itertuples():
+        assert f"{row.dataset_id}: artifact {row.uid} version {row.version} hash {row.hash}" in text
+    assert "  cell_type:" in text and "- alveolar macrophage" in text  # the spec, as written
+    assert "anndata 0.11.4" in text and "built 20" in text
+    census_story = h5ad.read_uns(project / files.census)["cellquery"]
+    assert census_story["route"] == "census" and census_story["spec"] == spec.read_text()
+
+
+def test_normalized_counts_equal_the_census_store_including_smart_seq2(lung):
+    import cellxgene_census
+
+    project, files, _ = lung
+    report = validation(project, files)
+    assert report["totals"]["layers_compared"] == {"normalized": f"within a relative {NORMALIZED_RTOL:g}"}
+    result = ad.read_h5ad(project / files.result)
+    query = json.loads((project / files.query).read_text())
+    with cellxgene_census.open_soma(uri=query["census"]["path"]) as census:  # read here, not by cellquery
+        store = cellxgene_census.get_anndata(
+            census,
+            organism="Homo sapiens",
+            obs_value_filter=f"dataset_id in {sorted(set(result.obs['dataset_id'].astype(str)))!r}",
+            X_name="normalized",
+        )
+    store.obs_names = store.obs["dataset_id"].astype(str) + ":" + store.obs["observation_joinid"].astype(str)
+    store.var_names = store.var["feature_id"].astype(str)
+    theirs = store[result.obs_names, result.var_names]
+    ours = result.layers["normalized"].toarray()
+    expected = theirs.X.toarray()
+    assert ((ours != 0) == (expected != 0)).all()
+    assert np.allclose(ours, expected, rtol=NORMALIZED_RTOL, atol=0)
+    counts, raw_sum = result.X.toarray(), theirs.obs["raw_sum"].to_numpy()[:, None]
+    plain = counts / raw_sum  # each row divided by its sum, without the feature-length step
+    full_gene = result.obs["assay_ontology_term_id"].astype(str).isin(FULL_GENE_ASSAYS).to_numpy()
+    assert full_gene.any() and (~full_gene).any()
+    assert np.allclose(ours[~full_gene], plain[~full_gene], rtol=NORMALIZED_RTOL, atol=0)
+    assert not np.allclose(ours[full_gene], plain[full_gene], rtol=0.01, atol=0)
+
+
+def test_zarr_and_parquet_equal_the_h5ad_and_are_registered_with_it(lung, ln, tmp_path):
+    project, files, _ = lung
+    result = ad.read_h5ad(project / files.result)
+    store = ad.read_zarr(project / files.export("zarr"))
+    pd.testing.assert_frame_equal(store.obs, result.obs)
+    pd.testing.assert_frame_equal(store.var, result.var)
+    for name in ("X", "normalized"):
+        ours, theirs = (store.X, result.X) if name == "X" else (store.layers[name], result.layers[name])
+        assert ours.shape == theirs.shape and (ours != theirs).nnz == 0
+    assert store.uns["cellquery"]["spec_digest"] == result.uns["cellquery"]["spec_digest"]
+    table = pq.read_table(project / files.export("obs_parquet"))
+    obs = table.to_pandas().set_index("obs_names").rename_axis(None)
+    pd.testing.assert_frame_equal(obs, result.obs)
+    copied = tmp_path / "obs.parquet"
+    shutil.copy(project / files.export("obs_parquet"), copied)
+    assert "query lung-takeaway" in provenance_text(copied, tmp_path)
+    receipt = json.loads((project / files.receipt).read_text())
+    registered = ln.Artifact.get(uid=receipt["artifact_uid"])
+    for fmt in ("zarr", "obs_parquet"):
+        export = ln.Artifact.get(uid=receipt["exports"][fmt]["uid"])
+        assert export.run == registered.run and export.key == receipt["exports"][fmt]["key"]
+
+
+def test_author_columns_come_from_the_source_h5ads(lung):
+    project, files, _ = lung
+    report = validation(project, files)
+    assert "author_cell_type" in report["not_compared"]
+    result = ad.read_h5ad(project / files.result)
+    assert "author_cell_type" not in ad.read_h5ad(project / files.census).obs
+    manifest = pd.read_csv(project / files.manifest, sep="\t")
+    for row in manifest.itertuples():
+        source = h5ad.read_frame(row.path, "obs").set_index("observation_joinid")
+        mine = result.obs[result.obs["dataset_id"].astype(str) == row.dataset_id]
+        expected = source.loc[mine["observation_joinid"], "author_cell_type"].astype(str).to_numpy()
+        assert len(mine) and (mine["author_cell_type"].astype(str).to_numpy() == expected).all()
+
+
+def test_a_sample_is_the_same_in_both_routes_and_in_every_rerun(demo, tmp_path):
+    """At most 30 cells per cell type, of 90%: fibroblasts include cultured cells the Census leaves out."""
+    project = demo.project
+    cells = {"cell_type": ["fibroblast", "alveolar macrophage", "B cell"]}
+    sample = {"max_cells": 30, "per": ["cell_type"], "fraction": 0.9, "seed": 7}
+    columns = ["cell_type", "tissue_type", "donor_id"]
+    spec = spec_file(tmp_path, "sampled-corpus", cells=cells, sample=sample, obs_columns=columns)
+    files = build(project, spec)
+    report = validation(project, files)  # the routes drew the same cells
+    first = ad.read_h5ad(project / files.result).obs
+    assert first["cell_type"].value_counts().to_dict() == {
+        t: 30 for t in ("fibroblast", "alveolar macrophage", "B cell")
+    }
+    assert report["totals"]["census_cells"] == len(first) and report["sample"] == sample
+    assert (first["tissue_type"] == "tissue").all()  # the cells the Census holds rank first
+    manifest = pd.read_csv(project / files.manifest, sep="\t")
+    sources = pd.concat(h5ad.read_frame(path, "obs") for path in manifest["path"])
+    cultured = (sources["cell_type"] == "fibroblast") & (sources["tissue_type"] == "primary cell culture")
+    assert cultured.sum() > 30  # the h5ad route drew from them too
+    build(project, spec, "--forcerun", "resolve")  # every step again
+    assert ad.read_h5ad(project / files.result).obs.index.equals(first.index)  # a rerun: the same cells
+    reseeded = spec_file(
+        tmp_path, "sampled-corpus", cells=cells, sample=sample | {"seed": 8}, obs_columns=columns
+    )
+    build(project, reseeded)
+    validation(project, files)
+    other = ad.read_h5ad(project / files.result).obs
+    assert len(other) == len(first) and len(other.index.intersection(first.index)) < len(first) // 2
+
+
+def test_a_schema_result_passes_cellxgene_schema_validate_with_its_variable_genes(demo, tmp_path):
+    import scanpy as sc
+
+    project = demo.project
+    output = {
+        "schema": "cellxgene",
+        "hvg": {"n_top": 300, "batch_key": "dataset_id"},
+        "layers": ["normalized"],
+    }
+    spec = spec_file(tmp_path, "kidney-curated", cells={"tissue": "kidney"}, output=output)
+    files = build(project, spec)
+    report = validation(project, files)
+    assert report["hvg"]["flagged"] == 300 and report["schema"]["title"].startswith(
+        "cellquery kidney-curated"
+    )
+    validator = BIN / "cellxgene-schema"
+    checked = subprocess.run(
+        [str(validator), "validate", str(project / files.result)], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    result = ad.read_h5ad(project / files.result)
+    assert "cellquery" in result.uns and "normalized" in result.layers
+    by_hand = ad.AnnData(X=result.X.copy(), obs=result.obs[["dataset_id"]].copy(), var=result.var[[]].copy())
+    sc.pp.highly_variable_genes(by_hand, flavor="seurat_v3", n_top_genes=300, batch_key="dataset_id")
+    assert (by_hand.var["highly_variable"] == result.var["highly_variable"]).all()
+    assert np.allclose(by_hand.var["variances_norm"], result.var["variances_norm"])
