@@ -75,3 +75,40 @@ def test_concatenation_joins_genes_as_anndata_does(tiny_h5ads, tmp_path, join):
     assert set(joined.var_names) == set(expected.var_names)
     assert (joined[:, expected.var_names].X != expected.X).nnz == 0
     assert list(joined.obs.columns) == ["dataset_id", "observation_joinid", "cell_type"]
+
+
+def test_a_normalized_layer_follows_x_through_slicing_and_concatenation(tiny_h5ads, tmp_path):
+    """Each cell's normalized values sum to 1 over the dataset's genes; a sample keeps its rows in every
+    matrix; the h5ad keeps the provenance it is given."""
+    slices = []
+    for dataset_id, path in tiny_h5ads:
+        slices.append(tmp_path / f"{dataset_id}.h5ad")
+        slice_dataset(
+            path,
+            [],
+            dataset_id=dataset_id,
+            organism=ORGANISM,
+            obs_columns=["cell_type"],
+            gene_ids=None,
+            out=slices[-1],
+            layers=["normalized"],
+        )
+        sliced = ad.read_h5ad(slices[-1])
+        genes = (sliced.var["feature_biotype"] == "gene").to_numpy()
+        sums = np.asarray(sliced.layers["normalized"][:, genes].sum(axis=1)).ravel()
+        assert np.allclose(sums[sums > 0], 1.0, atol=1e-5) and (sliced.layers["normalized"] != 0).nnz
+        assert ((sliced.layers["normalized"] != 0) != (sliced.X != 0)).nnz == 0
+
+    def every_other(obs):
+        return np.arange(len(obs)) % 2 == 0
+
+    out = tmp_path / "joined.h5ad"
+    columns = ["dataset_id", "observation_joinid", "cell_type"]
+    h5ad.concatenate(
+        slices, "outer", out, columns, keep=every_other, layers=["normalized"], uns={"cellquery": {"q": "x"}}
+    )
+    joined = ad.read_h5ad(out)
+    expected = ad.concat([ad.read_h5ad(s) for s in slices], join="outer", fill_value=0)[::2]
+    assert list(joined.obs_names) == list(expected.obs_names) and joined.uns["cellquery"]["q"] == "x"
+    assert (joined[:, expected.var_names].layers["normalized"] != expected.layers["normalized"]).nnz == 0
+    assert h5ad.stored_layers(out) == ["normalized"]
