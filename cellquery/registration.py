@@ -227,14 +227,15 @@ def export_key(output_key: str, fmt: str) -> str:
 
 
 def register_export(ln, spec: QuerySpec, path: Path, fmt: str, run) -> dict:
-    """The result in another format, saved as an output of the result's run (the same content: reused)."""
+    """The result in another format, saved as an output of the result's run; a result reused (the same
+    content) keeps the export its run registered."""
     key = export_key(spec.output_key, fmt)
-    candidate = ln.Artifact(
-        str(path), key=key, description=f"cellquery result {spec.name} ({fmt})", skip_hash_lookup=True
-    )
-    artifact = ln.Artifact.filter(key=key, hash=candidate.hash).first()
+    artifact = ln.Artifact.filter(key=key, run=run).order_by("-created_at").first()
     reused = artifact is not None
     if not reused:
+        candidate = ln.Artifact(
+            str(path), key=key, description=f"cellquery result {spec.name} ({fmt})", skip_hash_lookup=True
+        )
         candidate.run = run
         candidate.version_tag = str(ln.Artifact.filter(key=key).count() + 1)
         artifact = candidate.save()
