@@ -1,0 +1,53 @@
+"""A result's provenance: read back from every format, and two builds of one content agree but for time."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from cellquery.exports import write_export
+from cellquery.provenance import BUILT_AT, UNS_KEY, content_digest, describe, read_provenance
+
+STORY = {
+    "route": "h5ad",
+    "query": "tiny",
+    "spec": "name: tiny\norganism: human\n",
+    "spec_digest": "0123456789abcdef",
+    "instance": {"slug": "demo", "storage_root": "/somewhere"},
+    "collection": {"key": "cellxgene-census", "version": "2025-07-01", "uid": "C0001"},
+    "census": {"key": "cell-census/2025-07-01/soma", "uid": "S0000", "version": "2025-07-01"},
+    "datasets": {
+        "d1": {"uid": "A0000", "version": "1", "hash": "h", "key": "k", "title": "t", "selected_cells": 3}
+    },
+    "software": {"cellquery": "0.1.0"},
+    BUILT_AT: "2026-12-01T00:00:00+00:00",
+}
+
+
+def write_result(path, story: dict, counts: np.ndarray) -> None:
+    obs = pd.DataFrame({"dataset_id": pd.Categorical(["d1"] * 3)}, index=["d1:a", "d1:b", "d1:c"])
+    var = pd.DataFrame(index=["ENSG1", "ENSG2"])
+    ad.AnnData(X=sp.csr_matrix(counts, dtype=np.float32), obs=obs, var=var, uns={UNS_KEY: story}).write_h5ad(
+        path
+    )
+
+
+def test_every_format_keeps_the_story(tmp_path):
+    result = tmp_path / "tiny.h5ad"
+    write_result(result, STORY, np.eye(3, 2))
+    for fmt, name in (("zarr", "tiny.zarr"), ("obs_parquet", "tiny.obs.parquet")):
+        write_export(result, fmt, tmp_path / name)
+        assert read_provenance(tmp_path / name)["spec_digest"] == STORY["spec_digest"], fmt
+    text = describe(read_provenance(result))
+    assert "query tiny" in text and "d1: artifact A0000 version 1 hash h" in text and "  name: tiny" in text
+
+
+def test_the_content_digest_ignores_the_build_time_only(tmp_path):
+    paths = [tmp_path / f"{n}.h5ad" for n in "abc"]
+    write_result(paths[0], STORY, np.eye(3, 2))
+    write_result(paths[1], STORY | {BUILT_AT: "2027-01-01T00:00:00+00:00"}, np.eye(3, 2))
+    write_result(paths[2], STORY, np.eye(3, 2) * 2)
+    digests = [content_digest(p) for p in paths]
+    assert digests[0] == digests[1] != digests[2]
