@@ -146,9 +146,15 @@ def test_a_sample_is_the_same_in_both_routes_and_in_every_rerun(demo, tmp_path):
     sample = {"max_cells": 30, "per": ["cell_type"], "fraction": 0.9, "seed": 7}
     columns = ["cell_type", "tissue_type", "donor_id"]
     spec = spec_file(tmp_path, "sampled-corpus", cells=cells, sample=sample, obs_columns=columns)
-    files = build(project, spec)
+    shown = snakemake(project, "plan", "--config", f"query={spec}")  # before any h5ad is read
+    files = QueryFiles(spec.stem)
+    plan = pd.read_csv(project / files.plan, sep="\t")
+    assert "after sample" in shown.stdout + shown.stderr and plan["sampled_cells"].sum() == 90
+    build(project, spec)
     report = validation(project, files)  # the routes drew the same cells
     first = ad.read_h5ad(project / files.result).obs
+    drawn = first["dataset_id"].astype(str).value_counts().reindex(plan["dataset_id"], fill_value=0)
+    assert (drawn.to_numpy() == plan["sampled_cells"].to_numpy()).all()
     assert first["cell_type"].value_counts().to_dict() == {
         t: 30 for t in ("fibroblast", "alveolar macrophage", "B cell")
     }
