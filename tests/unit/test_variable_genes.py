@@ -117,9 +117,11 @@ def test_check_fits_holds_the_memory_limit():
         check_fits(whole + 1, 60_000)
     assert str(raised.value).startswith(f"output.hvg: the result holds {whole + 1:,} cells of 60,000 genes")
     assert f"at most {whole:,} cells" in str(raised.value) and "\n" not in str(raised.value)
-    check_fits(MAX_CELLS, 7)  # a small panel: obs, not the counts, bounds it
+    check_fits(MAX_CELLS, 40)  # a small panel: obs, not the counts, bounds it
     with pytest.raises(SpecError, match=f"at most {MAX_CELLS:,} cells"):
-        check_fits(MAX_CELLS + 1, 7)
+        check_fits(MAX_CELLS + 1, 40)
+    with pytest.raises(SpecError, match="the result keeps 8 genes; seurat_v3 fits variance against mean"):
+        check_fits(1_000, 8)  # too few genes to fit at all
     check_fits(whole * 2, 60_000, nonzeros=MAX_NONZEROS)  # the file's own count beats the estimate
     with pytest.raises(SpecError, match=f"at most {MAX_NONZEROS:,}"):
         check_fits(1_000, 60_000, nonzeros=MAX_NONZEROS + 1)
