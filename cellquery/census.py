@@ -43,14 +43,18 @@ def cells_per_dataset(
     organism: str,
     dataset_ids: list[str],
     settings: dict | None = None,
+    sample: dict | None = None,
 ) -> dict[str, int]:
-    """How many census cells of each dataset match the criteria (reads one obs column, no counts)."""
+    """How many census cells of each dataset match the criteria (and the `sample` keeps): reads the
+    dataset ids (with a sample, the cells' keys and its `per` columns), no counts."""
+    columns = ["dataset_id", *(["observation_joinid", *sample.get("per", [])] if sample else [])]
     with open_store(store, settings) as census:
         obs = census["census_data"][experiment_name(organism)].obs
         table = obs.read(
-            column_names=["dataset_id"], value_filter=value_filter(criteria, dataset_ids)
+            column_names=[*dict.fromkeys(columns)], value_filter=value_filter(criteria, dataset_ids)
         ).concat()
-    counts = table.to_pandas()["dataset_id"].astype(str).value_counts()
+    obs = table.to_pandas()
+    counts = obs["dataset_id"].astype(str)[sampled(obs, sample)].value_counts()
     return {dataset_id: int(counts.get(dataset_id, 0)) for dataset_id in dataset_ids}
 
 
@@ -103,24 +107,6 @@ def _dataset_joinids(census, dataset_ids: list[str]) -> np.ndarray:
         column_names=["soma_joinid"], value_filter=f"dataset_id in [{quoted}]"
     )
     return np.sort(table.concat()["soma_joinid"].to_numpy())
-
-
-def sampled_cells(
-    store: dict,
-    criteria: list[Criterion],
-    organism: str,
-    dataset_ids: list[str],
-    sample: dict,
-    settings: dict | None = None,
-) -> dict[str, int]:
-    """How many census cells of each dataset the sample keeps (reads the keys and the `per` columns)."""
-    columns = [*dict.fromkeys(["dataset_id", "observation_joinid", *sample.get("per", [])])]
-    with open_store(store, settings) as census:
-        obs = census["census_data"][experiment_name(organism)].obs
-        table = obs.read(column_names=columns, value_filter=value_filter(criteria, dataset_ids)).concat()
-    obs = table.to_pandas()
-    counts = obs["dataset_id"].astype(str)[sampled(obs, sample)].value_counts()
-    return {dataset_id: int(counts.get(dataset_id, 0)) for dataset_id in dataset_ids}
 
 
 def census_slice(

@@ -332,7 +332,7 @@ def register(
     query = read_query(query_path)
     intent = QueryFiles(spec.name).register_intent
     manifest, census_uid = read_manifest(manifest_path), query["census"]["uid"]
-    formats = dict(zip(spec.formats[1:], exports, strict=True))
+    formats = dict(zip(spec.export_formats, exports, strict=True))
     receipt = register_result(ln, spec, result, manifest, census_uid, intent, formats)
     write_json(out, receipt)
     return receipt

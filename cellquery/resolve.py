@@ -35,7 +35,7 @@ def plan_query(spec: QuerySpec, demo: DemoInstance, storage: dict | None = None)
     """
     storage = storage or STORAGE_DEFAULTS
     from cellquery import artifacts
-    from cellquery.census import cells_per_dataset, sampled_cells
+    from cellquery.census import cells_per_dataset
     from cellquery.coverage import gene_coverage
 
     ln = connect_source(spec, demo)
@@ -53,9 +53,8 @@ def plan_query(spec: QuerySpec, demo: DemoInstance, storage: dict | None = None)
     table["selected_cells"] = table["dataset_id"].map(cells).astype(int)
     table = with_read_plan(table, spec, storage, location, criteria)
     if spec.sample:
-        kept = sampled_cells(
-            location, criteria, spec.organism, dataset_ids, spec.sample, storage["object_storage"]
-        )
+        settings = storage["object_storage"]
+        kept = cells_per_dataset(location, criteria, spec.organism, dataset_ids, settings, spec.sample)
         table["sampled_cells"] = table["dataset_id"].map(kept).astype(int)
     check_cache_room(table, storage)
     coverage = gene_coverage(spec, location, cells, gene_ids, storage["object_storage"])

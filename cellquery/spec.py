@@ -49,7 +49,7 @@ DEFAULT_OBS_COLUMNS = (
 )
 
 CENSUS_OBS_COLUMNS = {*DEFAULT_OBS_COLUMNS, *QUERYABLE}
-# The obs columns a CELLxGENE-schema dataset must hold (submission format)
+# The obs columns a CELLxGENE-schema dataset must hold (submission format; `cellquery.submission`)
 SCHEMA_OBS_COLUMNS = (
     *[id_column for id_column, _, _ in ONTOLOGY_COLUMNS.values()],
     "donor_id",
@@ -147,6 +147,11 @@ class QuerySpec:
     def formats(self) -> list[str]:
         """The files of the result: the h5ad (always), then those asked for."""
         return [*dict.fromkeys(["h5ad", *self.data["output"].get("formats", [])])]
+
+    @property
+    def export_formats(self) -> list[str]:
+        """The formats written beside the h5ad (`zarr`, `obs_parquet`), in the spec's order."""
+        return [fmt for fmt in self.formats if fmt != "h5ad"]
 
     @property
     def schema(self) -> str | None:

@@ -27,20 +27,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from cellquery.atomic import atomic_path
+from cellquery.spec import SCHEMA_OBS_COLUMNS
 
-REQUIRED_OBS = (
-    "assay_ontology_term_id",
-    "cell_type_ontology_term_id",
-    "development_stage_ontology_term_id",
-    "disease_ontology_term_id",
-    "donor_id",
-    "is_primary_data",
-    "self_reported_ethnicity_ontology_term_id",
-    "sex_ontology_term_id",
-    "suspension_type",
-    "tissue_ontology_term_id",
-    "tissue_type",
-)
+REQUIRED_OBS = SCHEMA_OBS_COLUMNS  # what the schema requires of obs
 EMBEDDING = "X_pca"
 MAX_COMPONENTS = 50
 

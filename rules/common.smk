@@ -133,8 +133,8 @@ def shards(wildcards):
 
 def exports(wildcards):
     """The result's other formats the spec asks for (`output.formats`), registered with it."""
-    formats = spec_of(wildcards).formats[1:]  # after the h5ad
-    return [QueryFiles(wildcards.query).export(fmt) for fmt in formats]
+    files = QueryFiles(wildcards.query)
+    return [files.export(fmt) for fmt in spec_of(wildcards).export_formats]
 
 
 def shard_memory_mb(wildcards):
