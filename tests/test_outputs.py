@@ -66,7 +66,7 @@ def test_a_copied_result_tells_where_it_came_from(lung, tmp_path):
     assert query["spec_digest"] in text and f"{query['collection']['version']}" in text
     for row in manifest.itertuples():
         assert f"{row.dataset_id}: artifact {row.uid} version {row.version} hash {row.hash}" in text
-    assert "  cell_type:" in text and "- alveolar macrophage" in text  # the spec, as written
+    assert "cell_type:" in text and "alveolar macrophage" in text  # the spec, as written
     assert "anndata 0.11.4" in text and "built 20" in text
     census_story = h5ad.read_uns(project / files.census)["cellquery"]
     assert census_story["route"] == "census" and census_story["spec"] == spec.read_text()
