@@ -9,7 +9,7 @@ import pandas as pd
 
 from cellquery.criteria import Criterion
 from cellquery.errors import SourceError, SpecError
-from cellquery.spec import ONTOLOGY_COLUMNS, ULABEL_COLUMNS, QuerySpec, suggest
+from cellquery.spec import ONTOLOGY_COLUMNS, ULABEL_COLUMNS, QuerySpec, suggest, unknown_values
 
 MANIFEST_COLUMNS = [
     "uid",
@@ -63,9 +63,11 @@ def check_users(ln, spec: QuerySpec) -> None:
     known = set(ln.User.filter().values_list("handle", flat=True))
     unknown = [h for h in spec.artifacts.get("created_by", []) if h not in known]
     if unknown:
-        raise SpecError(
-            *(f"artifacts.created_by: unknown user {h!r}{suggest(h, sorted(known))}" for h in unknown)
-        )
+
+        def described(handle: str) -> str:
+            return f"unknown user {handle!r}{suggest(handle, sorted(known))}"
+
+        raise unknown_values("artifacts.created_by", unknown, described)
 
 
 def _label_prefilter(ln, queryset, criterion: Criterion):

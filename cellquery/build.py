@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from cellquery.atomic import atomic_path, write_json
+from cellquery.errors import foreseen
 from cellquery.layout import QueryFiles
 from cellquery.spec import Problems, QuerySpec, load_spec
 
@@ -49,12 +50,32 @@ def _located(entry: str, base: Path) -> str:
     return str(base / entry)
 
 
+def checked_build(entries: list[str] | str, base: Path, demo, storage: dict, needs_check) -> dict:
+    """Every spec of the build, by name, each checked against the registry when `needs_check(spec)`; raises
+    one `SpecError` with the problems of all of them. What the checks found is kept for this run's
+    `resolve` (`cellquery.resolve.keep_checked`) only when every spec passed."""
+    from cellquery.resolve import check_build_cache_room, keep_checked, preflight
+
+    problems, found = Problems(), {}
+    specs = load_build(spec_paths(entries, base), problems)
+    for name, spec in specs.items():
+        if needs_check(spec):
+            with problems.check(), foreseen(str(spec.path)):
+                found[name] = preflight(spec, demo, storage)
+    with problems.check(), foreseen("cache_dir"):
+        check_build_cache_room([table for _, table in found.values()], storage)
+    problems.raise_any()
+    for name, checked in found.items():
+        keep_checked(checked, specs[name], demo, QueryFiles(name).checked)
+    return specs
+
+
 def load_build(paths: list[Path], problems: Problems) -> dict[str, QuerySpec]:
     """The specs that load, by name. Every problem of every spec goes to `problems` (one line each, naming
     its file), as does a second spec with a name or an output key already taken (one line naming both)."""
     specs = []
     for path in paths:
-        with problems.check():
+        with problems.check(), foreseen(str(path)):
             specs.append(load_spec(path))
     by_name = _first_of_each(specs, "name", lambda s: s.name, problems)
     _first_of_each(by_name.values(), "output key", lambda s: s.output_key, problems)

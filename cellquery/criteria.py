@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -13,12 +14,13 @@ from cellquery.spec import (
     BOOLEAN_COLUMNS,
     CELL_STATS,
     ID_COLUMNS,
+    INTEGER_STATS,
     ONTOLOGY_COLUMNS,
     ULABEL_COLUMNS,
     Problems,
     QuerySpec,
-    SpecError,
     suggest,
+    unknown_values,
 )
 
 TERM_ID = re.compile(r"^[A-Za-z]+:[0-9A-Za-z_]+$")
@@ -46,22 +48,28 @@ class Criterion:
 
 def _term_ids(registries: list, column: str, values: list) -> list[str]:
     """Names or ontology ids -> ontology ids, checked against the registries (every unknown value named)."""
-    ids, problems = [], Problems()
+    ids, unknown = [], []
     for value in map(str, values):
         if value in SPECIAL_TERMS:
             ids.append(value)
             continue
-        field = "ontology_id" if TERM_ID.match(value) else "name"
-        record = _record(registries, **{field: value})
-        with problems.check():
-            if record is None:
-                raise SpecError(
-                    f"cells.{column}: unknown {field.replace('_', ' ')} {value!r}"
-                    f"{suggest(value, *_known_terms(registries, field))}"
-                )
+        record = _record(registries, **{_field(value): value})
+        if record is None:
+            unknown.append(value)
+        else:
             ids.append(record.ontology_id)
-    problems.raise_any()
+    if unknown:
+        raise unknown_values(f"cells.{column}", unknown, lambda value: _unknown_term(registries, value))
     return ids
+
+
+def _field(value: str) -> str:
+    return "ontology_id" if TERM_ID.match(value) else "name"
+
+
+def _unknown_term(registries: list, value: str) -> str:
+    field = _field(value)
+    return f"unknown {field.replace('_', ' ')} {value!r}{suggest(value, *_known_terms(registries, field))}"
 
 
 def _record(registries: list, **field):
@@ -96,9 +104,11 @@ def _labels(column: str, values: list) -> list:
     known = set(ln.ULabel.filter(type__name=ULABEL_COLUMNS[column]).values_list("name", flat=True))
     unknown = [value for value in values if known and str(value) not in known]
     if unknown:
-        raise SpecError(
-            *(f"cells.{column}: unknown value {value!r}{suggest(value, sorted(known))}" for value in unknown)
-        )
+
+        def described(value) -> str:
+            return f"unknown value {value!r}{suggest(value, sorted(known))}"
+
+        raise unknown_values(f"cells.{column}", unknown, described)
     return values
 
 
@@ -116,11 +126,33 @@ def _resolve_one(column: str, criterion: Any, bionty) -> Criterion:
         values = criterion if isinstance(criterion, list) else [criterion]
         return Criterion(id_column, "in", tuple(_term_ids(registries, column, values)))
     if isinstance(criterion, dict):
-        return Criterion(column, "not_in", tuple(_labels(column, criterion["not_in"])))
-    values = _labels(column, criterion if isinstance(criterion, list) else [criterion])
+        return Criterion(column, "not_in", tuple(_labels(column, _typed(column, criterion["not_in"]))))
+    values = _labels(column, _typed(column, criterion if isinstance(criterion, list) else [criterion]))
     if column in BOOLEAN_COLUMNS and len(set(values)) == 1:
         return Criterion(column, "==", (values[0],))
     return Criterion(column, "in", tuple(values))
+
+
+def _typed(column: str, values: list) -> list:
+    """Values as the column stores them: text in a label column (`donor_id: 12`), numbers in a statistic."""
+    if column in BOOLEAN_COLUMNS:
+        return values
+    if column in INTEGER_STATS:
+        return [int(v) for v in values]
+    if column in CELL_STATS:
+        return [float(v) for v in values]
+    return [str(v) for v in values]
+
+
+def _whole_bound(op: str, bound: float) -> int:
+    """The integer bound an integer column meets exactly as it meets `bound` (`nnz > 1.5` is `nnz > 1`)."""
+    return math.floor(bound) if op in ("gt", "le") else math.ceil(bound)
+
+
+def _comparisons(column: str, bounds: dict) -> list[Criterion]:
+    if column in INTEGER_STATS:
+        bounds = {op: _whole_bound(op, bound) for op, bound in bounds.items()}
+    return [Criterion(column, COMPARISONS[op], (bound,)) for op, bound in sorted(bounds.items())]
 
 
 def resolve(spec: QuerySpec) -> list[Criterion]:
@@ -130,7 +162,7 @@ def resolve(spec: QuerySpec) -> list[Criterion]:
     criteria, problems = [], Problems()
     for column, criterion in spec.cells.items():
         if column in CELL_STATS and isinstance(criterion, dict):
-            criteria += [Criterion(column, COMPARISONS[op], (v,)) for op, v in sorted(criterion.items())]
+            criteria += _comparisons(column, criterion)
         else:
             with problems.check():
                 criteria.append(_resolve_one(column, criterion, bionty))
@@ -144,13 +176,18 @@ def obs_mask(obs: pd.DataFrame, criteria: list[Criterion]) -> np.ndarray:
     for c in criteria:
         column = obs[c.column]
         if c.op in ("in", "not_in"):
-            stored = column.astype(str) if c.column not in BOOLEAN_COLUMNS else column
-            values = [str(v) for v in c.values] if c.column not in BOOLEAN_COLUMNS else list(c.values)
-            hit = stored.isin(values).to_numpy()
+            hit = _members(column, c)
             mask &= hit if c.op == "in" else ~hit
         else:
             mask &= _compare(column.to_numpy(), c.op, c.values[0])
     return mask
+
+
+def _members(column: pd.Series, criterion: Criterion) -> np.ndarray:
+    """Which rows hold one of the criterion's values: labels compared as text, the rest as stored."""
+    if criterion.column in BOOLEAN_COLUMNS or criterion.column in CELL_STATS:
+        return column.isin(list(criterion.values)).to_numpy()
+    return column.astype(str).isin([str(v) for v in criterion.values]).to_numpy()
 
 
 def _compare(values: np.ndarray, op: str, threshold) -> np.ndarray:
@@ -180,7 +217,9 @@ def value_filter(criteria: list[Criterion], dataset_ids: list[str] | None = None
     if dataset_ids is not None:
         clauses.append(f"dataset_id in [{', '.join(_literal(d) for d in dataset_ids)}]")
     for c in criteria:
-        if c.op == "in":
+        if c.op == "in" and c.column in BOOLEAN_COLUMNS:  # the engine has no `in` for booleans
+            clauses.append(" or ".join(f"{c.column} == {_literal(v)}" for v in c.values))
+        elif c.op == "in":
             clauses.append(f"{c.column} in [{', '.join(_literal(v) for v in c.values)}]")
         elif c.op == "not_in":
             clauses.append(" and ".join(f"{c.column} != {_literal(v)}" for v in c.values))

@@ -50,6 +50,21 @@ class ObjectServerError(UserError, RuntimeError):
 
 
 @contextmanager
+def foreseen(source: str) -> Iterator[None]:
+    """At the spec check's boundary, an error no check foresaw (a bug) still ends in one line naming
+    `source` (the spec's file), so that no input makes a traceback reach the terminal before any job."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as error:
+        raise SpecError(
+            f"{source}: the spec check failed unexpectedly ({type(error).__name__}: {error}); "
+            "this is a bug in cellquery, please report it with the spec"
+        ) from error
+
+
+@contextmanager
 def one_line_exit() -> Iterator[None]:
     """A command's boundary: a `UserError` exits 1 with its one line on stderr."""
     try:

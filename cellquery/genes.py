@@ -7,8 +7,7 @@ from importlib.resources import files
 
 import pandas as pd
 
-from cellquery.errors import SpecError
-from cellquery.spec import suggest
+from cellquery.spec import suggest, unknown_values
 
 ORGANISM_LABELS = {"NCBITaxon:9606": "human", "NCBITaxon:10090": "mouse"}
 GENE_FILES = {
@@ -44,9 +43,9 @@ def resolve_genes(values: list[str], organism: str) -> list[str]:
         elif value in by_name.index:
             ids.append(by_name[value])
         else:
-            unknown.append(f"genes: {_unknown(value, organism)}")
+            unknown.append(value)
     if unknown:
-        raise SpecError(*unknown)
+        raise unknown_values("genes", unknown, lambda value: _unknown(value, organism))
     return list(dict.fromkeys(ids))
 
 

@@ -115,6 +115,7 @@ def collection_key(output_key: str) -> str:
 
 def check_output_key(ln, spec: QuerySpec) -> None:
     """The output key (and its collection key) must be free or hold earlier versions of a cellquery result."""
+    check_key_rules(ln, spec)
     owned = [
         ("artifact", spec.output_key, ln.Artifact),
         ("collection", collection_key(spec.output_key), ln.Collection),
@@ -126,6 +127,34 @@ def check_output_key(ln, spec: QuerySpec) -> None:
                     f"output.key: {key!r} belongs to {kind} {record.uid}, "
                     "which is not a cellquery result; choose another key"
                 )
+
+
+def check_key_rules(ln, spec: QuerySpec) -> None:
+    """Every key the result is registered under, checked by lamindb's own rules (segments, suffix, length)."""
+    from pathlib import PurePosixPath
+
+    from lamindb.models.sqlrecord import check_key
+    from lamindb_setup.core.canonical_suffix import CanonicalSuffix
+
+    keys = [
+        (ln.Artifact, key, suffix)
+        for key, suffix in [
+            (spec.output_key, ".h5ad"),
+            *((export_key(spec.output_key, fmt), EXPORT_SUFFIXES[fmt]) for fmt in spec.export_formats),
+        ]
+    ]
+    keys.append((ln.Collection, collection_key(spec.output_key), None))
+    for registry, key, suffix in keys:
+        length = registry._meta.get_field("key").max_length
+        try:
+            check_key(key)
+        except ValueError as error:
+            raise SpecError(f"output.key: lamindb refuses {key!r}: {error}") from None
+        if len(key) > length:
+            raise SpecError(f"output.key: {key!r} is longer than lamindb's {length} characters")
+        read_suffix = CanonicalSuffix.extract_from_path(PurePosixPath(key))[1]
+        if suffix and not (read_suffix and suffix.endswith(read_suffix)):
+            raise SpecError(f"output.key: lamindb reads no file name with suffix {suffix} in {key!r}")
 
 
 def result_collection(ln, artifact):

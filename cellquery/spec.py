@@ -6,6 +6,8 @@ import datetime
 import difflib
 import hashlib
 import json
+import math
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,7 +17,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from cellquery import ontology
+from cellquery import limits, ontology
 from cellquery.errors import SpecError, UserError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "config" / "schemas" / "query.schema.yaml"
@@ -38,6 +40,7 @@ TISSUE_TYPES = ("tissue", "organoid", "primary cell culture")  # CELLxGENE schem
 BOOLEAN_COLUMNS = {"is_primary_data"}
 # Per-cell statistics the Census stores; the h5ad route computes them the same way when a query uses them.
 CELL_STATS = {"raw_sum", "nnz", "raw_mean_nnz", "raw_variance_nnz", "n_measured_vars"}
+INTEGER_STATS = {"nnz", "n_measured_vars"}  # int64 in the census; the others are float64
 KEY_COLUMNS = ("dataset_id", "observation_joinid")  # a cell of the result, in either route
 QUERYABLE = set(ONTOLOGY_COLUMNS) | set(ID_COLUMNS) | STRING_COLUMNS | BOOLEAN_COLUMNS | CELL_STATS
 DEFAULT_OBS_COLUMNS = (
@@ -60,6 +63,10 @@ SCHEMA_OBS_COLUMNS = (
 
 # Bump when slices change shape (2: slices keep the columns the inclusion rules read), so old ones are remade.
 SLICE_FORMAT = 2
+# Characters no key or value of a spec holds: control, format (invisible), surrogate, private, unassigned
+MAX_NAMED = 10  # unknown values of one key, each named with a suggestion; the rest are counted
+HIDDEN_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn"}
+INT64 = (-(2**63), 2**63 - 1)
 # results/census/census.h5ad would be both the result and the census route's slice
 RESERVED_NAMES = {"census"}
 
@@ -211,6 +218,17 @@ def organism_id(value: str) -> str:
     raise SpecError(f"organism: unknown organism {value!r}{suggest(value, choices)}")
 
 
+def unknown_values(key: str, unknown: list, describe) -> SpecError:
+    """The error for unknown values of one key: the first `MAX_NAMED` each on a line of its own, described
+    (with a suggestion: costly), the rest counted on one line."""
+    lines = [f"{key}: {describe(value)}" for value in unknown[:MAX_NAMED]]
+    rest = unknown[MAX_NAMED:]
+    if rest:
+        among = ", ".join(map(repr, rest[:3]))
+        lines.append(f"{key}: {len(rest):,} more unknown values ({among}, ...)")
+    return SpecError(*lines)
+
+
 def suggest(value: str, choices, aliases: dict[str, str] | None = None) -> str:
     """`; did you mean 'X'?` for the closest choice: by case, as a word it starts, then by spelling.
 
@@ -243,6 +261,37 @@ def _dates_as_text(value: Any) -> Any:
     if isinstance(value, list):
         return [_dates_as_text(v) for v in value]
     return value.isoformat() if isinstance(value, datetime.date) else value
+
+
+def _value_problems(value: Any, where: str = "(top level)") -> list[str]:
+    """Numbers no engine compares (non-finite, or past 64 bits) and text with invisible characters,
+    anywhere in the spec."""
+    if isinstance(value, dict):
+        return [
+            problem
+            for key, item in value.items()
+            for problem in (*_text_problems(key, where), *_value_problems(item, _joined(where, key)))
+        ]
+    if isinstance(value, list):
+        return [problem for item in value for problem in _value_problems(item, where)]
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{where}: {value} is not a finite number"]
+    if isinstance(value, int) and not isinstance(value, bool) and not INT64[0] <= value <= INT64[1]:
+        return [f"{where}: {value} does not fit in 64 bits, as every number of a spec must"]
+    return _text_problems(value, where) if isinstance(value, str) else []
+
+
+def _joined(where: str, key: str) -> str:
+    return key if where == "(top level)" else f"{where}.{key}"
+
+
+def _text_problems(text: str, where: str) -> list[str]:
+    """A control, format (invisible), surrogate, private or unassigned character in a key or value."""
+    bad = next((ch for ch in text if unicodedata.category(ch) in HIDDEN_CATEGORIES), None)
+    if bad is None:
+        return []
+    name = unicodedata.name(bad, "a control character")
+    return [f"{where}: {text!r} holds U+{ord(bad):04X} ({name}), which no name contains; remove it"]
 
 
 def _fill_defaults(data: dict) -> dict:
@@ -316,6 +365,10 @@ def _check_criterion(column: str, criterion: Any) -> None:
     if isinstance(criterion, dict) and "descendants_of" in criterion and not ontology_column:
         raise SpecError(f"cells.{column}: descendants_of applies to ontology columns only")
     values = criterion if isinstance(criterion, list) else [criterion]
+    if isinstance(criterion, dict) and "not_in" in criterion:
+        values = criterion["not_in"]
+    if column in CELL_STATS:
+        _check_numbers(column, list(criterion.values()) if comparison else values, whole=not comparison)
     if column in BOOLEAN_COLUMNS and not all(isinstance(v, bool) for v in values):
         raise SpecError(f"cells.{column}: {criterion!r} is not true or false")
     if column == "tissue_type":
@@ -324,6 +377,19 @@ def _check_criterion(column: str, criterion: Any) -> None:
             if value not in TISSUE_TYPES:
                 known = suggest(value, TISSUE_TYPES)
                 raise SpecError(f"cells.tissue_type: unknown value {value!r}{known}")
+
+
+def _check_numbers(column: str, values: list, whole: bool) -> None:
+    """Numbers the census column holds: any finite float, or a 64-bit integer (a whole one to equal it)."""
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SpecError(f"cells.{column}: {value!r} is not a number")
+        if column not in INTEGER_STATS:
+            continue
+        if not INT64[0] <= value <= INT64[1]:
+            raise SpecError(f"cells.{column}: {value!r} lies beyond the 64-bit integers {column} holds")
+        if whole and value != int(value):
+            raise SpecError(f"cells.{column}: {value!r} is never equal to {column}, a whole number")
 
 
 def _check_comparison(column: str, bounds: dict) -> None:
@@ -375,27 +441,43 @@ def _check_output(output: dict, obs_columns: list[str] | None) -> None:
         )
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A YAML loader that rejects a key given twice in one mapping (plain YAML keeps the last silently)."""
+class _UniqueKeyLoader(yaml.CSafeLoader):
+    """A YAML loader whose keys are text, each given once (plain YAML keeps the last silently and reads
+    `yes`, `1` or `2025-01-30` as other types)."""
 
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, str):
+                raise SpecError(
+                    f"{key_node.value}: a key YAML reads as {type(key).__name__}, not text (line {line}); "
+                    "quote it"
+                )
             if key in seen:
-                line = key_node.start_mark.line + 1
                 raise SpecError(f"{key}: key given twice (line {line}): keep one")
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
 
 def _read_yaml(path: Path) -> Any:
+    """The spec file's content, once it is known to lie within the bounds of a spec (`cellquery.limits`)."""
     try:
-        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader
+        limits.check_file_size(path)
+        text = path.read_bytes().decode("utf-8")
+        limits.check_shape(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise SpecError(f"invalid YAML{where}: {getattr(error, 'problem', error)}") from None
+        raise SpecError(f"invalid YAML{where}: {getattr(error, 'problem', None) or error}") from None
+    except UnicodeDecodeError as error:
+        raise SpecError(
+            f"not UTF-8 text: byte {error.object[error.start]:#04x} at offset {error.start}"
+        ) from None
+    except OSError as error:
+        raise SpecError(f"cannot read the file: {error.strerror}") from None
 
 
 def _validated(data: Any) -> dict:
@@ -403,6 +485,9 @@ def _validated(data: Any) -> dict:
     if not isinstance(data, dict):
         raise SpecError(f"a query spec is a mapping of keys, got {type(data).__name__}")
     data = _dates_as_text(data)
+    value_problems = _value_problems(data)
+    if value_problems:  # values no consumer takes: the schema's view of them would only repeat it
+        raise SpecError(*dict.fromkeys(value_problems))
     errors = list(jsonschema.Draft202012Validator(_schema()).iter_errors(data))
     problems = Problems()
     for error in sorted(errors, key=lambda e: list(map(str, e.absolute_path))):

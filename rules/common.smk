@@ -11,18 +11,12 @@ from snakemake.utils import validate
 from cellquery.demo.catalog import DEMO_FORMAT, V1, V2, generation_batches
 from cellquery.jobs import claim_workdir
 from cellquery.lamin import DemoInstance, export_object_storage_env
-from cellquery.resolve import (
-    RUN_VARIABLE,
-    check_build_cache_room,
-    keep_checked,
-    preflight,
-)
+from cellquery.resolve import RUN_VARIABLE
 from cellquery.runfiles import RESOLVED_FORMAT, read_manifest
 from cellquery.shards import plan_shards
-from cellquery.build import load_build, spec_paths
+from cellquery.build import checked_build
 from cellquery.layout import QueryFiles
 from cellquery.errors import UserError
-from cellquery.spec import Problems
 from cellquery.storage import STORAGE_DEFAULTS
 
 validate(config, "../config/schemas/config.schema.yaml")
@@ -56,23 +50,6 @@ def needs_preflight(spec):
     return accepted["spec_digest"] != spec.digest or accepted["storage"] != STORAGE
 
 
-def checked_build():
-    """Every spec of the build (`query`, or else `queries`), each checked against the registry once; the
-    problems of all of them, reported together."""
-    entries, problems = config["query"] or config["queries"], Problems()
-    specs, found = load_build(spec_paths(entries, Path(workflow.basedir)), problems), {}
-    for name, spec in specs.items():
-        if needs_preflight(spec):
-            with problems.check():
-                found[name] = preflight(spec, DEMO, STORAGE)
-    with problems.check():
-        check_build_cache_room([table for _, table in found.values()], STORAGE)
-    problems.raise_any()
-    for name, checked in found.items():  # written only when every spec passed
-        keep_checked(checked, specs[name], DEMO, QueryFiles(name).checked)
-    return specs
-
-
 def started_build():
     """The build's checked specs, the demo's object server running first (the check reads its store)."""
     export_object_storage_env(DEMO)
@@ -86,7 +63,9 @@ def started_build():
         and (DEMO.root / "s3").exists()
     ):
         DEMO.object_server.ensure_running()  # it outlives the run; stopped by its PID
-    return checked_build()
+    entries = config["query"] or config["queries"]
+    base = Path(workflow.basedir)
+    return checked_build(entries, base, DEMO, STORAGE, needs_preflight)
 
 
 try:
