@@ -27,7 +27,10 @@ LIMITS = {
 }
 _COLLECTIONS = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
 _ENDS = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
-_CORE_TAGS = {f"tag:yaml.org,2002:{kind}" for kind in ("str", "int", "float", "bool", "null", "seq", "map")}
+_CORE_TAGS = {
+    "!",
+    *(f"tag:yaml.org,2002:{kind}" for kind in ("str", "int", "float", "bool", "null", "seq", "map")),
+}
 
 
 def check_file_size(path: Path) -> None:
@@ -64,7 +67,7 @@ def check_shape(text: str) -> None:
 
 
 def _check_tag(event, line: int) -> None:
-    if event.tag and event.tag not in _CORE_TAGS and not getattr(event, "implicit", (True,))[0]:
+    if event.tag is not None and event.tag not in _CORE_TAGS:
         raise SpecError(f"line {line}: YAML tag {event.tag!r} is not allowed in a spec; write plain values")
 
 

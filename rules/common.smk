@@ -1,7 +1,6 @@
 import json
 import os
 import re
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -16,7 +15,7 @@ from cellquery.runfiles import RESOLVED_FORMAT, read_manifest
 from cellquery.shards import plan_shards
 from cellquery.build import checked_build
 from cellquery.layout import QueryFiles
-from cellquery.errors import UserError
+from cellquery.errors import one_line_exit
 from cellquery.storage import STORAGE_DEFAULTS
 
 validate(config, "../config/schemas/config.schema.yaml")
@@ -68,11 +67,8 @@ def started_build():
     return checked_build(entries, base, DEMO, STORAGE, needs_preflight)
 
 
-try:
+with one_line_exit():  # one line per problem, before any job runs
     SPECS = started_build()
-except UserError as error:  # one line per problem, before any job runs
-    print(error.lines(), file=sys.stderr)
-    sys.exit(1)
 FILES = QueryFiles("{query}")  # every rule's files, as patterns over the query's name
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 from conftest import REPO
-from test_bad_specs import CORPUS, MANY_PROBLEMS, expected_error
+from test_bad_specs import CORPUS, GENERATED, MANY_PROBLEMS, expected_error
 
 from cellquery.errors import SpecError
 from cellquery.spec import load_spec
@@ -29,6 +29,16 @@ def test_bad_specs_the_loader_can_judge_fail_with_their_expected_line():
             caught += 1
             assert any(expected_error(path) in problem for problem in error.problems), (path, error.problems)
     assert caught >= 25  # the rest need the registry (unknown names, empty matches): tests/test_bad_specs.py
+
+
+@pytest.mark.parametrize("case", list(GENERATED))
+def test_a_spec_past_a_bound_fails_with_one_line(tmp_path, case):
+    text, expected = GENERATED[case]
+    path = tmp_path / f"{case}.yaml"
+    path.write_text(text.format(name=case))
+    with pytest.raises(SpecError) as raised:
+        load_spec(path)
+    assert len(raised.value.problems) == 1 and expected in raised.value.problems[0], raised.value.problems
 
 
 def test_every_schema_problem_of_a_spec_is_reported(tmp_path):
