@@ -32,7 +32,13 @@ AIMS = {
     "B5": "rerun with nothing changed under 10 s",
     "B7": "recorded: no aim (#6 asks for the report, not its speed)",
     "B8": "the build <= 0.5 x the wall time; each shared artifact read once",
+    "B11": "a bad spec rejected within snakemake's start plus a little: <= 3 x `snakemake --version`",
 }
+REJECTED = {
+    "schema": REPO / "bench" / "b11" / "schema-error.yaml",
+    "registry": REPO / "bench" / "b11" / "registry-error.yaml",
+}
+REPEATS = 3  # B11: the median of this many runs of each command
 AUTO_AIM, SEED_BYTES_AIM = 1.1, 0.5  # B9
 
 
@@ -55,8 +61,11 @@ def env(torch: bool = False) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("LAMIN")} | hidden
 
 
-def measured(command: list[str], cwd: Path, torch: bool = False, extra_env: dict | None = None) -> dict:
-    """Wall time and the peak RSS of the largest process of a command (through bench/measure.py)."""
+def measured(
+    command: list[str], cwd: Path, torch: bool = False, extra_env: dict | None = None, exit_code: int = 0
+) -> dict:
+    """Wall time and the peak RSS of the largest process of a command (through bench/measure.py), which must
+    end with `exit_code`."""
     started = time.perf_counter()
     result = subprocess.run(
         [str(BIN / "python"), str(REPO / "bench" / "measure.py"), *command],
@@ -65,8 +74,8 @@ def measured(command: list[str], cwd: Path, torch: bool = False, extra_env: dict
         capture_output=True,
         text=True,
     )
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+    if result.returncode != exit_code:
+        raise RuntimeError(f"{' '.join(command)} ended with {result.returncode}:\n{result.stderr[-3000:]}")
     peak = json.loads(result.stdout.strip().splitlines()[-1])["peak_rss_mib"]
     return {"seconds": round(time.perf_counter() - started, 2), "peak_rss_mib": peak}
 
@@ -177,6 +186,24 @@ def builds_table(b8: dict | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rejections(project: Path) -> dict:
+    """B11: seconds until a bad spec is refused (a schema error, a registry error) at the small scale, the
+    default build's, against `snakemake --version`, side by side; each the median of `REPEATS` runs."""
+    ensure_demo(project, "small", 3)
+    start = median_of([str(BIN / "snakemake"), "--version"], project)
+    rows = []
+    for kind, spec in REJECTED.items():
+        refused = median_of(snakemake(project, "--config", "demo_scale=small", f"query={spec}"), project, 1)
+        rows.append(compared("B11", f"a {kind} error refused vs `snakemake --version`", start, refused))
+    return {"rows": rows}
+
+
+def median_of(command: list[str], cwd: Path, exit_code: int = 0) -> dict:
+    """Wall time and peak memory of a command, each the median of `REPEATS` runs ending in `exit_code`."""
+    runs = [measured(command, cwd, exit_code=exit_code) for _ in range(REPEATS)]
+    return {key: sorted(run[key] for run in runs)[REPEATS // 2] for key in ("seconds", "peak_rss_mib")}
+
+
 def helper(name: str, project: Path, *args: str) -> list[str]:
     return [str(BIN / "python"), str(REPO / "bench" / "steps.py"), name, str(project), *args]
 
@@ -261,7 +288,9 @@ def registry_scale(project: Path) -> dict:
 
 def render(run: dict) -> str:
     rows = []
-    for b in [*run["benchmarks"], *([builds_row(run["builds"])] if run.get("builds") else [])]:
+    builds = [builds_row(run["builds"])] if run.get("builds") else []
+    extra = [*builds, *run.get("rejections", {}).get("rows", [])]
+    for b in [*run["benchmarks"], *extra]:
         base = b["baseline"] or {"seconds": "", "peak_rss_mib": ""}
         cells = [b["id"], b["name"], base["seconds"], b["ours"]["seconds"], b["ratio_seconds"] or ""]
         cells += [
@@ -363,14 +392,12 @@ def registry_row(registry: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.run")
     parser.add_argument("--project", type=Path, default=REPO)
-    parser.add_argument("--only", choices=["B8", "B9"], help="run it alone; the others keep their last run")
+    parser.add_argument("--only", choices=list(ALONE), help="run it alone; the others keep their last run")
     args = parser.parse_args()
     project = args.project.resolve()
-    ensure_demo(project, "bench", 13, storage="s3")
     timestamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     if args.only:
-        alone = {"B8": ("builds", dataset_builds), "B9": ("object_storage", object_storage)}
-        key, measure = alone[args.only]
+        key, measure = ALONE[args.only]
         run = json.loads(latest_results().read_text()) | {key: measure(project) | {"timestamp": timestamp}}
     else:
         run = whole_run(project, timestamp)
@@ -380,11 +407,29 @@ def main() -> None:
     print(render(run))
 
 
+def s3_bench(measure):
+    """A measurement over the S3 bench demo, built first when absent."""
+
+    def measured_over_s3(project: Path):
+        ensure_demo(project, "bench", 13, storage="s3")
+        return measure(project)
+
+    return measured_over_s3
+
+
+ALONE = {  # what `--only` runs: (its key in the results, the measurement)
+    "B8": ("builds", s3_bench(dataset_builds)),
+    "B9": ("object_storage", s3_bench(object_storage)),
+    "B11": ("rejections", rejections),
+}
+
+
 def latest_results() -> Path:
     return max(RESULTS.glob("*.json"))
 
 
 def whole_run(project: Path, timestamp: str) -> dict:
+    ensure_demo(project, "bench", 13, storage="s3")
     ensure_demo(project, "bench", 13)
     ensure_demo(project, "registry", 20)
     summary = json.loads((project / ".demo" / "bench" / "summary.json").read_text())
@@ -401,6 +446,7 @@ def whole_run(project: Path, timestamp: str) -> dict:
         "loaders": loaders(project),
         "object_storage": storage | {"timestamp": timestamp},
         "builds": builds | {"timestamp": timestamp},
+        "rejections": rejections(project) | {"timestamp": timestamp},
     }
 
 
