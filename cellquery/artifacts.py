@@ -110,11 +110,21 @@ def artifact_query(ln, spec: QuerySpec, collection, criteria: list[Criterion]):
     if "created_by" in wanted:
         queryset = queryset.filter(created_by__handle__in=wanted["created_by"])
     if "key_patterns" in wanted:
-        regex = "|".join(f"(?:{fnmatch.translate(p)})" for p in wanted["key_patterns"])
-        queryset = queryset.filter(key__regex=regex)
+        queryset = _matching_keys(queryset, wanted["key_patterns"])
     for criterion in criteria:
         queryset = _label_prefilter(ln, queryset, criterion)
     return queryset.distinct().order_by("key", "id")
+
+
+def _matching_keys(queryset, patterns: list[str]):
+    """The artifacts whose key matches one of the glob patterns, matched here: `fnmatch.translate`'s regex
+    dialect is Python's, which PostgreSQL's regular expressions refuse."""
+    matching = [
+        i
+        for i, key in queryset.values_list("id", "key")
+        if any(fnmatch.fnmatchcase(key, p) for p in patterns)
+    ]
+    return queryset.filter(id__in=matching)
 
 
 def manifest(artifacts) -> pd.DataFrame:

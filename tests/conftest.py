@@ -112,6 +112,12 @@ def pg_demo(tmp_path_factory) -> DemoInstance:
     return DemoInstance(project, "small", url)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def instance(request) -> DemoInstance:
+    """The demo instance on each kind of database."""
+    return request.getfixturevalue("demo" if request.param == "sqlite" else "pg_demo")
+
+
 def object_server_missing() -> str | None:
     from cellquery.errors import ObjectServerError
     from cellquery.objectstore import weed_binary

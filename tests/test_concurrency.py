@@ -19,12 +19,6 @@ from conftest import BIN, REPO, clean_env, snakemake
 QUERIES = REPO / "config" / "queries"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def instance(request):
-    """The demo instance on each kind of database."""
-    return request.getfixturevalue("demo" if request.param == "sqlite" else "pg_demo")
-
-
 def registry_state(demo, keys: list[str]) -> dict:
     """Versions per key and the audit's problems, read in a process connected to `demo`'s instance."""
     code = (
