@@ -149,7 +149,7 @@ def _whole_bound(op: str, bound: float) -> int:
     return math.floor(bound) if op in ("gt", "le") else math.ceil(bound)
 
 
-def _comparisons(column: str, bounds: dict) -> list[Criterion]:
+def comparisons(column: str, bounds: dict) -> list[Criterion]:
     if column in INTEGER_STATS:
         bounds = {op: _whole_bound(op, bound) for op, bound in bounds.items()}
     return [Criterion(column, COMPARISONS[op], (bound,)) for op, bound in sorted(bounds.items())]
@@ -162,7 +162,7 @@ def resolve(spec: QuerySpec) -> list[Criterion]:
     criteria, problems = [], Problems()
     for column, criterion in spec.cells.items():
         if column in CELL_STATS and isinstance(criterion, dict):
-            criteria += _comparisons(column, criterion)
+            criteria += comparisons(column, criterion)
         else:
             with problems.check():
                 criteria.append(_resolve_one(column, criterion, bionty))

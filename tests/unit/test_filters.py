@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 import tiledbsoma as soma
 
-from cellquery.criteria import Criterion, obs_mask, value_filter
+from cellquery.criteria import Criterion, comparisons, obs_mask, value_filter
 
 DONORS = ["d-1", "O'Brien", 'say "hi"', "d-4"]
 CASES = {
@@ -19,6 +19,13 @@ CASES = {
     "boolean": [Criterion("is_primary_data", "==", (True,))],
     "comparison": [Criterion("nnz", ">=", (300,))],
     "quotes": [Criterion("donor_id", "in", ("O'Brien", 'say "hi"'))],
+    "both booleans": [
+        Criterion("is_primary_data", "in", (True, False)),  # the engine has no `in` for booleans
+        Criterion("tissue", "==", ("kidney",)),
+    ],
+    "numbers in": [Criterion("nnz", "in", tuple(range(100, 300)))],
+    "fractional bounds on counts": comparisons("nnz", {"gt": 300.5, "le": 600.5}),
+    "fractional lower bound on counts": comparisons("nnz", {"ge": 299.5, "lt": 450.2}),
     "several": [
         Criterion("tissue", "==", ("blood",)),
         Criterion("nnz", "<", (500,)),
