@@ -326,6 +326,18 @@ def _schema_errors(error: jsonschema.ValidationError) -> list[str]:
     return [f"{where}: {error.message}"]
 
 
+def _one_per_value(errors: list[jsonschema.ValidationError]) -> list[jsonschema.ValidationError]:
+    """One error per value the schema refuses (`gene_join: null` fails both `type` and `enum`: the choices
+    say more); a mapping's unknown keys and missing keys are problems of their own."""
+    chosen: dict[tuple, jsonschema.ValidationError] = {}
+    for error in errors:
+        kind = error.validator if error.validator in ("additionalProperties", "required") else "value"
+        place = (tuple(map(str, error.absolute_path)), kind)
+        if place not in chosen or error.validator == "enum":
+            chosen[place] = error
+    return list(chosen.values())
+
+
 def _misspelt(error: jsonschema.ValidationError) -> bool:
     """A required key missing because it was misspelt: the unknown key's suggestion says it already."""
     if error.validator != "required" or not isinstance(error.instance, dict):
@@ -490,7 +502,7 @@ def _validated(data: Any) -> dict:
         raise SpecError(*dict.fromkeys(value_problems))
     errors = list(jsonschema.Draft202012Validator(_schema()).iter_errors(data))
     problems = Problems()
-    for error in sorted(errors, key=lambda e: list(map(str, e.absolute_path))):
+    for error in sorted(_one_per_value(errors), key=lambda e: list(map(str, e.absolute_path))):
         if not _misspelt(error):
             problems.found += _schema_errors(error)
     malformed = {tuple(error.absolute_path)[:2] for error in errors}
