@@ -3,26 +3,16 @@ what a killed `register` left is undone, a committed registration is kept."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+from unit_helpers import TEMPORARY_INSTANCE, in_temporary_instance
 
-SCRIPT = """
-import contextlib, json, sys
+SCRIPT = (
+    TEMPORARY_INSTANCE
+    + """
+import json
 from pathlib import Path
 
-from cellquery.lamin import DemoInstance, connect, use_demo_settings
 from cellquery.registration import recover
 
-root = Path(sys.argv[1])
-demo = DemoInstance(root, "small")
-use_demo_settings(demo, fresh=True)
-demo.root.mkdir(parents=True)
-import lamindb_setup
-
-with contextlib.chdir(demo.root):
-    lamindb_setup.init(storage=str(demo.storage), name=demo.name)
-ln = connect(demo.env())
 storage_root = str(ln.settings.storage.root)
 
 
@@ -50,13 +40,11 @@ print(json.dumps({
     "nothing_to_do": recover(ln, root / "absent.json") is None,
 }))
 """
+)
 
 
 def test_recovery_undoes_what_a_killed_registration_left_and_keeps_a_committed_one(tmp_path):
-    run = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-3000:]
-    outcome = json.loads(run.stdout.strip().splitlines()[-1])
-    assert outcome == {
+    assert in_temporary_instance(SCRIPT, tmp_path) == {
         "committed_kept": True,
         "lost_removed": True,
         "stray_removed": True,
