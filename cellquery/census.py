@@ -12,6 +12,7 @@ import scipy.sparse as sp
 from cellquery import h5ad, ontology
 from cellquery.atomic import atomic_path
 from cellquery.criteria import Criterion, value_filter
+from cellquery.faults import failpoint
 from cellquery.runfiles import criteria_of, read_manifest, read_query
 from cellquery.sampling import sampled
 from cellquery.slicing import result_columns
@@ -152,6 +153,7 @@ def census_slice(
         with atomic_path(out) as tmp:
             frames = _obs_frame(obs, columns), _var_frame(var)
             h5ad.write_streamed(tmp, *frames, _row_blocks(matrices, obs, var), uns=uns, layers=layers)
+            failpoint("census")
     log.info("census slice: %d cells x %d genes", len(obs), len(var))
     return {"cells": len(obs), "genes": len(var), "value_filter": obs_filter}
 

@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import logging
 import shutil
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,17 +17,40 @@ from cellquery.errors import UserError
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class Terminated(BaseException):
+    """SIGTERM reached the job (a scheduler's time limit, a cancelled run). Raised like KeyboardInterrupt,
+    not as an `Exception`: no retry loop swallows it, and every `finally:` and `with` on the way out runs
+    (temporaries removed, files closed, the registry transaction rolled back)."""
+
+
+def _terminate(signum: int, frame) -> None:
+    raise Terminated
+
+
 @contextlib.contextmanager
 def job_log(path: str | Path) -> Iterator[None]:
     """Send this job's output (lamindb prints to stdout) and `logging` progress to `path`; a `UserError`
-    ends the job with its one line on the terminal (and in the log), any other error with its traceback."""
-    with _logged_to(path):
-        try:
-            yield
-        except UserError as error:
-            logging.getLogger("cellquery").error("job failed: %s", error)
-            echo(error.lines())
-            raise SystemExit(1) from None
+    ends the job with its one line on the terminal (and in the log), SIGTERM with one line too, any other
+    error with its traceback."""
+    job = f"{Path(path).parent.name}/{Path(path).stem}"
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        with _logged_to(path):
+            try:
+                yield
+            except UserError as error:
+                _fail(error.lines())
+            except Terminated:
+                _fail(f"cellquery: job {job} stopped by SIGTERM, nothing half-written kept; run again")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _fail(lines: str) -> None:
+    """End the job: its one line in the log and on the terminal."""
+    logging.getLogger("cellquery").error("job failed: %s", lines.removeprefix("cellquery: "))
+    echo(lines)
+    raise SystemExit(1) from None
 
 
 @contextlib.contextmanager
