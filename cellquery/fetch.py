@@ -103,7 +103,7 @@ def download(fs, remote: str, part: Path, size: int, label: str) -> None:
             failures += 1
             if failures >= ATTEMPTS:
                 raise FetchError(
-                    f"{label}: download failed {failures} times in a row ({reason(error)})"
+                    f"{label}: download of {remote} failed {failures} times in a row ({reason(error)})"
                 ) from None
             log.warning("%s: %s; retrying in %.0f s (%d/%d)", label, reason(error), wait, failures, ATTEMPTS)
             time.sleep(wait)

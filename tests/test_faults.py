@@ -13,9 +13,10 @@ from contextlib import contextmanager
 
 import pytest
 import yaml
-from conftest import REPO, slices_of, snakemake
+from conftest import BIN, REPO, clean_env, slices_of, snakemake
 from test_crashes import assert_outputs_whole
 
+from bench.proxy import CountingProxy
 from cellquery.audit import registry_problems
 from cellquery.faults import STAGES
 
@@ -33,13 +34,18 @@ def spec_named(folder, name: str, **output):
     return path
 
 
-def assert_completed_once(ln, results, slices, name: str) -> None:
-    """Outputs whole, the registry audited clean, exactly one version under the key: the receipt's."""
-    assert_outputs_whole(results, slices)
-    assert registry_problems(ln) == []
+def assert_registered_once(ln, results, name: str) -> None:
+    """Exactly one version under the query's key: the one its receipt names."""
     versions = ln.Artifact.filter(key=f"cellquery/{name}.h5ad")
     receipt = json.loads((results / "receipt.json").read_text())
     assert versions.count() == 1 and versions.first().uid == receipt["artifact_uid"]
+
+
+def assert_completed_once(ln, results, slices, name: str) -> None:
+    """Outputs whole, the registry audited clean, the result registered once."""
+    assert_outputs_whole(results, slices)
+    assert registry_problems(ln) == []
+    assert_registered_once(ln, results, name)
 
 
 def one_line(run, *words: str) -> str:
@@ -53,33 +59,23 @@ def one_line(run, *words: str) -> str:
 
 @pytest.fixture(scope="module")
 def built(demo, tmp_path_factory):
-    """A t-cells query (with its zarr export) built to its report: each stage's test reruns it from there."""
+    """A t-cells query (with its zarr export) built up to its registration: each stage's test runs that
+    stage again (and its registration, for the last two, once)."""
     name = f"sigterm-{uuid.uuid4().hex[:6]}"
     spec = spec_named(tmp_path_factory.mktemp("sigterm"), name, formats=["zarr"])
-    snakemake(demo.project, "--config", f"query={spec}")
+    snakemake(demo.project, "--config", f"query={spec}", "--until", "export_zarr")
     return spec, name
-
-
-def stage_run(stage: str, built, folder) -> tuple:
-    """The query and command that reach `stage`: the built query rerun from the stage's rule; for register
-    a new query (a rerun registers nothing new: it finds the same content under its key)."""
-    if stage == "register":
-        name = f"sigterm-register-{uuid.uuid4().hex[:6]}"
-        spec = spec_named(folder, name, formats=["zarr"])
-        return spec, name, ["--config", f"query={spec}"]
-    spec, name = built
-    return spec, name, ["-R", RULES.get(stage, stage), "--config", f"query={spec}"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", STAGES)
-def test_sigterm_in_each_stage_keeps_nothing_half_written_and_the_rerun_completes(
-    demo, ln, built, tmp_path, stage
-):
-    spec, name, command = stage_run(stage, built, tmp_path)
+def test_sigterm_in_each_stage_keeps_nothing_half_written_and_the_rerun_completes(demo, ln, built, stage):
+    spec, name = built
     results, slices = demo.project / "results" / name, slices_of(demo.project, spec)
     if stage == "slice":
-        shutil.rmtree(slices, ignore_errors=True)  # shared with other t-cells queries: made afresh here
+        shutil.rmtree(slices, ignore_errors=True)  # current slices are kept, not made: made afresh here
+    rule = RULES.get(stage, stage)
+    command = [*(["-R", rule] if stage != "register" else []), "--until", rule, "--config", f"query={spec}"]
     stopped = snakemake(
         demo.project, *command, check=False, env={"CELLQUERY_KILL_AT": stage, "CELLQUERY_KILL_SIGNAL": "TERM"}
     )
@@ -88,7 +84,10 @@ def test_sigterm_in_each_stage_keeps_nothing_half_written_and_the_rerun_complete
     assert "Traceback" not in stopped.stdout + stopped.stderr
     assert not list(results.rglob(".tmp-*")) and not list(slices.glob(".tmp-*"))
     snakemake(demo.project, *command)
-    assert_completed_once(ln, results, slices, name)
+    assert_outputs_whole(results, slices)
+    assert registry_problems(ln) == []
+    if stage in ("register", "describe"):
+        assert_registered_once(ln, results, name)
 
 
 @contextmanager
@@ -137,3 +136,106 @@ def test_a_full_disk_under_the_result_stops_with_one_line_and_the_rerun_complete
         assert not list(results.rglob(".tmp-*")) and not (results / f"{name}.h5ad").exists()
     snakemake(demo.project, "--config", f"query={spec}")
     assert_completed_once(ln, results, slices, name)
+
+
+def through(proxy: CountingProxy, client: str) -> str:
+    """The `--config` entry that sends one client's requests to the store through the proxy: TileDB's (the
+    census store) as its endpoint, s3fs's (the downloads) as its HTTP proxy."""
+    if client == "tiledb":
+        return f"object_storage={{tiledb: {{vfs.s3.endpoint_override: '127.0.0.1:{proxy.port}'}}}}"
+    return f"object_storage={{s3: {{config_kwargs: {{proxies: {{http: '{proxy.endpoint}'}}}}}}}}"
+
+
+@contextmanager
+def store_down(proxy: CountingProxy):
+    """The store unreachable through the proxy (its port refuses connections), then back on that port."""
+    proxy.close()
+    try:
+        yield
+    finally:
+        proxy.listen_again()
+
+
+def s3_registry(demo, key: str) -> dict:
+    """The S3 demo's audit and the versions under `key`, asked in a process of its own (this one holds the
+    local demo's connection)."""
+    program = (
+        "import json; from cellquery.lamin import connect; from cellquery.audit import registry_problems; "
+        f"ln = connect({demo.env()!r}); "
+        f"versions = list(ln.Artifact.filter(key={key!r}).values_list('uid', flat=True)); "
+        "print(json.dumps({'problems': registry_problems(ln), 'versions': versions}))"
+    )
+    run = subprocess.run(
+        [str(BIN / "python"), "-c", program],
+        env=clean_env(**demo.env()),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(run.stdout.splitlines()[-1])
+
+
+def assert_s3_completed_once(demo, name: str) -> None:
+    results = demo.project / "results" / name
+    assert_outputs_whole(results, demo.project / "slices")
+    state = s3_registry(demo, f"cellquery/{name}.h5ad")
+    receipt = json.loads((results / "receipt.json").read_text())
+    assert state == {"problems": [], "versions": [receipt["artifact_uid"]]}
+
+
+@pytest.fixture
+def proxy(s3_demo):
+    counting = CountingProxy(s3_demo.object_server.ensure_running().port)
+    yield counting
+    counting.close()
+
+
+@pytest.mark.slow
+def test_the_store_unreachable_at_the_spec_check_stops_with_one_line(s3_demo, proxy, tmp_path):
+    name = f"store-down-check-{uuid.uuid4().hex[:6]}"
+    spec = spec_named(tmp_path, name)
+    command = ["--config", f"query={spec}", "demo_storage=s3", "fetch=cache", through(proxy, "tiledb")]
+    with store_down(proxy):
+        down = snakemake(s3_demo.project, *command, check=False)
+        assert down.returncode == 1
+        one_line(down, f"{spec}: census store s3://", f"at 127.0.0.1:{proxy.port} cannot be read")
+        assert not (s3_demo.project / "results" / name).exists()  # stopped before any job
+    snakemake(s3_demo.project, *command)
+    assert_s3_completed_once(s3_demo, name)
+
+
+@pytest.mark.slow
+def test_the_store_unreachable_during_the_census_read_stops_with_one_line(s3_demo, proxy, tmp_path):
+    name = f"store-down-census-{uuid.uuid4().hex[:6]}"
+    spec = spec_named(tmp_path, name)
+    command = ["--config", f"query={spec}", "demo_storage=s3", "fetch=cache", through(proxy, "tiledb")]
+    snakemake(
+        s3_demo.project, *command, "--until", "resolve"
+    )  # the spec checked: the next run reads the store
+    results = s3_demo.project / "results" / name
+    with store_down(proxy):
+        down = snakemake(s3_demo.project, *command, check=False)
+        assert down.returncode == 1
+        one_line(down, "census store s3://", f"at 127.0.0.1:{proxy.port} cannot be read")
+        assert not (results / "census.h5ad").exists() and not list(results.rglob(".tmp-*"))
+    snakemake(s3_demo.project, *command)
+    assert_s3_completed_once(s3_demo, name)
+
+
+@pytest.mark.slow
+def test_the_store_unreachable_during_a_download_stops_with_one_line(s3_demo, proxy, tmp_path):
+    name = f"store-down-fetch-{uuid.uuid4().hex[:6]}"
+    spec, cache = spec_named(tmp_path, name), tmp_path / "cache"  # nothing cached: every artifact downloaded
+    command = ["--config", f"query={spec}", "demo_storage=s3", "fetch=cache", f"cache_dir={cache}"]
+    command.append(through(proxy, "s3"))
+    snakemake(s3_demo.project, *command, "--until", "resolve")
+    proxy.faults.down_after = 2**16  # the server goes away 64 KiB into a download
+    down = snakemake(s3_demo.project, *command, check=False)
+    assert down.returncode == 1
+    one_line(down, "download of cellquery-demo-small/data/", f'proxy URL: "{proxy.endpoint}"')
+    assert not [p for p in cache.rglob("*.h5ad")]  # only private .part files: no copy taken for the file
+    results = s3_demo.project / "results" / name
+    assert not list(results.rglob(".tmp-*")) and not (results / f"{name}.h5ad").exists()
+    proxy.listen_again()
+    snakemake(s3_demo.project, *command)
+    assert_s3_completed_once(s3_demo, name)
