@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import logging
 import shutil
 import signal
@@ -34,23 +35,22 @@ def job_log(path: str | Path) -> Iterator[None]:
     error with its traceback."""
     job = f"{Path(path).parent.name}/{Path(path).stem}"
     previous = signal.signal(signal.SIGTERM, _terminate)
+    failure = None
     try:
         with _logged_to(path):
             try:
                 yield
             except UserError as error:
-                _fail(error.lines())
+                failure = error.lines()
             except Terminated:
-                _fail(f"cellquery: job {job} stopped by SIGTERM, nothing half-written kept; run again")
+                failure = f"cellquery: job {job} stopped by SIGTERM, nothing half-written kept; run again"
+            if failure:  # outside the handler: what the failed step held is freed here, while logged
+                gc.collect()
+                logging.getLogger("cellquery").error("job failed: %s", failure.removeprefix("cellquery: "))
+                echo(failure)
+                raise SystemExit(1)
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _fail(lines: str) -> None:
-    """End the job: its one line in the log and on the terminal."""
-    logging.getLogger("cellquery").error("job failed: %s", lines.removeprefix("cellquery: "))
-    echo(lines)
-    raise SystemExit(1) from None
 
 
 @contextlib.contextmanager
@@ -62,6 +62,7 @@ def _logged_to(path: str | Path) -> Iterator[None]:
         root = logging.getLogger()
         root.addHandler(handler)
         root.setLevel(logging.INFO)
+        sys.unraisablehook = _log_ignored
         try:
             with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
                 yield
@@ -71,7 +72,15 @@ def _logged_to(path: str | Path) -> Iterator[None]:
             logging.getLogger("cellquery").exception("job failed")
             raise
         finally:
+            sys.unraisablehook = sys.__unraisablehook__
             root.removeHandler(handler)
+
+
+def _log_ignored(unraisable) -> None:
+    """An error Python ignores (raised while freeing an object: an h5py file on a full disk, say): one
+    line in the log, no traceback (the log of a failed job reaches the terminal)."""
+    message = str(unraisable.exc_value).splitlines()[0]
+    logging.getLogger("cellquery").warning("%s (ignored while freeing memory)", message)
 
 
 def echo(message: str) -> None:
