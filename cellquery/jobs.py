@@ -62,7 +62,10 @@ def _logged_to(path: str | Path) -> Iterator[None]:
         root = logging.getLogger()
         root.addHandler(handler)
         root.setLevel(logging.INFO)
-        sys.unraisablehook = _log_ignored
+        # an error ignored while freeing an object (an h5py file on a full disk, say) comes through both
+        # hooks (Cython prints its traceback with the first): one line in the log, no traceback (the log
+        # of a failed job reaches the terminal)
+        sys.excepthook, sys.unraisablehook = _no_traceback, _log_ignored
         try:
             with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
                 yield
@@ -72,13 +75,15 @@ def _logged_to(path: str | Path) -> Iterator[None]:
             logging.getLogger("cellquery").exception("job failed")
             raise
         finally:
-            sys.unraisablehook = sys.__unraisablehook__
+            sys.excepthook, sys.unraisablehook = sys.__excepthook__, sys.__unraisablehook__
             root.removeHandler(handler)
 
 
+def _no_traceback(*error) -> None:
+    """Within a job, errors reach sys.excepthook only from C extensions printing what they ignore."""
+
+
 def _log_ignored(unraisable) -> None:
-    """An error Python ignores (raised while freeing an object: an h5py file on a full disk, say): one
-    line in the log, no traceback (the log of a failed job reaches the terminal)."""
     message = str(unraisable.exc_value).splitlines()[0]
     logging.getLogger("cellquery").warning("%s (ignored while freeing memory)", message)
 
