@@ -41,13 +41,13 @@ def job_log(path: str | Path) -> Iterator[None]:
             try:
                 yield
             except UserError as error:
-                failure = error.lines()
+                failure = str(error)  # the text only: what the failed step held is freed below, while logged
             except Terminated:
-                failure = f"cellquery: job {job} stopped by SIGTERM, nothing half-written kept; run again"
-            if failure:  # outside the handler: what the failed step held is freed here, while logged
+                failure = f"job {job} stopped by SIGTERM, nothing half-written kept; run again"
+            if failure is not None:
                 gc.collect()
-                logging.getLogger("cellquery").error("job failed: %s", failure.removeprefix("cellquery: "))
-                echo(failure)
+                logging.getLogger("cellquery").error("job failed: %s", failure)
+                echo(UserError(failure).lines())
                 raise SystemExit(1)
     finally:
         signal.signal(signal.SIGTERM, previous)
