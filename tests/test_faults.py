@@ -11,6 +11,7 @@ import subprocess
 import uuid
 from contextlib import contextmanager
 
+import pandas as pd
 import pytest
 import yaml
 from conftest import BIN, REPO, clean_env, slices_of, snakemake
@@ -194,33 +195,25 @@ def proxy(s3_demo):
 
 
 @pytest.mark.slow
-def test_the_store_unreachable_at_the_spec_check_stops_with_one_line(s3_demo, proxy, tmp_path):
-    name = f"store-down-check-{uuid.uuid4().hex[:6]}"
+def test_the_census_store_unreachable_at_the_spec_check_and_during_the_read_stops_with_one_line(
+    s3_demo, proxy, tmp_path
+):
+    """Down before the run (Snakemake's own process checks the spec against it), then after `resolve` (the
+    census job reads it); one query, so the store's two readers cost one build."""
+    name = f"store-down-{uuid.uuid4().hex[:6]}"
     spec = spec_named(tmp_path, name)
     command = ["--config", f"query={spec}", "demo_storage=s3", "fetch=cache", through(proxy, "tiledb")]
+    results, unreachable = s3_demo.project / "results" / name, f"at 127.0.0.1:{proxy.port} cannot be read"
     with store_down(proxy):
-        down = snakemake(s3_demo.project, *command, check=False)
-        assert down.returncode == 1
-        one_line(down, f"{spec}: census store s3://", f"at 127.0.0.1:{proxy.port} cannot be read")
-        assert not (s3_demo.project / "results" / name).exists()  # stopped before any job
-    snakemake(s3_demo.project, *command)
-    assert_s3_completed_once(s3_demo, name)
-
-
-@pytest.mark.slow
-def test_the_store_unreachable_during_the_census_read_stops_with_one_line(s3_demo, proxy, tmp_path):
-    name = f"store-down-census-{uuid.uuid4().hex[:6]}"
-    spec = spec_named(tmp_path, name)
-    command = ["--config", f"query={spec}", "demo_storage=s3", "fetch=cache", through(proxy, "tiledb")]
-    snakemake(
-        s3_demo.project, *command, "--until", "resolve"
-    )  # the spec checked: the next run reads the store
-    results = s3_demo.project / "results" / name
+        check = snakemake(s3_demo.project, *command, check=False)
+    assert check.returncode == 1 and not results.exists()  # stopped before any job
+    one_line(check, f"{spec}: census store s3://", unreachable)
+    snakemake(s3_demo.project, *command, "--until", "resolve")
     with store_down(proxy):
-        down = snakemake(s3_demo.project, *command, check=False)
-        assert down.returncode == 1
-        one_line(down, "census store s3://", f"at 127.0.0.1:{proxy.port} cannot be read")
-        assert not (results / "census.h5ad").exists() and not list(results.rglob(".tmp-*"))
+        read = snakemake(s3_demo.project, *command, check=False)
+    assert read.returncode == 1
+    one_line(read, "census store s3://", unreachable)
+    assert not (results / "census.h5ad").exists() and not list(results.rglob(".tmp-*"))
     snakemake(s3_demo.project, *command)
     assert_s3_completed_once(s3_demo, name)
 
@@ -229,6 +222,7 @@ def test_the_store_unreachable_during_the_census_read_stops_with_one_line(s3_dem
 def test_the_store_unreachable_during_a_download_stops_with_one_line(s3_demo, proxy, tmp_path):
     name = f"store-down-fetch-{uuid.uuid4().hex[:6]}"
     spec, cache = spec_named(tmp_path, name), tmp_path / "cache"  # nothing cached: every artifact downloaded
+    shutil.rmtree(slices_of(s3_demo.project, spec), ignore_errors=True)  # current slices need no download
     command = ["--config", f"query={spec}", "demo_storage=s3", "fetch=cache", f"cache_dir={cache}"]
     command.append(through(proxy, "s3"))
     snakemake(s3_demo.project, *command, "--until", "resolve")
@@ -236,8 +230,10 @@ def test_the_store_unreachable_during_a_download_stops_with_one_line(s3_demo, pr
     down = snakemake(s3_demo.project, *command, check=False)
     assert down.returncode == 1
     one_line(down, "download of cellquery-demo-small/data/", f'proxy URL: "{proxy.endpoint}"')
-    assert not [p for p in cache.rglob("*.h5ad")]  # only private .part files: no copy taken for the file
     results = s3_demo.project / "results" / name
+    sizes = dict(pd.read_csv(results / "manifest.tsv", sep="\t")[["uid", "size"]].itertuples(index=False))
+    for copy in cache.rglob("*.h5ad"):  # downloads cut short stay private .part files
+        assert copy.stat().st_size == sizes[copy.stem]
     assert not list(results.rglob(".tmp-*")) and not (results / f"{name}.h5ad").exists()
     proxy.listen_again()
     snakemake(s3_demo.project, *command)
