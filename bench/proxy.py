@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Faults:
-    """What the proxy does to the next responses: drop a connection after some bytes, or stall."""
+    """What the proxy does to the next responses: drop a connection after some bytes, stall, or go down."""
 
     drop_after: int | None = None  # bytes of one response before its connection is cut (once)
     stall_after: int | None = None  # bytes of one response before it stalls (once)
     stall_seconds: float = 15.0
+    down_after: int | None = None  # bytes of one response before the server goes away (cut, then refused)
 
 
 @dataclass
@@ -28,7 +29,12 @@ class CountingProxy:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self):
-        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = 0
+        self.listen_again()
+
+    def listen_again(self) -> None:
+        """Accept connections (again, after `close`) on the proxy's port: a server back after an outage."""
+        self._server = socket.create_server(("127.0.0.1", self.port))
         self.port = self._server.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -64,6 +70,9 @@ class CountingProxy:
                 if counted:
                     sent += len(data)
                     if self._fault("drop_after", sent):
+                        break
+                    if self._fault("down_after", sent):
+                        self.close()
                         break
                     if self._fault("stall_after", sent):
                         time.sleep(self.faults.stall_seconds)

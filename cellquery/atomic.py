@@ -1,7 +1,9 @@
-"""Atomic writes: build under a temporary name beside the target, rename when complete."""
+"""Atomic writes: build under a temporary name beside the target, rename when complete; a full disk stops
+the writer with one line naming the file."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -9,13 +11,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cellquery.errors import DiskFull
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling path; it replaces `path` only if the block finishes.
 
     Temporaries a killed writer left for the same target are removed first (one job writes a target at a
-    time: Snakemake locks the working directory).
+    time: Snakemake locks the working directory). A full disk raises `DiskFull` naming `path`.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -27,8 +31,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if tmp.is_dir() and target.is_dir():
             shutil.rmtree(target)  # a directory cannot be replaced in one step; the old one was stale
         os.replace(tmp, target)
+    except Exception as error:
+        if out_of_space(error):
+            raise DiskFull(
+                f"{target}: no space left on the disk of {target.parent}; free some or write elsewhere, "
+                "then run again"
+            ) from None
+        raise
     finally:
         _remove(tmp)
+
+
+def out_of_space(error: BaseException) -> bool:
+    """The error, or one it arose from (h5py raises a second one closing the file), is a full disk."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _remove(path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from cellquery.layout import EXPORT_SUFFIXES
 from cellquery.registration import REGISTER_KEY, RESULT_FEATURES
 
 ARTIFACT_FILE = re.compile(r"([0-9A-Za-z]{20})(\..+)?")  # <uid><suffix>; lamin.db and others are not
@@ -49,7 +50,8 @@ def _files_without_records(ln, uids: set[str]) -> list[str]:
 
 
 def _results_without_lineage(ln, artifacts) -> list[str]:
-    """cellquery results need their register run, its workflow run, inputs and spec digest."""
+    """cellquery results need their register run, its workflow run, inputs and spec digest (held by the
+    h5ad; its exports, `output.formats`, share its run)."""
     problems = []
     for artifact in artifacts:
         registered = artifact.run is not None and artifact.run.transform.key == REGISTER_KEY
@@ -63,10 +65,14 @@ def _results_without_lineage(ln, artifacts) -> list[str]:
             for what, ok in (
                 ("workflow run", artifact.run.initiated_by_run_id is not None),
                 ("input artifacts", artifact.run.input_artifacts.exists()),
-                ("spec digest", all(name in values for name in RESULT_FEATURES)),
+                ("spec digest", _is_export(artifact) or all(name in values for name in RESULT_FEATURES)),
             )
             if not ok
         ]
         if missing:
             problems.append(f"result {artifact.uid} ({artifact.key}) lacks its {', '.join(missing)}")
     return problems
+
+
+def _is_export(artifact) -> bool:
+    return artifact.key.endswith(tuple(EXPORT_SUFFIXES.values()))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +14,12 @@ import scipy.sparse as sp
 from cellquery import h5ad, ontology
 from cellquery.atomic import atomic_path
 from cellquery.criteria import Criterion, value_filter
+from cellquery.errors import SourceError
+from cellquery.faults import failpoint
 from cellquery.runfiles import criteria_of, read_manifest, read_query
 from cellquery.sampling import sampled
 from cellquery.slicing import result_columns
-from cellquery.storage import soma_context
+from cellquery.storage import soma_context, tiledb_config
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +32,25 @@ def experiment_name(organism: str) -> str:
     return ontology.label(organism).lower().replace(" ", "_")
 
 
-def open_store(store: dict, settings: dict | None = None):
+@contextmanager
+def open_store(store: dict, settings: dict | None = None) -> Iterator:
     """A census store (`query.json`'s `census`: its path and storage root), opened for reading: local, or in
-    object storage with the endpoint, region and credentials of its root (`cellquery.storage`)."""
+    object storage with the endpoint, region and credentials of its root (`cellquery.storage`). A store in
+    object storage that cannot be read (the server unreachable, say) raises a `SourceError` naming it."""
     import tiledbsoma as soma
 
     context = soma_context(store.get("root"), settings)
-    return soma.open(store["path"], mode="r", soma_type=soma.Collection, context=context)
+    try:
+        with soma.open(store["path"], mode="r", soma_type=soma.Collection, context=context) as census:
+            yield census
+    except soma.SOMAError as error:
+        if context is None:
+            raise
+        endpoint = tiledb_config(store["root"], settings).get(
+            "vfs.s3.endpoint_override", "its default endpoint"
+        )
+        reason = str(error).strip().splitlines()[0].rpartition("Details: ")[2]
+        raise SourceError(f"census store {store['path']} at {endpoint} cannot be read: {reason}") from None
 
 
 def cells_per_dataset(
@@ -152,6 +168,7 @@ def census_slice(
         with atomic_path(out) as tmp:
             frames = _obs_frame(obs, columns), _var_frame(var)
             h5ad.write_streamed(tmp, *frames, _row_blocks(matrices, obs, var), uns=uns, layers=layers)
+            failpoint("census")
     log.info("census slice: %d cells x %d genes", len(obs), len(var))
     return {"cells": len(obs), "genes": len(var), "value_filter": obs_filter}
 

@@ -41,6 +41,10 @@ class FetchError(UserError, RuntimeError):
     """An artifact could not be fetched intact: one line naming it and the storage."""
 
 
+class DiskFull(UserError):
+    """A file could not be written for lack of space: one line naming it and its disk."""
+
+
 class ValidationFailed(UserError):
     """The h5ad route and the census route disagree: the readable diff, and where the full report is."""
 

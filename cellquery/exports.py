@@ -9,6 +9,7 @@ from pathlib import Path
 import h5py
 
 from cellquery.atomic import atomic_path
+from cellquery.faults import failpoint
 from cellquery.provenance import PARQUET_KEY, as_json
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,7 @@ def write_export(result: Path, fmt: str, out: Path) -> None:
     writers = {"zarr": write_zarr, "obs_parquet": write_obs_parquet}
     with atomic_path(out) as tmp:
         writers[fmt](result, tmp)
+        failpoint("export")
     log.info("wrote %s (%s)", out, fmt)
 
 

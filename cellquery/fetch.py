@@ -7,7 +7,6 @@ same artifact at once download it once. lamindb's own `cache()` trusts modificat
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import logging
 import time
@@ -15,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cellquery.atomic import out_of_space
 from cellquery.errors import FetchError
 from cellquery.storage import CHUNK
 
@@ -95,7 +95,7 @@ def download(fs, remote: str, part: Path, size: int, label: str) -> None:
         except PermissionError as error:  # wrong or missing credentials: no retry mends that
             raise refused(label, remote, error) from None
         except Exception as error:  # s3fs, botocore and aiohttp raise many kinds: all others are retried
-            if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            if out_of_space(error):
                 part.unlink(missing_ok=True)
                 raise FetchError(
                     f"{label}: no space left on the disk of {part.parent}; set cache_dir to a larger disk"
@@ -103,7 +103,7 @@ def download(fs, remote: str, part: Path, size: int, label: str) -> None:
             failures += 1
             if failures >= ATTEMPTS:
                 raise FetchError(
-                    f"{label}: download failed {failures} times in a row ({reason(error)})"
+                    f"{label}: download of {remote} failed {failures} times in a row ({reason(error)})"
                 ) from None
             log.warning("%s: %s; retrying in %.0f s (%d/%d)", label, reason(error), wait, failures, ATTEMPTS)
             time.sleep(wait)

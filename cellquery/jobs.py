@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import logging
 import shutil
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,17 +18,39 @@ from cellquery.errors import UserError
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class Terminated(BaseException):
+    """SIGTERM reached the job (a scheduler's time limit, a cancelled run). Raised like KeyboardInterrupt,
+    not as an `Exception`: no retry loop swallows it, and every `finally:` and `with` on the way out runs
+    (temporaries removed, files closed, the registry transaction rolled back)."""
+
+
+def _terminate(signum: int, frame) -> None:
+    raise Terminated
+
+
 @contextlib.contextmanager
 def job_log(path: str | Path) -> Iterator[None]:
     """Send this job's output (lamindb prints to stdout) and `logging` progress to `path`; a `UserError`
-    ends the job with its one line on the terminal (and in the log), any other error with its traceback."""
-    with _logged_to(path):
-        try:
-            yield
-        except UserError as error:
-            logging.getLogger("cellquery").error("job failed: %s", error)
-            echo(error.lines())
-            raise SystemExit(1) from None
+    ends the job with its one line on the terminal (and in the log), SIGTERM with one line too, any other
+    error with its traceback."""
+    job = f"{Path(path).parent.name}/{Path(path).stem}"
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    failure = None
+    try:
+        with _logged_to(path):
+            try:
+                yield
+            except UserError as error:
+                failure = str(error)  # the text only: what the failed step held is freed below, while logged
+            except Terminated:
+                failure = f"job {job} stopped by SIGTERM, nothing half-written kept; run again"
+            if failure is not None:
+                gc.collect()
+                logging.getLogger("cellquery").error("job failed: %s", failure)
+                echo(UserError(failure).lines())
+                raise SystemExit(1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
@@ -38,6 +62,10 @@ def _logged_to(path: str | Path) -> Iterator[None]:
         root = logging.getLogger()
         root.addHandler(handler)
         root.setLevel(logging.INFO)
+        # an error ignored while freeing an object (an h5py file on a full disk, say) comes through both
+        # hooks (Cython prints its traceback with the first): one line in the log, no traceback (the log
+        # of a failed job reaches the terminal)
+        sys.excepthook, sys.unraisablehook = _no_traceback, _log_ignored
         try:
             with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
                 yield
@@ -47,7 +75,17 @@ def _logged_to(path: str | Path) -> Iterator[None]:
             logging.getLogger("cellquery").exception("job failed")
             raise
         finally:
+            sys.excepthook, sys.unraisablehook = sys.__excepthook__, sys.__unraisablehook__
             root.removeHandler(handler)
+
+
+def _no_traceback(*error) -> None:
+    """Within a job, errors reach sys.excepthook only from C extensions printing what they ignore."""
+
+
+def _log_ignored(unraisable) -> None:
+    message = str(unraisable.exc_value).splitlines()[0]
+    logging.getLogger("cellquery").warning("%s (ignored while freeing memory)", message)
 
 
 def echo(message: str) -> None:

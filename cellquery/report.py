@@ -13,6 +13,7 @@ import yaml
 
 from cellquery.atomic import atomic_path
 from cellquery.criteria import value_filter
+from cellquery.faults import failpoint
 from cellquery.h5ad import read_frame
 from cellquery.lamin import DemoInstance, connect_source
 from cellquery.runfiles import criteria_of, read_manifest, read_query
@@ -300,6 +301,7 @@ def describe_run(ln, inputs: dict[str, Path], out: dict[str, str]) -> None:
         else:
             missing = f"{column} is not among the result's obs columns (spec: obs_columns)"
             bar_chart(pd.Series(dtype=int), title, Path(out[column]), empty=missing)
+    failpoint("describe")  # the figures written, the pages not
     write_page(spec_page(query, len(manifest)), Path(out["spec"]))
     write_page(datasets_page(manifest, validation), Path(out["datasets"]))
     write_page(validation_page(validation), Path(out["validation"]))

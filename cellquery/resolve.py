@@ -15,6 +15,7 @@ from cellquery.atomic import atomic_path, write_json
 from cellquery.coverage import log_coverage
 from cellquery.criteria import Criterion, resolve
 from cellquery.errors import SourceError, SpecError
+from cellquery.faults import failpoint
 from cellquery.lamin import DemoInstance, connect_source
 from cellquery.runfiles import READ_PLAN, read_manifest
 from cellquery.spec import Problems, QuerySpec
@@ -206,6 +207,7 @@ def resolve_query(
             raise error.within(str(spec.path)) from None
     with atomic_path(manifest_out) as tmp:
         table.to_csv(tmp, sep="\t", index=False)
+    failpoint("resolve")  # one output of the checkpoint written, the other not
     write_json(query_out, query)
     collection = query["collection"]
     log.info(
