@@ -24,7 +24,9 @@ from cellquery.build import checked_build
 from cellquery.errors import one_line_exit
 from cellquery.storage import STORAGE_DEFAULTS
 
-SETTINGS = settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+SETTINGS = settings(
+    max_examples=200, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
+)
 RICH_SPEC = {
     "name": "hostile",
     "organism": "human",
