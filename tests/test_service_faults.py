@@ -132,9 +132,9 @@ def test_postgresql_restarted_while_registering(pg_demo, tmp_path, waiting_at):
 
 
 def slurm_job_of(project: Path, rule: str) -> str:
-    """The SLURM job id of a running job of `rule`, from the log file SLURM opened for it."""
-    logs = sorted((project / ".snakemake" / "slurm_logs" / f"rule_{rule}").rglob("*.log"))
-    return logs[-1].stem
+    """The SLURM job id of a job of `rule`: the name of the log file the plugin asked SLURM for."""
+    (log,) = (project / ".snakemake" / "slurm_logs" / f"rule_{rule}").rglob("*.log")
+    return log.stem
 
 
 @pytest.mark.slow
@@ -143,12 +143,21 @@ def test_a_slurm_job_cancelled_mid_shard_is_named_and_the_rerun_completes(pg_dem
     name = f"scancel-{uuid.uuid4().hex[:6]}"
     spec = spec_named(tmp_path, name)
     shutil.rmtree(slices_of(pg_demo.project, spec), ignore_errors=True)  # the shard has work to do
-    config = ["--config", f"query={spec}", f"demo_db_url={pg_demo.db_url}"]
-    run = start_snakemake(pg_demo.project, "--profile", str(REPO / "profiles" / "slurm"), *config)
-    shard_log = pg_demo.project / "logs" / name / "shard-0.log"
-    wait_until(shard_log.exists, run, "the shard started")
+    shutil.rmtree(pg_demo.project / ".snakemake" / "slurm_logs" / "rule_shard", ignore_errors=True)
+    args = [f"results/{name}/receipt.json", "--profile", str(REPO / "profiles" / "slurm")]
+    args += ["--config", f"query={spec}", f"demo_db_url={pg_demo.db_url}"]
+    run = start_snakemake(pg_demo.project, *args)
+    wait_until((pg_demo.project / "logs" / name / "shard-0.log").exists, run, "the shard started")
     job_id = slurm_job_of(pg_demo.project, "shard")
     subprocess.run(["scancel", job_id], check=True)
     stdout, stderr = run.communicate()
-    print(stdout, stderr)
-    assert run.returncode != 0
+    output = stdout + stderr
+    assert run.returncode == 1 and "Error in rule shard:" in output
+    assert f"SLURM-job '{job_id}' failed, SLURM status is: 'CANCELLED'" in output
+
+    snakemake(pg_demo.project, *args)
+    validation = json.loads((pg_demo.project / "results" / name / "validation.json").read_text())
+    assert validation["status"] == "passed"  # the h5ad route (the shards) equals the census route
+    state = registry_state(pg_demo, f"cellquery/{name}.h5ad")
+    receipt = json.loads((pg_demo.project / "results" / name / "receipt.json").read_text())
+    assert state == {"versions": [receipt["artifact_uid"]], "problems": []}
