@@ -114,9 +114,8 @@ def cellquery_lines(output: str) -> list[str]:
 def test_postgresql_restarted_while_registering(pg_demo, tmp_path, waiting_at):
     name = f"pg-restart-{uuid.uuid4().hex[:6]}"
     config = ["--config", f"query={spec_named(tmp_path, name)}", f"demo_db_url={pg_demo.db_url}"]
-    snakemake(pg_demo.project, *config, "--until", "assemble")  # everything but the registration
     statement, where = HOLDS[waiting_at]
-    with holding(pg_demo.db_url, statement):
+    with holding(pg_demo.db_url, statement):  # no step before the registration takes or waits for it
         run = start_snakemake(pg_demo.project, *config)
         wait_until(lambda: someone_waits(pg_demo.db_url, where), run, f"waiting at the {waiting_at}")
         subprocess.run(["pg_ctlcluster", "15", "main", "restart"], check=True)
