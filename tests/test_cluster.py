@@ -33,6 +33,9 @@ def cluster():
     require_service(slurm_missing())
 
 
+# The build takes 5-15 minutes (more under load); the PostgreSQL demo it needs is built once per session,
+# by whichever test asks first: timed apart (func_only), it does not eat this test's budget.
+@pytest.mark.timeout(1800, func_only=True)
 def test_a_build_through_slurm_on_postgresql_equals_the_local_run(cluster, pg_demo, demo):
     result = snakemake(
         pg_demo.project,

@@ -26,6 +26,7 @@ from test_cluster import slurm_missing
 from cellquery.registration import LOCK_KEY
 
 KIDNEY = REPO / "config" / "queries" / "kidney-immune.yaml"
+pytestmark = pytest.mark.timeout(1200, func_only=True)  # the session's PostgreSQL demo is timed apart
 
 # What the test holds so that the register job waits at a known point: before its transaction (the
 # instance-wide registration lock), or inside it (inserting the new version's record).
