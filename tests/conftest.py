@@ -189,3 +189,25 @@ def tiny_h5ads(tmp_path_factory) -> list[tuple[str, Path]]:
         synth.write_dataset(spec, 0, path)
         written.append((spec.dataset_id, path))
     return written
+
+
+def start_snakemake(workdir: Path, *args: str) -> subprocess.Popen:
+    """`snakemake`, started in the background (a test acts on the run while it works)."""
+    command = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    return subprocess.Popen(
+        [*command, "--cores", "2", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+        cwd=workdir,
+        start_new_session=True,
+    )
+
+
+def wait_until(condition, run: subprocess.Popen, what: str) -> None:
+    """Poll `condition` while `run` works; the run ending first fails the test."""
+    while not condition():
+        if run.poll() is not None:
+            raise AssertionError(f"the run ended before {what}:\n{run.stderr.read()[-4000:]}")
+        time.sleep(0.2)
