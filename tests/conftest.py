@@ -33,6 +33,12 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def snakemake_command(workdir: Path, *args: str) -> list[str]:
+    """The real `snakemake` on this repository's workflow inside `workdir`, on 2 cores."""
+    workflow = ["--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    return [str(BIN / "snakemake"), *workflow, "--cores", "2", *args]
+
+
 def snakemake(
     workdir: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
@@ -40,18 +46,8 @@ def snakemake(
 
     It runs in a session of its own, so a test may kill the whole workflow without killing pytest.
     """
-    command = [
-        str(BIN / "snakemake"),
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--cores",
-        "2",
-        *args,
-    ]
     result = subprocess.run(
-        command,
+        snakemake_command(workdir, *args),
         capture_output=True,
         text=True,
         env=clean_env(**(env or {})),
@@ -193,9 +189,8 @@ def tiny_h5ads(tmp_path_factory) -> list[tuple[str, Path]]:
 
 def start_snakemake(workdir: Path, *args: str) -> subprocess.Popen:
     """`snakemake`, started in the background (a test acts on the run while it works)."""
-    command = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
     return subprocess.Popen(
-        [*command, "--cores", "2", *args],
+        snakemake_command(workdir, *args),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
