@@ -12,7 +12,7 @@ import json
 import subprocess
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import psycopg2
@@ -55,7 +55,7 @@ def holding(db_url: str, statement: str) -> Iterator[None]:
 
 
 def someone_waits(db_url: str, where: str) -> bool:
-    with psycopg2.connect(db_url) as connection, connection.cursor() as cursor:
+    with closing(psycopg2.connect(db_url)) as connection, connection.cursor() as cursor:
         cursor.execute(f"SELECT count(*) FROM pg_locks WHERE NOT granted AND {where}")
         return cursor.fetchone()[0] > 0
 
