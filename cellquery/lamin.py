@@ -6,10 +6,13 @@ module alone sets it: every step, tool and demo build connects through here.
 
 from __future__ import annotations
 
+import logging
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from cellquery.errors import SourceError
 
@@ -17,6 +20,10 @@ if TYPE_CHECKING:
     from cellquery.spec import QuerySpec
 
 DEMO_OWNER = "anonymous"
+RECONNECT_DELAYS = (1, 2, 4, 8, 16, 32)  # seconds, about a minute in all: a restarting server is back by then
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 STORAGE_KINDS = ("local", "s3")
@@ -160,3 +167,43 @@ def connect_source(spec: QuerySpec, demo: DemoInstance):
         ) from None
     mark_offline(ln)
     return ln
+
+
+def retrying_lost_database(action: Callable[[], T], what: str) -> T:
+    """`action()`, started again on a new connection when the PostgreSQL connection is lost (a restarted or
+    briefly unreachable server); still lost after about a minute: one line. `action` must be safe to repeat.
+    """
+    from django.db import InterfaceError, OperationalError, connection
+
+    delays = iter(RECONNECT_DELAYS)
+    while True:
+        try:
+            return action()
+        except (OperationalError, InterfaceError) as error:
+            if connection.vendor != "postgresql":
+                raise
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            _drop(connection)
+            delay = next(delays, None)
+            if delay is None:
+                raise SourceError(
+                    f"{what}: lost the connection to the registry database {_where(connection)} "
+                    f"and could not reconnect for a minute ({reason}); run the workflow again"
+                ) from None
+            log.warning("%s: lost the database connection (%s); again in %d s", what, reason, delay)
+            time.sleep(delay)
+
+
+def _drop(connection) -> None:
+    """Forget a broken connection: the next query opens a new one."""
+    from django.db import DatabaseError
+
+    try:
+        connection.close()
+    except DatabaseError:
+        connection.connection = None
+
+
+def _where(connection) -> str:
+    settings = connection.settings_dict
+    return f"{settings['NAME']} on {settings['HOST']}:{settings['PORT']}"

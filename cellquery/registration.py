@@ -15,7 +15,7 @@ import pandas as pd
 from cellquery.atomic import write_json
 from cellquery.errors import SpecError
 from cellquery.faults import failpoint
-from cellquery.lamin import DemoInstance, connect_source
+from cellquery.lamin import DemoInstance, connect_source, retrying_lost_database
 from cellquery.layout import EXPORT_SUFFIXES, QueryFiles
 from cellquery.provenance import content_digest
 from cellquery.runfiles import read_manifest, read_query
@@ -362,6 +362,9 @@ def register(
     intent = QueryFiles(spec.name).register_intent
     manifest, census_uid = read_manifest(manifest_path), query["census"]["uid"]
     formats = dict(zip(spec.export_formats, exports, strict=True))
-    receipt = register_result(ln, spec, result, manifest, census_uid, intent, formats)
+    receipt = retrying_lost_database(  # repeatable: `recover` and the same-content lookup see a lost try
+        lambda: register_result(ln, spec, result, manifest, census_uid, intent, formats),
+        f"register {spec.output_key}",
+    )
     write_json(out, receipt)
     return receipt

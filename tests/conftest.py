@@ -33,6 +33,12 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def snakemake_command(workdir: Path, *args: str) -> list[str]:
+    """The real `snakemake` on this repository's workflow inside `workdir`, on 2 cores."""
+    workflow = ["--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    return [str(BIN / "snakemake"), *workflow, "--cores", "2", *args]
+
+
 def snakemake(
     workdir: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
@@ -40,18 +46,8 @@ def snakemake(
 
     It runs in a session of its own, so a test may kill the whole workflow without killing pytest.
     """
-    command = [
-        str(BIN / "snakemake"),
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--cores",
-        "2",
-        *args,
-    ]
     result = subprocess.run(
-        command,
+        snakemake_command(workdir, *args),
         capture_output=True,
         text=True,
         env=clean_env(**(env or {})),
@@ -195,3 +191,24 @@ def tiny_h5ads(tmp_path_factory) -> list[tuple[str, Path]]:
         synth.write_dataset(spec, 0, path)
         written.append((spec.dataset_id, path))
     return written
+
+
+def start_snakemake(workdir: Path, *args: str) -> subprocess.Popen:
+    """`snakemake`, started in the background (a test acts on the run while it works)."""
+    return subprocess.Popen(
+        snakemake_command(workdir, *args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+        cwd=workdir,
+        start_new_session=True,
+    )
+
+
+def wait_until(condition, run: subprocess.Popen, what: str) -> None:
+    """Poll `condition` while `run` works; the run ending first fails the test."""
+    while not condition():
+        if run.poll() is not None:
+            raise AssertionError(f"the run ended before {what}:\n{run.stderr.read()[-4000:]}")
+        time.sleep(0.2)
