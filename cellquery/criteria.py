@@ -217,7 +217,8 @@ def value_filter(criteria: list[Criterion], dataset_ids: list[str] | None = None
     if dataset_ids is not None:
         clauses.append(f"dataset_id in [{', '.join(_literal(d) for d in dataset_ids)}]")
     for c in criteria:
-        if c.op == "in" and c.column in BOOLEAN_COLUMNS:  # the engine has no `in` for booleans
+        if c.op == "in" and not all(isinstance(v, str) for v in c.values):  # the engine's `in` takes no
+            # booleans and no negative numbers
             clauses.append(" or ".join(f"{c.column} == {_literal(v)}" for v in c.values))
         elif c.op == "in":
             clauses.append(f"{c.column} in [{', '.join(_literal(v) for v in c.values)}]")

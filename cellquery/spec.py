@@ -250,6 +250,15 @@ def closest(value: str, choices: list[str], aliases: dict[str, str]) -> str | No
     return by_lower[close[0]] if close else None
 
 
+# JSON Schema's integers include 1.0 and 1e308; a spec's integers are whole numbers written as such
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+    ),
+)
+
+
 def _schema() -> dict:
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
@@ -433,7 +442,7 @@ def _check_sample(sample: dict) -> None:
     problems = Problems()
     if not {"max_cells", "fraction"} & set(sample):
         problems.add("sample: give max_cells (at most how many cells), fraction (the share kept), or both")
-    if "per" in sample and "max_cells" not in sample:
+    elif "per" in sample and "max_cells" not in sample:
         problems.add("sample.per: needs max_cells, the number of cells each value keeps at most")
     for column in sample.get("per", []):
         if column not in QUERYABLE:
@@ -500,7 +509,7 @@ def _validated(data: Any) -> dict:
     value_problems = _value_problems(data)
     if value_problems:  # values no consumer takes: the schema's view of them would only repeat it
         raise SpecError(*dict.fromkeys(value_problems))
-    errors = list(jsonschema.Draft202012Validator(_schema()).iter_errors(data))
+    errors = list(_Validator(_schema()).iter_errors(data))
     problems = Problems()
     for error in sorted(_one_per_value(errors), key=lambda e: list(map(str, e.absolute_path))):
         if not _misspelt(error):
@@ -516,9 +525,10 @@ def _validated(data: Any) -> dict:
         "artifacts": lambda: _check_size(data["artifacts"].get("size", {})),
         "name": lambda: _check_name(data["name"]),
     }
+    reads = {"output": {"obs_columns"}}  # a check that reads another key needs it well-formed too
     for key, check in checks.items():
         accepted = ("cells",) not in malformed if key == "cells" else key not in malformed_keys
-        if key in data and accepted:
+        if key in data and accepted and not reads.get(key, set()) & malformed_keys:
             with problems.check():
                 check()
     problems.raise_any()

@@ -24,6 +24,7 @@ CASES = {
         Criterion("tissue", "==", ("kidney",)),
     ],
     "numbers in": [Criterion("nnz", "in", tuple(range(100, 300)))],
+    "negative numbers in": [Criterion("nnz", "in", (-1, *range(100, 300)))],
     "fractional bounds on counts": comparisons("nnz", {"gt": 300.5, "le": 600.5}),
     "fractional lower bound on counts": comparisons("nnz", {"ge": 299.5, "lt": 450.2}),
     "several": [
