@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -151,6 +152,32 @@ def s3_demo(tmp_path_factory) -> Iterator[DemoInstance]:
 def monkeypatch_module():
     with pytest.MonkeyPatch.context() as patch:
         yield patch
+
+
+def python_in(demo: DemoInstance, code: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run Python `code` in a process of its own pointed at `demo`'s instance (one instance per process)."""
+    return subprocess.run(
+        [str(BIN / "python"), "-c", code, *args],
+        env=clean_env(**demo.env()),
+        cwd=demo.project,
+        capture_output=True,
+        text=True,
+        check=check,
+    )
+
+
+def registry_state(demo: DemoInstance, keys: list[str]) -> dict:
+    """Versions per key and the audit's problems, read in a process connected to `demo`'s instance."""
+    code = (
+        "import json, os, sys\n"
+        "from cellquery.lamin import connect\n"
+        "from cellquery.audit import registry_problems\n"
+        "ln = connect(dict(os.environ))\n"
+        "keys = json.loads(sys.argv[1])\n"
+        "versions = {k: sorted(ln.Artifact.filter(key=k).values_list('uid', flat=True)) for k in keys}\n"
+        "print(json.dumps({'versions': versions, 'problems': registry_problems(ln)}))\n"
+    )
+    return json.loads(python_in(demo, code, json.dumps(keys)).stdout.strip().splitlines()[-1])
 
 
 def spec_file(folder: Path, name: str, **fields) -> Path:

@@ -8,37 +8,14 @@ sharing one registry do (one directory cannot host two runs: Snakemake locks it)
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
-from conftest import BIN, REPO, clean_env, snakemake
+from conftest import REPO, registry_state, snakemake
 
 QUERIES = REPO / "config" / "queries"
-
-
-def registry_state(demo, keys: list[str]) -> dict:
-    """Versions per key and the audit's problems, read in a process connected to `demo`'s instance."""
-    code = (
-        "import json, os, sys\n"
-        "from cellquery.lamin import connect\n"
-        "from cellquery.audit import registry_problems\n"
-        "ln = connect(dict(os.environ))\n"
-        "keys = json.loads(sys.argv[1])\n"
-        "versions = {k: sorted(ln.Artifact.filter(key=k).values_list('uid', flat=True)) for k in keys}\n"
-        "print(json.dumps({'versions': versions, 'problems': registry_problems(ln)}))\n"
-    )
-    result = subprocess.run(
-        [str(BIN / "python"), "-c", code, json.dumps(keys)],
-        env=clean_env(**demo.env()),
-        cwd=demo.project,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def second_project(demo, tmp_path):

@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 import yaml
-from conftest import BIN, REPO, clean_env, snakemake, start_snakemake, wait_until
+from conftest import REPO, python_in, registry_state, snakemake, start_snakemake, wait_until
 
 from cellquery.registration import LOCK_KEY
 
@@ -60,27 +60,6 @@ def someone_waits(db_url: str, where: str) -> bool:
         return cursor.fetchone()[0] > 0
 
 
-def registry_state(demo, key: str) -> dict:
-    """The versions under `key` and the audit's problems, read by a process connected to `demo`."""
-    code = (
-        "import json, os\n"
-        "from cellquery.lamin import connect\n"
-        "from cellquery.audit import registry_problems\n"
-        "ln = connect(dict(os.environ))\n"
-        f"versions = list(ln.Artifact.filter(key={key!r}).values_list('uid', flat=True))\n"
-        "print(json.dumps({'versions': versions, 'problems': registry_problems(ln)}))\n"
-    )
-    found = subprocess.run(
-        [str(BIN / "python"), "-c", code],
-        env=clean_env(**demo.env()),
-        cwd=demo.project,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(found.stdout.strip().splitlines()[-1])
-
-
 def cellquery_lines(output: str) -> list[str]:
     return [line for line in output.splitlines() if line.startswith("cellquery:")]
 
@@ -106,9 +85,9 @@ def test_postgresql_restarted_while_registering(pg_demo, tmp_path, waiting_at):
     if run.returncode != 0:  # stopped: one line, and the rerun registers
         assert len(cellquery_lines(output)) == 1, output[-4000:]
         snakemake(pg_demo.project, *args)
-    state = registry_state(pg_demo, f"cellquery/{name}.h5ad")
+    key = f"cellquery/{name}.h5ad"
     receipt = json.loads((pg_demo.project / "results" / name / "receipt.json").read_text())
-    assert state == {"versions": [receipt["artifact_uid"]], "problems": []}
+    assert registry_state(pg_demo, [key]) == {"versions": {key: [receipt["artifact_uid"]]}, "problems": []}
 
 
 def test_a_registry_database_gone_for_good_gives_one_line(pg_demo):
@@ -127,13 +106,7 @@ def test_a_registry_database_gone_for_good_gives_one_line(pg_demo):
         "    print(error.lines())\n"
     )
     try:
-        found = subprocess.run(
-            [str(BIN / "python"), "-c", code],
-            env=clean_env(**pg_demo.env()),
-            cwd=pg_demo.project,
-            capture_output=True,
-            text=True,
-        )
+        found = python_in(pg_demo, code, check=False)
     finally:
         subprocess.run(["pg_ctlcluster", "15", "main", "start"], check=True)
     database = pg_demo.db_url.rsplit("/", 1)[1]
