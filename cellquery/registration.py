@@ -137,13 +137,10 @@ def check_key_rules(ln, spec: QuerySpec) -> None:
     from lamindb_setup.core.canonical_suffix import CanonicalSuffix
 
     keys = [
-        (ln.Artifact, key, suffix)
-        for key, suffix in [
-            (spec.output_key, ".h5ad"),
-            *((export_key(spec.output_key, fmt), EXPORT_SUFFIXES[fmt]) for fmt in spec.export_formats),
-        ]
+        (ln.Artifact, spec.output_key, ".h5ad"),
+        *((ln.Artifact, export_key(spec.output_key, f), EXPORT_SUFFIXES[f]) for f in spec.export_formats),
+        (ln.Collection, collection_key(spec.output_key), None),
     ]
-    keys.append((ln.Collection, collection_key(spec.output_key), None))
     for registry, key, suffix in keys:
         length = registry._meta.get_field("key").max_length
         try:
