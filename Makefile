@@ -17,9 +17,9 @@ FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.
 	https://download.pytorch.org/whl/cpu/torch/)
 UV_SOURCES := $(foreach link,$(FIND_LINKS),--find-links $(link))
 
-.PHONY: install lock demo run report test test-fast bench lint format env stop-server clean-demo
+.PHONY: install bytecode lock demo run report test test-fast bench lint format env stop-server clean-demo
 
-install: $(STAMP)
+install: $(STAMP) bytecode
 
 # Installs go to stderr so that `make -s env` prints only the export lines.
 $(STAMP): requirements.lock pyproject.toml
@@ -28,8 +28,14 @@ $(STAMP): requirements.lock pyproject.toml
 	@# pip warns for each configured file:// index lacking a uv folder: noise on these machines
 	@test -x $(VENV)/bin/uv || $(PY) -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)" \
 		2> >(grep -v "is ignored: it is neither a file nor a directory" >&2) >&2
-	@$(VENV)/bin/uv pip sync -q --python $(PY) $(UV_SOURCES) requirements.lock >&2
+	@# bytecode compiled once here: jobs would otherwise compile every module they import, every time
+	@# (PYTHONDONTWRITEBYTECODE, read-only installs); the package's own too, refreshed whenever it changes
+	@$(VENV)/bin/uv pip sync -q --compile-bytecode --python $(PY) $(UV_SOURCES) requirements.lock >&2
 	@touch $@
+
+# The package's own bytecode, brought up to date on every make (Python ignores a stale .pyc).
+bytecode: $(STAMP)
+	@$(PY) -m compileall -q -j 0 cellquery bench >/dev/null
 
 lock: install
 	$(VENV)/bin/uv pip compile -q requirements.in --python-version 3.11 --no-header $(UV_SOURCES) -o requirements.lock
