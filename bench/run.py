@@ -17,7 +17,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench import startup
 from bench.builds import clear_query
+from cellquery.layout import QueryFiles
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -210,7 +212,7 @@ def helper(name: str, project: Path, *args: str) -> list[str]:
 
 def benchmarks(project: Path) -> list[dict]:
     config = ["--config", "demo_scale=bench", f"query={QUERY}"]
-    clear_query(project, QUERY, logs=False)
+    clear_query(project, QUERY)  # the logs too: B10 reads the start-up lines of this run's jobs
     # B1 builds the registered dataset, as the seed guide's loop does; the report's figures come apart
     pipeline = measured(snakemake(project, "results/blood-immune/receipt.json", *config), project)
     baseline = measured(helper("seed-guide", project), project)
@@ -326,7 +328,11 @@ after a one-batch warm-up timed apart (opening; on the census route numba compil
 | loader | cells (batches x size) | warm-up s | cells/s | peak MiB | published samples/s |
 | --- | --- | --- | --- | --- | --- |
 {chr(10).join(loader_rows(run["loaders"]))}
-{builds_table(run.get("builds"))}{object_storage_table(run.get("object_storage"))}"""
+{startup_table(run)}{builds_table(run.get("builds"))}{object_storage_table(run.get("object_storage"))}"""
+
+
+def startup_table(run: dict) -> str:
+    return startup.table(run["startup"]) if "startup" in run else ""
 
 
 def object_storage_table(b9: dict | None) -> str:
@@ -434,6 +440,7 @@ def whole_run(project: Path, timestamp: str) -> dict:
     ensure_demo(project, "registry", 20)
     summary = json.loads((project / ".demo" / "bench" / "summary.json").read_text())
     rows = benchmarks(project)
+    startups = startup.startup_seconds(project / QueryFiles(QUERY.stem).logs)
     registry = registry_scale(project)
     storage = object_storage(project)
     builds = dataset_builds(project)
@@ -443,6 +450,7 @@ def whole_run(project: Path, timestamp: str) -> dict:
         "cells": summary["collections"][-1]["cells"],
         "benchmarks": [*rows[:3], registry_row(registry), *rows[3:]],
         "registry": registry,
+        "startup": {"kinds": startups, "timestamp": timestamp},
         "loaders": loaders(project),
         "object_storage": storage | {"timestamp": timestamp},
         "builds": builds | {"timestamp": timestamp},

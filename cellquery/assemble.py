@@ -12,6 +12,7 @@ from cellquery.atomic import atomic_path, write_json
 from cellquery.coverage import log_coverage
 from cellquery.errors import UserError, ValidationFailed
 from cellquery.faults import failpoint
+from cellquery.jobs import at_work
 from cellquery.runfiles import read_manifest, read_query
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ def assemble(
     """Join the slices and prove the result equals the census route: only a validated result appears."""
     from cellquery.provenance import UNS_KEY, provenance
 
+    at_work()
     query = read_query(query_path)
     slices = [Path(p) for shard in shards for p in json.loads(Path(shard).read_text())["slices"]]
     uns = {UNS_KEY: provenance(query, read_manifest(manifest_path), "h5ad")}

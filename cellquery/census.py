@@ -16,6 +16,7 @@ from cellquery.atomic import atomic_path
 from cellquery.criteria import Criterion, value_filter
 from cellquery.errors import SourceError
 from cellquery.faults import failpoint
+from cellquery.jobs import at_work
 from cellquery.runfiles import criteria_of, read_manifest, read_query
 from cellquery.sampling import sampled
 from cellquery.slicing import result_columns
@@ -207,6 +208,7 @@ def census_route(query_path: Path, manifest_path: Path, out: Path) -> None:
     """Step census: the query's cells from the census store (backend c), into `out`."""
     from cellquery.provenance import UNS_KEY, provenance
 
+    at_work()
     query, manifest = read_query(query_path), read_manifest(manifest_path)
     census_slice(
         query["census"],

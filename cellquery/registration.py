@@ -15,6 +15,7 @@ import pandas as pd
 from cellquery.atomic import write_json
 from cellquery.errors import SpecError
 from cellquery.faults import failpoint
+from cellquery.jobs import at_work
 from cellquery.lamin import DemoInstance, connect_source, retrying_lost_database
 from cellquery.layout import EXPORT_SUFFIXES, QueryFiles
 from cellquery.provenance import content_digest
@@ -355,6 +356,7 @@ def register(
 ):
     """Step register: the validated result saved as a new version (or the same content's), with lineage."""
     ln = connect_source(spec, demo)
+    at_work()
     query = read_query(query_path)
     intent = QueryFiles(spec.name).register_intent
     manifest, census_uid = read_manifest(manifest_path), query["census"]["uid"]

@@ -15,6 +15,7 @@ from cellquery.atomic import atomic_path
 from cellquery.criteria import value_filter
 from cellquery.faults import failpoint
 from cellquery.h5ad import read_frame
+from cellquery.jobs import at_work
 from cellquery.lamin import DemoInstance, connect_source
 from cellquery.runfiles import criteria_of, read_manifest, read_query
 from cellquery.spec import QuerySpec
@@ -311,5 +312,6 @@ def describe_run(ln, inputs: dict[str, Path], out: dict[str, str]) -> None:
 def describe(spec: QuerySpec, demo: DemoInstance, inputs: dict[str, Path], out: dict[str, str]) -> None:
     """The report's figures and pages (`rules/report.smk`)."""
     ln = connect_source(spec, demo)
+    at_work()
     describe_run(ln, inputs, out)
     log.info("report figures and pages written to %s", Path(out["lineage"]).parent)

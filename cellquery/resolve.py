@@ -16,6 +16,7 @@ from cellquery.coverage import log_coverage
 from cellquery.criteria import Criterion, resolve
 from cellquery.errors import SourceError, SpecError
 from cellquery.faults import failpoint
+from cellquery.jobs import at_work
 from cellquery.lamin import DemoInstance, connect_source
 from cellquery.runfiles import READ_PLAN, read_manifest
 from cellquery.spec import Problems, QuerySpec
@@ -40,6 +41,7 @@ def plan_query(spec: QuerySpec, demo: DemoInstance, storage: dict | None = None)
     from cellquery.coverage import gene_coverage
 
     ln = connect_source(spec, demo)
+    at_work()
     collection, store, criteria, gene_ids = _checked_names(ln, spec)
     table = artifacts.manifest(artifacts.artifact_query(ln, spec, collection, criteria))
     dataset_ids = list(table["dataset_id"])
@@ -198,6 +200,7 @@ def resolve_query(
     run's spec check did so already (`checked`), write what it found instead of asking the registry again."""
     found = checked_this_run(checked, spec, demo, storage)
     if found:
+        at_work()
         query, table = found
         log.info("the spec check of this run resolved the query: the registry is not asked again")
     else:

@@ -12,6 +12,7 @@ import pandas as pd
 from cellquery.atomic import write_json
 from cellquery.errors import FetchError
 from cellquery.fetch import artifact_lock
+from cellquery.jobs import at_work
 from cellquery.lamin import DemoInstance, use_demo_settings
 from cellquery.layout import QueryFiles, slice_path
 from cellquery.runfiles import criteria_of, read_manifest, read_query
@@ -76,6 +77,7 @@ def process_shard(
     files = QueryFiles(spec.name)
     if spec.instance == "demo":  # lamindb_setup, imported to hash files, must not fall back to ~/.lamin
         use_demo_settings(demo)
+    at_work()
     slices = {uid: slice_path(spec.cells_digest, uid) for uid in uids}
     current = {uid for uid in uids if slice_is_current(slices[uid], uid, spec.cells_digest)}
     for uid in current:
