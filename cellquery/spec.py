@@ -11,14 +11,17 @@ import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import yaml
 
 from cellquery import limits, ontology
 from cellquery.errors import SpecError, UserError
+
+if TYPE_CHECKING:
+    import jsonschema
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "config" / "schemas" / "query.schema.yaml"
 
@@ -250,13 +253,18 @@ def closest(value: str, choices: list[str], aliases: dict[str, str]) -> str | No
     return by_lower[close[0]] if close else None
 
 
-# JSON Schema's integers include 1.0 and 1e308; a spec's integers are whole numbers written as such
-_Validator = jsonschema.validators.extend(
-    jsonschema.Draft202012Validator,
-    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
-        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
-    ),
-)
+@cache
+def _validator() -> type:
+    """JSON Schema's validator but for integers, which include 1.0 and 1e308 there: a spec's are whole
+    numbers written as such. (jsonschema imported here: jobs unpickle specs, they do not check them.)"""
+    import jsonschema
+
+    return jsonschema.validators.extend(
+        jsonschema.Draft202012Validator,
+        type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+            "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+        ),
+    )
 
 
 def _schema() -> dict:
@@ -509,7 +517,7 @@ def _validated(data: Any) -> dict:
     value_problems = _value_problems(data)
     if value_problems:  # values no consumer takes: the schema's view of them would only repeat it
         raise SpecError(*dict.fromkeys(value_problems))
-    errors = list(_Validator(_schema()).iter_errors(data))
+    errors = list(_validator()(_schema()).iter_errors(data))
     problems = Problems()
     for error in sorted(_one_per_value(errors), key=lambda e: list(map(str, e.absolute_path))):
         if not _misspelt(error):
