@@ -168,29 +168,42 @@ def census_slice(
         matrices = {"X": experiment.ms["RNA"].X[X_NAME]} | {n: experiment.ms["RNA"].X[n] for n in layers}
         with atomic_path(out) as tmp:
             frames = _obs_frame(obs, columns), _var_frame(var)
-            h5ad.write_streamed(tmp, *frames, _row_blocks(matrices, obs, var), uns=uns, layers=layers)
+            blocks = _row_blocks(matrices, obs, var, every_gene=var_filter is None)
+            h5ad.write_streamed(tmp, *frames, blocks, uns=uns, layers=layers)
             failpoint("census")
     log.info("census slice: %d cells x %d genes", len(obs), len(var))
     return {"cells": len(obs), "genes": len(var), "value_filter": obs_filter}
 
 
-def _row_blocks(matrices: dict, obs: pd.DataFrame, var: pd.DataFrame):
-    """Per block of the selected cells x genes, in soma_joinid order, the CSR block of each matrix."""
+def _row_blocks(matrices: dict, obs: pd.DataFrame, var: pd.DataFrame, every_gene: bool):
+    """Per block of the selected cells x genes, in soma_joinid order, the CSR block of each matrix
+    (`every_gene`: the var query selected all genes, so whole rows are read)."""
     cells, genes = obs["soma_joinid"].to_numpy(), var["soma_joinid"].to_numpy()
     if len(cells) and not len(genes):
         yield {name: sp.csr_matrix((len(cells), 0), dtype=np.float32) for name in matrices}
         return
+    column_of = _positions(genes)
     for start in range(0, len(cells), ROW_BLOCK):
         block = cells[start : start + ROW_BLOCK]
-        yield {name: _read_block(matrix, block, genes) for name, matrix in matrices.items()}
+        coords = (block,) if every_gene else (block, genes)
+        yield {name: _read_block(matrix, coords, column_of, len(genes)) for name, matrix in matrices.items()}
 
 
-def _read_block(matrix, cells: np.ndarray, genes: np.ndarray) -> sp.csr_matrix:
-    table = matrix.read(coords=(cells, genes)).tables().concat()
-    rows = np.searchsorted(cells, table["soma_dim_0"].to_numpy())
-    columns = np.searchsorted(genes, table["soma_dim_1"].to_numpy())
+def _read_block(matrix, coords: tuple, column_of: np.ndarray, n_genes: int) -> sp.csr_matrix:
+    cells = coords[0]
+    table = matrix.read(coords=coords).tables().concat()
+    rows = _positions(cells - cells[0])[table["soma_dim_0"].to_numpy() - cells[0]]
+    columns = column_of[table["soma_dim_1"].to_numpy()]
     values = table["soma_data"].to_numpy()
-    return sp.csr_matrix((values, (rows, columns)), shape=(len(cells), len(genes)), dtype=np.float32)
+    return sp.csr_matrix((values, (rows, columns)), shape=(len(cells), n_genes), dtype=np.float32)
+
+
+def _positions(joinids: np.ndarray) -> np.ndarray:
+    """An array mapping each of these (non-negative, distinct) soma_joinids to its position among them: a
+    lookup by index, where a binary search per value took a third of the slice's time."""
+    lookup = np.empty(int(joinids.max()) + 1 if len(joinids) else 0, dtype=np.int64)
+    lookup[joinids] = np.arange(len(joinids))
+    return lookup
 
 
 def _obs_frame(obs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

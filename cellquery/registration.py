@@ -95,16 +95,12 @@ def _save_new_version(
     return artifact
 
 
-def _same_content_under_key(ln, key: str, path: Path):
-    """The version under `key` whose content equals the file at `path`, if there is one: the same bytes,
-    or the same result built at another time (`provenance.content_digest`)."""
-    from lamindb_setup.core.hashing import hash_file
-
-    _, digest, _ = hash_file(path)
-    same_bytes = ln.Artifact.filter(key=key, hash=digest).first()
+def _same_content_under_key(ln, key: str, file_hash: str, content: str):
+    """The version under `key` whose content equals a file's, if there is one: the same bytes (`file_hash`,
+    lamindb's), or the same result built at another time (`content`: `provenance.content_digest`)."""
+    same_bytes = ln.Artifact.filter(key=key, hash=file_hash).first()
     if same_bytes:
         return same_bytes
-    content = content_digest(path)
     versions = ln.Artifact.filter(key=key).order_by("-created_at")
     return next((a for a in versions if a.features.get_values().get("content_digest") == content), None)
 
@@ -300,7 +296,14 @@ def register_result(
     inputs = _inputs(manifest, set(obs["dataset_id"].astype(str)), census_uid)
     with registry_lock(ln):
         recover(ln, intent)
-        existing = _same_content_under_key(ln, spec.output_key, result_path)
+        candidate = ln.Artifact(  # the file read once for lamindb's hash, once for the content's
+            str(result_path),
+            key=spec.output_key,
+            description=f"cellquery result {spec.name}",
+            skip_hash_lookup=True,
+        )
+        content = content_digest(result_path)
+        existing = _same_content_under_key(ln, spec.output_key, candidate.hash, content)
         reused = existing is not None
         if reused:
             artifact = existing
@@ -309,15 +312,8 @@ def register_result(
                 collection = result_collection(ln, artifact)
                 _make_latest(ln, artifact, collection)
         else:  # a new version under this key, even if another key holds the same content
-            candidate = ln.Artifact(
-                str(result_path),
-                key=spec.output_key,
-                description=f"cellquery result {spec.name}",
-                skip_hash_lookup=True,
-            )
             write_json(intent, {"uid": candidate.uid, "storage_root": str(ln.settings.storage.root)})
             with transaction.atomic():
-                content = content_digest(result_path)
                 artifact = _save_new_version(ln, spec, candidate, inputs, obs, shape, content)
                 collection = result_collection(ln, artifact)
             intent.unlink()
