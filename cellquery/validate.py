@@ -25,9 +25,11 @@ def _examples(values) -> list:
 def _obs_differences(result_obs: pd.DataFrame, census_obs: pd.DataFrame, keys: pd.Index) -> dict:
     shared = [c for c in result_obs.columns if c in census_obs.columns and c not in KEY_COLUMNS]
     differences = {}
+    result_obs, census_obs = (frame[~frame.index.duplicated()] for frame in (result_obs, census_obs))
+    our_rows, their_rows = result_obs.index.get_indexer(keys), census_obs.index.get_indexer(keys)
     for column in shared:
-        ours = result_obs.loc[keys, column].astype(str).to_numpy()
-        theirs = census_obs.loc[keys, column].astype(str).to_numpy()
+        ours = _as_text(result_obs[column], our_rows)
+        theirs = _as_text(census_obs[column], their_rows)
         differing = np.flatnonzero(ours != theirs)
         if len(differing):
             differences[column] = {
@@ -37,6 +39,15 @@ def _obs_differences(result_obs: pd.DataFrame, census_obs: pd.DataFrame, keys: p
                 ],
             }
     return differences
+
+
+def _as_text(column: pd.Series, rows: np.ndarray) -> np.ndarray:
+    """These rows' values as text, as `astype(str)` writes them (a category's text made once)."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        codes = column.cat.codes.to_numpy()[rows]
+        labels = np.append(column.cat.categories.astype(str).to_numpy(dtype=object), "nan")
+        return labels[codes]  # code -1 (missing) is the last label
+    return column.iloc[rows].astype(str).to_numpy()
 
 
 def _count_differences(
