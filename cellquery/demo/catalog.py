@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 HUMAN, MOUSE = "NCBITaxon:9606", "NCBITaxon:10090"
 V1, V2 = "2025-01-30", "2025-07-01"
 COLLECTION_KEY = "cellxgene-census"
-SCALES = ("small", "bench", "registry")
+SCALES = ("small", "bench", "registry", "atlas")
 # What the demo holds, as a number: a change that alters its data bumps it, and the demo is rebuilt
 # (3: author obs columns; census normalized as the builder computes it).
 DEMO_FORMAT = 3
@@ -217,9 +217,46 @@ def _registry(n_artifacts: int = 2000) -> list[DatasetSpec]:
     ]
 
 
+# The atlas's five large files (index in `_small()` of the dataset they scale up, slug, title, cells): about
+# 1.2 GB each (an h5ad holds about 5.3 kB per cell), four of them with T and B cells.
+ATLAS_LARGE = (
+    (5, "hs-blood-atlas", "Human blood immune atlas", 240_000),
+    (7, "hs-lung-cell-atlas", "Human lung cell atlas", 235_000),
+    (0, "hs-kidney-immune-atlas", "Immune cells of the human kidney, an atlas", 230_000),
+    (9, "hs-spleen-atlas", "Human spleen immune atlas", 225_000),
+    (3, "hs-brain-atlas", "Human cortex cell atlas", 220_000),
+)
+ATLAS_COHORTS, ATLAS_IN_V1 = 120, 20
+
+
+def _atlas() -> list[DatasetSpec]:
+    """Over 2,000,000 cells in 2025-07-01: five large files and 120 cohorts of the small datasets (1 to 3
+    times their size); 2025-01-30 holds only the first 20 cohorts, so its census store stays small."""
+    small = _small()
+    large = [
+        replace(small[i], slug=slug, title=title, n_cells=n, n_donors=16, versions=(V2,), revision=1)
+        for i, slug, title, n in ATLAS_LARGE
+    ]
+    first_versions = [d for d in small if d.revision == 1]
+    cohorts = []
+    for i in range(ATLAS_COHORTS):
+        base = first_versions[i % len(first_versions)]
+        number = i // len(first_versions) + 1
+        cohorts.append(
+            replace(
+                base,
+                slug=f"{base.slug}-cohort-{number}",
+                title=f"{base.title} (cohort {number})",
+                n_cells=base.n_cells * (1 + number % 3),
+                versions=(V1, V2) if i < ATLAS_IN_V1 else (V2,),
+            )
+        )
+    return [*large, *cohorts]
+
+
 def datasets(scale: str) -> list[DatasetSpec]:
     """The demo's datasets at one scale, in a stable order."""
-    builders = {"small": _small, "bench": _bench, "registry": _registry}
+    builders = {"small": _small, "bench": _bench, "registry": _registry, "atlas": _atlas}
     if scale not in builders:
         raise ValueError(f"unknown demo scale {scale!r}; choose one of {', '.join(SCALES)}")
     return builders[scale]()
@@ -240,11 +277,26 @@ def all_terms(scale: str) -> set[str]:
     return terms
 
 
-GENERATION_BATCH = {"small": 1, "bench": 1, "registry": 250}
+GENERATION_BATCH = {"small": 1, "bench": 1, "registry": 250}  # datasets per generation job
+GENERATION_CELLS = {"atlas": 240_000}  # or: consecutive datasets up to this many cells per job
 
 
 def generation_batches(scale: str) -> list[list[DatasetSpec]]:
-    """Datasets grouped into generation jobs (many tiny ones share a job at registry scale)."""
+    """Datasets grouped into generation jobs (many tiny ones share a job at registry scale; at atlas scale
+    each large file has a job of its own and the cohorts share jobs of up to as many cells)."""
     specs = datasets(scale)
+    if scale in GENERATION_CELLS:
+        return _packed(specs, GENERATION_CELLS[scale])
     size = GENERATION_BATCH[scale]
     return [specs[i : i + size] for i in range(0, len(specs), size)]
+
+
+def _packed(specs: list[DatasetSpec], cells: int) -> list[list[DatasetSpec]]:
+    """Consecutive datasets in batches of at most `cells` cells (a larger dataset alone)."""
+    batches: list[list[DatasetSpec]] = []
+    for spec in specs:
+        if batches and sum(d.n_cells for d in batches[-1]) + spec.n_cells <= cells:
+            batches[-1].append(spec)
+        else:
+            batches.append([spec])
+    return batches
