@@ -15,6 +15,9 @@ from cellquery.lamin import DemoInstance, connect
 log = logging.getLogger(__name__)
 
 CENSUS_KEY = "cell-census/{version}/soma"
+# Scales whose generated h5ads, once registered in local storage, become hard links to the stored copies:
+# one copy on disk (11 GB less at atlas scale), the same files.
+LINKED_SCALES = ("atlas",)
 
 
 def write_shard(scale: str, shard: int, seed: int, out_dir: Path) -> None:
@@ -92,6 +95,8 @@ def register_all(demo: DemoInstance, scale: str, shard_dirs: list[Path], receipt
     specs = catalog.datasets(scale)
     for number, spec in enumerate(specs, start=1):
         artifact = register_dataset(ln, spec, paths[spec.file_stem], schema)
+        if scale in LINKED_SCALES and demo.storage_kind == "local":
+            link_to_stored(paths[spec.file_stem], Path(artifact.path))
         for version in spec.versions:
             members[version].append(artifact)
         if number % 50 == 0 or number == len(specs):
@@ -101,6 +106,18 @@ def register_all(demo: DemoInstance, scale: str, shard_dirs: list[Path], receipt
         receipt,
         {c.version_tag: {"uid": c.uid, "artifacts": c.artifacts.count()} for c in collections},
     )
+
+
+def link_to_stored(generated: Path, stored: Path) -> None:
+    """Replace a generated h5ad by a hard link to its registered copy (same bytes: lamindb copied it)."""
+    if generated.samefile(stored) or generated.stat().st_dev != stored.stat().st_dev:
+        return
+    if generated.stat().st_size != stored.stat().st_size:
+        raise RuntimeError(f"{stored} is not a copy of {generated}")
+    link = generated.with_name(f".{generated.name}.link")
+    link.unlink(missing_ok=True)
+    os.link(stored, link)
+    os.replace(link, generated)
 
 
 def census_sources(ln, version: str) -> list[SourceDataset]:
