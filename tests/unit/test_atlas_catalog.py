@@ -1,8 +1,15 @@
-"""`demo_scale: atlas` meets its own numbers, read from the catalog alone (nothing is generated or built)."""
+"""`demo_scale: atlas` meets its own numbers, read from the catalog alone (nothing is generated or built);
+what makes its build fit the machine: h5ads linked to their stored copies, census blocks in global order."""
 
 from __future__ import annotations
 
-from cellquery.demo import catalog
+import numpy as np
+import pyarrow as pa
+import pytest
+import scipy.sparse as sp
+import tiledbsoma as soma
+
+from cellquery.demo import build, catalog, census_store
 
 ATLAS = catalog.datasets("atlas")
 LATEST = [d for d in ATLAS if catalog.V2 in d.versions]
@@ -40,3 +47,33 @@ def test_generation_jobs_are_bounded_and_enough_for_two_cores():
 def test_the_other_scales_keep_their_jobs():
     assert [len(b) for b in catalog.generation_batches("bench")] == [1] * len(catalog.datasets("bench"))
     assert len(catalog.generation_batches("registry")) == 8
+
+
+def test_generated_h5ads_become_links_to_their_stored_copies(tmp_path):
+    generated, stored = tmp_path / "generated.h5ad", tmp_path / "stored.h5ad"
+    generated.write_bytes(b"counts" * 100)
+    stored.write_bytes(b"counts" * 100)
+    build.link_to_stored(generated, stored)
+    assert generated.samefile(stored) and generated.read_bytes() == b"counts" * 100
+    build.link_to_stored(generated, stored)  # again: nothing to do
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["generated.h5ad", "stored.h5ad"]
+    other = tmp_path / "other.h5ad"
+    other.write_bytes(b"other")
+    with pytest.raises(RuntimeError, match="is not a copy of"):
+        build.link_to_stored(other, generated)
+
+
+def test_census_blocks_in_global_order_are_written_unsorted_and_read_back_whole(tmp_path):
+    """A block spanning two row tiles and three column tiles, in the order `_global_order` gives."""
+    counts = sp.random(300, 5000, density=0.01, format="csr", random_state=0, dtype=np.float32)
+    array = soma.SparseNDArray.create(str(tmp_path / "raw"), type=pa.float32(), shape=(5000, 5000))
+    coo = counts.tocoo()
+    rows, cols = coo.row.astype(np.int64) + 1900, coo.col.astype(np.int64)  # rows 1900-2199
+    order = census_store._global_order(rows, cols, census_store._tile_extents(array))
+    array.close()
+    with soma.SparseNDArray.open(str(tmp_path / "raw"), "w") as array:
+        table = census_store._coo_table(rows[order], cols[order], coo.data[order])
+        array.write(table, platform_config=census_store.SORTED)
+    with soma.SparseNDArray.open(str(tmp_path / "raw")) as array:
+        back = array.read().coos().concat().to_scipy().tocsr()[1900:2200]
+    assert (back != counts).nnz == 0
