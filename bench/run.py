@@ -1,7 +1,8 @@
-"""`make bench`: each figure a ratio of runs made side by side in this invocation, at `demo_scale: bench`.
+"""`make bench`: each figure a ratio of runs made side by side in this invocation, at `demo_scale: bench`
+(B1 also at `small` and, as B1a, at `atlas`; B4 at `registry`).
 
 Results go to bench/results/<timestamp>.json and a table in BENCHMARKS.md.
-Usage: python -m bench.run [--project DIR]   (DIR holds .demo/bench; built there when absent)
+Usage: python -m bench.run [--project DIR] [--only ID]   (DIR holds .demo/<scale>; built there when absent)
 """
 
 from __future__ import annotations
@@ -20,14 +21,20 @@ from pathlib import Path
 from bench import startup
 from bench.builds import clear_query
 from cellquery.layout import QueryFiles
+from cellquery.runfiles import read_manifest
+from cellquery.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 BIN = Path(sys.executable).parent
 QUERY = REPO / "bench" / "blood-immune.yaml"
 REGISTRY_QUERY = REPO / "bench" / "registry-all.yaml"
+ATLAS_QUERY = REPO / "bench" / "immune-atlas.yaml"
+B1_QUERIES = {"small": ATLAS_QUERY, "bench": QUERY, "atlas": ATLAS_QUERY}  # B1's spec at each scale
+DEMO_MINUTES = {"small": 3, "bench": 13, "registry": 20, "atlas": 25}  # to build each demo, on 2 cores
 AIMS = {
     "B1": "pipeline peak memory <= 0.2 x baseline, wall time <= 0.6 x baseline",
+    "B1a": "pipeline peak memory <= 0.15 x baseline, wall time <= 0.6 x baseline",
     "B2": "census slice not slower than cellxgene_census.get_anndata (ratio <= 1)",
     "B3": "slicing within 2 x the h5py floor",
     "B4": "resolve plus DAG under 0.2 s per artifact",
@@ -97,9 +104,10 @@ def snakemake(project: Path, *args: str) -> list[str]:
     ]
 
 
-def ensure_demo(project: Path, scale: str, minutes: int, storage: str = "local") -> None:
+def ensure_demo(project: Path, scale: str, minutes: int | None = None, storage: str = "local") -> None:
     directory = scale if storage == "local" else f"{scale}-{storage}"
     if not (project / ".demo" / directory / "summary.json").exists():
+        minutes = minutes or DEMO_MINUTES[scale]
         print(f"building the {directory} demo (about {minutes} minutes) ...", flush=True)
         config = ["--config", f"demo_scale={scale}", f"demo_storage={storage}"]
         subprocess.run(snakemake(project, "demo", *config), check=True, env=env())
@@ -191,7 +199,7 @@ def builds_table(b8: dict | None) -> str:
 def rejections(project: Path) -> dict:
     """B11: seconds until a bad spec is refused (a schema error, a registry error) at the small scale, the
     default build's, against `snakemake --version`, side by side; each the median of `REPEATS` runs."""
-    ensure_demo(project, "small", 3)
+    ensure_demo(project, "small")
     start = median_of([str(BIN / "snakemake"), "--version"], project)
     rows = []
     for kind, spec in REJECTED.items():
@@ -210,12 +218,45 @@ def helper(name: str, project: Path, *args: str) -> list[str]:
     return [str(BIN / "python"), str(REPO / "bench" / "steps.py"), name, str(project), *args]
 
 
+def pipeline_vs_loop(project: Path, scale: str, query: Path, bench_id: str = "B1") -> dict:
+    """B1 at one scale: the pipeline up to the registered result (`--cores 2`) vs the seed guide's loop (load
+    each matched artifact whole, mask, concat) over the same artifacts and criteria, side by side; the
+    query's results and slices removed first. Run B1 at another scale with another `scale` and `query`."""
+    files = QueryFiles(load_spec(query).name)
+    config = ["--config", f"demo_scale={scale}", f"query={query}"]
+    clear_query(project, query)  # the logs too: B10 reads the start-up lines of the bench query's jobs
+    # B1 builds the registered dataset, as the seed guide's loop does; the report's figures come apart
+    pipeline = measured(snakemake(project, str(files.receipt), *config), project)
+    baseline = measured(helper("seed-guide", project, scale, str(query)), project)
+    receipt = json.loads((project / files.receipt).read_text())
+    loop = json.loads((project / files.dir / "baseline.json").read_text())
+    manifest = read_manifest(project / files.manifest)
+    name = f"seed guide's way (load, mask, concat) vs pipeline --cores 2, at {scale} scale"
+    return compared(bench_id, name, baseline, pipeline) | {
+        "scale": scale,
+        "query": str(query.relative_to(REPO)) if query.is_relative_to(REPO) else str(query),
+        "cells": receipt["n_obs"],
+        "genes": receipt["n_vars"],
+        "baseline_cells": loop["n_obs"],
+        "datasets": len(manifest),
+        "matched_cells": int(manifest["n_obs"].sum()),
+        "matched_gb": round(manifest["size"].sum() / 1e9, 2),
+    }
+
+
+def b1_at(scale: str):
+    """B1 at `scale` alone (its demo built first when absent), for `--only`."""
+
+    def measure(project: Path) -> dict:
+        ensure_demo(project, scale)
+        return pipeline_vs_loop(project, scale, B1_QUERIES[scale], "B1a" if scale == "atlas" else "B1")
+
+    return measure
+
+
 def benchmarks(project: Path) -> list[dict]:
     config = ["--config", "demo_scale=bench", f"query={QUERY}"]
-    clear_query(project, QUERY)  # the logs too: B10 reads the start-up lines of this run's jobs
-    # B1 builds the registered dataset, as the seed guide's loop does; the report's figures come apart
-    pipeline = measured(snakemake(project, "results/blood-immune/receipt.json", *config), project)
-    baseline = measured(helper("seed-guide", project), project)
+    b1 = pipeline_vs_loop(project, "bench", QUERY)
     figures = measured(snakemake(project, *config), project)
     rerun = measured(snakemake(project, *config), project)
     ours = measured(helper("census-slice", project), project)
@@ -223,7 +264,7 @@ def benchmarks(project: Path) -> list[dict]:
     sliced = measured(helper("slice-large", project), project)
     floor = measured(helper("h5py-floor", project), project)
     return [
-        compared("B1", "seed guide's way (load, mask, concat) vs pipeline --cores 2", baseline, pipeline),
+        b1,
         compared("B2", "census slice vs cellxgene_census.get_anndata", official, ours),
         compared("B3", "slicing the 220,000-cell h5ad vs reading the selected rows with h5py", floor, sliced),
         compared("B5", "rerun with nothing changed", None, rerun),
@@ -291,7 +332,8 @@ def registry_scale(project: Path) -> dict:
 def render(run: dict) -> str:
     rows = []
     builds = [builds_row(run["builds"])] if run.get("builds") else []
-    extra = [*builds, *run.get("rejections", {}).get("rows", [])]
+    atlas = [run["b1_atlas"]] if run.get("b1_atlas") else []
+    extra = [*atlas, *builds, *run.get("rejections", {}).get("rows", [])]
     for b in [*run["benchmarks"], *extra]:
         base = b["baseline"] or {"seconds": "", "peak_rss_mib": ""}
         cells = [b["id"], b["name"], base["seconds"], b["ours"]["seconds"], b["ratio_seconds"] or ""]
@@ -328,7 +370,45 @@ after a one-batch warm-up timed apart (opening; on the census route numba compil
 | loader | cells (batches x size) | warm-up s | cells/s | peak MiB | published samples/s |
 | --- | --- | --- | --- | --- | --- |
 {chr(10).join(loader_rows(run["loaders"]))}
-{startup_table(run)}{builds_table(run.get("builds"))}{object_storage_table(run.get("object_storage"))}"""
+{scales_table(run)}{startup_table(run)}{builds_table(run.get("builds"))}{object_storage_table(run.get("object_storage"))}"""
+
+
+def b1_by_scale(run: dict) -> list[dict]:
+    """B1's figures at each scale measured (small, bench, atlas), from `pipeline_vs_loop`."""
+    bench = [b for b in run["benchmarks"] if b["id"] == "B1" and "scale" in b]
+    return [b for b in (run.get("b1_small"), *bench, run.get("b1_atlas")) if b]
+
+
+def scales_table(run: dict) -> str:
+    """B1 at each scale: the loop's time and memory grow with the files it loads, the pipeline's memory
+    should not (B1a's aims)."""
+    rows = b1_by_scale(run)
+    if not rows:
+        return ""
+    lines = [
+        "",
+        "B1 at each scale (`pipeline_vs_loop`: the pipeline up to the registered result vs the seed guide's",
+        "loop over the same matched artifacts; at atlas scale it is B1a):",
+        "",
+        "| scale | query | cells in the result | datasets matched (GB) | loop s | loop MiB | pipeline s | "
+        "pipeline MiB | s ratio | MiB ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for b in rows:
+        cells = [
+            b["scale"],
+            f"`{b['query']}`",
+            f"{b['cells']:,}",
+            f"{b['datasets']} ({b['matched_gb']})",
+            b["baseline"]["seconds"],
+            b["baseline"]["peak_rss_mib"],
+            b["ours"]["seconds"],
+            b["ours"]["peak_rss_mib"],
+            b["ratio_seconds"],
+            b["ratio_peak_rss_mib"],
+        ]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def startup_table(run: dict) -> str:
@@ -417,13 +497,15 @@ def s3_bench(measure):
     """A measurement over the S3 bench demo, built first when absent."""
 
     def measured_over_s3(project: Path):
-        ensure_demo(project, "bench", 13, storage="s3")
+        ensure_demo(project, "bench", storage="s3")
         return measure(project)
 
     return measured_over_s3
 
 
 ALONE = {  # what `--only` runs: (its key in the results, the measurement)
+    "B1a": ("b1_atlas", b1_at("atlas")),
+    "B1-small": ("b1_small", b1_at("small")),
     "B8": ("builds", s3_bench(dataset_builds)),
     "B9": ("object_storage", s3_bench(object_storage)),
     "B11": ("rejections", rejections),
@@ -435,12 +517,16 @@ def latest_results() -> Path:
 
 
 def whole_run(project: Path, timestamp: str) -> dict:
-    ensure_demo(project, "bench", 13, storage="s3")
-    ensure_demo(project, "bench", 13)
-    ensure_demo(project, "registry", 20)
+    ensure_demo(project, "bench", storage="s3")
+    ensure_demo(project, "bench")
+    ensure_demo(project, "registry")
+    ensure_demo(project, "small")
+    ensure_demo(project, "atlas")
     summary = json.loads((project / ".demo" / "bench" / "summary.json").read_text())
     rows = benchmarks(project)
     startups = startup.startup_seconds(project / QueryFiles(QUERY.stem).logs)
+    b1_small = pipeline_vs_loop(project, "small", B1_QUERIES["small"])
+    b1_atlas = pipeline_vs_loop(project, "atlas", B1_QUERIES["atlas"], "B1a")
     registry = registry_scale(project)
     storage = object_storage(project)
     builds = dataset_builds(project)
@@ -455,6 +541,8 @@ def whole_run(project: Path, timestamp: str) -> dict:
         "object_storage": storage | {"timestamp": timestamp},
         "builds": builds | {"timestamp": timestamp},
         "rejections": rejections(project) | {"timestamp": timestamp},
+        "b1_small": b1_small | {"timestamp": timestamp},
+        "b1_atlas": b1_atlas | {"timestamp": timestamp},
     }
 
 

@@ -2,6 +2,7 @@
 
 python bench/steps.py NAME PROJECT
 NAME: seed-guide, census-slice, get-anndata, slice-large, h5py-floor, loader-lamin or loader-census
+python bench/steps.py seed-guide PROJECT SCALE SPEC   (B1 at any scale: the spec's query, its manifest)
 """
 
 from __future__ import annotations
@@ -27,28 +28,39 @@ CRITERIA = [
 ]
 
 
-def results(project: Path) -> Path:
-    return project / "results" / "blood-immune"
+def results(project: Path, name: str = "blood-immune") -> Path:
+    return project / "results" / name
 
 
-def manifest(project: Path):
+def manifest(project: Path, name: str = "blood-immune"):
     import pandas as pd
 
-    return pd.read_csv(results(project) / "manifest.tsv", sep="\t")
+    return pd.read_csv(results(project, name) / "manifest.tsv", sep="\t")
 
 
-def seed_guide(project: Path) -> None:
-    """The seed guide's way: load each matching artifact whole, mask obs, slice, then anndata.concat."""
+def seed_guide(project: Path, scale: str = "bench", spec: str = "") -> None:
+    """The seed guide's way: load each matching artifact whole, mask obs, slice, then anndata.concat.
+
+    The artifacts are the pipeline's matches (its manifest), the mask its resolved criteria (query.json):
+    the same cells. Writes baseline.h5ad and baseline.json (its cells) beside the pipeline's result.
+    """
     import anndata as ad
 
-    ln = connect(DemoInstance(project, "bench").env())
+    from cellquery.runfiles import criteria_of, read_query
+    from cellquery.spec import load_spec
+
+    name = load_spec(Path(spec)).name if spec else "blood-immune"
+    criteria = criteria_of(read_query(results(project, name) / "query.json"))
+    ln = connect(DemoInstance(project, scale).env())
     pieces = []
-    for uid in manifest(project)["uid"]:
+    for uid in manifest(project, name)["uid"]:
         adata = ln.Artifact.get(uid=uid).load()
-        pieces.append(adata[obs_mask(adata.obs, CRITERIA)].copy())
+        pieces.append(adata[obs_mask(adata.obs, criteria)].copy())
         del adata
         gc.collect()  # free each file before the next: else the peak follows the cycle collector (2.2-3.2 GB)
-    ad.concat(pieces, join="inner").write_h5ad(results(project) / "baseline.h5ad")
+    baseline = ad.concat(pieces, join="inner")
+    baseline.write_h5ad(results(project, name) / "baseline.h5ad")
+    write_json(results(project, name) / "baseline.json", {"n_obs": baseline.n_obs, "n_vars": baseline.n_vars})
 
 
 def census_slice(project: Path) -> None:
@@ -139,4 +151,4 @@ STEPS = {
 }
 
 if __name__ == "__main__":
-    STEPS[sys.argv[1]](Path(sys.argv[2]))
+    STEPS[sys.argv[1]](Path(sys.argv[2]), *sys.argv[3:])
