@@ -332,9 +332,11 @@ def registry_scale(project: Path) -> dict:
 def render(run: dict) -> str:
     rows = []
     builds = [builds_row(run["builds"])] if run.get("builds") else []
-    atlas = [run["b1_atlas"]] if run.get("b1_atlas") else []
-    extra = [*atlas, *builds, *run.get("rejections", {}).get("rows", [])]
-    for b in [*run["benchmarks"], *extra]:
+    extra = [*builds, *run.get("rejections", {}).get("rows", [])]
+    main = [*run["benchmarks"]]
+    if run.get("b1_atlas"):  # B1a right after B1
+        main.insert(next(i + 1 for i, b in enumerate(main) if b["id"] == "B1"), run["b1_atlas"])
+    for b in [*main, *extra]:
         base = b["baseline"] or {"seconds": "", "peak_rss_mib": ""}
         cells = [b["id"], b["name"], base["seconds"], b["ours"]["seconds"], b["ratio_seconds"] or ""]
         cells += [
