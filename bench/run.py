@@ -20,12 +20,14 @@ from pathlib import Path
 
 from bench import startup
 from bench.builds import clear_query
+from bench.plot import plot_scales
 from cellquery.layout import QueryFiles
 from cellquery.runfiles import read_manifest
 from cellquery.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
+SCALES_PLOT = REPO / "bench" / "b1-scales.svg"  # B1 at each scale, drawn by `render`
 BIN = Path(sys.executable).parent
 QUERY = REPO / "bench" / "blood-immune.yaml"
 REGISTRY_QUERY = REPO / "bench" / "registry-all.yaml"
@@ -411,6 +413,9 @@ def scales_table(run: dict) -> str:
             b["ratio_peak_rss_mib"],
         ]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
+    if len(rows) > 1:
+        plot_scales(rows, SCALES_PLOT)
+        lines += ["", f"![B1 at each scale]({SCALES_PLOT.relative_to(REPO)})"]
     return "\n".join(lines) + "\n"
 
 
