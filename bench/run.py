@@ -497,8 +497,9 @@ def main() -> None:
         run = whole_run(project, timestamp)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{timestamp}.json").write_text(json.dumps(run, indent=2) + "\n")
-    write_report(render(run))
-    print(render(run))
+    report = render(run)
+    write_report(report)
+    print(report)
 
 
 def s3_bench(measure):
