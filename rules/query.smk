@@ -54,6 +54,8 @@ rule census:
         FILES.census,
     log:
         FILES.log("census"),
+    # one job per query, often its longest: started first, it runs beside the shards instead of after them
+    priority: 1
     conda:
         "../envs/cellquery.yaml"
     script:
