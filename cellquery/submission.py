@@ -2,8 +2,9 @@
 
 The submission format is the curator's side of the schema: ontology term ids without the labels the
 portal adds on upload, `feature_is_filtered` without the gene labels, `title` and the organism in `uns`,
-and at least one `X_` embedding. Which columns and keys are reserved is read from the installed
-validator's schema definition, so this module follows the validator it is checked by.
+and at least one `X_` embedding. Which columns and keys are reserved is read from the validator's schema
+definition (copied with its gene references into `cellquery/reference/`; `tests/test_validator.py` checks the
+copy against the validator's own), so this module follows the validator it is checked by.
 
 A submission describes one dataset; a cellquery result joins cells of several. The schema has no field
 for source datasets, so the result keeps them where the schema leaves room: the `dataset_id` obs column
@@ -25,8 +26,10 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+import yaml
 
 from cellquery.atomic import atomic_path
+from cellquery.reference import SCHEMA_DEFINITION
 from cellquery.spec import SCHEMA_OBS_COLUMNS
 
 REQUIRED_OBS = SCHEMA_OBS_COLUMNS  # what the schema requires of obs
@@ -36,9 +39,7 @@ MAX_COMPONENTS = 50
 
 @cache
 def _schema() -> dict:
-    from cellxgene_schema.schema import get_schema_definition
-
-    return get_schema_definition()["components"]
+    return yaml.safe_load(SCHEMA_DEFINITION.read_text())["components"]
 
 
 def reserved(component: str) -> frozenset[str]:

