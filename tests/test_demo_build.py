@@ -11,6 +11,7 @@ from conftest import REPO, TEST_HOME, clean_env, snakemake
 
 from cellquery.demo import catalog
 from cellquery.demo.census_store import LABELLED_TERMS
+from cellquery.validator import validate
 
 LABEL_COLUMNS = list(LABELLED_TERMS)
 VAR_LABELS = ["feature_name", "feature_reference", "feature_biotype", "feature_length", "feature_type"]
@@ -26,14 +27,8 @@ def test_every_dataset_is_generated(demo):
 
 
 def test_every_dataset_passes_the_official_validator(demo):
-    from cellxgene_schema.validate import validate
-
-    failures = {}
-    for path in generated_files(demo):
-        valid, errors, _ = validate(str(path), ignore_labels=True)
-        if not valid:
-            failures[path.stem] = errors
-    assert failures == {}
+    found = validate(generated_files(demo), ignore_labels=True)
+    assert {path.stem: errors for path, errors in found.items() if errors} == {}
 
 
 def to_submission_format(portal: ad.AnnData) -> ad.AnnData:
@@ -53,15 +48,12 @@ def to_submission_format(portal: ad.AnnData) -> ad.AnnData:
 @pytest.mark.parametrize("stem", ["hs-lung-smartseq2-r1", "hs-lung-atlas-r1"])
 def test_portal_labels_equal_the_official_label_writer(demo, tmp_path, stem):
     """Spike-ins and cell-culture cells included: our labels are exactly what `--add-labels` writes."""
-    from cellxgene_schema.validate import validate
-
     (ours,) = [p for p in generated_files(demo) if p.stem == stem]
     portal = ad.read_h5ad(ours)
-    to_submission_format(portal).write_h5ad(tmp_path / "submission.h5ad")
-    valid, errors, _ = validate(
-        str(tmp_path / "submission.h5ad"), add_labels_file=str(tmp_path / "labelled.h5ad")
-    )
-    assert valid, errors
+    submission = tmp_path / "submission.h5ad"
+    to_submission_format(portal).write_h5ad(submission)
+    errors = validate([submission], add_labels={submission: tmp_path / "labelled.h5ad"})[submission]
+    assert errors == []
     official = ad.read_h5ad(tmp_path / "labelled.h5ad")
     for column in [*LABEL_COLUMNS, "observation_joinid"]:
         assert (official.obs[column].astype(str) == portal.obs[column].astype(str)).all(), column
