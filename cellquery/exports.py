@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 FRAMES = ("obs", "var", "uns", "obsm", "varm", "obsp", "varp")  # small: read whole, written whole
 CHUNK = 2**20  # values per zarr chunk of a matrix array, and per copy
+ZARR_FORMAT = 2  # what anndata writes by default, and what every anndata (0.11 too) and zarr v2 tool reads
 
 
 def write_export(result: Path, fmt: str, out: Path) -> None:
@@ -28,11 +29,11 @@ def write_export(result: Path, fmt: str, out: Path) -> None:
 
 
 def write_zarr(result: Path, out: Path) -> None:
-    """An AnnData zarr store (zarr v2, as anndata 0.11 writes it) of the h5ad."""
+    """An AnnData zarr store (zarr format 2, as anndata writes it by default) of the h5ad."""
     import anndata as ad
     import zarr
 
-    root = zarr.open_group(str(out), mode="w")
+    root = zarr.open_group(str(out), mode="w", zarr_format=ZARR_FORMAT)
     with h5py.File(result, "r") as source:
         root.attrs.update(dict(source.attrs))
         for key in FRAMES:
@@ -50,7 +51,7 @@ def _copy_matrix(source: h5py.Group, parent, name: str) -> None:
     group = parent.create_group(name)
     group.attrs.update({k: v.tolist() if hasattr(v, "tolist") else v for k, v in source.attrs.items()})
     for array_name, array in source.items():
-        target = group.create_dataset(array_name, shape=array.shape, dtype=array.dtype, chunks=(CHUNK,))
+        target = group.create_array(array_name, shape=array.shape, dtype=array.dtype, chunks=(CHUNK,))
         for start in range(0, array.shape[0], CHUNK):
             target[start : start + CHUNK] = array[start : start + CHUNK]
 
