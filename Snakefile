@@ -4,13 +4,10 @@ from snakemake.utils import min_version
 
 from pathlib import Path
 
-from cellquery import without_torch
 from cellquery.layout import BUILD_JSON, BUILD_TABLE, QueryFiles
 from cellquery.summary import print_new_summaries
 
 min_version("9.27")
-
-without_torch()  # before anything imports anndata: jobs never load torch (see cellquery/__init__.py)
 
 
 configfile: f"{workflow.basedir}/config/config.yaml"

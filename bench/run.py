@@ -66,23 +66,19 @@ def machine() -> dict:
     return {"cpus": os.cpu_count(), "memory_gib": round(memory_gib, 1), "python": platform.python_version()}
 
 
-def env(torch: bool = False) -> dict[str, str]:
-    """The environment of a measured command: no LaminDB pointer; torch hidden unless a loader needs it
-    (anndata 0.11 imports it when installed: every side is measured as in an environment without it)."""
-    hidden = {} if torch else {"CELLQUERY_WITHOUT_TORCH": "1"}
-    return {k: v for k, v in os.environ.items() if not k.startswith("LAMIN")} | hidden
+def env() -> dict[str, str]:
+    """The environment of a measured command: no LaminDB pointer."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("LAMIN")}
 
 
-def measured(
-    command: list[str], cwd: Path, torch: bool = False, extra_env: dict | None = None, exit_code: int = 0
-) -> dict:
+def measured(command: list[str], cwd: Path, extra_env: dict | None = None, exit_code: int = 0) -> dict:
     """Wall time and the peak RSS of the largest process of a command (through bench/measure.py), which must
     end with `exit_code`."""
     started = time.perf_counter()
     result = subprocess.run(
         [str(BIN / "python"), str(REPO / "bench" / "measure.py"), *command],
         cwd=cwd,
-        env=env(torch) | (extra_env or {}),
+        env=env() | (extra_env or {}),
         capture_output=True,
         text=True,
     )
@@ -279,7 +275,7 @@ def loaders(project: Path) -> dict:
     """B6: loader throughput of both training routes over the bench query's registered result."""
     figures = {}
     for route in PUBLISHED_LOADERS:
-        memory = measured(helper(f"loader-{route}", project), project, torch=True)
+        memory = measured(helper(f"loader-{route}", project), project)
         path = project / "results" / "blood-immune" / f"bench-loader-{route}.json"
         figures[route] = json.loads(path.read_text()) | {"peak_rss_mib": memory["peak_rss_mib"]}
     return figures

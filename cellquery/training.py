@@ -8,7 +8,6 @@ streams the same cells from the Census SOMA store with `tiledbsoma_ml`, selected
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -18,12 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from cellquery import WITHOUT_TORCH
-
-if os.environ.get(WITHOUT_TORCH) == "1":
-    raise ImportError(f"cellquery.training needs torch: unset {WITHOUT_TORCH} (set for workflow jobs)")
-
 import torch
 from torch import nn
 
