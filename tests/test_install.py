@@ -1,4 +1,5 @@
-"""`make install` on a machine whose pip configuration names local indexes: quiet, and a working venv."""
+"""`make install` on a machine whose pip configuration names local indexes: quiet, and a working venv; the
+validator's environment beside it (`make validator`)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from conftest import REPO
 
 @pytest.mark.slow
 def test_install_prints_no_warnings_and_gives_a_working_venv(tmp_path):
-    venv = tmp_path / "venv"
+    venv, validator = tmp_path / "venv", tmp_path / "venv-validator"
+    targets = ["install", "validator", f"VENV={venv}", f"VALIDATOR_VENV={validator}"]
     result = subprocess.run(
-        ["make", "-C", str(REPO), "--no-print-directory", "install", f"VENV={venv}"],
+        ["make", "-C", str(REPO), "--no-print-directory", *targets],
         capture_output=True,
         text=True,
     )
@@ -24,3 +26,5 @@ def test_install_prints_no_warnings_and_gives_a_working_venv(tmp_path):
         text=True,
     )
     assert probe.returncode == 0, probe.stderr
+    checked = subprocess.run([str(validator / "bin" / "cellxgene-schema"), "--help"], capture_output=True)
+    assert checked.returncode == 0, checked.stderr
