@@ -322,6 +322,13 @@ def _fill_defaults(data: dict) -> dict:
     return data
 
 
+def _misplaced(key: str, where: str) -> str:
+    """`; 'X' is a top-level key ...` for a key written under a section it does not belong to."""
+    if where != "(top level)" and key in _schema().get("properties", {}):
+        return f"; {key!r} is a top-level key: move it out of {where!r}"
+    return ""
+
+
 def _how_far(error: jsonschema.ValidationError) -> tuple[int, bool]:
     """Deeper is further; at one depth, an alternative of the right type is further than a type mismatch."""
     return len(list(error.absolute_path)), error.validator not in ("type", "oneOf")
@@ -334,7 +341,10 @@ def _schema_errors(error: jsonschema.ValidationError) -> list[str]:
         allowed = list(error.schema.get("properties", {}))
         unknown = sorted(set(error.instance) - set(allowed))
         if allowed and unknown:
-            return [f"{where}: unknown key {key!r}{suggest(key, allowed)}" for key in unknown]
+            return [
+                f"{where}: unknown key {key!r}{suggest(key, allowed) or _misplaced(key, where)}"
+                for key in unknown
+            ]
     if error.validator == "oneOf" and error.context:
         unknown = _keys_no_alternative_knows(error)
         if unknown:
