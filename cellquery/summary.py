@@ -9,6 +9,19 @@ from pathlib import Path
 from cellquery.layout import QueryFiles
 
 
+def _asked(query: dict) -> str:
+    """` of N asked (...)` when the spec named genes and the result lacks some of them."""
+    coverage = query.get("gene_coverage") or {}
+    asked, kept = coverage.get("genes_asked"), coverage.get("in_every_dataset")
+    if not asked or kept is None or (query["gene_join"] == "inner" and kept == asked):
+        return ""
+    partial = coverage.get("in_some_datasets", 0)
+    lacking = f"{partial} measured by only some datasets" if query["gene_join"] == "inner" else ""
+    absent = f"{len(coverage.get('in_no_dataset', []))} by none" if coverage.get("in_no_dataset") else ""
+    why = "; ".join(part for part in (lacking, absent) if part)
+    return f" of {asked:,} asked ({why}; see logs/{query['name']}/resolve.log)" if why else ""
+
+
 def result_summary(files: QueryFiles, spec_path: Path) -> str:
     """What a finished run of the spec at `spec_path` made, and how to see its report."""
     receipt = json.loads(files.receipt.read_text())
@@ -27,7 +40,7 @@ def result_summary(files: QueryFiles, spec_path: Path) -> str:
             f"in {collection['key']} {collection['version']}",
             f"  cells             {receipt['n_obs']:,} (census route {totals['census_cells']:,} "
             f"after its inclusion rules{sample})",
-            f"  genes             {receipt['n_vars']:,}",
+            f"  genes             {receipt['n_vars']:,}{_asked(query)}",
             f"  validation        {report['status']}: {totals['matched_cells']:,} cells and "
             f"{totals['genes_compared']:,} genes agree",
             f"  artifact          {receipt['artifact_uid']} version {receipt['version']} "
