@@ -267,7 +267,9 @@ def _validator() -> type:
     )
 
 
+@cache
 def _schema() -> dict:
+    """The query schema, read once per process."""
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
