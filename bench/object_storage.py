@@ -30,16 +30,18 @@ def write_setup(project: Path) -> None:
     about its share of the file's cells (a few contiguous runs: the file keeps cells in cell-type order)."""
     from cellquery import artifacts
     from cellquery.atomic import write_json
-    from cellquery.census import experiment_name, open_store
-    from cellquery.lamin import DemoInstance, connect
+    from cellquery.census import experiment, open_store, store_release
+    from cellquery.demo.instance import DemoInstance
+    from cellquery.lamin import connect
 
     ln = connect(DemoInstance(project, "bench", storage_kind="s3").env())
-    artifact = ln.Artifact.filter(key__startswith="cellxgene/").order_by("-size").first()
+    artifact = ln.Artifact.filter(key__startswith="cell-census/", suffix=".h5ad").order_by("-size").first()
     entry = artifacts.manifest(ln.Artifact.filter(uid=artifact.uid)).iloc[0].to_dict()
     collection = ln.Collection.filter(key="cellxgene-census", is_latest=True).first()
     store = artifacts.store_location(ln.Artifact.get(key=f"cell-census/{collection.version_tag}/soma"))
+    store["release"] = store_release(store)[0].identity
     with open_store(store) as census:
-        obs = census["census_data"][experiment_name(ORGANISM)].obs.read(
+        obs = experiment(census, store, ORGANISM).obs.read(
             column_names=["cell_type_ontology_term_id"], value_filter=f"dataset_id == '{entry['dataset_id']}'"
         )
         shares = obs.concat().to_pandas()["cell_type_ontology_term_id"].value_counts(normalize=True)
@@ -118,6 +120,7 @@ def _stream(fs, remote, entry, criteria, out, scratch) -> int:
 
 
 def _slice(source, entry, criteria, out) -> int:
+    from cellquery.release import releases
     from cellquery.slicing import slice_dataset
 
     counts = slice_dataset(
@@ -125,6 +128,7 @@ def _slice(source, entry, criteria, out) -> int:
         criteria,
         dataset_id=entry["dataset_id"],
         organism=ORGANISM,
+        release=releases()[-1],
         obs_columns=["cell_type"],
         gene_ids=None,
         out=out,

@@ -135,18 +135,18 @@ def object_storage(project: Path) -> dict:
     bytes it moves counted by a proxy in this one."""
     from bench import object_storage as b9
     from bench.proxy import CountingProxy
-    from cellquery.lamin import DemoInstance
+    from cellquery.demo.instance import DemoInstance
 
     server = DemoInstance(project, "bench", storage_kind="s3").object_server.ensure_running()
     script = [str(BIN / "python"), str(REPO / "bench" / "object_storage.py")]
-    subprocess.run([*script, "setup", str(project)], check=True, env=env() | server.env())
+    subprocess.run([*script, "setup", str(project)], check=True, env=env() | server.uploader_env())
     setup = json.loads(b9.setup_path(project).read_text())
     proxy, rows = CountingProxy(server.port), []
     for query in b9.SHARES:
         for way in b9.WAYS:
             proxy.reset()
             command = [*script, way, query, str(project), proxy.endpoint]
-            timing = measured(command, project, extra_env=server.env(), cold=True)
+            timing = measured(command, project, extra_env=server.uploader_env(), cold=True)
             done = json.loads(b9.setup_path(project).with_name(f"{query}-{way}.json").read_text())
             rows.append({"query": query, **done, **timing, "mb_moved": round(proxy.received / 1e6, 1)})
     proxy.close()

@@ -18,7 +18,9 @@ import numpy as np
 
 from cellquery.atomic import write_json
 from cellquery.criteria import Criterion, obs_mask, value_filter
-from cellquery.lamin import DemoInstance, connect
+from cellquery.demo.instance import DemoInstance
+from cellquery.lamin import connect
+from cellquery.release import releases
 
 LOADER_BATCH_SIZE = 256
 T_AND_B = ("CL:0000084", "CL:0000624", "CL:0000236", "CL:0000788")
@@ -95,7 +97,9 @@ def get_anndata(project: Path) -> None:
 
 def largest(project: Path) -> Path:
     ln = connect(DemoInstance(project, "bench").env())
-    return Path(ln.Artifact.filter(key__startswith="cellxgene/").order_by("-size").first().cache())
+    return Path(
+        ln.Artifact.filter(key__startswith="cell-census/", suffix=".h5ad").order_by("-size").first().cache()
+    )
 
 
 def slice_large(project: Path) -> None:
@@ -106,6 +110,7 @@ def slice_large(project: Path) -> None:
         CRITERIA,
         dataset_id="largest",
         organism="NCBITaxon:9606",
+        release=releases()[-1],
         obs_columns=["cell_type"],
         gene_ids=None,
         out=results(project) / "bench-slice.h5ad",
@@ -134,7 +139,7 @@ def loader(route: str, project: Path) -> None:
     from cellquery.training import Result, batches, connect_result, throughput
 
     result = Result(results(project))
-    ln = connect_result(result, "bench") if route == "lamin" else None
+    ln = connect_result(result, {}) if route == "lamin" else None
     figures = throughput(lambda: batches(route, result, "cell_type", LOADER_BATCH_SIZE, ln=ln))
     figures["batch_size"] = LOADER_BATCH_SIZE
     write_json(results(project) / f"bench-loader-{route}.json", figures)

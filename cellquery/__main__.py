@@ -1,9 +1,11 @@
 """`python -m cellquery summary|results|audit [QUERY.yaml]`: the last run of a query (default: of every query
-of the build config/config.yaml names), or the instance it queries; `python -m cellquery provenance FILE`.
+of the build config/config.yaml names), or the instance its results go to;
+`python -m cellquery provenance FILE`.
 
 summary     what the last run of the query produced
 results     the query's results directory (where `snakemake --report` writes report.html)
-audit       records without files, stored files without records, results without lineage (exit 1 if any)
+audit       the target instance: records without files, stored files without records, results without
+            lineage (exit 1 if any)
 provenance  where a result file (h5ad, zarr, obs Parquet; wherever it was copied) came from
 """
 
@@ -36,12 +38,11 @@ def summary(queries: list[Path]) -> None:
         print("\n".join(summary_line(f) for f in files.values()))
 
 
-def audit(query: Path, config: dict) -> None:
+def audit(config: dict) -> None:
     from cellquery.audit import registry_problems
-    from cellquery.lamin import DemoInstance, connect_source
+    from cellquery.target import Target
 
-    demo = DemoInstance(Path.cwd(), config["demo_scale"], config.get("demo_db_url") or None)
-    problems = registry_problems(connect_source(load_spec(query), demo))
+    problems = registry_problems(Target.from_config(config, Path.cwd()).connect())
     print("\n".join(problems) if problems else "registry whole: every record has its file and lineage")
     if problems:
         raise SystemExit(1)
@@ -71,7 +72,7 @@ def main() -> None:
     elif args.command == "results":
         print("\n".join(str(QueryFiles(load_spec(query).name).dir) for query in queries))
     else:
-        audit(queries[0], config)  # a build queries one instance
+        audit(config)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -16,14 +17,21 @@ MANIFEST_COLUMNS = [
     "key",
     "version",
     "hash",
+    "hash_type",
+    "key_is_virtual",
     "size",
     "n_obs",
     "dataset_id",
     "title",
     "path",
     "storage_root",
+    "storage_uid",
+    "storage_region",
+    "storage_instance_uid",
 ]
 LINKS = {id_column: link for id_column, _, link in ONTOLOGY_COLUMNS.values()}
+
+log = logging.getLogger(__name__)
 
 
 def collection_for(ln, spec: QuerySpec):
@@ -54,8 +62,36 @@ def census_store(ln, spec: QuerySpec, collection):
 
 
 def store_location(store) -> dict:
-    """Where a census store artifact lives, as jobs open it (`cellquery.census.open_store`)."""
-    return {"key": store.key, "uid": store.uid, "path": str(store.path), "root": store.storage.root}
+    """Where a census store artifact lives, as jobs open it (`cellquery.census.open_store`), and what its
+    record in the target needs (`cellquery.target.record_inputs`)."""
+    storage = storage_fields(store.storage)
+    return {
+        "key": store.key,
+        "uid": store.uid,
+        "path": str(store.path),
+        "root": storage["storage_root"],
+        "region": storage["storage_region"],
+        "record": {
+            "hash": store.hash,
+            "hash_type": store._hash_type,
+            "key_is_virtual": store._key_is_virtual,
+            "size": store.size,
+            "n_files": store.n_files,
+            "version": store.version_tag or "",
+            "title": store.description or "",
+            **storage,
+        },
+    }
+
+
+def storage_fields(storage) -> dict:
+    """A storage location as the manifest records it: where files are read, and its identity."""
+    return {
+        "storage_root": storage.root,
+        "storage_uid": storage.uid,
+        "storage_region": storage.region or "",
+        "storage_instance_uid": storage.instance_uid or "",
+    }
 
 
 def check_users(ln, spec: QuerySpec) -> None:
@@ -71,7 +107,11 @@ def check_users(ln, spec: QuerySpec) -> None:
 
 
 def _label_prefilter(ln, queryset, criterion: Criterion):
-    """Narrow artifacts by the labels `in` criteria imply; `not_in` and others cannot exclude a file."""
+    """Narrow artifacts by the labels `in` criteria imply; `not_in` and others cannot exclude a file, nor
+    can labels exclude a file that has none of that kind (its curation failed: the census store holds its
+    cells and decides)."""
+    from django.db.models import Q
+
     if criterion.op != "in":
         return queryset
     if criterion.column in LINKS:
@@ -83,23 +123,24 @@ def _label_prefilter(ln, queryset, criterion: Criterion):
         ):
             return queryset  # cultured cells name a cell type as their tissue; it is linked elsewhere
         link = LINKS[criterion.column]
-        return queryset.filter(**{f"{link}__ontology_id__in": ids}).distinct()
+        linked = Q(**{f"{link}__ontology_id__in": ids}) | Q(**{f"{link}__isnull": True})
+        return queryset.filter(linked).distinct()
     if criterion.column in ULABEL_COLUMNS:
-        labels = ln.ULabel.filter(
-            type__name=ULABEL_COLUMNS[criterion.column], name__in=list(criterion.values)
-        )
-        return queryset.filter(ulabels__in=labels).distinct()
+        label_type = ULABEL_COLUMNS[criterion.column]
+        labels = ln.ULabel.filter(type__name=label_type, name__in=list(criterion.values))
+        typed = queryset.filter(ulabels__type__name=label_type).values("id")
+        return queryset.filter(Q(ulabels__in=labels) | ~Q(id__in=typed)).distinct()
     return queryset
 
 
 def artifact_query(ln, spec: QuerySpec, collection, criteria: list[Criterion]):
     """Backend (a): the collection's h5ads matching the artifact criteria and the implied label filter."""
-    import bionty as bt
+    from django.db.models import Q
 
-    organism = bt.Organism.filter(ontology_id=spec.organism).first()
+    organism = ln.bionty.Organism.filter(ontology_id=spec.organism).first()
     queryset = collection.artifacts.filter(suffix=".h5ad")
-    if organism is not None:
-        queryset = queryset.filter(organisms=organism)
+    if organism is not None:  # an artifact with no organism (failed curation): the census store decides
+        queryset = queryset.filter(Q(organisms=organism) | Q(organisms__isnull=True))
     wanted = spec.artifacts
     if "description_contains" in wanted:
         queryset = queryset.filter(description__icontains=wanted["description_contains"])
@@ -128,47 +169,75 @@ def _matching_keys(queryset, patterns: list[str]):
 
 
 def manifest(artifacts) -> pd.DataFrame:
-    """One row per artifact: what to fetch, and the identity its slice depends on (three queries in all)."""
-    dataset_ids = dict(
-        artifacts.filter(json_values__feature__name="dataset_id").values_list("uid", "json_values__value")
-    )
+    """One row per artifact: what to fetch, and the identity its slice depends on (two queries in all).
+    The dataset id is the key's stem (`cell-census/<version>/h5ads/<dataset_id>.h5ad`), as the public
+    instance keeps no dataset id of its own; `n_obs` may be empty (`with_census_datasets` fills it)."""
     rows = [
         {
             "uid": artifact.uid,
             "key": artifact.key,
             "version": artifact.version_tag or "",
             "hash": artifact.hash,
+            "hash_type": artifact._hash_type or "",
+            "key_is_virtual": artifact._key_is_virtual,
             "size": artifact.size,
             "n_obs": artifact.n_observations,
-            "dataset_id": dataset_ids.get(artifact.uid, artifact.uid),
+            "dataset_id": Path(artifact.key or artifact.uid).stem,
             "title": artifact.description or "",
             "path": str(artifact.path),
-            "storage_root": artifact.storage.root,
+            **storage_fields(artifact.storage),
         }
         for artifact in artifacts.select_related("storage")
     ]
     return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
 
 
+def with_census_datasets(table: pd.DataFrame, store: dict, settings: dict | None = None) -> pd.DataFrame:
+    """The manifest checked against the census store's `census_info/datasets`: artifacts whose dataset the
+    store does not know are named in one warning (no cells come from them), and a missing `n_obs` (the
+    registry's `n_observations` is empty for some datasets) is the store's cell count of the dataset."""
+    from cellquery.census import open_store
+
+    with open_store(store, settings) as census:
+        datasets = census["census_info"]["datasets"].read(
+            column_names=["dataset_id", "dataset_total_cell_count"]
+        )
+        counts = datasets.concat().to_pandas().set_index("dataset_id")["dataset_total_cell_count"]
+    unknown = table.loc[~table["dataset_id"].isin(counts.index), "key"]
+    if len(unknown):
+        log.warning(
+            "%d artifacts name datasets the census store %s does not hold (no cells come from them): %s",
+            len(unknown),
+            store["key"],
+            ", ".join(unknown),
+        )
+    table = table.copy()
+    registered = pd.to_numeric(table["n_obs"], errors="coerce")
+    table["n_obs"] = registered.fillna(table["dataset_id"].map(counts)).fillna(0).astype(int)
+    return table
+
+
 def fetch(entry, storage: dict) -> Path:
-    """An artifact's file, checked against the registry's size and hash (manifest row `entry`).
+    """An artifact's file, checked against the registry's size and hash of its type (manifest row `entry`).
 
     A file in local storage is read in place (as `Artifact.cache()` would); a file in object storage is
     downloaded once into the cache (`storage["cache_dir"]`, default lamindb's), mirroring its bucket path as
     lamindb's cache does (`cellquery.fetch`).
     """
-    from cellquery.fetch import cached_copy, intact
-    from cellquery.storage import filesystem, is_remote
+    from cellquery.fetch import cached_copy
+    from cellquery.integrity import mismatch
+    from cellquery.storage import filesystem, is_remote, region_of
 
     if not is_remote(entry["path"]):
         path = Path(entry["path"])
-        if not intact(path, entry):
+        problem = mismatch(path, entry) if path.exists() else "missing"
+        if problem:
             raise SourceError(
                 f"artifact {entry['uid']} ({entry['key']}): stored file {path} "
-                "does not match its registry size and hash"
+                f"does not match its registry size and hash ({problem})"
             )
         return path
-    fs = filesystem(entry["storage_root"], storage["object_storage"])
+    fs = filesystem(entry["storage_root"], storage["object_storage"], region=region_of(entry))
     return cached_copy(entry, cached_path(entry, storage), fs, remote_path(entry))
 
 

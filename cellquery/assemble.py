@@ -94,12 +94,14 @@ def concat_slices(slices: list[Path], query: dict, out: Path, uns: dict) -> pd.D
     """Join per-dataset slices on genes, one slice's counts in memory at a time, keeping the cells the
     sample draws; returns the sampled slices' obs."""
     from cellquery.h5ad import concatenate
-    from cellquery.inclusion import included_cells
+    from cellquery.release import recorded
     from cellquery.sampling import sampled
     from cellquery.slicing import result_columns
 
+    release = recorded(query["census"])
+
     def keep(obs: pd.DataFrame):
-        return sampled(obs, query["sample"], included_cells(obs))
+        return sampled(obs, query["sample"], release.included_cells(obs, query["organism"]))
 
     join, columns = query["gene_join"], result_columns(query["obs_columns"])
     obs = concatenate(slices, join, out, columns, keep=keep, layers=query["layers"], uns=uns)
@@ -116,10 +118,10 @@ def validate_routes(
 ) -> None:
     """Write the validation report; fail with a readable diff when the routes disagree."""
     from cellquery.coverage import joined_genes
-    from cellquery.inclusion import included_cells
+    from cellquery.release import recorded
     from cellquery.validate import compare_routes, describe_failure
 
-    included = included_cells(slices_obs)
+    included = recorded(query["census"]).included_cells(slices_obs, query["organism"])
     datasets = sorted(set(slices_obs["dataset_id"].astype(str)[included]))
     report = compare_routes(
         result,

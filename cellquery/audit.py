@@ -37,9 +37,11 @@ def _records_without_files(artifacts) -> list[str]:
 
 
 def _files_without_records(ln, uids: set[str]) -> list[str]:
-    """Files in the instance's local storage locations that no artifact record claims."""
+    """Files in the instance's own local storage locations that no artifact record claims (a source's
+    location, recorded for its artifacts, holds the source's files)."""
     problems = []
-    for root in ln.Storage.objects.values_list("root", flat=True):
+    own = ln.Storage.filter(instance_uid=ln.setup.settings.instance.uid)
+    for root in own.values_list("root", flat=True):
         if not _is_local(root):
             continue
         for path in sorted((Path(root) / ".lamindb").glob("*")):

@@ -40,7 +40,7 @@ def check_author_columns(spec: QuerySpec, table: pd.DataFrame, storage: dict) ->
 def obs_column_names(entry, storage: dict) -> set[str]:
     """The obs columns of one artifact's h5ad: read in place, from the cache, or streamed (a few blocks)."""
     from cellquery.artifacts import cached_path, remote_path
-    from cellquery.storage import filesystem, is_remote
+    from cellquery.storage import filesystem, is_remote, region_of
     from cellquery.streaming import streamed
 
     if not is_remote(entry["path"]):
@@ -48,7 +48,7 @@ def obs_column_names(entry, storage: dict) -> set[str]:
     cached = cached_path(entry, storage)
     if cached.exists() and cached.stat().st_size == int(entry["size"]):
         return _names(cached)
-    fs = filesystem(entry["storage_root"], storage["object_storage"])
+    fs = filesystem(entry["storage_root"], storage["object_storage"], region=region_of(entry))
     names, _ = streamed(
         _names, fs, remote_path(entry), f"artifact {entry['uid']} ({entry['key']}): obs columns"
     )

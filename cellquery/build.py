@@ -55,18 +55,19 @@ def checked_build(entries: list[str] | str, base: Path, demo, storage: dict, nee
     one `SpecError` with the problems of all of them. What the checks found is kept for this run's
     `resolve` (`cellquery.resolve.keep_checked`) only when every spec passed."""
     from cellquery.resolve import check_build_cache_room, keep_checked, preflight
+    from cellquery.source import source_for
 
     problems, found = Problems(), {}
     specs = load_build(spec_paths(entries, base), problems)
     for name, spec in specs.items():
         if needs_check(spec):
             with problems.check(), foreseen(str(spec.path)):
-                found[name] = preflight(spec, demo, storage)
+                found[name] = preflight(spec, source_for(spec, demo), storage)
     with problems.check(), foreseen("cache_dir"):
         check_build_cache_room([table for _, table in found.values()], storage)
     problems.raise_any()
     for name, checked in found.items():
-        keep_checked(checked, specs[name], demo, QueryFiles(name).checked)
+        keep_checked(checked, specs[name], source_for(specs[name], demo), QueryFiles(name).checked)
     return specs
 
 

@@ -9,18 +9,23 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import scipy.sparse as sp
 
-from cellquery import h5ad, ontology
+from cellquery import h5ad
 from cellquery.atomic import atomic_path
 from cellquery.criteria import Criterion, value_filter
 from cellquery.errors import SourceError
 from cellquery.faults import failpoint
+from cellquery.genes import with_feature_types
 from cellquery.jobs import at_work
+from cellquery.joinkey import check_unique, dataset_labels, require_join_key
+from cellquery.release import CensusRelease, recorded, release_of
 from cellquery.runfiles import criteria_of, read_manifest, read_query
 from cellquery.sampling import sampled
 from cellquery.slicing import result_columns
-from cellquery.storage import soma_context, tiledb_config
+from cellquery.spec import MULTI_VALUED_COLUMNS
+from cellquery.storage import Access, access, is_remote, refusal, refused_hint, region_of
 
 log = logging.getLogger(__name__)
 
@@ -28,30 +33,83 @@ X_NAME = "raw"
 ROW_BLOCK = 2048  # cells per read from X: TileDB holds several times the block while reading
 
 
-def experiment_name(organism: str) -> str:
-    """The Census experiment of an organism: `NCBITaxon:9606` -> `homo_sapiens`."""
-    return ontology.label(organism).lower().replace(" ", "_")
+def experiment(census, store: dict, organism: str):
+    """The organism's experiment in an opened store, named as the store's release names it."""
+    return census["census_data"][recorded(store).experiment(organism)]
+
+
+def store_release(store: dict, settings: dict | None = None) -> tuple[CensusRelease, list[str]]:
+    """The release a census store is, by the schema versions of its `census_info/summary` (one line if
+    cellquery does not serve it), and the experiments it holds."""
+    with open_store(store, settings) as census:
+        summary = census["census_info"]["summary"].read().concat().to_pandas()
+        held = sorted(census["census_data"].keys())
+    stated = dict(zip(summary["label"], summary["value"], strict=True))
+    release = release_of(stated["census_schema_version"], stated["dataset_schema_version"], where(store))
+    return release, held
+
+
+def where(store: dict) -> str:
+    return f"census store {store.get('key') or store['path']}"
 
 
 @contextmanager
 def open_store(store: dict, settings: dict | None = None) -> Iterator:
-    """A census store (`query.json`'s `census`: its path and storage root), opened for reading: local, or in
-    object storage with the endpoint, region and credentials of its root (`cellquery.storage`). A store in
-    object storage that cannot be read (the server unreachable, say) raises a `SourceError` naming it."""
+    """A census store (`query.json`'s `census`: its path, storage root and region), opened for reading: local,
+    or in object storage with the endpoint, region and credentials of its root (`cellquery.storage`). A store
+    in object storage that cannot be read (the server unreachable, access refused) raises a `SourceError`
+    naming it."""
     import tiledbsoma as soma
 
-    context = soma_context(store.get("root"), settings)
+    remote = store.get("root") and is_remote(store["root"])
+    reach = access(store["root"], settings, region_of(store)) if remote else None
+    context = soma.SOMATileDBContext(tiledb_config=reach.tiledb_config()) if reach else None
     try:
         with soma.open(store["path"], mode="r", soma_type=soma.Collection, context=context) as census:
             yield census
     except soma.SOMAError as error:
-        if context is None:
+        if reach is None:
             raise
-        endpoint = tiledb_config(store["root"], settings).get(
-            "vfs.s3.endpoint_override", "its default endpoint"
-        )
-        reason = str(error).strip().splitlines()[0].rpartition("Details: ")[2]
-        raise SourceError(f"census store {store['path']} at {endpoint} cannot be read: {reason}") from None
+        raise SourceError(unreadable(store["path"], reach, error)) from None
+
+
+def unreadable(path: str, reach: Access, error: Exception) -> str:
+    """One line: the store, where it was asked for, and why it cannot be read (what to check if refused)."""
+    endpoint = reach.tiledb_config().get("vfs.s3.endpoint_override")  # the config's own, if it sets one
+    where = endpoint or f"AWS {reach.region}"
+    if refused := refusal(error):
+        return f"census store {path} at {where} refused access ({refused}); {refused_hint(reach.anon)}"
+    reason = str(error).strip().splitlines()[0].rpartition("Details: ")[2]
+    return f"census store {path} at {where} cannot be read: {reason}"
+
+
+def stored_values(obs, criteria: list[Criterion]) -> dict[str, list[str]]:
+    """The values the store holds in each multi-valued column the criteria name (`criteria.value_filter`)."""
+    named = sorted({c.column for c in criteria} & MULTI_VALUED_COLUMNS)
+    return {column: _distinct_values(obs, column) for column in named}
+
+
+def _distinct_values(obs, column: str) -> list[str]:
+    """A column's enumeration when it has one (the Census's obs columns do), else its distinct values."""
+    if pa.types.is_dictionary(obs.schema.field(column).type):
+        return [str(v) for v in obs.get_enumeration_values([column])[column].to_pylist()]
+    table = obs.read(column_names=[column]).concat()
+    return sorted({str(v) for v in table[column].to_pylist()})
+
+
+def obs_filter(obs, criteria: list[Criterion], dataset_ids: list[str] | None) -> str:
+    """The `value_filter` of the criteria within the datasets, on this census obs."""
+    return value_filter(criteria, dataset_ids, stored_values(obs, criteria))
+
+
+def query_filter(query: dict) -> str:
+    """A resolved query's obs `value_filter` over every dataset (as the report shows it): its census store
+    is read only when a criterion is on a multi-valued column."""
+    criteria = criteria_of(query)
+    if not {c.column for c in criteria} & MULTI_VALUED_COLUMNS:
+        return value_filter(criteria)
+    with open_store(query["census"], query["storage"]["object_storage"]) as census:
+        return obs_filter(experiment(census, query["census"], query["organism"]).obs, criteria, None)
 
 
 def cells_per_dataset(
@@ -63,12 +121,14 @@ def cells_per_dataset(
     sample: dict | None = None,
 ) -> dict[str, int]:
     """How many census cells of each dataset match the criteria (and the `sample` keeps): reads the
-    dataset ids (with a sample, the cells' keys and its `per` columns), no counts."""
+    dataset ids (with a sample, the cells' keys and its `per` columns), no counts. A store without the join
+    key is refused here, before any job reads it."""
     columns = ["dataset_id", *(["observation_joinid", *sample.get("per", [])] if sample else [])]
     with open_store(store, settings) as census:
-        obs = census["census_data"][experiment_name(organism)].obs
+        obs = experiment(census, store, organism).obs
+        require_join_key(obs.schema.names, f"census store {store['key']}")
         table = obs.read(
-            column_names=[*dict.fromkeys(columns)], value_filter=value_filter(criteria, dataset_ids)
+            column_names=[*dict.fromkeys(columns)], value_filter=obs_filter(obs, criteria, dataset_ids)
         ).concat()
     obs = table.to_pandas()
     counts = obs["dataset_id"].astype(str)[sampled(obs, sample)].value_counts()
@@ -85,11 +145,11 @@ def selected_positions(
     """Where each dataset's selected cells lie in its file, as fractions of its census cells: the Census
     keeps a dataset's cells in the order of its h5ad. Reads two obs columns, no counts."""
     with open_store(store, settings) as census:
-        obs = census["census_data"][experiment_name(organism)].obs
+        obs = experiment(census, store, organism).obs
         every = obs.read(
             column_names=["soma_joinid", "dataset_id"], value_filter=value_filter([], dataset_ids)
         )
-        chosen = obs.read(column_names=["soma_joinid"], value_filter=value_filter(criteria, dataset_ids))
+        chosen = obs.read(column_names=["soma_joinid"], value_filter=obs_filter(obs, criteria, dataset_ids))
         every, chosen = every.concat().to_pandas(), chosen.concat()["soma_joinid"].to_numpy()
     every = every.sort_values("soma_joinid")
     datasets = every.groupby("dataset_id", observed=True)
@@ -104,7 +164,7 @@ def gene_counts(
 ) -> pd.Series:
     """Per gene (feature id) of the store, how many of the datasets measure it; reads the presence matrix."""
     with open_store(store, settings) as census:
-        rna = census["census_data"][experiment_name(organism)].ms["RNA"]
+        rna = experiment(census, store, organism).ms["RNA"]
         feature_ids = rna.var.read(column_names=["soma_joinid", "feature_id"]).concat().to_pandas()
         counts = np.zeros(int(feature_ids["soma_joinid"].max()) + 1 if len(feature_ids) else 0, dtype=int)
         joinids = _dataset_joinids(census, dataset_ids)
@@ -139,40 +199,44 @@ def census_slice(
     layers: list[str] = (),
     sample: dict | None = None,
     uns: dict | None = None,
+    labels: dict[str, str] | None = None,
 ) -> dict:
     """Write the census cells matching the criteria within the manifest's datasets (those the `sample`
     keeps) with X/raw and the `layers` asked for; returns counts.
 
     The same query `cellxgene_census.get_anndata` runs, but obs, var and X are read separately and X is
     written block by block, so memory holds one block of counts rather than the whole slice. `obs_columns`
-    the census lacks (the authors' own) are left out.
+    the census lacks (the authors' own) are left out. A missing or repeated join key of the selected cells
+    stops it, naming the dataset by its entry in `labels` (`cellquery.joinkey`).
     """
     import tiledbsoma as soma
 
-    obs_filter = value_filter(criteria, dataset_ids)
     var_filter = f"feature_id in {sorted(gene_ids)!r}" if gene_ids is not None else None
-    log.info("obs value_filter: %s", obs_filter)
     with open_store(store, settings) as census:
-        experiment = census["census_data"][experiment_name(organism)]
-        columns = [c for c in result_columns(obs_columns) if c in experiment.obs.schema.names]
+        data = experiment(census, store, organism)
+        require_join_key(data.obs.schema.names, f"census store {store['key']}")
+        cells_filter = obs_filter(data.obs, criteria, dataset_ids)
+        log.info("obs value_filter: %s", cells_filter)
+        columns = [c for c in result_columns(obs_columns) if c in data.obs.schema.names]
         read = [*dict.fromkeys(["soma_joinid", *columns, *(sample or {}).get("per", [])])]
-        with experiment.axis_query(
+        with data.axis_query(
             "RNA",
-            obs_query=soma.AxisQuery(value_filter=obs_filter),
+            obs_query=soma.AxisQuery(value_filter=cells_filter),
             var_query=soma.AxisQuery(value_filter=var_filter),
         ) as query:
             obs = query.obs(column_names=read).concat().to_pandas()
             var = query.var().concat().to_pandas()
+        check_unique(obs, labels or {}, "census")
         obs = obs[sampled(obs, sample)].sort_values("soma_joinid")
         var = var.sort_values("soma_joinid")
-        matrices = {"X": experiment.ms["RNA"].X[X_NAME]} | {n: experiment.ms["RNA"].X[n] for n in layers}
+        matrices = {"X": data.ms["RNA"].X[X_NAME]} | {n: data.ms["RNA"].X[n] for n in layers}
         with atomic_path(out) as tmp:
             frames = _obs_frame(obs, columns), _var_frame(var)
             blocks = _row_blocks(matrices, obs, var, every_gene=var_filter is None)
             h5ad.write_streamed(tmp, *frames, blocks, uns=uns, layers=layers)
             failpoint("census")
     log.info("census slice: %d cells x %d genes", len(obs), len(var))
-    return {"cells": len(obs), "genes": len(var), "value_filter": obs_filter}
+    return {"cells": len(obs), "genes": len(var), "value_filter": cells_filter}
 
 
 def _row_blocks(matrices: dict, obs: pd.DataFrame, var: pd.DataFrame, every_gene: bool):
@@ -213,8 +277,9 @@ def _obs_frame(obs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 
 
 def _var_frame(var: pd.DataFrame) -> pd.DataFrame:
-    var = var.drop(columns="soma_joinid").astype({"feature_type": "category"})
-    return var.set_index("feature_id", drop=False).rename_axis(None)
+    """Var named by feature id; without `feature_type`, the gene references' (`cellquery.genes`)."""
+    var = var.drop(columns="soma_joinid").set_index("feature_id", drop=False).rename_axis(None)
+    return with_feature_types(var).astype({"feature_type": "category"})
 
 
 def census_route(query_path: Path, manifest_path: Path, out: Path) -> None:
@@ -235,4 +300,5 @@ def census_route(query_path: Path, manifest_path: Path, out: Path) -> None:
         layers=query["layers"],
         sample=query["sample"],
         uns={UNS_KEY: provenance(query, manifest, "census")},
+        labels=dataset_labels(manifest),
     )

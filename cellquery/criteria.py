@@ -1,9 +1,14 @@
-"""Cell criteria: resolved against the registry, compiled to a pandas obs mask and a SOMA value_filter."""
+"""Cell criteria: resolved against the registry, compiled to a pandas obs mask and a SOMA value_filter.
+
+A multi-valued column (`spec.MULTI_VALUED_COLUMNS`) matches per term: a cell holding `A || B` is among the
+cells of `A` and of `B`, and `not_in: [A]` drops it.
+"""
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,16 +20,19 @@ from cellquery.spec import (
     CELL_STATS,
     ID_COLUMNS,
     INTEGER_STATS,
+    MULTI_VALUED_COLUMNS,
     ONTOLOGY_COLUMNS,
     ULABEL_COLUMNS,
     Problems,
     QuerySpec,
     suggest,
+    terms,
     unknown_values,
 )
 
 TERM_ID = re.compile(r"^[A-Za-z]+:[0-9A-Za-z_]+$")
 COMPARISONS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+NO_CELL, EVERY_CELL = "soma_joinid < 0", "soma_joinid >= 0"  # value_filters selecting no cell, every cell
 SPECIAL_TERMS = {"na", "unknown"}
 # Cultured cells (tissue_type "primary cell culture") name a cell type as their tissue, as in CELLxGENE.
 ALSO_NAMED_BY = {"tissue": ("CellType",)}
@@ -183,11 +191,27 @@ def obs_mask(obs: pd.DataFrame, criteria: list[Criterion]) -> np.ndarray:
     return mask
 
 
+def holding_any(stored: Iterable[str], values: Iterable) -> list[str]:
+    """The stored values of a multi-valued column with one of `values` among their terms."""
+    wanted = {str(v) for v in values}
+    return [value for value in stored if not wanted.isdisjoint(terms(value))]
+
+
 def _members(column: pd.Series, criterion: Criterion) -> np.ndarray:
     """Which rows hold one of the criterion's values: labels compared as text, the rest as stored."""
     if criterion.column in BOOLEAN_COLUMNS or criterion.column in CELL_STATS:
         return column.isin(list(criterion.values)).to_numpy()
+    if criterion.column in MULTI_VALUED_COLUMNS:
+        return _term_members(column, criterion.values)
     return column.astype(str).isin([str(v) for v in criterion.values]).to_numpy()
+
+
+def _term_members(column: pd.Series, values: tuple) -> np.ndarray:
+    """Which rows hold one of the values among their terms: each category is split once, not each row."""
+    column = column.astype("category")
+    categories = column.cat.categories.astype(str)
+    hit = categories.isin(holding_any(categories, values))
+    return np.append(hit, False)[column.cat.codes.to_numpy()]  # code -1 (a missing value): no hit
 
 
 def _compare(values: np.ndarray, op: str, threshold) -> np.ndarray:
@@ -209,21 +233,44 @@ def _literal(value: Any) -> str:
     return repr(str(value))
 
 
-def value_filter(criteria: list[Criterion], dataset_ids: list[str] | None = None) -> str:
-    """Backend (c): a SOMA `value_filter` (no `not` in the grammar: `not_in` becomes chained `!=`)."""
+def value_filter(
+    criteria: list[Criterion],
+    dataset_ids: list[str] | None = None,
+    stored: Mapping[str, Sequence[str]] | None = None,
+) -> str:
+    """Backend (c): a SOMA `value_filter` (no `not` in the grammar: `not_in` becomes chained `!=`).
+
+    The grammar has no `contains`: a criterion on a multi-valued column becomes the values the store holds
+    in it (`stored`, column -> values) that have a wanted term.
+    """
     clauses = []
     if dataset_ids is not None and not dataset_ids:
-        return "soma_joinid < 0"  # no dataset: no cell
+        return NO_CELL  # no dataset: no cell
     if dataset_ids is not None:
         clauses.append(f"dataset_id in [{', '.join(_literal(d) for d in dataset_ids)}]")
     for c in criteria:
-        if c.op == "in" and not all(isinstance(v, str) for v in c.values):  # the engine's `in` takes no
-            # booleans and no negative numbers
-            clauses.append(" or ".join(f"{c.column} == {_literal(v)}" for v in c.values))
-        elif c.op == "in":
-            clauses.append(f"{c.column} in [{', '.join(_literal(v) for v in c.values)}]")
-        elif c.op == "not_in":
-            clauses.append(" and ".join(f"{c.column} != {_literal(v)}" for v in c.values))
-        else:
-            clauses.append(f"{c.column} {c.op} {_literal(c.values[0])}")
-    return " and ".join(f"({clause})" for clause in clauses) if clauses else "soma_joinid >= 0"
+        clauses.append(_clause(_as_stored(c, stored or {})))
+    return " and ".join(f"({clause})" for clause in clauses) if clauses else EVERY_CELL
+
+
+def _as_stored(criterion: Criterion, stored: Mapping[str, Sequence[str]]) -> Criterion:
+    """A criterion on a multi-valued column as the stored values it matches; any other, as it is."""
+    if criterion.column not in MULTI_VALUED_COLUMNS:
+        return criterion
+    if criterion.column not in stored:
+        raise ValueError(f"value_filter: {criterion.column} is multi-valued; pass the values the store holds")
+    matching = holding_any(stored[criterion.column], criterion.values)
+    return Criterion(criterion.column, criterion.op, tuple(matching))
+
+
+def _clause(c: Criterion) -> str:
+    if c.op in ("in", "not_in") and not c.values:  # no stored value matches
+        return NO_CELL if c.op == "in" else EVERY_CELL
+    if c.op == "in" and not all(isinstance(v, str) for v in c.values):  # the engine's `in` takes no
+        # booleans and no negative numbers
+        return " or ".join(f"{c.column} == {_literal(v)}" for v in c.values)
+    if c.op == "in":
+        return f"{c.column} in [{', '.join(_literal(v) for v in c.values)}]"
+    if c.op == "not_in":
+        return " and ".join(f"{c.column} != {_literal(v)}" for v in c.values)
+    return f"{c.column} {c.op} {_literal(c.values[0])}"

@@ -37,6 +37,11 @@ class SourceError(UserError, RuntimeError):
     """The instance, collection, census store or a stored file named by a spec cannot be used."""
 
 
+class JoinKeyError(SourceError):
+    """A dataset's `observation_joinid`, the key its cells are joined on across the two routes, is missing or
+    repeated: one line per dataset, naming it and what is wrong."""
+
+
 class FetchError(UserError, RuntimeError):
     """An artifact could not be fetched intact: one line naming it and the storage."""
 

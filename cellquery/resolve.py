@@ -17,8 +17,8 @@ from cellquery.criteria import Criterion, resolve
 from cellquery.errors import SourceError, SpecError
 from cellquery.faults import failpoint
 from cellquery.jobs import at_work
-from cellquery.lamin import DemoInstance, connect_source
 from cellquery.runfiles import READ_PLAN, read_manifest
+from cellquery.source import Source
 from cellquery.spec import Problems, QuerySpec
 from cellquery.storage import STORAGE_DEFAULTS
 
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 RUN_VARIABLE = "CELLQUERY_RUN"  # the run a spec check belongs to: its resolve may reuse what it found
 
 
-def plan_query(spec: QuerySpec, demo: DemoInstance, storage: dict | None = None) -> tuple[dict, pd.DataFrame]:
+def plan_query(spec: QuerySpec, source: Source, storage: dict | None = None) -> tuple[dict, pd.DataFrame]:
     """What `resolve` decides, checked against the registry: the resolved query and the manifest.
 
     Raises a `SpecError` naming every problem the registry reveals (or a `SourceError`), for a query that
@@ -37,15 +37,20 @@ def plan_query(spec: QuerySpec, demo: DemoInstance, storage: dict | None = None)
     """
     storage = storage or STORAGE_DEFAULTS
     from cellquery import artifacts
-    from cellquery.census import cells_per_dataset
+    from cellquery.census import cells_per_dataset, store_release, where
     from cellquery.coverage import gene_coverage
+    from cellquery.release import check_spec
 
-    ln = connect_source(spec, demo)
+    registry = source.registry()
     at_work()
-    collection, store, criteria, gene_ids = _checked_names(ln, spec)
-    table = artifacts.manifest(artifacts.artifact_query(ln, spec, collection, criteria))
-    dataset_ids = list(table["dataset_id"])
+    collection, store, criteria, gene_ids = _checked_names(registry, spec)
     location = artifacts.store_location(store)
+    release, experiments = store_release(location, storage["object_storage"])
+    check_spec(release, experiments, where(location), spec.organism, spec.cells)
+    location["release"] = release.identity
+    table = artifacts.manifest(artifacts.artifact_query(registry, spec, collection, criteria))
+    table = artifacts.with_census_datasets(table, location, storage["object_storage"])
+    dataset_ids = list(table["dataset_id"])
     cells = cells_per_dataset(location, criteria, spec.organism, dataset_ids, storage["object_storage"])
     if not sum(cells.values()) and not spec.allow_empty:
         found = "no artifact" if table.empty else f"{len(table)} artifacts but no cells"
@@ -67,7 +72,7 @@ def plan_query(spec: QuerySpec, demo: DemoInstance, storage: dict | None = None)
         "spec": spec.data,
         "spec_text": spec.path.read_text(),
         "spec_digest": spec.digest,
-        "instance": {"slug": spec.instance, "storage_root": str(ln.settings.storage.root)},
+        "instance": registry.instance,
         "organism": spec.organism,
         "criteria": [c.as_dict() for c in criteria],
         "gene_ids": gene_ids,
@@ -180,6 +185,8 @@ def _checked_names(ln, spec: QuerySpec) -> tuple:
         "collection": lambda: artifacts.collection_for(ln, spec),
         "criteria": lambda: resolve(spec),
         "genes": lambda: resolve_genes(spec.genes, spec.organism) if spec.genes else None,
+        # the source's keys reach the target with its inputs: a result must not take one (the target's own
+        # holders are asked again in register)
         "output key": lambda: check_output_key(ln, spec),
         "users": lambda: artifacts.check_users(ln, spec),
     }
@@ -194,18 +201,18 @@ def _checked_names(ln, spec: QuerySpec) -> tuple:
 
 
 def resolve_query(
-    spec: QuerySpec, demo: DemoInstance, storage: dict, query_out: Path, manifest_out: Path, checked: Path
+    spec: QuerySpec, source: Source, storage: dict, query_out: Path, manifest_out: Path, checked: Path
 ) -> None:
     """Resolve names against the registry, find the artifacts (backend a), and write the manifest; when this
     run's spec check did so already (`checked`), write what it found instead of asking the registry again."""
-    found = checked_this_run(checked, spec, demo, storage)
+    found = checked_this_run(checked, spec, source, storage)
     if found:
         at_work()
         query, table = found
         log.info("the spec check of this run resolved the query: the registry is not asked again")
     else:
         try:
-            query, table = plan_query(spec, demo, storage)
+            query, table = plan_query(spec, source, storage)
         except SpecError as error:
             raise error.within(str(spec.path)) from None
     with atomic_path(manifest_out) as tmp:
@@ -226,15 +233,15 @@ def resolve_query(
     checked.unlink(missing_ok=True)
 
 
-def keep_checked(found: tuple[dict, pd.DataFrame], spec: QuerySpec, demo: DemoInstance, out: Path) -> None:
+def keep_checked(found: tuple[dict, pd.DataFrame], spec: QuerySpec, source: Source, out: Path) -> None:
     """Keep what the spec check found for this run's `resolve` (the run: `RUN_VARIABLE`, set at parse)."""
     query, table = found
     manifest = table.to_csv(sep="\t", index=False)
-    write_json(out, {"basis": _basis(spec, demo), "query": query, "manifest": manifest})
+    write_json(out, {"basis": _basis(source), "query": query, "manifest": manifest})
 
 
 def checked_this_run(
-    path: Path, spec: QuerySpec, demo: DemoInstance, storage: dict
+    path: Path, spec: QuerySpec, source: Source, storage: dict
 ) -> tuple[dict, pd.DataFrame] | None:
     """What this run's spec check found for this spec and storage, unless the demo was rebuilt since."""
     if not path.exists() or RUN_VARIABLE not in os.environ:
@@ -242,18 +249,16 @@ def checked_this_run(
     checked = json.loads(path.read_text())
     query = checked["query"]
     same = (checked["basis"], query["spec_digest"], query["storage"]) == (
-        _basis(spec, demo),
+        _basis(source),
         spec.digest,
         storage,
     )
     return (query, read_manifest(io.StringIO(checked["manifest"]))) if same else None
 
 
-def _basis(spec: QuerySpec, demo: DemoInstance) -> list:
+def _basis(source: Source) -> list:
     """What a check's findings hold for: this run and, for the demo, the build of it the check saw."""
-    summary = demo.root / "summary.json"
-    built = summary.stat().st_mtime_ns if spec.instance == "demo" and summary.exists() else None
-    return [os.environ.get(RUN_VARIABLE), built]
+    return [os.environ.get(RUN_VARIABLE), source.built_at()]
 
 
 def check_build_cache_room(tables: list[pd.DataFrame], storage: dict) -> None:
@@ -262,11 +267,11 @@ def check_build_cache_room(tables: list[pd.DataFrame], storage: dict) -> None:
         check_cache_room(pd.concat(tables).drop_duplicates("uid"), storage)
 
 
-def preflight(spec: QuerySpec, demo: DemoInstance, storage: dict) -> tuple[dict, pd.DataFrame]:
+def preflight(spec: QuerySpec, source: Source, storage: dict) -> tuple[dict, pd.DataFrame]:
     """Run `resolve`'s registry checks before any job: a bad spec stops with one line naming the file.
     Returns what `resolve` would write (`keep_checked` keeps it for this run's `resolve`)."""
     try:
-        return plan_query(spec, demo, storage)
+        return plan_query(spec, source, storage)
     except SpecError as error:
         raise error.within(str(spec.path)) from None
     except SourceError as error:

@@ -11,7 +11,9 @@ import pandas as pd
 from cellquery.criteria import Criterion
 
 # The shape of query.json and manifest.tsv: a `resolve` param, so a cellquery that changes it re-resolves.
-RESOLVED_FORMAT = 5
+RESOLVED_FORMAT = 7  # 7: query.json records the census release (`census.release`)
+# manifest columns read as text whatever they hold (an all-digit uid, an empty region)
+TEXT_COLUMNS = ("version", "hash_type", "storage_uid", "storage_region", "storage_instance_uid")
 READ_PLAN = ["fetch", "download_bytes", "stream_bytes"]  # manifest columns: how each artifact is read
 
 
@@ -25,4 +27,4 @@ def criteria_of(query: dict) -> list[Criterion]:
 
 
 def read_manifest(path: Path | io.StringIO) -> pd.DataFrame:
-    return pd.read_csv(path, sep="\t", dtype={"version": str}, keep_default_na=False)
+    return pd.read_csv(path, sep="\t", dtype={column: str for column in TEXT_COLUMNS}, keep_default_na=False)

@@ -13,9 +13,10 @@ from cellquery.atomic import write_json
 from cellquery.errors import FetchError
 from cellquery.fetch import artifact_lock
 from cellquery.jobs import at_work
-from cellquery.lamin import DemoInstance, use_demo_settings
-from cellquery.layout import QueryFiles, slice_path
+from cellquery.lamin import use_settings
+from cellquery.layout import QueryFiles, slice_content, slice_path
 from cellquery.runfiles import criteria_of, read_manifest, read_query
+from cellquery.source import Source
 from cellquery.spec import QuerySpec
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,9 @@ def plan_shards(manifest: pd.DataFrame, setting: str | int) -> list[list[str]]:
     return plan if uids else []
 
 
-def slice_is_current(path: Path, uid: str, cells_digest: str) -> bool:
-    """A slice written for this artifact and these cell criteria is reused, not recomputed."""
+def slice_is_current(path: Path, content: str, cells_digest: str) -> bool:
+    """A slice written for this file (`layout.slice_content`) and these cell criteria is reused, not
+    recomputed."""
     import anndata as ad
     import h5py
 
@@ -58,12 +60,10 @@ def slice_is_current(path: Path, uid: str, cells_digest: str) -> bool:
         return False
     with h5py.File(path, "r") as f:
         source = ad.io.read_elem(f["uns/source"]) if "uns/source" in f else {}
-    return source.get("uid") == uid and source.get("cells_digest") == cells_digest
+    return source.get("content") == content and source.get("cells_digest") == cells_digest
 
 
-def process_shard(
-    spec: QuerySpec, demo: DemoInstance, query_path: Path, manifest_path: Path, uids, out: Path
-):
+def process_shard(spec: QuerySpec, source: Source, query_path: Path, manifest_path: Path, uids, out: Path):
     """Fetch (hash-checked) and slice each artifact of one shard; a current slice is kept as it is.
 
     Files in object storage are downloaded by FETCH_THREADS threads while the files already here are
@@ -75,11 +75,11 @@ def process_shard(
     query = read_query(query_path)
     table = read_manifest(manifest_path).set_index("uid", drop=False)
     files = QueryFiles(spec.name)
-    if spec.instance == "demo":  # lamindb_setup, imported to hash files, must not fall back to ~/.lamin
-        use_demo_settings(demo)
+    use_settings(source.settings_env())  # lamindb_setup (hashes, its cache) as `resolve` saw it
     at_work()
-    slices = {uid: slice_path(spec.cells_digest, uid) for uid in uids}
-    current = {uid for uid in uids if slice_is_current(slices[uid], uid, spec.cells_digest)}
+    contents = {uid: slice_content(table.loc[uid]) for uid in uids}
+    slices = {uid: slice_path(spec.cells_digest, contents[uid]) for uid in uids}
+    current = {uid for uid in uids if slice_is_current(slices[uid], contents[uid], spec.cells_digest)}
     for uid in current:
         log.info("artifact %s: slice is current", uid)
     todo = [uid for uid in uids if uid not in current]
@@ -89,15 +89,15 @@ def process_shard(
         copies = {uid: pool.submit(artifacts.fetch, table.loc[uid], query["storage"]) for uid in downloads}
         for number, uid in enumerate(todo, start=1):
             with artifact_lock(slices[uid]):  # another query's job may be making the same slice
-                if slice_is_current(slices[uid], uid, spec.cells_digest):
+                if slice_is_current(slices[uid], contents[uid], spec.cells_digest):
                     log.info("artifact %s: slice made meanwhile by another job", uid)
                     continue
                 try:
                     if uid in streamed:
                         _streamed_slice(query, spec, table.loc[uid], files, slices[uid])
                     else:
-                        source = copies[uid].result()
-                        _slice(query, spec, table.loc[uid], source, files, slices[uid], {"path": str(source)})
+                        copy = copies[uid].result()
+                        _slice(query, spec, table.loc[uid], copy, files, slices[uid], {"path": str(copy)})
                 except BaseException:  # the job fails: downloads not begun are not begun
                     pool.shutdown(cancel_futures=True)
                     raise
@@ -108,14 +108,14 @@ def process_shard(
 def _streamed_slice(query: dict, spec: QuerySpec, entry, files: QueryFiles, out: Path) -> None:
     """Slice an artifact in object storage from the byte ranges the slice needs (`cellquery.streaming`)."""
     from cellquery.artifacts import remote_path
-    from cellquery.storage import filesystem
+    from cellquery.storage import filesystem, region_of
     from cellquery.streaming import streamed
 
     def read(handle) -> None:
         check_size(handle.size, entry)
         _slice(query, spec, entry, handle, files, out, {"path": entry["path"], "fetch": "stream"})
 
-    fs = filesystem(entry["storage_root"], query["storage"]["object_storage"])
+    fs = filesystem(entry["storage_root"], query["storage"]["object_storage"], region=region_of(entry))
     _, moved = streamed(read, fs, remote_path(entry), f"artifact {entry['uid']} ({entry['key']})")
     receipt = files.read_receipt(entry["uid"])
     write_json(receipt, {**json.loads(receipt.read_text()), "bytes_moved": moved})
@@ -131,6 +131,8 @@ def check_size(size: int, entry) -> None:
 
 
 def _slice(query: dict, spec: QuerySpec, entry, source, files: QueryFiles, out: Path, receipt: dict) -> None:
+    from cellquery.joinkey import dataset_label
+    from cellquery.release import recorded
     from cellquery.slicing import slice_dataset
 
     uid = entry["uid"]
@@ -140,9 +142,11 @@ def _slice(query: dict, spec: QuerySpec, entry, source, files: QueryFiles, out: 
         criteria_of(query),
         dataset_id=entry["dataset_id"],
         organism=query["organism"],
+        release=recorded(query["census"]),
         obs_columns=spec.slice_obs_columns,
         gene_ids=query["gene_ids"],
         out=out,
-        provenance={"uid": uid, "cells_digest": spec.cells_digest},
+        provenance={"uid": uid, "content": slice_content(entry), "cells_digest": spec.cells_digest},
         layers=query["layers"],
+        label=dataset_label(entry["dataset_id"], entry["title"], entry["key"]),
     )

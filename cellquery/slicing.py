@@ -14,8 +14,9 @@ from cellquery import h5ad
 from cellquery.atomic import atomic_path
 from cellquery.criteria import Criterion, obs_mask
 from cellquery.faults import failpoint
+from cellquery.genes import with_feature_types
 from cellquery.inclusion import (
-    FULL_GENE_ASSAYS,
+    CELL_ORGANISM,
     INCLUSION_COLUMNS,
     cell_stats,
     included_genes,
@@ -23,6 +24,8 @@ from cellquery.inclusion import (
     normalized,
     row_sums,
 )
+from cellquery.joinkey import check_unique, dataset_label, require_join_key
+from cellquery.release import CensusRelease
 from cellquery.spec import CELL_STATS, KEY_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -88,33 +91,43 @@ def slice_dataset(
     *,
     dataset_id: str,
     organism: str,
+    release: CensusRelease,
     obs_columns: list[str],
     gene_ids: list[str] | None,
     out: Path,
     provenance: dict | None = None,
     layers: list[str] = (),
+    label: str | None = None,
 ) -> dict:
     """Write the matching cells (raw counts in X, as the Census X/raw; `layers: [normalized]` adds the
-    Census' normalized values) to `out`; returns counts."""
+    Census' normalized values, as the builder of `release` computes them) to `out`; returns counts. A
+    missing or repeated join key of the selected cells stops it, naming the dataset by `label`
+    (`cellquery.joinkey`)."""
+    label = label or dataset_label(dataset_id)
     obs = h5ad.read_frame(path, "obs")
+    require_join_key(obs.columns, label)
     if any(c.column in CELL_STATS for c in criteria):
         obs = with_cell_stats(path, obs, organism)
     obs["dataset_id"] = pd.Categorical([dataset_id] * len(obs))
     rows = np.flatnonzero(obs_mask(obs, criteria))
     counts_key, var_key = h5ad.counts_keys(path)
     var = h5ad.read_frame(path, var_key)
+    if not release.file_holds(h5ad.read_uns(path), obs, var, organism):
+        rows = rows[:0]  # the Census holds none of the file's cells in this organism's experiment
     columns = select_genes(var, gene_ids)
-    kept = h5ad.without_unused_categories(obs.iloc[rows][slice_columns(obs_columns)])
+    per_cell_organism = [CELL_ORGANISM] if CELL_ORGANISM in obs else []
+    kept = h5ad.without_unused_categories(obs.iloc[rows][[*slice_columns(obs_columns), *per_cell_organism]])
+    check_unique(kept, {dataset_id: label}, "h5ad")
     kept.index = pd.Index((dataset_id + ":" + kept["observation_joinid"].astype(str)).to_numpy())
     blocks = (block for _, block in h5ad.row_blocks(path, rows, counts_key))
     if "normalized" in layers:
-        full_gene = obs["assay_ontology_term_id"].astype(str).isin(FULL_GENE_ASSAYS).to_numpy()[rows]
+        full_gene = obs["assay_ontology_term_id"].astype(str).isin(release.full_gene_assays).to_numpy()[rows]
         blocks = with_normalized(blocks, var, columns, organism, full_gene)
     else:
         blocks = (block[:, columns] for block in blocks)
     source = {"dataset_id": dataset_id, "n_obs": len(obs), **(provenance or {})}
     with atomic_path(out) as tmp:
-        selected_var = var.iloc[columns][VAR_COLUMNS].copy()
+        selected_var = with_feature_types(var.iloc[columns])[VAR_COLUMNS].copy()
         h5ad.write_streamed(tmp, kept, selected_var, blocks, uns={"source": source}, layers=layers)
         failpoint("slice")
     log.info("%s: %d of %d cells, %d features", dataset_id, len(rows), len(obs), len(columns))

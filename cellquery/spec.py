@@ -19,6 +19,7 @@ import yaml
 
 from cellquery import limits, ontology
 from cellquery.errors import SpecError, UserError
+from cellquery.release import tissue_types
 
 if TYPE_CHECKING:
     import jsonschema
@@ -36,10 +37,14 @@ ONTOLOGY_COLUMNS = {
     "tissue": ("tissue_ontology_term_id", "Tissue", "tissues"),
 }
 ID_COLUMNS = {id_column: label for label, (id_column, _, _) in ONTOLOGY_COLUMNS.items()}
-# Label-backed string columns: column -> ULabel type linked to artifacts.
-ULABEL_COLUMNS = {"suspension_type": "SuspensionType", "donor_id": "Donor"}
+# Id columns whose value may join several terms (CELLxGENE schema 7: `MONDO:0005015 || MONDO:0005148`, the
+# label column likewise); a cell matches each of its terms.
+MULTI_VALUED_COLUMNS = {"disease_ontology_term_id", "self_reported_ethnicity_ontology_term_id"}
+TERM_SEPARATOR = " || "
+# Label-backed string columns: column -> ULabel type linked to artifacts (donor_id is a plain string
+# feature in the CELLxGENE curator's schema: no labels).
+ULABEL_COLUMNS = {"suspension_type": "SuspensionType"}
 STRING_COLUMNS = {"suspension_type", "donor_id", "tissue_type", "observation_joinid", "dataset_id"}
-TISSUE_TYPES = ("tissue", "organoid", "primary cell culture")  # CELLxGENE schema 7
 BOOLEAN_COLUMNS = {"is_primary_data"}
 # Per-cell statistics the Census stores; the h5ad route computes them the same way when a query uses them.
 CELL_STATS = {"raw_sum", "nnz", "raw_mean_nnz", "raw_variance_nnz", "n_measured_vars"}
@@ -64,14 +69,20 @@ SCHEMA_OBS_COLUMNS = (
     "tissue_type",
 )
 
-# Bump when slices change shape (2: slices keep the columns the inclusion rules read), so old ones are remade.
-SLICE_FORMAT = 2
+# Bump when slices change shape (2: slices keep the columns the inclusion rules read; 3: a file of another
+# organism gives no cells), so old ones are remade.
+SLICE_FORMAT = 4
 # Characters no key or value of a spec holds: control, format (invisible), surrogate, private, unassigned
 MAX_NAMED = 10  # unknown values of one key, each named with a suggestion; the rest are counted
 HIDDEN_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn"}
 INT64 = (-(2**63), 2**63 - 1)
 # results/census/census.h5ad would be both the result and the census route's slice
 RESERVED_NAMES = {"census"}
+
+
+def terms(value: str) -> list[str]:
+    """The terms of a multi-valued column's value (a single value is one term)."""
+    return value.split(TERM_SEPARATOR)
 
 
 class Problems:
@@ -412,11 +423,12 @@ def _check_criterion(column: str, criterion: Any) -> None:
         _check_numbers(column, list(criterion.values()) if comparison else values, whole=not comparison)
     if column in BOOLEAN_COLUMNS and not all(isinstance(v, bool) for v in values):
         raise SpecError(f"cells.{column}: {criterion!r} is not true or false")
-    if column == "tissue_type":
+    if column == "tissue_type":  # each release's own names are checked in resolve (`cellquery.release`)
         listed = criterion["not_in"] if isinstance(criterion, dict) else values
+        named = tissue_types()
         for value in listed:
-            if value not in TISSUE_TYPES:
-                known = suggest(value, TISSUE_TYPES)
+            if value not in named:
+                known = suggest(value, named)
                 raise SpecError(f"cells.tissue_type: unknown value {value!r}{known}")
 
 

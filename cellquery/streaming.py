@@ -72,6 +72,7 @@ def streamed(read, fs, remote: str, label: str):
     download is, `cellquery.fetch`); logs the bytes it moved. `read` must be safe to repeat."""
     from cellquery.errors import FetchError
     from cellquery.fetch import ATTEMPTS, BACKOFF, reason, refused
+    from cellquery.storage import refusal
 
     failures, wait = 0, BACKOFF
     while True:
@@ -80,9 +81,11 @@ def streamed(read, fs, remote: str, label: str):
             with remote_file(fs, remote) as handle:
                 result = read(handle)
                 moved = bytes_moved(handle)
-        except PermissionError as error:
-            raise refused(label, remote, error) from None
-        except (OSError, TimeoutError) as error:
+        except Exception as error:
+            if refusal(error):
+                raise refused(label, remote, error, fs) from None
+            if not isinstance(error, (OSError, TimeoutError)):
+                raise
             failures += 1
             if failures >= ATTEMPTS:
                 raise FetchError(

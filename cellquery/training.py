@@ -20,14 +20,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from cellquery.census import X_NAME, experiment_name
-from cellquery.criteria import value_filter
+from cellquery.census import X_NAME, obs_filter
 from cellquery.errors import UserError
 from cellquery.h5ad import read_frame
-from cellquery.lamin import DemoInstance
 from cellquery.layout import QueryFiles
+from cellquery.release import recorded
 from cellquery.runfiles import criteria_of, read_manifest, read_query
-from cellquery.spec import QuerySpec
 
 ROUTES = ("lamin", "census")
 Batches = Iterator[tuple[torch.Tensor, list[str]]]
@@ -64,9 +62,10 @@ class Result:
     def genes(self) -> pd.Index:
         return read_frame(self.h5ad, "var").index
 
-    def obs_filter(self) -> str:
-        """The census route's obs `value_filter`: the query's criteria within the manifest's datasets."""
-        return value_filter(criteria_of(self.query), self.dataset_ids)
+    def obs_filter(self, obs) -> str:
+        """The census route's obs `value_filter` on this census obs: the query's criteria within the
+        manifest's datasets."""
+        return obs_filter(obs, criteria_of(self.query), self.dataset_ids)
 
     def classes(self, label: str) -> list[str]:
         """The label's values in the result: every route's cells carry a subset of them."""
@@ -77,12 +76,12 @@ class Result:
         return sorted(obs[label].astype(str).unique())
 
 
-def connect_result(result: Result, scale: str, db_url: str | None = None):
-    """`lamindb` connected to the instance the run registered the result in (the demo of `scale`)."""
-    from cellquery.lamin import connect_source
+def connect_result(result: Result, config: dict):
+    """`lamindb` connected to the target the run registered the result in (`config`: the run's target
+    keys; the embedded target of the result's project when it names none)."""
+    from cellquery.target import Target
 
-    spec = QuerySpec(result.files.query, result.query["spec"])
-    return connect_source(spec, DemoInstance(result.path.resolve().parents[1], scale, db_url))
+    return Target.from_config(config, result.path.resolve().parents[1]).connect()
 
 
 def lamin_loader(
@@ -114,13 +113,13 @@ def census_loader(result: Result, label: str, batch_size: int, seed: int = 0):
     from tiledbsoma_ml import ExperimentDataset, experiment_dataloader
 
     query = result.query
-    uri = f"{query['census']['path']}/census_data/{experiment_name(query['organism'])}"
+    uri = f"{query['census']['path']}/census_data/{recorded(query['census']).experiment(query['organism'])}"
     with soma.Experiment.open(uri) as experiment:
         var = experiment.ms["RNA"].var.read(column_names=["soma_joinid", "feature_id"]).concat().to_pandas()
         genes = var.set_index("feature_id")["soma_joinid"].reindex(result.genes).dropna()
         with experiment.axis_query(
             "RNA",
-            obs_query=soma.AxisQuery(value_filter=result.obs_filter()),
+            obs_query=soma.AxisQuery(value_filter=result.obs_filter(experiment.obs)),
             var_query=soma.AxisQuery(coords=(np.sort(genes.to_numpy(dtype=np.int64)),)),
         ) as axis_query:
             dataset = ExperimentDataset(

@@ -10,6 +10,7 @@ import scipy.sparse as sp
 
 from cellquery import h5ad
 from cellquery.inclusion import included_genes
+from cellquery.joinkey import JOIN_KEY, check_unique, dataset_label, dataset_labels
 from cellquery.spec import KEY_COLUMNS
 
 EXAMPLES = 10  # differences listed per kind; the counts are always complete
@@ -25,7 +26,6 @@ def _examples(values) -> list:
 def _obs_differences(result_obs: pd.DataFrame, census_obs: pd.DataFrame, keys: pd.Index) -> dict:
     shared = [c for c in result_obs.columns if c in census_obs.columns and c not in KEY_COLUMNS]
     differences = {}
-    result_obs, census_obs = (frame[~frame.index.duplicated()] for frame in (result_obs, census_obs))
     our_rows, their_rows = result_obs.index.get_indexer(keys), census_obs.index.get_indexer(keys)
     for column in shared:
         ours = _as_text(result_obs[column], our_rows)
@@ -103,6 +103,29 @@ def _per_dataset(
     ]
 
 
+def _key_differences(
+    result_obs: pd.DataFrame, census_obs: pd.DataFrame, missing: pd.Index, extra: pd.Index, labels: dict
+) -> dict:
+    """Per dataset with cells only one route holds: the dataset's label, and those cells' join keys."""
+    differences: dict[str, dict] = {}
+    for route, obs, cells in (("h5ad", result_obs, missing), ("census", census_obs, extra)):
+        for dataset_id, keys in _join_keys(obs, cells).items():
+            entry = differences.setdefault(
+                dataset_id, {"dataset": labels.get(dataset_id, dataset_label(dataset_id))}
+            )
+            entry[f"only_in_{route}"] = keys
+    return dict(sorted(differences.items()))
+
+
+def _join_keys(obs: pd.DataFrame, cells: pd.Index) -> dict[str, dict]:
+    """The join keys of these cells per dataset: how many, and the first."""
+    chosen = obs.loc[cells]
+    return {
+        str(dataset_id): {"cells": len(keys), "examples": _examples(keys)}
+        for dataset_id, keys in chosen.groupby("dataset_id", observed=True)[JOIN_KEY]
+    }
+
+
 def _frames(result_path: Path, census_path: Path) -> dict[str, pd.DataFrame]:
     """Obs and var of both routes; the matrices stay on disk."""
     return {
@@ -138,15 +161,16 @@ def compare_routes(
     """The validation report: status, totals, per-dataset counts, and the differences when it failed.
 
     `census_rules` marks the result's cells the Census inclusion rules keep (computed from the slices,
-    which hold the columns the rules read); `expected_genes` are the genes the gene join must keep.
+    which hold the columns the rules read); `expected_genes` are the genes the gene join must keep. Cells
+    are matched on their keys: a key repeated within a dataset (two artifacts of one dataset, say) stops
+    the comparison with a `JoinKeyError` naming it.
     """
     frames = _frames(result_path, census_path)
     result_obs, census_obs = frames["result_obs"], frames["census_obs"]
+    labels = dataset_labels(manifest)
+    check_unique(result_obs, labels, "h5ad")
+    check_unique(census_obs, labels, "census")
     included = result_obs.index[census_rules]
-    duplicates = {
-        "h5ad": _examples(result_obs.index[result_obs.index.duplicated()]),
-        "census": _examples(census_obs.index[census_obs.index.duplicated()]),
-    }
     missing = included.difference(census_obs.index)
     extra = census_obs.index.difference(included)
     matched = included.intersection(census_obs.index)
@@ -160,9 +184,9 @@ def compare_routes(
     gene_differences = _gene_differences(frames["result_var"], organism, expected_genes)
     diff = {
         "genes": gene_differences,
-        "duplicate_cells": duplicates,
         "missing_from_census": {"cells": len(missing), "examples": _examples(missing)},
         "only_in_census": {"cells": len(extra), "examples": _examples(extra)},
+        "join_keys": _key_differences(result_obs, census_obs, missing, extra, labels),
         "obs_values": obs_differences,
         "raw_counts": {"cells": len(count_differences), "examples": _examples(count_differences)},
         **{
@@ -171,8 +195,7 @@ def compare_routes(
         },
     }
     failed = (
-        any(duplicates.values())
-        or len(missing)
+        len(missing)
         or len(extra)
         or obs_differences
         or count_differences
@@ -202,16 +225,9 @@ def describe_failure(report: dict) -> str:
     """A readable summary of a failed report, one line per kind of difference."""
     diff = report["diff"]
     lines = ["the h5ad route and the census route disagree:"]
-    for kind in (
-        "missing_from_census",
-        "only_in_census",
-        "raw_counts",
-        *(k for k in diff if k.startswith("layer ")),
-    ):
-        if diff[kind]["cells"]:
-            lines.append(
-                f"  {kind.replace('_', ' ')}: {diff[kind]['cells']} cells, e.g. {diff[kind]['examples'][:3]}"
-            )
+    lines += _cell_lines(diff, ["missing_from_census", "only_in_census"])
+    lines += [_key_line(detail) for detail in diff["join_keys"].values()]
+    lines += _cell_lines(diff, ["raw_counts", *(k for k in diff if k.startswith("layer "))])
     for column, detail in diff["obs_values"].items():
         example = detail["examples"][0]
         lines.append(
@@ -221,7 +237,24 @@ def describe_failure(report: dict) -> str:
     for kind, detail in diff["genes"].items():
         if detail["genes"]:
             lines.append(f"  genes {kind} (gene join): {detail['genes']}, e.g. {detail['examples'][:3]}")
-    for route, cells in diff["duplicate_cells"].items():
-        if cells:
-            lines.append(f"  duplicate cells in the {route} route: {cells[:3]}")
     return "\n".join(lines)
+
+
+def _cell_lines(diff: dict, kinds: list[str]) -> list[str]:
+    """`  missing from census: 3 cells, e.g. [...]`, for each of these kinds of difference found."""
+    return [
+        f"  {kind.replace('_', ' ')}: {diff[kind]['cells']} cells, e.g. {diff[kind]['examples'][:3]}"
+        for kind in kinds
+        if diff[kind]["cells"]
+    ]
+
+
+def _key_line(detail: dict) -> str:
+    """One dataset's cells only one route holds, by join key: `  dataset <id> (...): observation_joinid
+    only in the h5ad route: 3, e.g. [...]; only in the census route: 1, e.g. [...]`"""
+    parts = [
+        f"only in the {route} route: {keys['cells']}, e.g. {keys['examples'][:3]}"
+        for route in ("h5ad", "census")
+        if (keys := detail.get(f"only_in_{route}"))
+    ]
+    return f"  {detail['dataset']}: {JOIN_KEY} {'; '.join(parts)}"

@@ -27,12 +27,11 @@ def main() -> None:
     parser.add_argument("--route", choices=[*ROUTES, "both"], default="both")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--label", default="cell_type", help="obs column to predict")
-    parser.add_argument("--scale", default=config["demo_scale"], help="demo scale the run used")
     parser.add_argument("--json", type=Path, help="also write every route's figures here")
     args = parser.parse_args()
 
     result = Result(args.results)
-    ln = connect_result(result, args.scale, config["demo_db_url"] or None)
+    ln = connect_result(result, config)
     classes = result.classes(args.label)
     figures = {}
     for route in ROUTES if args.route == "both" else [args.route]:

@@ -9,14 +9,16 @@ from snakemake.utils import validate
 
 from cellquery.demo.catalog import DEMO_FORMAT, V1, V2, generation_batches
 from cellquery.jobs import claim_workdir
-from cellquery.lamin import DemoInstance, export_object_storage_env
+from cellquery.demo.instance import DemoInstance
 from cellquery.resolve import RUN_VARIABLE
 from cellquery.runfiles import RESOLVED_FORMAT, read_manifest
 from cellquery.shards import plan_shards
 from cellquery.build import checked_build
 from cellquery.layout import QueryFiles
 from cellquery.errors import one_line_exit
+from cellquery.source import source_for
 from cellquery.storage import STORAGE_DEFAULTS
+from cellquery.target import Target
 
 validate(config, "../config/schemas/config.schema.yaml")
 
@@ -24,6 +26,8 @@ SCALE = config["demo_scale"]
 DEMO = DemoInstance(
     Path.cwd(), SCALE, config["demo_db_url"] or None, config["demo_storage"]
 )
+# where results go; the demo is only read
+TARGET = Target.from_config(config, Path.cwd())
 DEMO_DIR = f".demo/{DEMO.dirname}"
 DEMO_LOGS = f"logs/demo/{DEMO.dirname}"
 # what every job that reads the data uses: where downloads go, how to reach object storage
@@ -51,7 +55,6 @@ def needs_preflight(spec):
 
 def started_build():
     """The build's checked specs, the demo's object server running first (the check reads its store)."""
-    export_object_storage_env(DEMO)
     if (
         workflow.is_main_process
     ):  # the jobs inherit it: their resolve may reuse what the check found
@@ -85,6 +88,16 @@ if workflow.is_main_process:
 
 def spec_of(wildcards):
     return SPECS[wildcards.query]
+
+
+def source_of(wildcards):
+    """The instance a query reads (its spec's `source.instance`)."""
+    return source_for(spec_of(wildcards), DEMO)
+
+
+def target_made(wildcards):
+    """The embedded target, made before the first step that writes into it (a user's own exists)."""
+    return str(TARGET.receipt) if TARGET.is_embedded else []
 
 
 def manifest_table(query):

@@ -56,7 +56,9 @@ rule demo_register:
 
 rule demo_census:
     input:
-        rules.demo_register.output[0],
+        registered=rules.demo_register.output[0],
+        # a release's store revises the previous release's (registered first)
+        previous=lambda w: [f"{DEMO_DIR}/census/{V1}.json"] if w.version == V2 else [],
     output:
         f"{DEMO_DIR}/census/{{version}}.json",
     log:

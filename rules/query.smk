@@ -15,7 +15,7 @@ checkpoint resolve:
         "../envs/cellquery.yaml"
     params:
         spec=spec_of,
-        demo=DEMO,
+        source=source_of,
         storage=STORAGE,
         digest=lambda wildcards: spec_of(wildcards).digest,
         format=RESOLVED_FORMAT,
@@ -39,7 +39,7 @@ rule shard:
         mem_mb=shard_memory_mb,
     params:
         spec=spec_of,
-        demo=DEMO,
+        source=source_of,
         uids=shard_uids,
         cells_digest=lambda wildcards: spec_of(wildcards).cells_digest,
     script:
@@ -116,6 +116,7 @@ rule register:
         query=FILES.query,
         manifest=FILES.manifest,
         exports=exports,
+        target=target_made,
     output:
         FILES.receipt,
     log:
@@ -124,9 +125,23 @@ rule register:
         "../envs/cellquery.yaml"
     params:
         spec=spec_of,
-        demo=DEMO,
+        target=TARGET,
     script:
         "../scripts/register.py"
+
+
+rule target_instance:
+    """The embedded target instance, where results, exports and lineage go (config: target)."""
+    output:
+        str(TARGET.receipt),
+    log:
+        "logs/target-instance.log",
+    conda:
+        "../envs/cellquery.yaml"
+    params:
+        target=TARGET,
+    script:
+        "../scripts/target_instance.py"
 
 
 rule plan:

@@ -61,8 +61,7 @@ rule describe:
     conda:
         "../envs/cellquery.yaml"
     params:
-        spec=spec_of,
-        demo=DEMO,
+        target=TARGET,
         validation=str(FILES.validation),  # a param: formatted with the wildcards as a string
     script:
         "../scripts/describe.py"

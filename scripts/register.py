@@ -7,7 +7,7 @@ with job_log(snakemake.log[0]):
     inputs, params = snakemake.input, snakemake.params
     register(
         params.spec,
-        params.demo,
+        params.target,
         Path(inputs.result),
         Path(inputs.query),
         Path(inputs.manifest),

@@ -7,4 +7,4 @@ with job_log(snakemake.log[0]):
     output = snakemake.output
     params = snakemake.params
     query, manifest = Path(output.query), Path(output.manifest)
-    resolve_query(params.spec, params.demo, params.storage, query, manifest, Path(params.checked))
+    resolve_query(params.spec, params.source, params.storage, query, manifest, Path(params.checked))

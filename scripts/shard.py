@@ -6,4 +6,4 @@ from cellquery.shards import process_shard
 with job_log(snakemake.log[0]):
     inputs, params = snakemake.input, snakemake.params
     query, manifest, out = Path(inputs.query), Path(inputs.manifest), Path(snakemake.output[0])
-    process_shard(params.spec, params.demo, query, manifest, params.uids, out)
+    process_shard(params.spec, params.source, query, manifest, params.uids, out)

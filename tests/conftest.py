@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cellquery.lamin import DemoInstance
+from cellquery.demo.instance import DemoInstance
+from cellquery.target import Target
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -83,6 +84,16 @@ def ln(demo):
     return connect(demo.env())
 
 
+@pytest.fixture(scope="session")
+def source_registry(ln):
+    """The demo's registries as `cellquery.source` hands them to resolve (over this process' connection)."""
+    import bionty
+
+    from cellquery.source import Registry
+
+    return Registry(ln.Artifact, ln.Collection, ln.ULabel, ln.User, ln.Feature, bionty, {"slug": "demo"})
+
+
 PG_SERVER = "postgresql://cellquery:cellquery@127.0.0.1:5432"
 
 
@@ -101,12 +112,34 @@ def postgresql_missing() -> str | None:
 
 @pytest.fixture(scope="session")
 def pg_demo(tmp_path_factory) -> DemoInstance:
-    """The small demo built on a fresh PostgreSQL database (the server .ci/services starts)."""
+    """The small demo built on a fresh PostgreSQL database (the server .ci/services starts); its project's
+    runs register into an embedded target on a PostgreSQL database of its own (`run_config`)."""
+    from cellquery.demo.build import recreate_database
+
     require_service(postgresql_missing())
     project = tmp_path_factory.mktemp("pg-project")
     url = f"{PG_SERVER}/cellquery_test_{uuid.uuid4().hex[:8]}"
     snakemake(project, "demo", "--config", f"demo_db_url={url}")
-    return DemoInstance(project, "small", url)
+    demo = DemoInstance(project, "small", url)
+    recreate_database(target_db_url(demo))
+    return demo
+
+
+def target_db_url(demo: DemoInstance) -> str | None:
+    """The target database of a demo's runs: a PostgreSQL demo's runs register on PostgreSQL too."""
+    return f"{demo.db_url}_target" if demo.db_url else None
+
+
+def run_config(demo: DemoInstance) -> list[str]:
+    """The `--config` entries of a run against `demo` (its database and its target's), beyond the query."""
+    if not demo.db_url:
+        return []
+    return [f"demo_db_url={demo.db_url}", f"target_db_url={target_db_url(demo)}"]
+
+
+def target_of(demo: DemoInstance) -> Target:
+    """The embedded target that runs in the demo's project register into."""
+    return Target.from_config({"target_db_url": target_db_url(demo) or ""}, demo.project)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -166,18 +199,44 @@ def python_in(demo: DemoInstance, code: str, *args: str, check: bool = True) -> 
     )
 
 
-def registry_state(demo: DemoInstance, keys: list[str]) -> dict:
-    """Versions per key and the audit's problems, read in a process connected to `demo`'s instance."""
-    code = (
-        "import json, os, sys\n"
-        "from cellquery.lamin import connect\n"
-        "from cellquery.audit import registry_problems\n"
-        "ln = connect(dict(os.environ))\n"
-        "keys = json.loads(sys.argv[1])\n"
-        "versions = {k: sorted(ln.Artifact.filter(key=k).values_list('uid', flat=True)) for k in keys}\n"
-        "print(json.dumps({'versions': versions, 'problems': registry_problems(ln)}))\n"
+def in_target(demo: DemoInstance, code: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run Python `code` in a process of its own connected to the target of `demo`'s runs (as `ln`)."""
+    target = target_of(demo)
+    imports = "from pathlib import PosixPath\nfrom cellquery.lamin import LocalInstance\n"
+    program = f"{imports}from cellquery.target import Target\nln = {target!r}.connect()\n{code}"
+    return subprocess.run(
+        [str(BIN / "python"), "-c", program, *args],
+        env=clean_env(),
+        cwd=demo.project,
+        capture_output=True,
+        text=True,
+        check=check,
     )
-    return json.loads(python_in(demo, code, json.dumps(keys)).stdout.strip().splitlines()[-1])
+
+
+def ask_target(demo: DemoInstance, code: str):
+    """What Python `code` sets `answer` to (as JSON), in a process connected to the target of `demo`'s runs
+    (this one holds the source's connection)."""
+    found = in_target(demo, f"import json\n{code}\nprint(json.dumps(answer))", check=False)
+    assert found.returncode == 0, found.stderr[-3000:]
+    return json.loads(found.stdout.strip().splitlines()[-1])
+
+
+def registry_state(demo: DemoInstance, keys: list[str]) -> dict:
+    """Versions per key, collections per key (less `.h5ad`) and the audit's problems, read in a process
+    connected to the target of `demo`'s runs."""
+    code = (
+        "import json, sys\n"
+        "from cellquery.audit import registry_problems\n"
+        "keys = json.loads(sys.argv[1])\n"
+        "def uids(registry, key):\n"
+        "    return sorted(registry.filter(key=key).values_list('uid', flat=True))\n"
+        "versions = {k: uids(ln.Artifact, k) for k in keys}\n"
+        "collections = {k: uids(ln.Collection, k.removesuffix('.h5ad')) for k in keys}\n"
+        "state = {'versions': versions, 'collections': collections, 'problems': registry_problems(ln)}\n"
+        "print(json.dumps(state))\n"
+    )
+    return json.loads(in_target(demo, code, json.dumps(keys)).stdout.strip().splitlines()[-1])
 
 
 def spec_file(folder: Path, name: str, **fields) -> Path:

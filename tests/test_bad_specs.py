@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, snakemake
+from conftest import REPO, ask_target, snakemake, target_of
 
 CORPUS = REPO / "tests" / "bad_specs"
 MISSING = CORPUS / "no-such-spec.yaml"
@@ -60,9 +60,13 @@ def case_files(tmp_path_factory) -> dict[str, Path]:
     return {name: path or folder / f"{name}.yaml" for name, path in CASES.items()}
 
 
-def registry_counts(ln) -> dict[str, int]:
+def registry_counts(ln, demo) -> dict[str, int | None]:
+    """Records of the source (this process' connection) and of the target, where one was made."""
     registries = ("Artifact", "Run", "Collection", "Transform")
-    return {name: getattr(ln, name).objects.count() for name in registries}
+    counts = {name: getattr(ln, name).objects.count() for name in registries}
+    made = target_of(demo).receipt.exists()
+    code = f"answer = {{name: getattr(ln, name).objects.count() for name in {registries!r}}}"
+    return {**counts, "target": ask_target(demo, code) if made else None}
 
 
 def files(project: Path) -> set[tuple[str, int]]:
@@ -78,7 +82,7 @@ def files(project: Path) -> set[tuple[str, int]]:
 @pytest.fixture(scope="module")
 def outcomes(demo, ln, case_files, tmp_path_factory):
     """Run the whole corpus (two at a time: both cores), recording the registry and files around it."""
-    before = registry_counts(ln), files(demo.project)
+    before = registry_counts(ln, demo), files(demo.project)
 
     home = tmp_path_factory.mktemp("home")  # a remote instance is reached with the user's own ~/.lamin
 
@@ -87,7 +91,7 @@ def outcomes(demo, ln, case_files, tmp_path_factory):
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = dict(zip(case_files, pool.map(run, case_files.values()), strict=True))
-    return results, before, (registry_counts(ln), files(demo.project))
+    return results, before, (registry_counts(ln, demo), files(demo.project))
 
 
 def test_the_corpus_covers_every_kind_of_bad_input():

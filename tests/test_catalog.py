@@ -46,11 +46,21 @@ def test_small_scale_has_what_queries_need():
 
 def test_second_collection_version_adds_datasets_and_a_new_version():
     specs = catalog.datasets("small")
-    first = {d.key for d in specs if catalog.V1 in d.versions}
-    second = {d.key for d in specs if catalog.V2 in d.versions}
+    first = {d.dataset_id for d in catalog.release("small", catalog.V1)}
+    second = {d.dataset_id for d in catalog.release("small", catalog.V2)}
     assert len(second - first) >= 2
     revised = [d for d in specs if d.revision > 1 and catalog.V2 in d.versions]
-    assert revised and all(d.key in first for d in revised)
+    assert revised and all(d.dataset_id in first for d in revised)
+    assert {d.key(catalog.V2) for d in revised} == {
+        f"cell-census/{catalog.V2}/h5ads/{d.dataset_id}.h5ad" for d in revised
+    }
+
+
+def test_some_datasets_unlisted_and_one_refused_by_the_curator():
+    specs = catalog.datasets("small")
+    assert sum(not d.listed for d in specs) >= 2
+    assert [d.slug for d in specs if d.curation_fails] == ["hs-kidney-immune-2"]
+    assert {d.slug for d in specs if not d.curated} == {"hs-kidney-immune-2", "hs-lung-smartseq2"}
 
 
 def test_bench_and_registry_scales():
@@ -59,7 +69,7 @@ def test_bench_and_registry_scales():
     assert sum(d.n_cells for d in bench) >= 500_000
     assert max(d.n_cells for d in bench) >= 200_000
     registry = catalog.datasets("registry")
-    assert len({d.key for d in registry}) >= 2000
+    assert len({d.dataset_id for d in registry}) >= 2000
     assert len(catalog.generation_batches("registry")) < len(registry) / 100  # tiny files share jobs
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,8 +12,13 @@ import tiledbsoma as soma
 
 from cellquery import h5ad
 from cellquery.demo import catalog
+from cellquery.demo.catalog import artifact_dataset_id
 from cellquery.demo.census_store import CATEGORICAL_OBS
-from cellquery.inclusion import FULL_GENE_ASSAYS, INCLUDED_TISSUE_TYPES, RNA_ASSAYS
+
+# The demo's stores are of the newest generation: its builder's lists (tests/fixtures/census_builder/), and
+# the tissue types its cell filter keeps (build_soma/anndata.py `make_anndata_cell_filter`).
+BUILDER = json.loads((Path(__file__).parent / "fixtures" / "census_builder" / "2.4.0.json").read_text())
+INCLUDED_TISSUE_TYPES = ("tissue", "organoid")
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +33,12 @@ def sources(ln):
     included = {}
     for artifact in collection.artifacts.all():
         path = artifact.cache()
-        dataset_id = artifact.features.get_values()["dataset_id"]
+        dataset_id = artifact_dataset_id(artifact)
         obs = h5ad.read_frame(path, "obs")
         var = h5ad.read_frame(path, "raw/var")
         organism = h5ad.read_uns(path)["organism_ontology_term_id"]
         cells = obs["tissue_type"].isin(INCLUDED_TISSUE_TYPES) & obs["assay_ontology_term_id"].isin(
-            RNA_ASSAYS
+            BUILDER["rna_seq"]
         )
         genes = (var["feature_biotype"] == "gene") & (var["feature_reference"] == organism)
         rows = np.flatnonzero(cells.to_numpy())
@@ -146,7 +154,7 @@ def test_normalized_is_the_builders_definition(store):
             both = raw.merge(normalized, on=["soma_dim_0", "soma_dim_1"], suffixes=("_raw", "_norm"))
             assert len(both) == len(raw) == len(normalized)  # the same coordinates
             assays = obs.to_pandas().set_index("soma_joinid")["assay_ontology_term_id"].astype(str)
-            full_gene = assays.loc[both["soma_dim_0"]].isin(FULL_GENE_ASSAYS).to_numpy()
+            full_gene = assays.loc[both["soma_dim_0"]].isin(BUILDER["full_gene_assay"]).to_numpy()
             lengths = var.set_index("soma_joinid").loc[both["soma_dim_1"], "feature_length"].to_numpy()
             scaled = np.where(full_gene, both["soma_data_raw"] / lengths, both["soma_data_raw"])
             sums = pd.Series(scaled).groupby(both["soma_dim_0"].to_numpy()).transform("sum").to_numpy()

@@ -13,7 +13,16 @@ import subprocess
 
 import anndata as ad
 import pytest
-from conftest import BIN, REPO, clean_env, require_service, slices_of, snakemake, start_snakemake, wait_until
+from conftest import (
+    REPO,
+    ask_target,
+    require_service,
+    run_config,
+    slices_of,
+    snakemake,
+    start_snakemake,
+    wait_until,
+)
 
 BUILD = [REPO / "config" / "queries" / f"{name}.yaml" for name in ("kidney-immune", "t-cells")]
 QUERIES = f"queries=[{','.join(map(str, BUILD))}]"
@@ -64,7 +73,7 @@ def test_a_build_through_slurm_with_a_cancelled_job_equals_the_local_run(cluster
         str(REPO / "profiles" / "slurm"),
         "--config",
         QUERIES,
-        f"demo_db_url={pg_demo.db_url}",
+        *run_config(pg_demo),
     ]
     cancelled, stopped = cancelled_mid_shard(pg_demo.project, args)
     assert "Error in rule shard:" in stopped  # the rule, the job id, what SLURM says
@@ -91,16 +100,7 @@ def test_a_build_through_slurm_with_a_cancelled_job_equals_the_local_run(cluster
 
 
 def assert_registered(pg_demo, name: str, n_obs: int) -> None:
-    """The instance on PostgreSQL holds the query's result, as another process sees it."""
+    """The target on PostgreSQL holds the query's result, as another process sees it."""
     receipt = json.loads((pg_demo.project / "results" / name / "receipt.json").read_text())
-    uid = receipt["artifact_uid"]
-    lookup = f"import lamindb as ln; a = ln.Artifact.get('{uid}'); print(a.key, a.n_observations)"
-    registered = subprocess.run(
-        [str(BIN / "python"), "-c", lookup],
-        capture_output=True,
-        text=True,
-        env=clean_env(**pg_demo.env()),
-        cwd=pg_demo.project,
-    )
-    assert registered.returncode == 0, registered.stderr
-    assert registered.stdout.split()[-2:] == [f"cellquery/{name}.h5ad", str(n_obs)]
+    code = f"a = ln.Artifact.get({receipt['artifact_uid']!r})\nanswer = [a.key, a.n_observations]"
+    assert ask_target(pg_demo, code) == [f"cellquery/{name}.h5ad", n_obs]

@@ -2,7 +2,8 @@
 lost, and the same query started twice ends with exactly one new version.
 
 The second run works in a second project directory that shares the first one's instance, as two users
-sharing one registry do (one directory cannot host two runs: Snakemake locks it).
+sharing one registry do (one directory cannot host two runs: Snakemake locks it). They share the demo they
+read and the target they register into.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
-from conftest import REPO, registry_state, snakemake
+from conftest import REPO, registry_state, run_config, snakemake
 
 QUERIES = REPO / "config" / "queries"
 
@@ -22,6 +23,8 @@ def second_project(demo, tmp_path):
     project = tmp_path / "second-user"
     project.mkdir()
     (project / ".demo").symlink_to(demo.project / ".demo")
+    (demo.project / ".cellquery").mkdir(exist_ok=True)
+    (project / ".cellquery").symlink_to(demo.project / ".cellquery")  # the target too: one shared registry
     return project
 
 
@@ -33,7 +36,7 @@ def spec(tmp_path, query: str, name: str):
 
 def run_at_once(demo, runs):
     """Start every (project, spec) run together; return their completed processes."""
-    config = [f"demo_db_url={demo.db_url}"] if demo.db_url else []
+    config = run_config(demo)
 
     def run(project_and_spec):
         project, path = project_and_spec

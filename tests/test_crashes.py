@@ -1,6 +1,7 @@
 """Crashes and corruption: the workflow killed (SIGKILL to Snakemake and every job) while slicing,
-assembling and registering; damaged artifact files. The next run completes, every output is whole, the
-registry holds no orphan, and a damaged file never reaches a result."""
+assembling and registering; damaged artifact files; an artifact published with repeated join keys. The next
+run completes, every output is whole, the registry holds no orphan, and a damaged file never reaches a
+result."""
 
 from __future__ import annotations
 
@@ -9,12 +10,17 @@ import shutil
 import uuid
 
 import anndata as ad
+import h5py
 import pytest
 import yaml
-from conftest import REPO, slices_of, snakemake
+from conftest import REPO, lamin_hash, registry_state, slices_of, snakemake
 
-from cellquery.audit import registry_problems
+from cellquery import h5ad
+from cellquery.criteria import obs_mask
 from cellquery.faults import POINTS
+from cellquery.joinkey import dataset_label
+from cellquery.layout import slice_content
+from cellquery.runfiles import criteria_of, read_manifest, read_query
 
 KIDNEY = REPO / "config" / "queries" / "kidney-immune.yaml"
 
@@ -45,7 +51,7 @@ def assert_outputs_whole(results, slices) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", POINTS)
-def test_a_killed_run_is_completed_by_the_next_one(demo, ln, tmp_path, point):
+def test_a_killed_run_is_completed_by_the_next_one(demo, tmp_path, point):
     name = f"crash-{point}-{uuid.uuid4().hex[:6]}"  # fresh in a reused project too
     spec = spec_named(tmp_path, name)
     results, slices = demo.project / "results" / name, slices_of(demo.project, spec)
@@ -55,17 +61,20 @@ def test_a_killed_run_is_completed_by_the_next_one(demo, ln, tmp_path, point):
     )
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert what_the_kill_left(results, slices, name, point)
+    key = f"cellquery/{name}.h5ad"
     if point == "register":  # the file was stored, its record never committed
-        assert any("has no artifact record" in problem for problem in registry_problems(ln))
+        problems = registry_state(demo, [key])["problems"]
+        assert any("has no artifact record" in problem for problem in problems)
 
     snakemake(demo.project, "--config", f"query={spec}")
     assert_outputs_whole(results, slices)
-    assert registry_problems(ln) == []
-    versions = ln.Artifact.filter(key=f"cellquery/{name}.h5ad")
     receipt = json.loads((results / "receipt.json").read_text())
-    assert versions.count() == 1 and versions.first().uid == receipt["artifact_uid"]
-    collections = ln.Collection.filter(key=f"cellquery/{name}")  # the result's, none left by the killed run
-    assert collections.count() == 1 and collections.first().uid == receipt["collection_uid"]
+    # the result's version and collection in the target, none left by the killed run
+    assert registry_state(demo, [key]) == {
+        "versions": {key: [receipt["artifact_uid"]]},
+        "collections": {key: [receipt["collection_uid"]]},
+        "problems": [],
+    }
     result = ad.read_h5ad(results / f"{name}.h5ad")
     assert result.n_obs == receipt["n_obs"] > 0
 
@@ -103,5 +112,58 @@ def test_a_damaged_artifact_file_stops_the_run_naming_it(demo, ln, tmp_path, how
     output = result.stdout + result.stderr
     assert f"cellquery: artifact {artifact.uid} ({artifact.key})" in output
     assert "does not match its registry size and hash" in output
-    assert not (results / f"{name}.h5ad").exists() and not (slices / f"{artifact.uid}.h5ad").exists()
-    assert not ln.Artifact.filter(key=f"cellquery/{name}.h5ad").exists()
+    (row,) = [
+        row for row in read_manifest(results / "manifest.tsv").to_dict("records") if row["uid"] == first
+    ]
+    assert not (results / f"{name}.h5ad").exists() and not (slices / f"{slice_content(row)}.h5ad").exists()
+    key = f"cellquery/{name}.h5ad"
+    assert registry_state(demo, [key])["versions"] == {key: []}
+
+
+def repeat_join_keys(path) -> None:
+    """Every odd cell takes the join key of the cell before it (a writer's mistake, cellxgene-census#1385)."""
+    with h5py.File(path, "r+") as f:
+        joinids = f["obs/observation_joinid"][:]
+        joinids[1::2] = joinids[:-1:2]
+        f["obs/observation_joinid"][:] = joinids
+
+
+@pytest.mark.slow
+def test_an_artifact_with_repeated_join_keys_stops_the_run_naming_its_dataset(demo, ln, tmp_path):
+    """The artifact published (and registered: its hash is the broken file's) with repeated join keys: the
+    shard stops with one line naming the dataset; no slice, no result, nothing registered."""
+    name = f"repeated-joinids-{uuid.uuid4().hex[:6]}"
+    spec = spec_named(tmp_path, name)
+    results, slices = demo.project / "results" / name, slices_of(demo.project, spec)
+    snakemake(demo.project, "--config", f"query={spec}", "--until", "resolve")
+    entry = read_manifest(results / "manifest.tsv").query("selected_cells > 1").iloc[0]
+    artifact = ln.Artifact.get(uid=entry["uid"])
+    stored, pristine = artifact.path, tmp_path / "pristine.h5ad"
+    shutil.copy2(stored, pristine)
+    try:
+        repeat_join_keys(stored)
+        ln.Artifact.filter(uid=artifact.uid).update(hash=lamin_hash(stored), size=stored.stat().st_size)
+        run = snakemake(demo.project, "-R", "resolve", "--config", f"query={spec}", check=False)
+        obs = h5ad.read_frame(stored, "obs")
+    finally:
+        shutil.copy2(pristine, stored)
+        ln.Artifact.filter(uid=artifact.uid).update(hash=artifact.hash, size=artifact.size)
+    selected = obs.loc[obs_mask(obs, criteria_of(read_query(results / "query.json"))), "observation_joinid"]
+    counts = selected.value_counts()
+    repeated = counts[counts > 1]
+    label = dataset_label(entry["dataset_id"], entry["title"], entry["key"])
+    values = "values" if len(repeated) > 1 else "value"
+    output = run.stdout + run.stderr
+    assert run.returncode == 1 and "Traceback" not in output
+    assert [line for line in output.splitlines() if line.startswith("cellquery: ")] == [
+        f"cellquery: {label}: in the h5ad route, observation_joinid repeats: {len(repeated)} {values} held "
+        f"by {repeated.sum()} of its {len(selected)} cells, e.g. {sorted(repeated.index)[:3]}; the routes "
+        "are joined on it, one value per cell"
+    ], output[-3000:]
+    (broken,) = read_manifest(results / "manifest.tsv").query(f"uid == '{artifact.uid}'").to_dict("records")
+    assert broken["hash"] != artifact.hash  # the run read the registry's record of the broken file
+    assert not (slices / f"{slice_content(broken)}.h5ad").exists() and not list(slices.glob(".tmp-*"))
+    assert not (results / f"{name}.h5ad").exists() and not list(results.rglob(".tmp-*"))
+    assert not (results / "receipt.json").exists() and not (results / "validation.json").exists()
+    key = f"cellquery/{name}.h5ad"
+    assert registry_state(demo, [key]) == {"versions": {key: []}, "collections": {key: []}, "problems": []}

@@ -72,20 +72,26 @@ def test_second_build_does_nothing(demo):
 def test_build_logs_every_rule(demo):
     logs = demo.project / "logs" / "demo" / "small"
     assert (logs / "instance.log").stat().st_size > 0
-    assert "registered 16/16 datasets" in (logs / "register.log").read_text()
+    registered = (logs / "register.log").read_text()
+    assert f"release {catalog.V2}: 15 h5ads registered in place" in registered
+    assert f"release {catalog.V2}: curated 15/15" in registered
     assert "cells" in (logs / f"census-{catalog.V1}.log").read_text()
 
 
 def test_make_env_points_a_shell_at_the_demo(demo):
     script = (
         f'eval "$(make -s -C {REPO} env PROJECT={demo.project})"; '
-        "python -c \"import lamindb as ln; print(ln.Artifact.filter(key__startswith='cellxgene/').count())\""
+        'python -c "import lamindb as ln; '
+        "print(ln.Artifact.filter(key__startswith='cell-census/', suffix='.h5ad').count())\""
     )
     result = subprocess.run(
         ["bash", "-c", script], capture_output=True, text=True, env=clean_env(), cwd=demo.project
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == str(len(catalog.datasets("small")))
+    releases = (catalog.V1, catalog.V2)
+    assert result.stdout.strip().splitlines()[-1] == str(
+        sum(len(catalog.release("small", v)) for v in releases)
+    )
 
 
 def test_the_demo_never_touches_the_users_lamin_settings(demo):

@@ -14,11 +14,10 @@ from contextlib import contextmanager
 import pandas as pd
 import pytest
 import yaml
-from conftest import BIN, REPO, clean_env, slices_of, snakemake
+from conftest import REPO, registry_state, slices_of, snakemake
 from test_crashes import assert_outputs_whole
 
 from bench.proxy import CountingProxy
-from cellquery.audit import registry_problems
 from cellquery.faults import STAGES
 
 T_CELLS = REPO / "config" / "queries" / "t-cells.yaml"
@@ -35,18 +34,19 @@ def spec_named(folder, name: str, **output):
     return path
 
 
-def assert_registered_once(ln, results, name: str) -> None:
-    """Exactly one version under the query's key: the one its receipt names."""
-    versions = ln.Artifact.filter(key=f"cellquery/{name}.h5ad")
+def assert_registered_once(demo, results, name: str) -> None:
+    """Exactly one version under the query's key in the target, the one its receipt names; the target
+    audited clean."""
+    key = f"cellquery/{name}.h5ad"
     receipt = json.loads((results / "receipt.json").read_text())
-    assert versions.count() == 1 and versions.first().uid == receipt["artifact_uid"]
+    state = registry_state(demo, [key])
+    assert (state["versions"], state["problems"]) == ({key: [receipt["artifact_uid"]]}, [])
 
 
-def assert_completed_once(ln, results, slices, name: str) -> None:
-    """Outputs whole, the registry audited clean, the result registered once."""
+def assert_completed_once(demo, results, slices, name: str) -> None:
+    """Outputs whole, the target audited clean, the result registered once."""
     assert_outputs_whole(results, slices)
-    assert registry_problems(ln) == []
-    assert_registered_once(ln, results, name)
+    assert_registered_once(demo, results, name)
 
 
 def one_line(run, *words: str) -> str:
@@ -78,7 +78,7 @@ def stage_command(stage: str, spec, name: str) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", STAGES)
-def test_sigterm_in_each_stage_keeps_nothing_half_written_and_the_rerun_completes(demo, ln, built, stage):
+def test_sigterm_in_each_stage_keeps_nothing_half_written_and_the_rerun_completes(demo, built, stage):
     spec, name = built
     results, slices = demo.project / "results" / name, slices_of(demo.project, spec)
     if stage == "slice":
@@ -93,9 +93,9 @@ def test_sigterm_in_each_stage_keeps_nothing_half_written_and_the_rerun_complete
     assert not list(results.rglob(".tmp-*")) and not list(slices.glob(".tmp-*"))
     snakemake(demo.project, *command)
     assert_outputs_whole(results, slices)
-    assert registry_problems(ln) == []
+    assert registry_state(demo, [])["problems"] == []
     if stage in ("register", "describe"):
-        assert_registered_once(ln, results, name)
+        assert_registered_once(demo, results, name)
 
 
 @contextmanager
@@ -110,7 +110,7 @@ def small_disk(path, size: str):
 
 
 @pytest.mark.slow
-def test_a_full_disk_under_the_slices_stops_with_one_line_and_the_rerun_completes(demo, ln, tmp_path):
+def test_a_full_disk_under_the_slices_stops_with_one_line_and_the_rerun_completes(demo, tmp_path):
     name = f"full-slices-{uuid.uuid4().hex[:6]}"
     spec = spec_named(tmp_path, name)
     results, slices = demo.project / "results" / name, slices_of(demo.project, spec)
@@ -124,11 +124,11 @@ def test_a_full_disk_under_the_slices_stops_with_one_line_and_the_rerun_complete
         assert not [p for p in slices.iterdir() if not p.name.endswith(".lock")]  # no partial slice
     assert not (results / f"{name}.h5ad").exists()
     snakemake(demo.project, "--config", f"query={spec}")
-    assert_completed_once(ln, results, slices, name)
+    assert_completed_once(demo, results, slices, name)
 
 
 @pytest.mark.slow
-def test_a_full_disk_under_the_result_stops_with_one_line_and_the_rerun_completes(demo, ln, built, tmp_path):
+def test_a_full_disk_under_the_result_stops_with_one_line_and_the_rerun_completes(demo, built, tmp_path):
     name = f"full-result-{uuid.uuid4().hex[:6]}"
     spec = spec_named(tmp_path, name)
     results, slices = demo.project / "results" / name, slices_of(demo.project, spec)
@@ -139,7 +139,7 @@ def test_a_full_disk_under_the_result_stops_with_one_line_and_the_rerun_complete
         one_line(full, f"results/{name}/{name}.h5ad: no space left on the disk")
         assert not list(results.rglob(".tmp-*")) and not (results / f"{name}.h5ad").exists()
     snakemake(demo.project, "--config", f"query={spec}")
-    assert_completed_once(ln, results, slices, name)
+    assert_completed_once(demo, results, slices, name)
 
 
 def through(proxy: CountingProxy, client: str) -> str:
@@ -160,31 +160,10 @@ def store_down(proxy: CountingProxy):
         proxy.listen_again()
 
 
-def s3_registry(demo, key: str) -> dict:
-    """The S3 demo's audit and the versions under `key`, asked in a process of its own (this one holds the
-    local demo's connection)."""
-    program = (
-        "import json; from cellquery.lamin import connect; from cellquery.audit import registry_problems; "
-        f"ln = connect({demo.env()!r}); "
-        f"versions = list(ln.Artifact.filter(key={key!r}).values_list('uid', flat=True)); "
-        "print(json.dumps({'problems': registry_problems(ln), 'versions': versions}))"
-    )
-    run = subprocess.run(
-        [str(BIN / "python"), "-c", program],
-        env=clean_env(**demo.env()),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(run.stdout.splitlines()[-1])
-
-
 def assert_s3_completed_once(demo, name: str) -> None:
     results = demo.project / "results" / name
     assert_outputs_whole(results, demo.project / "slices")
-    state = s3_registry(demo, f"cellquery/{name}.h5ad")
-    receipt = json.loads((results / "receipt.json").read_text())
-    assert state == {"problems": [], "versions": [receipt["artifact_uid"]]}
+    assert_registered_once(demo, results, name)
 
 
 @pytest.fixture
@@ -229,9 +208,10 @@ def test_the_store_unreachable_during_a_download_stops_with_one_line(s3_demo, pr
     proxy.faults.down_after = 2**16  # the server goes away 64 KiB into a download
     down = snakemake(s3_demo.project, *command, check=False)
     assert down.returncode == 1
-    one_line(down, "download of cellquery-demo-small/data/", f'proxy URL: "{proxy.endpoint}"')
+    one_line(down, "download of cellquery-demo-small/cell-census/", f'proxy URL: "{proxy.endpoint}"')
     results = s3_demo.project / "results" / name
-    sizes = dict(pd.read_csv(results / "manifest.tsv", sep="\t")[["uid", "size"]].itertuples(index=False))
+    manifest = pd.read_csv(results / "manifest.tsv", sep="\t")
+    sizes = dict(manifest[["dataset_id", "size"]].itertuples(index=False))  # copies keep the key's name
     for copy in cache.rglob("*.h5ad"):  # downloads cut short stay private .part files
         assert copy.stat().st_size == sizes[copy.stem]
     assert not list(results.rglob(".tmp-*")) and not (results / f"{name}.h5ad").exists()

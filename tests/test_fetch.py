@@ -14,7 +14,8 @@ from conftest import clean_env, lamin_hash
 
 from bench.proxy import CountingProxy
 from cellquery.errors import FetchError
-from cellquery.fetch import cached_copy, intact
+from cellquery.fetch import cached_copy
+from cellquery.integrity import intact
 from cellquery.objectstore import ACCESS_KEY, ObjectServer
 from cellquery.storage import filesystem
 
@@ -32,7 +33,7 @@ def server(object_server_root):
 @pytest.fixture(scope="module")
 def stored(server, ln, tmp_path_factory, monkeypatch_module):  # ln first: lamin_hash imports lamindb
     """A file in the bucket and its manifest row (size and lamindb hash, as the registry holds them)."""
-    for name, value in server.env().items():
+    for name, value in server.uploader_env().items():
         monkeypatch_module.setenv(name, value)
     local = tmp_path_factory.mktemp("source") / "dataset.h5ad"
     local.write_bytes(np.random.default_rng(0).bytes(SIZE))
@@ -110,14 +111,15 @@ def test_the_server_down_for_30_s_mid_download_is_survived(server, proxy, stored
 def fetch_in_process(server, proxy, stored, target) -> subprocess.Popen:
     """A separate process fetching the artifact (as a shard job does); prints whether its copy is intact."""
     program = (
-        "import json, pathlib; from cellquery.fetch import cached_copy, intact; "
+        "import json, pathlib; from cellquery.fetch import cached_copy; "
+        "from cellquery.integrity import intact; "
         "from cellquery.storage import filesystem; "
         f"entry = {stored!r}; fs = filesystem('s3://{BUCKET}?endpoint_url={proxy.endpoint}'); "
         f"path = cached_copy(entry, pathlib.Path({str(target)!r}), fs, '{BUCKET}/data/dataset.h5ad'); "
         "print(json.dumps(intact(path, entry)))"
     )
     return subprocess.Popen(
-        [sys.executable, "-c", program], env=clean_env(**server.env()), stdout=subprocess.PIPE
+        [sys.executable, "-c", program], env=clean_env(**server.uploader_env()), stdout=subprocess.PIPE
     )
 
 
@@ -170,15 +172,16 @@ def test_a_truncated_copy_left_by_a_killed_client_is_never_accepted(proxy, store
     assert intact(target, stored) and proxy.received < SIZE  # resumed from the partial copy
 
 
-def test_a_copy_that_never_matches_the_registry_stops_with_one_line(proxy, stored, tmp_path):
-    wrong = {**stored, "hash": "not-the-hash"}
+def test_an_object_whose_etag_contradicts_the_registry_stops_with_one_line_before_any_download(
+    proxy, stored, tmp_path
+):
+    wrong = {**stored, "hash": "AAAAAAAAAAAAAAAAAAAAAA"}  # an md5: the single-part ETag must equal it
     with pytest.raises(
-        FetchError, match=r"^artifact abc \(cellxgene/dataset.h5ad\): the copy of .* does not match"
+        FetchError, match=r"^artifact abc \(cellxgene/dataset.h5ad\): .* changed since it was registered"
     ):
         fetch(proxy, wrong, tmp_path / "cache" / "dataset.h5ad")
-    assert (
-        not list((tmp_path / "cache").glob("*.part")) and not (tmp_path / "cache" / "dataset.h5ad").exists()
-    )
+    assert proxy.received < 2**16
+    assert not [p for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".lock")]
 
 
 def test_wrong_credentials_give_one_line_naming_the_storage(server, stored, tmp_path, monkeypatch):

@@ -2,9 +2,9 @@
 result compared with an independent oracle that loads the source h5ads whole and masks them.
 
 The oracle shares no code with the pipeline: it evaluates the spec on the source obs itself (labels, ids,
-ontology descendants from cellxgene-ontology-guide, per-cell statistics recomputed with numpy), predicts the
-errors the spec check must give (no cell, genes measured nowhere, an inner join that keeps no gene), and the
-cells, obs values, genes and raw counts of the result.
+ontology descendants from cellxgene-ontology-guide, multi-valued labels split into their terms, per-cell
+statistics recomputed with numpy), predicts the errors the spec check must give (no cell, genes measured
+nowhere, an inner join that keeps no gene), and the cells, obs values, genes and raw counts of the result.
 """
 
 from __future__ import annotations
@@ -25,16 +25,21 @@ from cellquery.assemble import assemble
 from cellquery.atomic import write_json
 from cellquery.census import census_route
 from cellquery.demo import catalog
+from cellquery.demo.catalog import artifact_dataset_id
 from cellquery.errors import SpecError
 from cellquery.genes import gene_table
 from cellquery.resolve import plan_query
 from cellquery.shards import process_shard
+from cellquery.source import source_for
 from cellquery.spec import DEFAULT_OBS_COLUMNS, load_spec
 
 SETTINGS = settings(max_examples=50, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 ORGANISMS = {"human": catalog.HUMAN, "mouse": catalog.MOUSE}
 RNA_TISSUE_TYPES = ("tissue", "organoid")
 LABELLED = ["cell_type", "tissue", "assay", "disease", "sex"]
+# CELLxGENE schema 7: a cell's value in these (label and id column) may join several terms; each one matches
+MULTI_VALUED = ("disease", "self_reported_ethnicity")
+TERM_SEPARATOR = " || "
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +49,28 @@ def sources(ln):
     for version in (catalog.V1, catalog.V2):
         collection = ln.Collection.get(key=catalog.COLLECTION_KEY, version_tag=version)
         loaded[version] = {
-            artifact.features.get_values()["dataset_id"]: (artifact.uid, ad.read_h5ad(artifact.cache()))
+            artifact_dataset_id(artifact): (artifact.uid, ad.read_h5ad(artifact.cache()))
             for artifact in collection.artifacts.order_by("key")
         }
     return loaded
+
+
+def split_terms(column: str, value: str) -> list[str]:
+    """A cell's terms in a column: a multi-valued column's value split, any other's whole."""
+    multi_valued = column.removesuffix("_ontology_term_id") in MULTI_VALUED
+    return value.split(TERM_SEPARATOR) if multi_valued else [value]
+
+
+def holds_any(obs: pd.DataFrame, column: str, wanted) -> np.ndarray:
+    """Which cells hold one of the wanted values among their terms."""
+    wanted, values = set(wanted), obs[column].astype(str)
+    hit = {v: not wanted.isdisjoint(split_terms(column, v)) for v in values.unique()}
+    return values.map(hit).to_numpy(dtype=bool)
+
+
+def named_terms(obs: pd.DataFrame, column: str) -> list[str]:
+    """The terms a spec may name in a column (na excepted)."""
+    return sorted({t for v in set(obs[column].astype(str)) for t in split_terms(column, v)} - {"na"})
 
 
 @cache
@@ -65,8 +88,8 @@ def vocabulary(sources) -> dict:
         genes = sorted(set().union(*(set(a.raw.var_names) for a in frames)) - {""})
         symbols = gene_table(taxon)["feature_name"]
         words[organism] = {
-            "labels": {c: sorted(set(obs[c].astype(str)) - {"na"}) for c in LABELLED},
-            "ids": {c: sorted(set(obs[f"{c}_ontology_term_id"].astype(str)) - {"na"}) for c in LABELLED},
+            "labels": {c: named_terms(obs, c) for c in LABELLED},
+            "ids": {c: named_terms(obs, f"{c}_ontology_term_id") for c in LABELLED},
             "suspension_type": sorted(set(obs["suspension_type"].astype(str))),
             "genes": [g for g in genes if g in symbols.index],
             "symbols": symbols,
@@ -184,16 +207,16 @@ class Oracle:
                     "glial cell": "CL:0000125",
                     "epithelial cell": "CL:0000066",
                 }[criterion["descendants_of"]]
-                mask &= obs["cell_type_ontology_term_id"].astype(str).isin(descendants(root)).to_numpy()
+                mask &= holds_any(obs, f"{column}_ontology_term_id", descendants(root))
             elif isinstance(criterion, dict):
-                mask &= ~obs[column].astype(str).isin(criterion["not_in"]).to_numpy()
+                mask &= ~holds_any(obs, column, criterion["not_in"])
             elif column in LABELLED and isinstance(criterion, str) and ":" in criterion:
-                mask &= (obs[f"{column}_ontology_term_id"].astype(str) == criterion).to_numpy()
+                mask &= holds_any(obs, f"{column}_ontology_term_id", [criterion])
             elif column == "is_primary_data":
                 mask &= (obs[column] == criterion).to_numpy()
             else:
                 wanted = criterion if isinstance(criterion, list) else [criterion]
-                mask &= obs[column].astype(str).isin(wanted).to_numpy()
+                mask &= holds_any(obs, column, wanted)
         return mask
 
     def requested_genes(self) -> list[str] | None:
@@ -247,12 +270,13 @@ def run_pipeline(spec_path, demo, workdir) -> tuple[ad.AnnData, dict]:
     """resolve, one shard of every artifact, census, assemble: the rules' functions, without Snakemake."""
     spec = load_spec(spec_path)
     results = workdir / "results" / spec.name
-    query, table = plan_query(spec, demo)
+    source = source_for(spec, demo)
+    query, table = plan_query(spec, source)
     query_path, manifest_path = results / "query.json", results / "manifest.tsv"
     write_json(query_path, query)
     table.to_csv(manifest_path, sep="\t", index=False)
     shard = results / "shards" / "0.json"
-    process_shard(spec, demo, query_path, manifest_path, list(table["uid"]), shard)
+    process_shard(spec, source, query_path, manifest_path, list(table["uid"]), shard)
     census_route(query_path, manifest_path, results / "census.h5ad")
     out = results / f"{spec.name}.h5ad"
     assemble([shard], results / "census.h5ad", query_path, manifest_path, out, results / "validation.json")
@@ -300,7 +324,7 @@ def test_random_specs_give_what_the_source_files_hold(demo, ln, sources, tmp_pat
         expected = oracle.expected_error()
         if expected is not None:
             with pytest.raises(SpecError) as error:
-                plan_query(load_spec(spec_path), demo)
+                plan_query(load_spec(spec_path), source_for(load_spec(spec_path), demo))
             assert str(error.value).startswith(expected), (spec, str(error.value))
             seen["errors"] += 1
             return

@@ -24,9 +24,9 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 from cellquery.artifacts import MANIFEST_COLUMNS
-from cellquery.criteria import value_filter
+from cellquery.census import query_filter
 from cellquery.report import BAR_COLOR, MAX_BARS, bar_chart, datasets_page, top_counts, validation_page
-from cellquery.runfiles import criteria_of, read_query
+from cellquery.runfiles import read_query
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -173,7 +173,7 @@ def test_pages_show_validation_spec_datasets_and_lineage(run, browser):
     page = shown_page(browser)
     query = read_query(run / "query.json")
     assert yaml.safe_dump(query["spec"]["cells"], sort_keys=False).splitlines()[0] in page
-    assert value_filter(criteria_of(query)) in page
+    assert query_filter(query) in page
 
     open_result(browser, report, "Query", "datasets matched")
     page = shown_page(browser)

@@ -18,7 +18,16 @@ from pathlib import Path
 import psycopg2
 import pytest
 import yaml
-from conftest import REPO, python_in, registry_state, snakemake, start_snakemake, wait_until
+from conftest import (
+    REPO,
+    python_in,
+    registry_state,
+    run_config,
+    snakemake,
+    start_snakemake,
+    target_db_url,
+    wait_until,
+)
 
 from cellquery.registration import LOCK_KEY
 
@@ -72,12 +81,13 @@ def test_postgresql_restarted_while_registering(pg_demo, tmp_path, waiting_at):
         f"results/{name}/receipt.json",
         "--config",
         f"query={spec_named(tmp_path, name)}",
-        f"demo_db_url={pg_demo.db_url}",
+        *run_config(pg_demo),
     ]
     statement, where = HOLDS[waiting_at]
-    with holding(pg_demo.db_url, statement):  # no step before the registration takes or waits for it
+    registry = target_db_url(pg_demo)  # where registrations go
+    with holding(registry, statement):  # no step before the registration takes or waits for it
         run = start_snakemake(pg_demo.project, *args)
-        wait_until(lambda: someone_waits(pg_demo.db_url, where), run, f"waiting at the {waiting_at}")
+        wait_until(lambda: someone_waits(registry, where), run, f"waiting at the {waiting_at}")
         subprocess.run(["pg_ctlcluster", "15", "main", "restart"], check=True)
     stdout, stderr = run.communicate()
     output = stdout + stderr
@@ -87,7 +97,8 @@ def test_postgresql_restarted_while_registering(pg_demo, tmp_path, waiting_at):
         snakemake(pg_demo.project, *args)
     key = f"cellquery/{name}.h5ad"
     receipt = json.loads((pg_demo.project / "results" / name / "receipt.json").read_text())
-    assert registry_state(pg_demo, [key]) == {"versions": {key: [receipt["artifact_uid"]]}, "problems": []}
+    state = registry_state(pg_demo, [key])
+    assert (state["versions"], state["problems"]) == ({key: [receipt["artifact_uid"]]}, [])
 
 
 def test_a_registry_database_gone_for_good_gives_one_line(pg_demo):

@@ -14,6 +14,7 @@ from cellquery import h5ad
 from cellquery.criteria import Criterion, obs_mask
 from cellquery.demo import catalog, synth
 from cellquery.objectstore import ObjectServer
+from cellquery.release import releases
 from cellquery.slicing import slice_dataset
 from cellquery.storage import filesystem
 from cellquery.streaming import estimated_stream_bytes, remote_file, streamed
@@ -33,7 +34,7 @@ def server(object_server_root):
 def atlas(server, tmp_path_factory, monkeypatch_module):
     """The bench demo's largest dataset (220,000 cells, cells in cell-type order as the portal's often
     are), written locally and uploaded; returns its local path and obs."""
-    for name, value in server.env().items():
+    for name, value in server.uploader_env().items():
         monkeypatch_module.setenv(name, value)
     spec = max(catalog.datasets("bench"), key=lambda d: d.n_cells)
     local = tmp_path_factory.mktemp("atlas") / "atlas.h5ad"
@@ -67,6 +68,7 @@ def slice_of(source, criteria, out):
         criteria,
         dataset_id="atlas",
         organism="NCBITaxon:9606",
+        release=releases()[-1],
         obs_columns=["cell_type", "donor_id"],
         gene_ids=None,
         out=out,

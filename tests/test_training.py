@@ -12,9 +12,7 @@ import anndata as ad
 import numpy as np
 import pytest
 import yaml
-from conftest import BIN, REPO, clean_env, snakemake
-
-from cellquery.training import Result, batches
+from conftest import BIN, REPO, ask_target, clean_env, snakemake
 
 KIDNEY = REPO / "config" / "queries" / "kidney-immune.yaml"
 
@@ -27,7 +25,7 @@ def train(results, figures, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_both_loaders_serve_the_result_cells_with_their_labels(demo, ln, tmp_path):
+def test_both_loaders_serve_the_result_cells_with_their_labels(demo, tmp_path):
     name = f"train-{uuid.uuid4().hex[:6]}"  # fresh in a reused project too
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(yaml.safe_load(KIDNEY.read_text()) | {"name": name}))
@@ -51,16 +49,23 @@ def test_both_loaders_serve_the_result_cells_with_their_labels(demo, ln, tmp_pat
 
     genes_total = np.asarray(result.X[:].sum(axis=0), dtype=np.float64).ravel()
     for route in ("lamin", "census"):  # each gene's counts arrive under that gene, on both routes
-        stream = batches(route, Result(results), "cell_type", 1024, ln=ln)
-        served = sum(x.double().sum(dim=0) for x, _ in stream)
-        assert np.allclose(served.numpy(), genes_total) and genes_total.sum() > 0
+        served = ask_target(  # the lamin route reads the result's collection in the target
+            demo,
+            "from cellquery.training import Result, batches\n"
+            f"stream = batches({route!r}, Result(PosixPath({str(results)!r})), 'cell_type', 1024, ln=ln)\n"
+            "answer = sum(x.double().sum(dim=0) for x, _ in stream).tolist()",
+        )
+        assert np.allclose(served, genes_total) and genes_total.sum() > 0
 
-    collection = ln.Collection.get(uid=receipt["collection_uid"])
-    assert collection.key == f"cellquery/{name}" and collection.version_tag == receipt["version"]
-    assert [a.uid for a in collection.artifacts.all()] == [receipt["artifact_uid"]]
-    assert collection.run.uid == receipt["run_uid"]
+    collection = ask_target(
+        demo,
+        f"c = ln.Collection.get(uid={receipt['collection_uid']!r})\n"
+        "answer = [c.key, c.version_tag, [a.uid for a in c.artifacts.all()], c.run.uid]",
+    )
+    expected = [f"cellquery/{name}", receipt["version"], [receipt["artifact_uid"]], receipt["run_uid"]]
+    assert collection == expected
 
     snakemake(demo.project, "--config", f"query={spec}", "-R", "register")  # identical content: reused
     again = json.loads((results / "receipt.json").read_text())
     assert again["reused"] and again["collection_uid"] == receipt["collection_uid"]
-    assert ln.Collection.filter(key=f"cellquery/{name}").count() == 1
+    assert ask_target(demo, f"answer = ln.Collection.filter(key='cellquery/{name}').count()") == 1

@@ -14,7 +14,7 @@ import anndata as ad
 import pandas as pd
 import pytest
 import yaml
-from conftest import snakemake
+from conftest import ask_target, snakemake
 from test_pipeline import check_result, expected_cells, run_query
 
 from cellquery.demo import catalog
@@ -61,8 +61,10 @@ def test_obs_columns_keep_what_was_asked_and_validate(demo, ln, tmp_path):
     assert set(result.obs["cell_type"].cat.categories) == {"dendritic cell", "neutrophil"}  # no unused ones
     census = ad.read_h5ad(demo.project / "results" / name / "census.h5ad", backed="r")
     assert set(census.obs["cell_type"].cat.categories) == {"dendritic cell", "neutrophil"}
-    artifact = ln.Artifact.get(receipt["artifact_uid"])
-    assert {c.name for c in artifact.cell_types.all()} == {"dendritic cell", "neutrophil"}  # by label
+    cell_types = ask_target(
+        demo, f"answer = [c.name for c in ln.Artifact.get({receipt['artifact_uid']!r}).cell_types.all()]"
+    )
+    assert set(cell_types) == {"dendritic cell", "neutrophil"}  # linked by label
     assert summary_lines(first.stdout + first.stderr, name) == 1  # printed once, by the run that built it
     again = run_query(demo.project, write_spec(tmp_path, spec))
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -128,14 +130,20 @@ def test_a_dataset_without_selected_cells_neither_joins_nor_counts_as_input(demo
     (pbmc,) = expected.values()
     assert set(result.var_names) == set(pbmc.raw.var_names)  # the re-analysis' panel did not shrink it
     manifest = {row["key"]: row["uid"] for row in _manifest(results)}
-    reanalysis = ln.Artifact.get(key=f"cellxgene/{_dataset_id('hs-blood-reanalysis')}.h5ad", is_latest=True)
-    assert receipt["matched_without_cells"] == [reanalysis.uid] and len(manifest) == 2
-    run = ln.Artifact.get(receipt["artifact_uid"]).run
-    assert {a.uid for a in run.input_artifacts.all()} == set(
-        receipt["inputs"]
-    ) and reanalysis.uid not in receipt["inputs"]
-    assert run.params["matched_without_cells"] == [reanalysis.uid]
-    assert "datasets          1 with selected cells, of 2 matched" in output
+    (reanalysis,) = [uid for key, uid in manifest.items() if _dataset_id("hs-blood-reanalysis") in key]
+    # matched without cells: the re-analysis (its B cells are not primary) and the datasets whose curation
+    # failed (no links: kept for the census store, which holds no cell of theirs the query selects)
+    (pbmc_key,) = [key for key, uid in manifest.items() if uid not in receipt["matched_without_cells"]]
+    assert reanalysis in receipt["matched_without_cells"] and _dataset_id("hs-blood-pbmc") in pbmc_key
+    assert receipt["inputs"][:-1] == [manifest[pbmc_key]]
+    inputs, params = ask_target(
+        demo,
+        f"run = ln.Artifact.get({receipt['artifact_uid']!r}).run\n"
+        "answer = [[a.uid for a in run.input_artifacts.all()], run.params]",
+    )
+    assert set(inputs) == set(receipt["inputs"]) and reanalysis not in inputs
+    assert params["matched_without_cells"] == receipt["matched_without_cells"]
+    assert f"datasets          1 with selected cells, of {len(manifest)} matched" in output
 
 
 def _manifest(results):
@@ -161,11 +169,15 @@ def test_the_build_just_made_is_the_latest_even_when_it_reuses_an_older_version(
     assert (first["version"], second["version"]) == ("1", "2") and not first["reused"]
     assert third["reused"] and third["artifact_uid"] == first["artifact_uid"]
     key = f"cellquery/{name}.h5ad"
-    assert ln.Artifact.get(key=key).uid == first["artifact_uid"]  # what README's snippets return
-    assert (
-        ln.Artifact.filter(key=key, is_latest=True).count() == 1 and ln.Artifact.filter(key=key).count() == 2
+    latest, latest_versions, versions, collection, members, latest_collections = ask_target(
+        demo,
+        f"key, collection = {key!r}, ln.Collection.get(key={collection_key(key)!r})\n"
+        "answer = [ln.Artifact.get(key=key).uid, ln.Artifact.filter(key=key, is_latest=True).count(),"
+        " ln.Artifact.filter(key=key).count(), collection.uid,"
+        " [a.uid for a in collection.artifacts.all()],"
+        f" ln.Collection.filter(key={collection_key(key)!r}, is_latest=True).count()]",
     )
-    collection = ln.Collection.get(key=collection_key(key))
-    assert collection.uid == third["collection_uid"] == first["collection_uid"]
-    assert [a.uid for a in collection.artifacts.all()] == [first["artifact_uid"]]
-    assert ln.Collection.filter(key=collection_key(key), is_latest=True).count() == 1
+    assert latest == first["artifact_uid"]  # what README's snippets return
+    assert (latest_versions, versions) == (1, 2)
+    assert collection == third["collection_uid"] == first["collection_uid"]
+    assert members == [first["artifact_uid"]] and latest_collections == 1

@@ -14,6 +14,9 @@ from cellquery.validator import ValidatorMissing, validate, validator_env
 COPIED = {  # cellquery/reference/<name>: where the validator's package holds it
     "genes_homo_sapiens.csv.gz": "gencode_files",
     "genes_mus_musculus.csv.gz": "gencode_files",
+    "genes_callithrix_jacchus.csv.gz": "gencode_files",
+    "genes_macaca_mulatta.csv.gz": "gencode_files",
+    "genes_pan_troglodytes.csv.gz": "gencode_files",
     "genes_ercc.csv.gz": "gencode_files",
     "schema_definition.yaml": "schema_definitions",
 }

@@ -8,7 +8,8 @@ import shlex
 from pathlib import Path
 
 from cellquery.demo.catalog import SCALES
-from cellquery.lamin import STORAGE_KINDS, DemoInstance, connect
+from cellquery.demo.instance import STORAGE_KINDS, DemoInstance
+from cellquery.lamin import connect
 
 
 def main() -> None:

@@ -10,14 +10,13 @@ from pathlib import Path
 from cellquery.atomic import write_json
 from cellquery.demo import catalog, synth
 from cellquery.demo.census_store import SourceDataset, build_census
-from cellquery.lamin import DemoInstance, connect
+from cellquery.demo.instance import DemoInstance
+from cellquery.lamin import connect
+from cellquery.release import releases
 
 log = logging.getLogger(__name__)
 
 CENSUS_KEY = "cell-census/{version}/soma"
-# Scales whose generated h5ads, once registered in local storage, become hard links to the stored copies:
-# one copy on disk (11 GB less at atlas scale), the same files.
-LINKED_SCALES = ("atlas",)
 
 
 def write_shard(scale: str, shard: int, seed: int, out_dir: Path) -> None:
@@ -43,7 +42,9 @@ def create_instance(demo: DemoInstance, scale: str, receipt: Path) -> None:
     if demo.storage_kind == "s3":
         empty_bucket(demo)
     ln = init_instance(demo, scale)
-    if demo.storage_kind == "s3":  # results still go to the instance's default (local) storage
+    if (
+        demo.storage_kind == "s3"
+    ):  # the bucket root, as s3://cellxgene-data-public; results go to local storage
         ln.Storage(root=demo.data_root).save()
     instance = ln.setup.settings.instance
     write_json(receipt, {"slug": demo.slug, "storage": demo.data_root, "db": instance.db})
@@ -51,11 +52,12 @@ def create_instance(demo: DemoInstance, scale: str, receipt: Path) -> None:
 
 
 def empty_bucket(demo: DemoInstance) -> None:
-    """A fresh server and an empty bucket (a storage location another instance left is read-only)."""
+    """A fresh server and an empty bucket (a storage location another instance left is read-only); this
+    process (it creates the instance and writes its storage marker) keeps the server's credentials."""
     from cellquery.storage import filesystem
 
     server = demo.object_server
-    os.environ.update(server.env())
+    os.environ.update(server.uploader_env())
     server.stop()
     shutil.rmtree(server.root / "data", ignore_errors=True)
     server.ensure_running()
@@ -83,53 +85,103 @@ def recreate_database(url: str) -> None:
 
 
 def register_all(demo: DemoInstance, scale: str, shard_dirs: list[Path], receipt: Path) -> None:
-    """Register every dataset (curated), then the collection versions."""
-    from cellquery.demo.populate import create_collections, curation_schema, register_dataset
+    """Per release, as the public instance's script: the h5ads put in the storage and registered in place
+    (revising the previous release's), the collection versions, then the curator's annotations."""
+    from cellquery.demo.populate import (
+        assign_curators,
+        create_collections,
+        curate,
+        offline_organism_inference,
+        register_in_place,
+    )
 
-    ln = connect(demo.env())
-    if demo.storage_kind == "s3":
-        ln.settings.storage = demo.data_root  # this process uploads the datasets to the bucket
-    schema = curation_schema(ln)
+    ln = connect(demo.uploader_env())
     paths = {p.stem: p for d in shard_dirs for p in sorted(Path(d).glob("*.h5ad"))}
-    members: dict[str, list] = {version: [] for version in (catalog.V1, catalog.V2)}
-    specs = catalog.datasets(scale)
-    for number, spec in enumerate(specs, start=1):
-        artifact = register_dataset(ln, spec, paths[spec.file_stem], schema)
-        if scale in LINKED_SCALES and demo.storage_kind == "local":
-            link_to_stored(paths[spec.file_stem], Path(artifact.path))
-        for version in spec.versions:
-            members[version].append(artifact)
-        if number % 50 == 0 or number == len(specs):
-            log.info("registered %d/%d datasets", number, len(specs))
-    collections = create_collections(ln, members)
+    registered: dict[str, list[tuple]] = {}  # release -> (spec, artifact)
+    previous: dict[str, object] = {}  # dataset id -> its artifact in the release before
+    for version in (catalog.V1, catalog.V2):
+        specs = catalog.release(scale, version)
+        locations = place_release(demo, version, specs, paths)
+        registered[version] = []
+        for spec, location in zip(specs, locations, strict=True):
+            artifact = register_in_place(ln, spec, location, version, previous.get(spec.dataset_id))
+            registered[version].append((spec, artifact))
+        previous = {spec.dataset_id: artifact for spec, artifact in registered[version]}
+        log.info("release %s: %d h5ads registered in place", version, len(specs))
+    collections = create_collections(ln, {v: [a for _, a in pairs] for v, pairs in registered.items()})
+    with offline_organism_inference():
+        for version, pairs in registered.items():
+            for number, (spec, artifact) in enumerate(pairs, start=1):
+                curate(ln, artifact, spec)
+                if number % 50 == 0 or number == len(pairs):
+                    log.info("release %s: curated %d/%d", version, number, len(pairs))
+    assign_curators(ln, [pair for pairs in registered.values() for pair in pairs])
     write_json(
         receipt,
         {c.version_tag: {"uid": c.uid, "artifacts": c.artifacts.count()} for c in collections},
     )
 
 
-def link_to_stored(generated: Path, stored: Path) -> None:
-    """Replace a generated h5ad by a hard link to its registered copy (same bytes: lamindb copied it)."""
-    if generated.samefile(stored) or generated.stat().st_dev != stored.stat().st_dev:
-        return
-    if generated.stat().st_size != stored.stat().st_size:
-        raise RuntimeError(f"{stored} is not a copy of {generated}")
-    link = generated.with_name(f".{generated.name}.link")
-    link.unlink(missing_ok=True)
-    os.link(stored, link)
-    os.replace(link, generated)
+def place_release(demo: DemoInstance, version: str, specs: list, paths: dict[str, Path]) -> list[str]:
+    """Put a release's h5ads where the public bucket keeps them (`cell-census/<version>/h5ads/`); returns
+    their locations. Local storage: hard links to the generated files where the disk allows (a dataset
+    unchanged between releases is one file under both keys). S3: uploaded as the AWS CLI uploads."""
+    if demo.storage_kind == "s3":
+        return [upload_h5ad(demo, paths[spec.file_stem], spec.key(version)) for spec in specs]
+    locations = []
+    for spec in specs:
+        target = demo.storage / spec.key(version)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            link_or_copy(paths[spec.file_stem], target)
+        locations.append(str(target))
+    return locations
 
 
-def census_sources(ln, version: str) -> list[SourceDataset]:
-    """The collection version's h5ads, cached locally, with their CELLxGENE identifiers."""
+def link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another disk
+        shutil.copyfile(source, target)
+
+
+# The AWS CLI's (and boto3's) defaults: files from 8 MiB on go up in 8 MiB parts, their ETag `<md5>-<parts>`.
+MULTIPART = 8 * 1024 * 1024
+
+
+def upload_h5ad(demo: DemoInstance, path: Path, key: str) -> str:
+    """Upload one h5ad to the demo's bucket as `aws s3 cp` would; returns its location with the endpoint."""
+    import boto3
+    from boto3.s3.transfer import TransferConfig
+
+    endpoint = demo.object_server.endpoint
+    client = boto3.client("s3", endpoint_url=endpoint, **_credentials(demo))
+    config = TransferConfig(multipart_threshold=MULTIPART, multipart_chunksize=MULTIPART)
+    client.upload_file(str(path), demo.bucket, key, Config=config)
+    return f"s3://{demo.bucket}/{key}?endpoint_url={endpoint}"
+
+
+def _credentials(demo: DemoInstance) -> dict[str, str]:
+    env = demo.object_server.uploader_env()
+    return {
+        "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+        "region_name": env["AWS_DEFAULT_REGION"],
+    }
+
+
+def census_sources(ln, scale: str, version: str) -> list[SourceDataset]:
+    """The release's h5ads, cached locally, with their CELLxGENE identifiers (the dataset id: the key's
+    stem, as in the public instance)."""
     collection = ln.Collection.get(key=catalog.COLLECTION_KEY, version_tag=version)
+    specs = {spec.dataset_id: spec for spec in catalog.release(scale, version)}
     sources = []
     for artifact in collection.ordered_artifacts.all():
-        values = artifact.features.get_values()
+        dataset_id = Path(artifact.key).stem
         sources.append(
             SourceDataset(
-                dataset_id=values["dataset_id"],
-                dataset_version_id=values["dataset_version_id"],
+                dataset_id=dataset_id,
+                dataset_version_id=specs[dataset_id].dataset_version_id,
                 title=artifact.description,
                 path=Path(artifact.cache()),
                 collection_id=collection.uid,
@@ -140,17 +192,27 @@ def census_sources(ln, version: str) -> list[SourceDataset]:
 
 
 def build_census_store(demo: DemoInstance, version: str, receipt: Path) -> None:
-    """Build the SOMA store of one collection version inside the storage and register it in place."""
-    ln = connect(demo.env())
+    """Build the SOMA store of one release inside the storage and register it in place, revising the
+    previous release's store (as the public instance's script does)."""
+    ln = connect(demo.uploader_env())
     key = CENSUS_KEY.format(version=version)
     existing = ln.Artifact.filter(key=key).one_or_none()
     if existing is not None:
         existing.delete(permanent=True, storage=True)
     store = demo.storage / key if demo.storage_kind == "local" else demo.root / "census-staging" / key
-    summary = build_census(census_sources(ln, version), store, version)
+    # every demo file follows the newest dataset schema, so each release's store is of the newest generation
+    summary = build_census(census_sources(ln, demo.scale, version), store, version, releases()[-1])
     location = str(store) if demo.storage_kind == "local" else upload_store(demo, store, key)
+    previous = ln.Artifact.filter(otype="tiledbsoma", key__startswith="cell-census/", version_tag__lt=version)
     # The Census root is a SOMA Collection (from_tiledbsoma takes Experiments only): registered in place.
-    artifact = ln.Artifact(location, key=key, description=f"Census {version}", otype="tiledbsoma")
+    artifact = ln.Artifact(
+        location,
+        key=key,
+        description=f"Census {version}",
+        revises=previous.order_by("-version_tag").first(),
+        version_tag=version,
+        otype="tiledbsoma",
+    )
     artifact.n_observations = summary["total_cell_count"]
     artifact.save()
     write_json(receipt, {**summary, "key": key, "uid": artifact.uid, "path": str(artifact.path)})

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, replace
+from pathlib import PurePosixPath
 
 HUMAN, MOUSE = "NCBITaxon:9606", "NCBITaxon:10090"
 V1, V2 = "2025-01-30", "2025-07-01"
 COLLECTION_KEY = "cellxgene-census"
 SCALES = ("small", "bench", "registry", "atlas")
 # What the demo holds, as a number: a change that alters its data bumps it, and the demo is rebuilt
-# (3: author obs columns; census normalized as the builder computes it).
-DEMO_FORMAT = 3
+# (3: author obs columns; census normalized as the builder computes it; 4: laid out as the public instance:
+# h5ads registered in place per release, lamindb's CELLxGENE curator, a failed curation; 5: the census
+# stores state the Census and dataset schema versions of their builder, `cellquery.release`).
+DEMO_FORMAT = 5
 CURATORS = ("sunitaj", "falexwolf")  # two users, so `created_by=` queries mean something
 
 # Cell types (CL). Parents and children both occur: T cell with its CD4/CD8 subtypes, B cell and naive B cell.
@@ -111,6 +114,17 @@ class DatasetSpec:
     spike_ins: bool = False
     revision: int = 1
     n_genes: int = 2000
+    listed: bool = True  # the CELLxGENE API lists it when a release is registered: n_observations is set
+    curation_fails: bool = False  # registered without label links, as datasets the curator refused
+
+    @property
+    def curated(self) -> bool:
+        """Whether lamindb's CELLxGENE curator annotates it: ERCC spike-ins are no genes of its source."""
+        return not (self.curation_fails or self.spike_ins)
+
+    def key(self, version: str) -> str:
+        """Where a release holds the dataset, as in the public bucket (the instance's key)."""
+        return f"cell-census/{version}/h5ads/{self.dataset_id}.h5ad"
 
     @property
     def dataset_id(self) -> str:
@@ -119,10 +133,6 @@ class DatasetSpec:
     @property
     def dataset_version_id(self) -> str:
         return str(uuid.uuid5(DATASET_NAMESPACE, f"{self.slug}/{self.revision}"))
-
-    @property
-    def key(self) -> str:
-        return f"cellxgene/{self.dataset_id}.h5ad"
 
     @property
     def file_stem(self) -> str:
@@ -151,7 +161,7 @@ def _small() -> list[DatasetSpec]:
                     (NORMAL, CKD), 4000, 1, b, both),
         DatasetSpec("hs-brain-microglia", HUMAN, "Microglia and neurons of the human cortex",
                     BRAIN, TENX_3V3, "cell", (MICROGLIA, NEURON, ASTROCYTE, OLIGODENDROCYTE),
-                    (NORMAL, ALZHEIMER), 5000, 0, b, both),
+                    (NORMAL, ALZHEIMER), 5000, 0, b, both, listed=False),
         DatasetSpec("hs-brain-nuclei", HUMAN, "Single-nucleus profiling of Alzheimer disease brain",
                     BRAIN, TENX_3V3, "nucleus", (NEURON, ASTROCYTE, OLIGODENDROCYTE, MICROGLIA),
                     (NORMAL, ALZHEIMER), 4000, 1, a, both),
@@ -169,7 +179,7 @@ def _small() -> list[DatasetSpec]:
                     (NORMAL,), 800, 1, a, both, n_donors=2, spike_ins=True),
         DatasetSpec("hs-spleen-immune", HUMAN, "Immune cells of the human spleen",
                     SPLEEN, TENX_5V1, "cell", (T_CELL, CD4_T, CD8_T, B_CELL, NAIVE_B, DENDRITIC),
-                    (NORMAL,), 3000, 1, b, both),
+                    (NORMAL,), 3000, 1, b, both, listed=False),
         DatasetSpec("hs-liver", HUMAN, "Hepatocytes and liver macrophages",
                     LIVER, TENX_3V2, "cell", (HEPATOCYTE, MACROPHAGE, T_CELL),
                     (NORMAL,), 3000, 0, a, both),
@@ -185,7 +195,7 @@ def _small() -> list[DatasetSpec]:
                     (NORMAL,), 600, 0, b, both, n_donors=2),
         DatasetSpec("hs-kidney-immune-2", HUMAN, "Immune landscape of the human kidney, second cohort",
                     KIDNEY, TENX_3V2, "cell", (DENDRITIC, NEUTROPHIL, MACROPHAGE, NK_CELL, PODOCYTE),
-                    (NORMAL, CKD), 4500, 1, b, (V2,)),
+                    (NORMAL, CKD), 4500, 1, b, (V2,), curation_fails=True),
         DatasetSpec("mm-lung", MOUSE, "Mouse lung alveolar cells",
                     LUNG, TENX_3V3, "cell", (AT2, ALV_MACROPHAGE, FIBROBLAST, B_CELL),
                     (NORMAL,), 3500, 1, a, (V2,)),
@@ -260,6 +270,16 @@ def datasets(scale: str) -> list[DatasetSpec]:
     if scale not in builders:
         raise ValueError(f"unknown demo scale {scale!r}; choose one of {', '.join(SCALES)}")
     return builders[scale]()
+
+
+def artifact_dataset_id(artifact) -> str:
+    """A registered h5ad's dataset id: its key's stem, as in the public instance."""
+    return PurePosixPath(artifact.key).stem
+
+
+def release(scale: str, version: str) -> list[DatasetSpec]:
+    """The datasets one release holds."""
+    return [d for d in datasets(scale) if version in d.versions]
 
 
 def by_stem(scale: str) -> dict[str, DatasetSpec]:

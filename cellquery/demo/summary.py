@@ -17,6 +17,7 @@ def summarise(ln) -> dict:
                 "is_latest": collection.is_latest,
                 "datasets": artifacts.count(),
                 "cells": sum(a.n_observations or 0 for a in artifacts),
+                "uncounted": artifacts.filter(n_observations__isnull=True).count(),
             }
         )
     stores = [
@@ -43,7 +44,8 @@ def as_text(summary: dict) -> str:
     ]
     for c in summary["collections"]:
         latest = "  latest" if c["is_latest"] else ""
-        counts = f"{c['datasets']} datasets, {c['cells']:,} cells"
+        uncounted = f" ({c['uncounted']} without n_observations)" if c["uncounted"] else ""
+        counts = f"{c['datasets']} datasets{uncounted}, {c['cells']:,} cells"
         lines.append(f"collection {c['key']} {c['version']}: {counts}{latest}")
     for s in summary["census_stores"]:
         lines.append(f"census store {s['key']}: {s['cells']:,} cells  {s['path']}")

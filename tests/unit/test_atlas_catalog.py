@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pytest
 import scipy.sparse as sp
 import tiledbsoma as soma
 
@@ -17,7 +16,7 @@ LATEST = [d for d in ATLAS if catalog.V2 in d.versions]
 
 def test_the_latest_version_holds_two_million_cells_in_a_hundred_datasets():
     assert sum(d.n_cells for d in LATEST) >= 2_000_000
-    assert len({d.key for d in LATEST}) >= 100
+    assert len({d.dataset_id for d in LATEST}) >= 100
 
 
 def test_four_or_more_files_of_a_gigabyte_and_none_much_larger():
@@ -28,7 +27,7 @@ def test_four_or_more_files_of_a_gigabyte_and_none_much_larger():
 
 def test_the_first_version_is_a_small_subset():
     first = [d for d in ATLAS if catalog.V1 in d.versions]
-    assert first and {d.key for d in first} < {d.key for d in LATEST}
+    assert first and {d.dataset_id for d in first} < {d.dataset_id for d in LATEST}
     assert sum(d.n_cells for d in first) <= 250_000  # its census store stays small
 
 
@@ -49,18 +48,12 @@ def test_the_other_scales_keep_their_jobs():
     assert len(catalog.generation_batches("registry")) == 8
 
 
-def test_generated_h5ads_become_links_to_their_stored_copies(tmp_path):
-    generated, stored = tmp_path / "generated.h5ad", tmp_path / "stored.h5ad"
+def test_release_files_are_hard_links_to_the_generated_ones(tmp_path):
+    generated, stored = tmp_path / "generated.h5ad", tmp_path / "2025-01-30" / "stored.h5ad"
     generated.write_bytes(b"counts" * 100)
-    stored.write_bytes(b"counts" * 100)
-    build.link_to_stored(generated, stored)
-    assert generated.samefile(stored) and generated.read_bytes() == b"counts" * 100
-    build.link_to_stored(generated, stored)  # again: nothing to do
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["generated.h5ad", "stored.h5ad"]
-    other = tmp_path / "other.h5ad"
-    other.write_bytes(b"other")
-    with pytest.raises(RuntimeError, match="is not a copy of"):
-        build.link_to_stored(other, generated)
+    stored.parent.mkdir()
+    build.link_or_copy(generated, stored)
+    assert generated.samefile(stored) and stored.read_bytes() == b"counts" * 100
 
 
 def test_census_blocks_in_global_order_are_written_unsorted_and_read_back_whole(tmp_path):

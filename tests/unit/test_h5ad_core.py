@@ -10,24 +10,14 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from unit_helpers import sliced_tiny
 
 from cellquery import h5ad
 from cellquery.criteria import Criterion
-from cellquery.slicing import slice_dataset
-
-ORGANISM = "NCBITaxon:9606"
 
 
 def slice_of(source, dataset_id, criteria, out):
-    slice_dataset(
-        source,
-        criteria,
-        dataset_id=dataset_id,
-        organism=ORGANISM,
-        obs_columns=["cell_type", "donor_id"],
-        gene_ids=None,
-        out=out,
-    )
+    sliced_tiny(source, dataset_id, out, criteria, obs_columns=["cell_type", "donor_id"])
     return ad.read_h5ad(out)
 
 
@@ -83,16 +73,7 @@ def test_a_normalized_layer_follows_x_through_slicing_and_concatenation(tiny_h5a
     slices = []
     for dataset_id, path in tiny_h5ads:
         slices.append(tmp_path / f"{dataset_id}.h5ad")
-        slice_dataset(
-            path,
-            [],
-            dataset_id=dataset_id,
-            organism=ORGANISM,
-            obs_columns=["cell_type"],
-            gene_ids=None,
-            out=slices[-1],
-            layers=["normalized"],
-        )
+        sliced_tiny(path, dataset_id, slices[-1], layers=["normalized"])
         sliced = ad.read_h5ad(slices[-1])
         genes = (sliced.var["feature_biotype"] == "gene").to_numpy()
         sums = np.asarray(sliced.layers["normalized"][:, genes].sum(axis=1)).ravel()

@@ -1,5 +1,6 @@
 """Route comparison on tiny synthetic results: identical routes pass; a changed count, a missing cell or a
-changed obs value fails with a line naming it."""
+changed obs value fails with a line naming it; cells only one route holds are named per dataset by their
+join keys, and a repeated join key stops the comparison naming the dataset."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from unit_helpers import sliced_tiny
 
 from cellquery.criteria import Criterion
-from cellquery.slicing import slice_dataset
+from cellquery.errors import JoinKeyError
 from cellquery.validate import compare_routes, describe_failure
 
 ORGANISM = "NCBITaxon:9606"
@@ -20,17 +22,9 @@ def result(tiny_h5ads, tmp_path_factory):
     """One dataset's slice as a result, and its manifest row."""
     dataset_id, path = tiny_h5ads[0]
     out = tmp_path_factory.mktemp("routes") / "result.h5ad"
-    slice_dataset(
-        path,
-        [Criterion("is_primary_data", "==", (True,))],
-        dataset_id=dataset_id,
-        organism=ORGANISM,
-        obs_columns=["cell_type"],
-        gene_ids=None,
-        out=out,
-    )
+    sliced_tiny(path, dataset_id, out, [Criterion("is_primary_data", "==", (True,))])
     manifest = pd.DataFrame(
-        [{"dataset_id": dataset_id, "uid": "uid-1", "key": f"cellxgene/{dataset_id}.h5ad"}]
+        [{"dataset_id": dataset_id, "uid": "uid-1", "key": f"cellxgene/{dataset_id}.h5ad", "title": "Tiny"}]
     )
     return out, manifest
 
@@ -82,3 +76,45 @@ def cell_type_renamed(adata):
 def test_a_difference_fails_with_a_line_naming_it(result, tmp_path, change, line):
     report = compared(result, census_like(result[0], tmp_path, change))
     assert report["status"] == "failed" and line in describe_failure(report)
+
+
+def joinids_rewritten(adata):
+    """The census holding the first two cells under other join keys (cellxgene-census#1385)."""
+    joinids = adata.obs["observation_joinid"].astype(str).to_numpy()
+    joinids[:2] = ["rewritten-0", "rewritten-1"]
+    adata.obs["observation_joinid"] = joinids
+    adata.obs_names = adata.obs["dataset_id"].astype(str) + ":" + adata.obs["observation_joinid"]
+    return adata
+
+
+def test_cells_only_one_route_holds_are_named_per_dataset_by_their_join_keys(result, tmp_path):
+    report = compared(result, census_like(result[0], tmp_path, joinids_rewritten))
+    (dataset_id,) = result[1]["dataset_id"]
+    ours = sorted(ad.read_h5ad(result[0]).obs["observation_joinid"].astype(str)[:2])
+    label = f'dataset {dataset_id} ("Tiny", cellxgene/{dataset_id}.h5ad)'
+    keys = report["diff"]["join_keys"][dataset_id]
+    assert keys["only_in_h5ad"]["cells"] == keys["only_in_census"]["cells"] == 2
+    assert (
+        f"  {label}: observation_joinid only in the h5ad route: 2, e.g. {ours}; "
+        "only in the census route: 2, e.g. ['rewritten-0', 'rewritten-1']"
+    ) in describe_failure(report).splitlines()
+
+
+def first_joinid_repeated(adata):
+    joinids = adata.obs["observation_joinid"].astype(str).to_numpy()
+    joinids[1] = joinids[0]
+    adata.obs["observation_joinid"] = joinids
+    return adata
+
+
+def test_a_join_key_repeated_in_one_route_stops_the_comparison_naming_the_dataset(result, tmp_path):
+    census = census_like(result[0], tmp_path, first_joinid_repeated)
+    repeated = ad.read_h5ad(census).obs["observation_joinid"].iloc[0]
+    with pytest.raises(JoinKeyError) as error:
+        compared(result, census)
+    (dataset_id,) = result[1]["dataset_id"]
+    assert str(error.value) == (
+        f'dataset {dataset_id} ("Tiny", cellxgene/{dataset_id}.h5ad): in the census route, '
+        f"observation_joinid repeats: 1 value held by 2 of its {ad.read_h5ad(census).n_obs} cells, "
+        f"e.g. [{repeated!r}]; the routes are joined on it, one value per cell"
+    )

@@ -1,5 +1,5 @@
 """What several fast-tier tests share: a real LaminDB instance in a temporary directory, in a process of its
-own (one instance per process)."""
+own (one instance per process); a tiny human dataset sliced as the shard job slices it."""
 
 from __future__ import annotations
 
@@ -10,20 +10,13 @@ from pathlib import Path
 
 # The start of a script run by `in_temporary_instance`: `ln` connected to a new instance under sys.argv[1]
 TEMPORARY_INSTANCE = """
-import contextlib, sys
+import sys
 from pathlib import Path
 
-from cellquery.lamin import DemoInstance, connect, use_demo_settings
+from cellquery.lamin import LocalInstance
 
 root = Path(sys.argv[1])
-demo = DemoInstance(root, "small")
-use_demo_settings(demo, fresh=True)
-demo.root.mkdir(parents=True)
-import lamindb_setup
-
-with contextlib.chdir(demo.root):
-    lamindb_setup.init(storage=str(demo.storage), name=demo.name)
-ln = connect(demo.env())
+ln = LocalInstance(root / "instance", "scratch").create(modules=None)
 """
 
 
@@ -33,3 +26,24 @@ def in_temporary_instance(script: str, folder: Path):
     run = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+HUMAN = "NCBITaxon:9606"
+
+
+def sliced_tiny(path, dataset_id: str, out: Path, criteria=(), obs_columns=("cell_type",), **options) -> dict:
+    """`slice_dataset` on a tiny human h5ad, by the newest release's rules; returns its counts."""
+    from cellquery.release import releases
+    from cellquery.slicing import slice_dataset
+
+    return slice_dataset(
+        path,
+        list(criteria),
+        dataset_id=dataset_id,
+        organism=HUMAN,
+        release=releases()[-1],
+        obs_columns=list(obs_columns),
+        gene_ids=None,
+        out=out,
+        **options,
+    )

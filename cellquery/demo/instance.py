@@ -1,0 +1,91 @@
+"""Where the embedded demo lives: a LaminDB instance per scale under `<project>/.demo/`, its data on local
+disk or in a bucket of its own object server. Queries read it as their source, read-only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cellquery.lamin import LocalInstance, use_settings
+
+STORAGE_KINDS = ("local", "s3")
+
+
+@dataclass(frozen=True)
+class DemoInstance:
+    """One scale of the embedded demo: `<project>/.demo/<scale>/` (`<scale>-s3/` when its data live in a
+    bucket of the demo's own object server)."""
+
+    project: Path
+    scale: str
+    db_url: str | None = None  # a postgresql:// URL; SQLite inside the storage when None
+    storage_kind: str = "local"  # "s3": h5ads and census stores in the object server's bucket
+
+    @property
+    def dirname(self) -> str:
+        return self.scale if self.storage_kind == "local" else f"{self.scale}-{self.storage_kind}"
+
+    @property
+    def root(self) -> Path:
+        return self.project.resolve() / ".demo" / self.dirname
+
+    @property
+    def name(self) -> str:
+        return f"cellquery-demo-{self.dirname}"
+
+    @property
+    def instance(self) -> LocalInstance:
+        return LocalInstance(self.root, self.name, self.db_url)
+
+    @property
+    def object_server(self):
+        """The demo's SeaweedFS server (data under `<root>/s3/`, its bucket public-read), for an S3 demo."""
+        from cellquery.objectstore import ObjectServer
+
+        return ObjectServer.at(self.root / "s3", public=(self.bucket,))
+
+    @property
+    def bucket(self) -> str:
+        return f"cellquery-demo-{self.scale}"
+
+    @property
+    def data_root(self) -> str:
+        """Where the demo's h5ads and census stores live: the local storage, or its bucket's root (with the
+        endpoint), as the public instance's `s3://cellxgene-data-public`."""
+        if self.storage_kind == "local":
+            return str(self.storage)
+        return f"s3://{self.bucket}?endpoint_url={self.object_server.endpoint}"
+
+    @property
+    def slug(self) -> str:
+        return self.instance.slug
+
+    @property
+    def storage(self) -> Path:
+        return Path(self.instance.storage_root)
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.instance.sqlite_path
+
+    @property
+    def summary(self) -> Path:
+        """Written last by the demo build: the demo is built when it exists."""
+        return self.root / "summary.json"
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point lamindb at this instance and keep it off `~/.lamin` (no object
+        storage credentials: see `uploader_env`)."""
+        return self.instance.env()
+
+    # Object storage: only the demo build writes to the bucket and holds the server's credentials; a query
+    # run reads it anonymously (public-read), as a user without AWS set-up reads the public CELLxGENE bucket.
+    def uploader_env(self) -> dict[str, str]:
+        """`env()` and, for an S3 demo, the credentials and endpoint of its object server (the demo build)."""
+        return self.env() | (self.object_server.uploader_env() if self.storage_kind == "s3" else {})
+
+
+def use_demo_settings(demo: DemoInstance, *, fresh: bool = False) -> None:
+    """Point lamindb_setup at the demo's settings and cache (never `~/.lamin`) without connecting, as hashing
+    files needs; `fresh`: no current instance either, for creating it."""
+    use_settings(demo.instance.settings_env() if fresh else demo.env())

@@ -1,0 +1,179 @@
+"""The join key, checked where each route reads obs: an h5ad or a census store without `observation_joinid`,
+or with a value repeated among the selected cells, stops its slice with one line naming the dataset (or the
+store) and writes nothing; `var.feature_type` missing from either is taken from the gene references."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import tiledbsoma as soma
+import tiledbsoma.io
+from unit_helpers import sliced_tiny
+
+from cellquery.census import cells_per_dataset, census_slice
+from cellquery.criteria import Criterion
+from cellquery.errors import JoinKeyError
+from cellquery.genes import gene_table
+from cellquery.release import releases
+
+ORGANISM = "NCBITaxon:9606"
+PRIMARY = [Criterion("is_primary_data", "==", (True,))]
+
+
+def label(dataset_id: str) -> str:
+    """How the shard job names a tiny dataset (`joinkey.dataset_label` of its manifest row)."""
+    return f'dataset {dataset_id} ("Tiny kidney", cell-census/2025-01-30/h5ads/{dataset_id}.h5ad)'
+
+
+def rewritten(path, folder, change) -> ad.AnnData:
+    """A copy of a tiny h5ad, as `change` leaves it, at `folder/source.h5ad`."""
+    adata = change(ad.read_h5ad(path))
+    adata.write_h5ad(folder / "source.h5ad")
+    return adata
+
+
+def sliced(dataset, source, out, criteria=PRIMARY) -> dict:
+    dataset_id, _ = dataset
+    return sliced_tiny(source, dataset_id, out, criteria, label=label(dataset_id))
+
+
+def without_joinid(adata):
+    del adata.obs["observation_joinid"]
+    return adata
+
+
+def joinid_repeated(rows: list[int]):
+    """Each of `rows` after the first takes the first's join key."""
+
+    def change(adata):
+        joinids = adata.obs["observation_joinid"].astype(str).to_numpy()
+        joinids[rows[1:]] = joinids[rows[0]]
+        adata.obs["observation_joinid"] = joinids
+        return adata
+
+    return change
+
+
+def test_an_h5ad_without_the_join_key_stops_its_slice_with_one_line(tiny_h5ads, tmp_path):
+    dataset_id, path = tiny_h5ads[0]
+    rewritten(path, tmp_path, without_joinid)
+    with pytest.raises(JoinKeyError) as error:
+        sliced(tiny_h5ads[0], tmp_path / "source.h5ad", tmp_path / "slice.h5ad")
+    assert str(error.value) == (
+        f"{label(dataset_id)}: obs has no observation_joinid column, the key the h5ad and "
+        "census routes are joined on (Census releases before 1.3 lack it); choose a later release "
+        "(source.version)"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["source.h5ad"]
+
+
+def test_a_join_key_repeated_among_selected_cells_stops_the_slice_naming_the_dataset(tiny_h5ads, tmp_path):
+    dataset_id, path = tiny_h5ads[0]
+    adata = rewritten(path, tmp_path, joinid_repeated([0, 1, 2]))
+    with pytest.raises(JoinKeyError) as error:
+        sliced(tiny_h5ads[0], tmp_path / "source.h5ad", tmp_path / "slice.h5ad")
+    repeated = adata.obs["observation_joinid"].iloc[0]
+    assert str(error.value) == (
+        f"{label(dataset_id)}: in the h5ad route, observation_joinid repeats: 1 value held by 3 of its "
+        f"{adata.n_obs} cells, e.g. [{repeated!r}]; the routes are joined on it, one value per cell"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["source.h5ad"]  # no slice, no temporary
+
+
+def test_a_join_key_repeated_outside_the_selection_leaves_the_slice_alone(tiny_h5ads, tmp_path):
+    _, path = tiny_h5ads[0]
+    adata = ad.read_h5ad(path)
+    cell_types = adata.obs["cell_type"].astype(str)
+    chosen, other = cell_types.iloc[0], np.flatnonzero(cell_types != cell_types.iloc[0])
+    rewritten(path, tmp_path, joinid_repeated(list(other[:2])))
+    criteria = [Criterion("cell_type", "in", (chosen,))]
+    counts = sliced(tiny_h5ads[0], tmp_path / "source.h5ad", tmp_path / "slice.h5ad", criteria)
+    assert counts["cells"] == (cell_types == chosen).sum() > 0
+
+
+def without_feature_type(adata):
+    """Var and raw var without `feature_type`, as h5ads of older schemas."""
+    raw = ad.AnnData(X=adata.raw.X, obs=adata.obs[[]], var=adata.raw.var.drop(columns="feature_type"))
+    adata.var = adata.var.drop(columns="feature_type")
+    adata.raw = raw
+    return adata
+
+
+def test_an_h5ad_without_feature_type_slices_with_the_references(tiny_h5ads, tmp_path):
+    _, path = tiny_h5ads[0]
+    rewritten(path, tmp_path, without_feature_type)
+    sliced(tiny_h5ads[0], tmp_path / "source.h5ad", tmp_path / "slice.h5ad")
+    var = ad.read_h5ad(tmp_path / "slice.h5ad").var
+    expected = ad.read_h5ad(path).raw.var["feature_type"].astype(str)
+    assert (var["feature_type"].astype(str) == expected.loc[var.index]).all()
+
+
+def tiny_store(root, adata: ad.AnnData) -> dict:
+    """A census store at `root` holding `adata` as its human experiment (tiledbsoma's own ingestion: no
+    census_info), as a resolved query names it."""
+    soma.Collection.create(str(root)).close()
+    with soma.Collection.open(str(root), "w") as census:
+        census.add_new_collection("census_data").close()
+    uri = tiledbsoma.io.from_anndata(
+        str(root / "census_data" / "homo_sapiens"), adata, "RNA", var_id_name="feature_id", X_layer_name="raw"
+    )
+    with soma.Collection.open(str(root / "census_data"), "w") as census_data:
+        census_data.set("homo_sapiens", soma.Experiment.open(uri))
+    return {"key": "cell-census/2023-05-15/soma", "path": str(root), "release": releases()[-1].identity}
+
+
+def census_cells(dataset, change=None) -> ad.AnnData:
+    """The tiny dataset's cells with their raw counts and the census' key columns, as `change` leaves them."""
+    dataset_id, path = dataset
+    adata = ad.read_h5ad(path)
+    cells = ad.AnnData(X=adata.raw.X, obs=adata.obs.copy(), var=adata.raw.var.copy())
+    cells.obs["dataset_id"] = dataset_id
+    return change(cells) if change else cells
+
+
+def test_a_census_store_without_the_join_key_is_refused_naming_it(tiny_h5ads, tmp_path):
+    store = tiny_store(tmp_path / "soma", census_cells(tiny_h5ads[0], without_joinid))
+    with pytest.raises(JoinKeyError) as error:
+        cells_per_dataset(store, PRIMARY, ORGANISM, [tiny_h5ads[0][0]])
+    assert str(error.value).startswith(
+        "census store cell-census/2023-05-15/soma: obs has no observation_joinid column"
+    )
+
+
+def census_sliced(store: dict, dataset, out) -> dict:
+    dataset_id = dataset[0]
+    return census_slice(
+        store,
+        PRIMARY,
+        organism=ORGANISM,
+        dataset_ids=[dataset_id],
+        obs_columns=["cell_type"],
+        gene_ids=None,
+        out=out,
+        labels={dataset_id: label(dataset_id)},
+    )
+
+
+def test_a_join_key_repeated_in_the_census_stops_its_slice_naming_the_dataset(tiny_h5ads, tmp_path):
+    dataset_id = tiny_h5ads[0][0]
+    cells = census_cells(tiny_h5ads[0], joinid_repeated([0, 1]))
+    store = tiny_store(tmp_path / "soma", cells)
+    with pytest.raises(JoinKeyError) as error:
+        census_sliced(store, tiny_h5ads[0], tmp_path / "census.h5ad")
+    assert str(error.value).startswith(
+        f"{label(dataset_id)}: in the census route, observation_joinid repeats: 1 value "
+        f"held by 2 of its {cells.obs['is_primary_data'].sum()} cells"
+    )
+    assert not (tmp_path / "census.h5ad").exists()
+
+
+def test_a_census_store_without_feature_type_slices_with_the_references(tiny_h5ads, tmp_path):
+    cells = census_cells(tiny_h5ads[0])
+    cells.var = cells.var.drop(columns="feature_type")
+    store = tiny_store(tmp_path / "soma", cells)
+    census_sliced(store, tiny_h5ads[0], tmp_path / "census.h5ad")
+    var = ad.read_h5ad(tmp_path / "census.h5ad").var
+    references = pd.concat([gene_table(ORGANISM), gene_table("NCBITaxon:32630")])["feature_type"]
+    assert len(var) and (var["feature_type"].astype(str) == references.loc[var.index]).all()
