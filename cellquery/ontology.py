@@ -28,6 +28,12 @@ ORGANISMS = {
     "NCBITaxon:9544": ("rhesus macaque", "Macaca mulatta"),
     "NCBITaxon:9598": ("chimpanzee", "Pan troglodytes"),
 }
+# What biologists also call them (a spec may say `marmoset`).
+ORGANISM_ALIASES = {
+    "NCBITaxon:9483": ("marmoset", "common marmoset"),
+    "NCBITaxon:9544": ("macaque", "rhesus monkey"),
+    "NCBITaxon:9598": ("chimp",),
+}
 
 
 @cache

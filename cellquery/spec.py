@@ -225,10 +225,14 @@ def digest_of(payload: Any) -> str:
 
 def organism_id(value: str) -> str:
     """`Homo sapiens`, `human` or `NCBITaxon:9606` -> `NCBITaxon:9606`."""
-    for term_id, names in ontology.ORGANISMS.items():
-        if value == term_id or value.lower() in {n.lower() for n in names}:
+    names = {
+        term_id: (*names, *ontology.ORGANISM_ALIASES.get(term_id, ()))
+        for term_id, names in ontology.ORGANISMS.items()
+    }
+    for term_id, spellings in names.items():
+        if value == term_id or value.lower() in {n.lower() for n in spellings}:
             return term_id
-    choices = [name for names in ontology.ORGANISMS.values() for name in names]
+    choices = [name for spellings in names.values() for name in spellings]
     raise SpecError(f"organism: unknown organism {value!r}{suggest(value, choices)}")
 
 

@@ -20,7 +20,7 @@ def test_small_scale_has_what_queries_need():
     current = latest("small")
     assert len(current) >= 12
     assert 30_000 <= sum(d.n_cells for d in current) <= 80_000
-    assert {d.organism for d in specs} == {catalog.HUMAN, catalog.MOUSE}
+    assert {d.organism for d in current} == {catalog.HUMAN, catalog.MOUSE, catalog.MARMOSET}  # 3 experiments
     assert len({d.tissue for d in specs}) >= 5
     cell_types = {t for d in specs for t in d.cell_types}
     assert len(cell_types) >= 12
@@ -31,11 +31,12 @@ def test_small_scale_has_what_queries_need():
     ]:
         assert {parent, child} <= cell_types
         assert parent in ontology.ontology("CL")[child]["ancestors"]
-    assert {catalog.TENX_3V2, catalog.TENX_3V3, catalog.TENX_5V1, catalog.SMART_SEQ2} <= {
+    assert {catalog.TENX_3V2, catalog.TENX_3V3, catalog.TENX_3V4, catalog.TENX_5V1, catalog.SMART_SEQ2} <= {
         d.assay for d in specs
     }
     assert {d.suspension_type for d in specs} == {"cell", "nucleus"}
     diseases = {t for d in specs for t in d.diseases}
+    assert catalog.ALZHEIMER_WITH_CKD in diseases  # a comorbid donor group, as schema 7 writes it
     assert catalog.NORMAL in diseases and len(diseases - {catalog.NORMAL}) >= 2
     assert any(not d.primary for d in specs)
     assert any(d.culture_fraction for d in specs)
@@ -60,7 +61,8 @@ def test_some_datasets_unlisted_and_one_refused_by_the_curator():
     specs = catalog.datasets("small")
     assert sum(not d.listed for d in specs) >= 2
     assert [d.slug for d in specs if d.curation_fails] == ["hs-kidney-immune-2"]
-    assert {d.slug for d in specs if not d.curated} == {"hs-kidney-immune-2", "hs-lung-smartseq2"}
+    refused = {"hs-kidney-immune-2", "hs-lung-smartseq2", "hs-brain-comorbid"}  # forced, spike-ins, joined
+    assert {d.slug for d in specs if not d.curated} == refused
 
 
 def test_bench_and_registry_scales():

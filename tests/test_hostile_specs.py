@@ -31,7 +31,7 @@ SETTINGS = settings(
 RICH_SPEC = {
     "name": "hostile",
     "organism": "human",
-    "source": {"collection": "cellxgene-census", "version": "2025-07-01"},
+    "source": {"collection": "cellxgene-census", "version": "2025-11-08"},
     "artifacts": {"size": {"min": 0, "max": 10**9}, "created_by": ["sunitaj"], "key_patterns": ["*.h5ad"]},
     "cells": {
         "cell_type": {"descendants_of": "T cell"},

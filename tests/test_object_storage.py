@@ -45,7 +45,7 @@ def result(project, name) -> ad.AnnData:
 def test_the_demo_keeps_its_data_in_the_bucket(s3_demo):
     summary = json.loads((s3_demo.root / "summary.json").read_text())
     assert all(store["path"].startswith(f"s3://{s3_demo.bucket}/") for store in summary["census_stores"])
-    for version in ("2025-01-30", "2025-07-01"):
+    for version in ("2025-01-30", "2025-11-08"):
         receipt = json.loads((s3_demo.root / "census" / f"{version}.json").read_text())
         assert receipt["path"].startswith(f"s3://{s3_demo.bucket}/")
     generated = set(map(_content, (s3_demo.root / "h5ad").rglob("*.h5ad")))

@@ -134,6 +134,73 @@ def test_t_cell_query_uses_ontology_descendants_and_genes(demo, ln):
     assert {c for c in result.obs["cell_type_ontology_term_id"]} >= {catalog.CD4_T, catalog.CD8_T}
 
 
+def test_a_marmoset_spec_returns_the_marmoset_experiments_cells(demo, ln, tmp_path):
+    """The third organism of 2025-11-08, named as a biologist would: its own genes, its own experiment."""
+    spec = {
+        "name": "marmoset-glia",
+        "organism": "marmoset",
+        "cells": {"cell_type": ["microglial cell", "astrocyte"], "tissue": "brain"},
+        "genes": ["P2RY12", "CX3CR1", "GFAP", "AQP4"],
+    }
+    path = tmp_path / "marmoset-glia.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    run_query(demo.project, path)
+    glia = lambda obs: obs["cell_type"].isin(spec["cells"]["cell_type"]) & (obs["tissue"] == "brain")  # noqa: E731
+    expected = expected_cells(ln, catalog.V2, catalog.MARMOSET, glia)
+    genes = pd.read_csv(REFERENCE / "genes_callithrix_jacchus.csv.gz", header=None, index_col=0)
+    ids = [genes.index[genes[1] == g][0] for g in spec["genes"]]
+    result, _ = check_result(demo.project, "marmoset-glia", expected, genes=ids)
+    assert set(result.var_names) == set(ids) and len(expected) == 1
+    census = ad.read_h5ad(demo.project / "results" / "marmoset-glia" / "census.h5ad")  # its own experiment
+    assert census.n_obs == result.n_obs and set(census.var_names) == set(ids)
+
+
+def test_a_disease_matches_comorbid_donors_and_not_in_drops_them(demo, ln, tmp_path):
+    """`disease: Alzheimer disease` takes the cells of donors with Alzheimer disease and another disease
+    (`A || B`); `not_in: [chronic kidney disease]` drops those; on both routes (validation passes)."""
+    brain = {"tissue": "brain", "cell_type": "microglial cell"}
+    specs = {
+        "ad-microglia": {**brain, "disease": "Alzheimer disease"},
+        "microglia-without-ckd": {**brain, "disease": {"not_in": ["chronic kidney disease"]}},
+    }
+    for name, cells in specs.items():
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(
+            yaml.safe_dump({"name": name, "organism": "human", "cells": cells, "genes": ["P2RY12"]})
+        )
+        run_query(demo.project, path)
+
+    def microglia_with(obs, disease):
+        terms = obs["disease"].astype(str).str.split(" || ", regex=False)
+        return (
+            (obs["tissue"] == "brain")
+            & (obs["cell_type"] == "microglial cell")
+            & terms.map(lambda t: disease in t)
+        )
+
+    with_ad = expected_cells(
+        ln, catalog.V2, catalog.HUMAN, lambda obs: microglia_with(obs, "Alzheimer disease")
+    )
+    result, _ = check_result(demo.project, "ad-microglia", with_ad, genes=[])
+    assert (result.obs["disease"].astype(str) == catalog_disease_label()).any()  # comorbid cells are in
+    without = expected_cells(
+        ln,
+        catalog.V2,
+        catalog.HUMAN,
+        lambda obs: (
+            (obs["tissue"] == "brain")
+            & (obs["cell_type"] == "microglial cell")
+            & ~microglia_with(obs, "chronic kidney disease")
+        ),
+    )
+    result, _ = check_result(demo.project, "microglia-without-ckd", without, genes=[])
+    assert not result.obs["disease"].astype(str).str.contains("chronic kidney disease").any()
+
+
+def catalog_disease_label() -> str:
+    return " || ".join(ontology.label(t) for t in catalog.ALZHEIMER_WITH_CKD.split(" || "))
+
+
 def test_rerun_with_nothing_changed_does_nothing(demo):
     run_query(demo.project, QUERIES / "kidney-immune.yaml")  # built here when the test runs alone
     result = run_query(demo.project, QUERIES / "kidney-immune.yaml", "--dry-run")

@@ -43,12 +43,12 @@ def test_an_artifact_the_census_store_does_not_know_is_named(demo, caplog):
     known = v2_spec(UNCOUNTED)
     table = pd.DataFrame(
         {
-            "key": [known.key(catalog.V2), "cell-census/2025-07-01/h5ads/not-in-census.h5ad"],
+            "key": [known.key(catalog.V2), "cell-census/2025-11-08/h5ads/not-in-census.h5ad"],
             "dataset_id": [known.dataset_id, "not-in-census"],
             "n_obs": [None, None],
         }
     )
-    store = {"key": "cell-census/2025-07-01/soma", "path": str(demo.storage / "cell-census/2025-07-01/soma")}
+    store = {"key": "cell-census/2025-11-08/soma", "path": str(demo.storage / "cell-census/2025-11-08/soma")}
     with caplog.at_level(logging.WARNING):
         checked = with_census_datasets(table, store)
     assert checked["n_obs"].tolist() == [known.n_cells, 0]

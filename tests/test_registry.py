@@ -99,7 +99,7 @@ def test_refused_datasets_carry_no_labels_but_the_census_holds_their_cells(ln, d
     from cellquery.census import open_store
 
     refused = [(a, s) for a, s in registered_specs(h5ads) if not s.curated]
-    assert {s.slug for _, s in refused} == {"hs-kidney-immune-2", "hs-lung-smartseq2"}
+    assert {s.slug for _, s in refused} == {"hs-kidney-immune-2", "hs-lung-smartseq2", "hs-brain-comorbid"}
     for artifact, _ in refused:
         links = [*LINKS, "tissues", "organisms", "ulabels"]
         assert not any(getattr(artifact, link).exists() for link in links), artifact.key

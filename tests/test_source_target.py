@@ -121,6 +121,52 @@ def test_results_go_to_a_users_own_instance(demo, tmp_path):
     assert found.stdout.split()[-3:] == [f"cellquery/{name}.h5ad", str(len(receipt["inputs"])), "True"], found
 
 
+@pytest.mark.slow
+def test_a_source_file_registered_anew_keeps_one_record_in_the_target(demo, tmp_path):
+    """A rebuilt source registers the same files under new uids: the target's record of each file (storage,
+    key and hash) takes the new uid, its earlier lineage kept, and no second record is made."""
+    instance, home = f"renamed-{uuid.uuid4().hex[:6]}", tmp_path / "home"
+    (tmp_path / "workdir").mkdir()
+    lamin = [str(BIN / "lamin"), "init", "--storage", str(tmp_path / "storage"), "--name", instance]
+    subprocess.run(
+        [*lamin, "--modules", "bionty"], cwd=tmp_path / "workdir", env=clean_env(HOME=str(home)), check=True
+    )
+    settings = (f"target=anonymous/{instance}",)
+    connect = (
+        "from pathlib import Path\nfrom cellquery.target import Target\n"
+        f"ln = Target.from_config({{'target': 'anonymous/{instance}'}}, Path.cwd()).connect()\n"
+    )
+
+    def in_target(code: str) -> list[str]:
+        found = subprocess.run(
+            [str(BIN / "python"), "-c", connect + code],
+            env=clean_env(HOME=str(home)),
+            capture_output=True,
+            text=True,
+        )
+        assert found.returncode == 0, found.stderr[-3000:]
+        return found.stdout.split()
+
+    first = spec_named(tmp_path, f"first-{instance}")
+    snakemake(demo.project, "--config", f"query={first}", *settings, env={"HOME": str(home)})
+    receipt = json.loads((demo.project / "results" / first.stem / "receipt.json").read_text())
+    census_uid = read_query(demo.project / "results" / first.stem / "query.json")["census"]["uid"]
+    uid = next(u for u in receipt["inputs"] if u != census_uid)  # an h5ad of the source
+    old = "Renamed0000000000000"
+    in_target(
+        f"ln.Artifact.objects.filter(uid={uid!r}).update(uid={old!r})\nprint('ok')"
+    )  # as recorded before
+    second = spec_named(tmp_path, f"second-{instance}")
+    snakemake(demo.project, "--config", f"query={second}", *settings, env={"HOME": str(home)})
+    found = in_target(
+        f"a = ln.Artifact.get(uid={uid!r})\n"
+        "print(ln.Artifact.objects.filter(key=a.key, hash=a.hash).count(),"
+        f" ln.Artifact.objects.filter(uid={old!r}).count(),"
+        f" ln.Artifact.get({receipt['artifact_uid']!r}).run.input_artifacts.filter(uid={uid!r}).count())"
+    )
+    assert found[-3:] == ["1", "0", "1"], found
+
+
 def make_smoke(project, *settings: str) -> subprocess.CompletedProcess:
     command = ["make", "-s", "-C", str(REPO), "--no-print-directory", "smoke-public", f"PROJECT={project}"]
     return subprocess.run([*command, *settings], env=clean_env(), capture_output=True, text=True)

@@ -27,7 +27,7 @@ SLUGS = ("hs-liver", "hs-lung-smartseq2")  # human 10x 3' v2, and Smart-seq2 wit
 PROVENANCE = {
     "query": {"name": "liver-lung", "organism": catalog.HUMAN, "genes": ["CD3E", "PTPRC"]},
     "datasets": {slug: {"n_cells": 150, "columns": ["donor_id", "author_cell_type"]} for slug in SLUGS},
-    "census_version": "2025-07-01",
+    "census_version": "2025-11-08",
     "n_cells": 300,
 }
 

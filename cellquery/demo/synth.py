@@ -19,15 +19,15 @@ from cellquery.demo.catalog import (
     ETHNICITIES,
     FIBROBLAST,
     HUMAN,
-    HUMAN_STAGES,
     MARKERS,
     MOUSE,
     MOUSE_MARKER_SYMBOLS,
-    MOUSE_STAGES,
     SEXES,
     DatasetSpec,
+    stages,
 )
 from cellquery.genes import gene_table, symbols
+from cellquery.spec import TERM_SEPARATOR, terms
 
 SCHEMA_VERSION = "7.1.0"
 ERCC_REFERENCE = "NCBITaxon:32630"
@@ -133,12 +133,11 @@ def observation_joinid(names: pd.Index) -> np.ndarray:
 
 def _donor_table(spec: DatasetSpec, rng: np.random.Generator) -> pd.DataFrame:
     human = spec.organism == HUMAN
-    stages = HUMAN_STAGES if human else MOUSE_STAGES
     donors = pd.DataFrame(
         {
             "donor_id": [f"{spec.slug}-donor-{i + 1}" for i in range(spec.n_donors)],
             "sex_ontology_term_id": rng.choice(SEXES, spec.n_donors),
-            "development_stage_ontology_term_id": rng.choice(stages, spec.n_donors),
+            "development_stage_ontology_term_id": rng.choice(stages(spec.organism), spec.n_donors),
             "self_reported_ethnicity_ontology_term_id": (
                 rng.choice(ETHNICITIES, spec.n_donors) if human else ["na"] * spec.n_donors
             ),
@@ -146,6 +145,11 @@ def _donor_table(spec: DatasetSpec, rng: np.random.Generator) -> pd.DataFrame:
         }
     )
     return donors
+
+
+def term_label(value: str) -> str:
+    """The label the validator writes for a term id (each term's of a multi-valued one, joined)."""
+    return TERM_SEPARATOR.join("na" if t == "na" else ontology.label(t) for t in terms(value))
 
 
 def make_obs(spec: DatasetSpec, seed: int) -> pd.DataFrame:
@@ -183,7 +187,7 @@ def make_obs(spec: DatasetSpec, seed: int) -> pd.DataFrame:
     obs["tissue_type"] = tissue_type
     for id_column in [c for c in list(obs.columns) if c.endswith("_ontology_term_id")]:
         label_column = id_column.removesuffix("_ontology_term_id")
-        labels = {t: ("na" if t == "na" else ontology.label(t)) for t in set(obs[id_column])}
+        labels = {t: term_label(t) for t in set(obs[id_column])}
         obs[label_column] = obs[id_column].map(labels)
     for column in obs.columns:
         if column != "is_primary_data":

@@ -16,8 +16,8 @@ STORY = {
     "spec": "name: tiny\norganism: human\n",
     "spec_digest": "0123456789abcdef",
     "instance": {"slug": "demo", "storage_root": "/somewhere"},
-    "collection": {"key": "cellxgene-census", "version": "2025-07-01", "uid": "C0001"},
-    "census": {"key": "cell-census/2025-07-01/soma", "uid": "S0000", "version": "2025-07-01"},
+    "collection": {"key": "cellxgene-census", "version": "2025-11-08", "uid": "C0001"},
+    "census": {"key": "cell-census/2025-11-08/soma", "uid": "S0000", "version": "2025-11-08"},
     "datasets": {
         "d1": {"uid": "A0000", "version": "1", "hash": "h", "key": "k", "title": "t", "selected_cells": 3}
     },
