@@ -65,6 +65,7 @@ def started_build():
         and (DEMO.root / "s3").exists()
     ):
         DEMO.object_server.ensure_running()  # it outlives the run; stopped by its PID
+    DEMO.check_format()
     entries = config["query"] or config["queries"]
     base = Path(workflow.basedir)
     return checked_build(entries, base, DEMO, STORAGE, needs_preflight)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import anndata as ad
@@ -97,3 +98,22 @@ def test_make_env_points_a_shell_at_the_demo(demo):
 def test_the_demo_never_touches_the_users_lamin_settings(demo):
     assert (demo.root / "settings" / ".lamin").is_dir()
     assert not (TEST_HOME / ".lamin").exists()
+
+
+@pytest.mark.parametrize("built", [None, catalog.DEMO_FORMAT - 1])
+def test_a_demo_of_another_format_is_refused_in_one_line_before_any_job(tmp_path, built):
+    """A demo an older cellquery built (its summary without this format) would count as built: Snakemake does
+    not rebuild a target that exists. Refused, with what to do; nothing is run or removed."""
+    root = tmp_path / ".demo" / "small"
+    root.mkdir(parents=True)
+    summary = {"instance": "older"} | ({} if built is None else {"demo_format": built})
+    (root / "summary.json").write_text(json.dumps(summary))
+    found = snakemake(tmp_path, "demo", check=False)
+    lines = [line for line in found.stderr.splitlines() if line.startswith("cellquery:")]
+    assert found.returncode != 0 and len(lines) == 1, found.stderr[-2000:]
+    assert f"{root} was built by another cellquery" in lines[0] and f"rm -rf {root}" in lines[0]
+    assert sorted(p.name for p in root.iterdir()) == ["summary.json"]
+
+
+def test_the_built_demo_records_its_format(demo):
+    assert json.loads(demo.summary.read_text())["demo_format"] == catalog.DEMO_FORMAT

@@ -240,6 +240,6 @@ def write_summary(demo: DemoInstance, out: Path) -> None:
     from cellquery.jobs import echo
 
     summary = summarise(connect(demo.env()))
-    write_json(out, summary)
+    write_json(out, {**summary, "demo_format": catalog.DEMO_FORMAT})  # what `DemoInstance.check_format` reads
     log.info("\n%s", as_text(summary))
     echo(as_text(summary))

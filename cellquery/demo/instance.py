@@ -3,9 +3,12 @@ disk or in a bucket of its own object server. Queries read it as their source, r
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from cellquery.demo.catalog import DEMO_FORMAT
+from cellquery.errors import UserError
 from cellquery.lamin import LocalInstance, use_settings
 
 STORAGE_KINDS = ("local", "s3")
@@ -72,6 +75,18 @@ class DemoInstance:
     def summary(self) -> Path:
         """Written last by the demo build: the demo is built when it exists."""
         return self.root / "summary.json"
+
+    def check_format(self) -> None:
+        """Refuse a demo built by a cellquery of another demo format: its data are not what the catalog says,
+        and Snakemake would not build it again by itself (its target exists)."""
+        if not self.summary.exists():
+            return
+        built = json.loads(self.summary.read_text()).get("demo_format", "5 or older")
+        if built != DEMO_FORMAT:
+            raise UserError(
+                f"demo: {self.root} was built by another cellquery (demo format {built}, {DEMO_FORMAT} now): "
+                f"remove it (rm -rf {self.root}) and the next run builds it again"
+            )
 
     def env(self) -> dict[str, str]:
         """Environment variables that point lamindb at this instance and keep it off `~/.lamin` (no object
