@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 # What `save_cellxgene_defaults` adds as ULabels (it fails offline: made here by hand).
 ULABEL_TYPES = {
     "SuspensionType": ("cell", "nucleus", "na"),
-    "TissueType": ("tissue", "organoid", "primary cell culture", "cell line"),
+    "TissueType": ("tissue", "organoid", "primary cell culture", "cell line", "cell culture"),  # + schema 5.x
 }
 ORGANISM_NAMES = {organism: ontology.ORGANISMS[organism][0] for organism in (HUMAN, MOUSE, MARMOSET)}
 ENSEMBL_PREFIXES = {"ENSMUSG": MOUSE, "ENSCJAG": MARMOSET}  # else human (ENSG)
