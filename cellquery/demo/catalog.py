@@ -10,6 +10,8 @@ from cellquery.spec import TERM_SEPARATOR, terms
 
 HUMAN, MOUSE, MARMOSET = "NCBITaxon:9606", "NCBITaxon:10090", "NCBITaxon:9483"
 V1, V2 = "2025-01-30", "2025-11-08"
+# The dataset schema of each release's files (Census 2.1.0's builder took 5.2.0 files, 2.4.0's only 7.0.0).
+DATASET_SCHEMA = {V1: "5.2.0", V2: "7.0.0"}
 COLLECTION_KEY = "cellxgene-census"
 SCALES = ("small", "bench", "registry", "atlas")
 # What the demo holds, as a number: a change that alters its data bumps it, and the demo is rebuilt
@@ -124,6 +126,7 @@ class DatasetSpec:
     n_genes: int = 2000
     listed: bool = True  # the CELLxGENE API lists it when a release is registered: n_observations is set
     curation_fails: bool = False  # registered without label links, as datasets the curator refused
+    schema: str = DATASET_SCHEMA[V2]  # the dataset schema its file is written in (`by_generation`)
 
     @property
     def curated(self) -> bool:
@@ -142,11 +145,21 @@ class DatasetSpec:
 
     @property
     def dataset_version_id(self) -> str:
-        return str(uuid.uuid5(DATASET_NAMESPACE, f"{self.slug}/{self.revision}"))
+        """New for each revision, and for each schema generation the portal migrated it to."""
+        generation = "" if self.schema == DATASET_SCHEMA[V2] else f"/{self.schema}"
+        return str(uuid.uuid5(DATASET_NAMESPACE, f"{self.slug}/{self.revision}{generation}"))
+
+    @property
+    def content_stem(self) -> str:
+        """What its cells and counts are drawn from: the same in every schema generation."""
+        return f"{self.slug}-r{self.revision}"
 
     @property
     def file_stem(self) -> str:
-        return f"{self.slug}-r{self.revision}"
+        major = self.schema.split(".", 1)[0]
+        return (
+            self.content_stem if self.schema == DATASET_SCHEMA[V2] else f"{self.content_stem}-schema{major}"
+        )
 
     @property
     def description(self) -> str:
@@ -284,11 +297,21 @@ def _atlas() -> list[DatasetSpec]:
 
 
 def datasets(scale: str) -> list[DatasetSpec]:
-    """The demo's datasets at one scale, in a stable order."""
+    """The demo's dataset files at one scale, in a stable order: a dataset two releases of different
+    dataset schemas hold is two files of the same cells (`by_generation`)."""
     builders = {"small": _small, "bench": _bench, "registry": _registry, "atlas": _atlas}
     if scale not in builders:
         raise ValueError(f"unknown demo scale {scale!r}; choose one of {', '.join(SCALES)}")
-    return builders[scale]()
+    return [file for spec in builders[scale]() for file in by_generation(spec)]
+
+
+def by_generation(spec: DatasetSpec) -> list[DatasetSpec]:
+    """One spec per dataset schema among the releases holding it, each with those releases only."""
+    schemas = dict.fromkeys(DATASET_SCHEMA[version] for version in spec.versions)
+    return [
+        replace(spec, schema=schema, versions=tuple(v for v in spec.versions if DATASET_SCHEMA[v] == schema))
+        for schema in schemas
+    ]
 
 
 def artifact_dataset_id(artifact) -> str:

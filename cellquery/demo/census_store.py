@@ -99,31 +99,40 @@ class _Included:
         return self.genes.index
 
 
-def _include(source: SourceDataset, dataset_joinid: int, release: CensusRelease) -> _Included:
+def _parts(source: SourceDataset, dataset_joinid: int, release: CensusRelease) -> list[_Included]:
+    """What one h5ad contributes to each experiment of the release: its cells of the experiment's organism
+    (per file in schema 7, per cell in schema 5) that the builder keeps."""
     uns = h5ad.read_uns(source.path)
-    organism, organism_label = uns["organism_ontology_term_id"], uns["organism"]
     obs = h5ad.read_frame(source.path, "obs")
     counts_key, var_key = h5ad.counts_keys(source.path)
     var = h5ad.read_frame(source.path, var_key)
+    parts = []
+    for organism in release.experiments.values():
+        if not release.file_holds(uns, obs, var, organism):
+            continue
+        rows = np.flatnonzero(release.included_cells(obs, organism))
+        if len(rows):
+            parts.append(
+                _part(source, dataset_joinid, release, organism, obs.iloc[rows].copy(), rows, var, counts_key)
+            )
+    return parts
+
+
+def _part(source, dataset_joinid, release, organism, obs, rows, var, counts_key) -> _Included:
     keep_genes = included_genes(var, organism)
-    rows = np.flatnonzero(release.included_cells(obs, organism))
-    included_obs = obs.iloc[rows].copy()
-    included_obs["dataset_id"] = source.dataset_id
+    obs["dataset_id"] = source.dataset_id
     genes = var.loc[keep_genes, ["feature_name", "feature_type", "feature_length"]]
     return _Included(
         source=source,
         dataset_joinid=dataset_joinid,
         rows=rows,
-        obs=included_obs,
+        obs=obs,
         gene_columns=np.flatnonzero(keep_genes),
         genes=genes.astype({"feature_name": str, "feature_type": str, "feature_length": np.int64}),
         counts_key=counts_key,
-        organism_label=organism_label,
+        organism_label=ontology.label(organism),
         experiment=release.experiment(organism),
-        full_gene=included_obs["assay_ontology_term_id"]
-        .astype(str)
-        .isin(release.full_gene_assays)
-        .to_numpy(),
+        full_gene=obs["assay_ontology_term_id"].astype(str).isin(release.full_gene_assays).to_numpy(),
     )
 
 
@@ -333,10 +342,9 @@ def build_census(
     included_by_experiment: dict[str, list[_Included]] = defaultdict(list)
     organism_labels: dict[str, str] = {}
     for joinid, source in enumerate(sources):
-        included = _include(source, joinid, release)
-        experiment = included.experiment
-        included_by_experiment[experiment].append(included)
-        organism_labels[experiment] = included.organism_label
+        for included in _parts(source, joinid, release):
+            included_by_experiment[included.experiment].append(included)
+            organism_labels[included.experiment] = included.organism_label
     with atomic_path(uri) as tmp:
         root = soma.Collection.create(str(tmp))
         root.metadata["created_on"] = date.today().isoformat()

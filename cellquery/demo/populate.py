@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 # What `save_cellxgene_defaults` adds as ULabels (it fails offline: made here by hand).
 ULABEL_TYPES = {
     "SuspensionType": ("cell", "nucleus", "na"),
-    "TissueType": ("tissue", "organoid", "primary cell culture", "cell line"),
+    "TissueType": ("tissue", "organoid", "primary cell culture", "cell line", "cell culture"),  # + schema 5.x
 }
 ORGANISM_NAMES = {organism: ontology.ORGANISMS[organism][0] for organism in (HUMAN, MOUSE, MARMOSET)}
 ENSEMBL_PREFIXES = {"ENSMUSG": MOUSE, "ENSCJAG": MARMOSET}  # else human (ENSG)
@@ -125,10 +125,28 @@ def add_life_stage_source(organism: str) -> None:
     bt.DevelopmentalStage.import_source(source)
 
 
-def curation_schema(ln, organism: str = HUMAN):
-    """lamindb's CELLxGENE schema (ontology ids), as the public instance's registration script makes it."""
+def curation_schema(ln, organism: str = HUMAN, dataset_schema: str = "7.0.0"):
+    """lamindb's CELLxGENE schema (ontology ids), as the public instance's registration script makes it; for a
+    schema 5 file, its obs and var slots with the organism a feature of obs (schema 5 records it per cell)."""
     name = ORGANISM_NAMES[organism]
-    return ln.examples.cellxgene.create_cellxgene_schema(field_types="ontology_id", organism=name)
+    full = ln.examples.cellxgene.create_cellxgene_schema(field_types="ontology_id", organism=name)
+    if not dataset_schema.startswith("5."):
+        return full
+    organism_feature = ln.Feature.get(name="organism_ontology_term_id")
+    obs = ln.Schema(
+        name="obs of CELLxGENE schema 5 of ontology_id",
+        features=[*full.slots["obs"].members, organism_feature],
+        otype="DataFrame",
+        minimal_set=True,
+        coerce=True,
+    ).save()
+    return ln.Schema(
+        name="CELLxGENE AnnData of schema 5 of ontology_id",
+        otype="AnnData",
+        minimal_set=True,
+        coerce=True,
+        slots={"obs": obs, "var": full.slots["var"]},
+    ).save()
 
 
 @contextlib.contextmanager
@@ -176,7 +194,7 @@ def curate(ln, artifact, spec: DatasetSpec) -> bool:
     """Validate and annotate with lamindb's CELLxGENE curator; a refused dataset keeps no label links (as
     in the public instance: ERCC spike-ins, for one, are no genes of the organism's source)."""
     if not spec.curation_fails:
-        curator = ln.curators.AnnDataCurator(artifact, curation_schema(ln, spec.organism))
+        curator = ln.curators.AnnDataCurator(artifact, curation_schema(ln, spec.organism, spec.schema))
         try:
             curator.validate()
             curator.save_artifact()

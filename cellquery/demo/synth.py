@@ -1,4 +1,5 @@
-"""Synthetic, schema-valid CELLxGENE h5ads (portal format, schema 7.1.0) from a `DatasetSpec`."""
+"""Synthetic, schema-valid CELLxGENE h5ads (portal format, in the dataset schema of the spec: 7.0.0 or 5.2.0)
+from a `DatasetSpec`."""
 
 from __future__ import annotations
 
@@ -26,13 +27,13 @@ from cellquery.demo.catalog import (
     DatasetSpec,
     stages,
 )
-from cellquery.genes import gene_table, symbols
+from cellquery.genes import gene_table, schemas_with_genes_of, symbols
 from cellquery.spec import TERM_SEPARATOR, terms
 
-SCHEMA_VERSION = "7.1.0"
 ERCC_REFERENCE = "NCBITaxon:32630"
 N_SPIKE_INS = 20
 MARKERS_PER_CELL_TYPE = 30
+CULTURE = {"5": "cell culture", "7": "primary cell culture"}  # the tissue type of cultured cells, per schema
 CHUNK_CELLS = 20_000
 # How the demo's authors labelled their cells (the Census keeps only the ontology term).
 AUTHOR_LABELS = {
@@ -79,13 +80,21 @@ def all_markers(organism: str) -> pd.Index:
     return pd.Index(sorted(set().union(*(marker_genes(organism, t) for t in MARKERS))))
 
 
+def major(schema: str) -> str:
+    return schema.split(".", 1)[0]
+
+
 @cache
 def gene_pool(organism: str, seed: int) -> pd.Index:
-    """The genes the demo draws its panels from: 4,000 protein-coding genes and every marker, sorted."""
+    """The genes the demo draws its panels from: 4,000 protein-coding genes and every marker, sorted; genes of
+    every schema generation's reference, so that a dataset holds the same genes in each."""
     genes = gene_table(organism)
-    coding = genes.index[genes["feature_type"] == "protein_coding"].sort_values()
+    everywhere = genes.index
+    for schema in schemas_with_genes_of(organism):
+        everywhere = everywhere.intersection(gene_table(organism, schema).index)
+    coding = genes.index[genes["feature_type"] == "protein_coding"].intersection(everywhere).sort_values()
     picked = rng_for(seed, organism, "pool").choice(len(coding), size=4000, replace=False)
-    return coding[np.sort(picked)].union(all_markers(organism))
+    return coding[np.sort(picked)].union(all_markers(organism).intersection(everywhere))
 
 
 def dataset_markers(spec: DatasetSpec) -> pd.Index:
@@ -154,7 +163,7 @@ def term_label(value: str) -> str:
 
 def make_obs(spec: DatasetSpec, seed: int) -> pd.DataFrame:
     """Cell metadata: ontology term ids with their labels, donors, tissue type, joinids."""
-    rng = rng_for(seed, spec.file_stem, "obs")
+    rng = rng_for(seed, spec.content_stem, "obs")
     n = spec.n_cells
     weights = rng.dirichlet(np.full(len(spec.cell_types), 3.0))
     cell_type_index = np.sort(rng.choice(len(spec.cell_types), size=n, p=weights))
@@ -167,11 +176,13 @@ def make_obs(spec: DatasetSpec, seed: int) -> pd.DataFrame:
     tissue = np.full(n, spec.tissue, dtype=object)
     if spec.culture_fraction:
         culture = rng.random(n) < spec.culture_fraction
-        tissue_type[culture] = "primary cell culture"
+        tissue_type[culture] = CULTURE[major(spec.schema)]
         tissue[culture] = FIBROBLAST
         cell_types = np.where(culture, FIBROBLAST, cell_types)
 
     obs = pd.DataFrame(index=names)
+    if major(spec.schema) == "5":  # the organism per cell (schema 7: per file, in uns)
+        obs["organism_ontology_term_id"] = spec.organism
     obs["assay_ontology_term_id"] = spec.assay
     obs["cell_type_ontology_term_id"] = cell_types
     obs["development_stage_ontology_term_id"] = donors["development_stage_ontology_term_id"].to_numpy()
@@ -203,7 +214,7 @@ def with_author_columns(obs: pd.DataFrame, spec: DatasetSpec, seed: int) -> pd.D
         obs["cell_type"].astype(str).map(lambda label: AUTHOR_LABELS.get(label, label))
     )
     if "10x" in ontology.label(spec.assay):
-        rng = rng_for(seed, spec.file_stem, "libraries")
+        rng = rng_for(seed, spec.content_stem, "libraries")
         libraries = rng.integers(1, 3, len(obs))
         obs["library_id"] = pd.Categorical(obs["donor_id"].astype(str) + [f"-L{n}" for n in libraries])
     return obs
@@ -212,7 +223,7 @@ def with_author_columns(obs: pd.DataFrame, spec: DatasetSpec, seed: int) -> pd.D
 def make_var(spec: DatasetSpec, seed: int) -> pd.DataFrame:
     """Gene metadata as the portal writes it; spike-ins get the ERCC reference."""
     genes = panel_genes(spec, seed)
-    table = gene_table(spec.organism).loc[genes]
+    table = gene_table(spec.organism, major(spec.schema)).loc[genes]
     var = pd.DataFrame(index=pd.Index(genes, name=None))
     var["feature_name"] = table["feature_name"].to_numpy()
     var["feature_reference"] = spec.organism
@@ -239,7 +250,7 @@ def make_var(spec: DatasetSpec, seed: int) -> pd.DataFrame:
 
 def simulate_counts(spec: DatasetSpec, obs: pd.DataFrame, var: pd.DataFrame, seed: int) -> sp.csr_matrix:
     """Over-dispersed (gamma-Poisson) integer counts, cell-type specific, library sizes per cell."""
-    rng = rng_for(seed, spec.file_stem, "counts")
+    rng = rng_for(seed, spec.content_stem, "counts")
     genes = var.index[var["feature_biotype"] == "gene"]
     profiles = cell_type_profiles(spec, pd.Index(genes), seed)
     type_index = {t: i for i, t in enumerate(spec.cell_types)}
@@ -282,18 +293,19 @@ def make_anndata(spec: DatasetSpec, seed: int) -> ad.AnnData:
     counts = simulate_counts(spec, obs, var, seed)
     raw = ad.AnnData(X=counts, obs=pd.DataFrame(index=obs.index), var=var.copy())
     var["feature_is_filtered"] = False
-    organism_label = ontology.label(spec.organism)
     adata = ad.AnnData(X=log_normalise(counts), obs=obs, var=var, obsm={"X_umap": embedding(obs, seed)})
     adata.raw = raw
+    if major(spec.schema) != "5":
+        adata.uns.update(
+            {"organism_ontology_term_id": spec.organism, "organism": ontology.label(spec.organism)}
+        )
     adata.uns.update(
         {
             "title": spec.title,
-            "organism_ontology_term_id": spec.organism,
-            "organism": organism_label,
             "default_embedding": "X_umap",
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": spec.schema,
             "schema_reference": "https://github.com/chanzuckerberg/single-cell-curation/blob/main/"
-            f"schema/{SCHEMA_VERSION}/schema.md",
+            f"schema/{spec.schema}/schema.md",
             "citation": f"Dataset Version: {spec.dataset_version_id}; cellquery embedded demo",
             "X_approximate_distribution": "normal",
         }
