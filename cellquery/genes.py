@@ -25,6 +25,8 @@ GENE_FILES = {
 # Older dataset schemas' references, by schema major version (schema 5.2: GENCODE 44 / M33); the newest
 # schema's lie in `reference/` itself.
 OLDER_REFERENCES = {"5": REFERENCE / "5.2.0"}
+NEWEST = "7"
+GENCODE = {"7": "GENCODE 48 / M37", "5": "GENCODE 44 / M33"}  # each schema's human and mouse annotation
 
 
 def schemas_with_genes_of(organism: str) -> list[str]:
@@ -32,11 +34,16 @@ def schemas_with_genes_of(organism: str) -> list[str]:
     older = [
         schema for schema, folder in OLDER_REFERENCES.items() if (folder / GENE_FILES[organism]).exists()
     ]
-    return ["7", *older]
+    return [NEWEST, *older]
+
+
+def schema_major(dataset_schema: str | None) -> str:
+    """`5.2.0` -> `5`: the reference a dataset schema's files take (the newest when none is named)."""
+    return dataset_schema.split(".", 1)[0] if dataset_schema else NEWEST
 
 
 @cache
-def gene_table(organism: str, schema: str = "7") -> pd.DataFrame:
+def gene_table(organism: str, schema: str = NEWEST) -> pd.DataFrame:
     """The gene reference (feature_name, version, feature_length, feature_type) indexed by feature id, of a
     dataset schema (its major version)."""
     path = OLDER_REFERENCES.get(schema, REFERENCE) / GENE_FILES[organism]
@@ -54,16 +61,18 @@ def with_feature_types(var: pd.DataFrame) -> pd.DataFrame:
 
 
 @cache
-def symbols(organism: str) -> pd.Series:
+def symbols(organism: str, schema: str = NEWEST) -> pd.Series:
     """Ensembl id per gene symbol (the first id where a symbol has several)."""
-    table = gene_table(organism)
+    table = gene_table(organism, schema)
     by_name = pd.Series(table.index, index=table["feature_name"])
     return by_name[~by_name.index.duplicated()]
 
 
-def resolve_genes(values: list[str], organism: str) -> list[str]:
-    """Ensembl ids or symbols -> Ensembl ids of the organism; every unknown gene named, with a hint."""
-    table, by_name = gene_table(organism), symbols(organism)
+def resolve_genes(values: list[str], organism: str, dataset_schema: str | None = None) -> list[str]:
+    """Ensembl ids or symbols -> Ensembl ids of the organism in the gene reference of the dataset schema
+    queried (the newest when none is named); every unknown gene named, with a hint."""
+    schema = schema_major(dataset_schema)
+    table, by_name = gene_table(organism, schema), symbols(organism, schema)
     ids, unknown = [], []
     for value in values:
         if value in table.index:
@@ -73,17 +82,24 @@ def resolve_genes(values: list[str], organism: str) -> list[str]:
         else:
             unknown.append(value)
     if unknown:
-        raise unknown_values("genes", unknown, lambda value: _unknown(value, organism))
+        raise unknown_values("genes", unknown, lambda value: _unknown(value, organism, schema))
     return list(dict.fromkeys(ids))
 
 
-def _unknown(value: str, organism: str) -> str:
-    """What an unknown gene is: another organism's gene (naming this one's of that symbol), or a typo.
+def _unknown(value: str, organism: str, schema: str) -> str:
+    """What an unknown gene is: a gene of another schema generation's reference, another organism's gene
+    (naming this one's of that symbol), or a typo.
 
     bionty holds no ortholog table offline; HGNC and MGI give orthologs the same symbol but for case
     (CD3E, Cd3e), so the gene of the same symbol is named as the likely counterpart.
     """
     here = ORGANISM_LABELS.get(organism, organism)
+    for other in schemas_with_genes_of(organism):
+        if other != schema and (value in gene_table(organism, other).index or value in symbols(organism, other)):
+            return (
+                f"{value!r} is a {here} gene of {GENCODE[other]} (dataset schema {other}), not of "
+                f"{GENCODE[schema]}, the reference of the census store queried (dataset schema {schema})"
+            )
     for other, label in ORGANISM_LABELS.items():
         if other == organism:
             continue
@@ -91,14 +107,14 @@ def _unknown(value: str, organism: str) -> str:
         if value in gene_table(other).index:
             symbol = gene_table(other).loc[value, "feature_name"]
         if symbol is not None:
-            same = _same_symbol(symbol, organism)
+            same = _same_symbol(symbol, organism, schema)
             counterpart = f"; the {here} gene with that symbol is {same!r}" if same else ""
             kind = "symbol" if symbol == value else f"Ensembl id ({symbol})"
             return f"{value!r} is a {label} gene {kind}, not a {here} one{counterpart}"
-    return f"unknown {here} gene {value!r}{suggest(value, symbols(organism).index)}"
+    return f"unknown {here} gene {value!r}{suggest(value, symbols(organism, schema).index)}"
 
 
-def _same_symbol(symbol: str, organism: str) -> str | None:
+def _same_symbol(symbol: str, organism: str, schema: str = NEWEST) -> str | None:
     """The organism's gene whose symbol equals `symbol` but for case (HGNC CD3E, MGI Cd3e)."""
-    by_lower = {name.lower(): name for name in symbols(organism).index}
+    by_lower = {name.lower(): name for name in symbols(organism, schema).index}
     return by_lower.get(symbol.lower())

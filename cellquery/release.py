@@ -144,6 +144,13 @@ def tissue_type_hint(value: str, release: CensusRelease) -> str:
 def check_spec(release: CensusRelease, held: list[str], where: str, organism: str, cells: dict) -> None:
     """The spec's organism and tissue types, checked against the census store it queries (`where`): its
     release and the experiments it holds."""
+    if organism not in release.experiments.values():
+        holding = [r.releases[0] for r in releases() if organism in r.experiments.values()]
+        since = f"; Census {holding[0]} and later hold them" if holding else ""
+        raise SpecError(
+            f"organism: {where} holds no {label(organism)} cells ({release.name} has no experiment for "
+            f"them; it holds {', '.join(held)}){since}"
+        )
     experiment = release.experiment(organism)
     if experiment not in held:
         raise SpecError(

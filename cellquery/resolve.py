@@ -37,17 +37,12 @@ def plan_query(spec: QuerySpec, source: Source, storage: dict | None = None) -> 
     """
     storage = storage or STORAGE_DEFAULTS
     from cellquery import artifacts
-    from cellquery.census import cells_per_dataset, store_release, where
+    from cellquery.census import cells_per_dataset
     from cellquery.coverage import gene_coverage
-    from cellquery.release import check_spec
 
     registry = source.registry()
     at_work()
-    collection, store, criteria, gene_ids = _checked_names(registry, spec)
-    location = artifacts.store_location(store)
-    release, experiments = store_release(location, storage["object_storage"])
-    check_spec(release, experiments, where(location), spec.organism, spec.cells)
-    location["release"] = release.identity
+    collection, location, criteria, gene_ids = _checked_names(registry, spec, storage["object_storage"])
     table = artifacts.manifest(artifacts.artifact_query(registry, spec, collection, criteria))
     table = artifacts.with_census_datasets(table, location, storage["object_storage"])
     dataset_ids = list(table["dataset_id"])
@@ -174,17 +169,19 @@ def check_cache_room(table: pd.DataFrame, storage: dict) -> None:
         )
 
 
-def _checked_names(ln, spec: QuerySpec) -> tuple:
-    """Collection, census store, resolved criteria and gene ids; every name the registry lacks, reported."""
+def _checked_names(ln, spec: QuerySpec, settings: dict) -> tuple:
+    """Collection, census store (its location, with its release), resolved criteria and gene ids (in the
+    gene reference of the store's release); every name the registry or the store lacks, reported."""
     from cellquery import artifacts
+    from cellquery.census import store_release, where
     from cellquery.genes import resolve_genes
     from cellquery.registration import check_output_key
+    from cellquery.release import check_spec
 
     problems, found = Problems(), {}
     checks = {
         "collection": lambda: artifacts.collection_for(ln, spec),
         "criteria": lambda: resolve(spec),
-        "genes": lambda: resolve_genes(spec.genes, spec.organism) if spec.genes else None,
         # the source's keys reach the target with its inputs: a result must not take one (the target's own
         # holders are asked again in register)
         "output key": lambda: check_output_key(ln, spec),
@@ -193,9 +190,16 @@ def _checked_names(ln, spec: QuerySpec) -> tuple:
     for name, check in checks.items():
         with problems.check():
             found[name] = check()
+    release = None
     if "collection" in found:
         with problems.check():
-            found["store"] = artifacts.census_store(ln, spec, found["collection"])
+            location = artifacts.store_location(artifacts.census_store(ln, spec, found["collection"]))
+            release, experiments = store_release(location, settings)
+            found["store"] = {**location, "release": release.identity}
+            check_spec(release, experiments, where(location), spec.organism, spec.cells)
+    with problems.check():
+        schema = release.dataset_schema if release else None
+        found["genes"] = resolve_genes(spec.genes, spec.organism, schema) if spec.genes else None
     problems.raise_any()
     return found["collection"], found["store"], found["criteria"], found["genes"]
 

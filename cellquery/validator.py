@@ -80,10 +80,15 @@ def schema_of(path: Path) -> str:
 
 
 def validate(
-    paths: Iterable[str | Path], *, ignore_labels: bool = False, add_labels: Mapping[Path, Path] | None = None
+    paths: Iterable[str | Path],
+    *,
+    ignore_labels: bool = False,
+    add_labels: Mapping[Path, Path] | None = None,
+    schema: str | None = None,
 ) -> dict[Path, list[str]]:
-    """The validator's errors for each h5ad, [] when valid, from one validator process. `add_labels` maps
-    files to where the validator writes them with the portal's labels added (when valid)."""
+    """The validator's errors for each h5ad, [] when valid, from one validator process per schema: each
+    file's own (`schema_of`), or `schema` (a major version) for all. `add_labels` maps files to where the
+    validator writes them with the portal's labels added (when valid)."""
     paths = [Path(p) for p in paths]
     for path in paths:
         if not path.is_file():  # the validator would exit the process instead
@@ -91,7 +96,7 @@ def validate(
     labelled = {Path(k): str(v) for k, v in (add_labels or {}).items()}
     by_schema: dict[str, list[Path]] = defaultdict(list)
     for path in paths:
-        by_schema[_schema_or_newest(path)].append(path)
+        by_schema[schema or _schema_or_newest(path)].append(path)
     found: dict[str, list[str]] = {}
     for schema, group in by_schema.items():
         found |= _run(schema, [(str(path), labelled.get(path)) for path in group], ignore_labels)

@@ -265,14 +265,14 @@ def lamin_hash(path) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_h5ads(tmp_path_factory) -> list[tuple[str, Path]]:
-    """For the fast tier (tests/unit): two schema-valid human kidney h5ads of 400 cells with gene panels of
-    their own, as (dataset id, path)."""
+    """For the fast tier (tests/unit): two schema-valid human kidney h5ads of the newest release, 400 cells
+    with gene panels of their own, as (dataset id, path)."""
     from dataclasses import replace
 
     from cellquery.demo import catalog, synth
 
     folder, written = tmp_path_factory.mktemp("tiny-h5ads"), []
-    for spec in (replace(catalog.datasets("small")[i], n_cells=400) for i in (0, 2)):
+    for spec in (replace(catalog.release("small", catalog.V2)[i], n_cells=400) for i in (0, 1)):
         path = folder / f"{spec.file_stem}.h5ad"
         synth.write_dataset(spec, 0, path)
         written.append((spec.dataset_id, path))

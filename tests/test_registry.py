@@ -68,13 +68,22 @@ def test_artifacts_are_laid_out_as_the_public_instance(ln, demo, h5ads):
 
 
 def test_a_release_revises_the_one_before(h5ads):
-    in_first = {d.dataset_id for d in catalog.release("small", catalog.V1)}
+    in_first = {d.dataset_id: d for d in catalog.release("small", catalog.V1)}
+    carried = 0
     for artifact, spec in registered_specs(h5ads.filter(version_tag=catalog.V2)):
         earlier = [v for v in artifact.versions.all() if v != artifact]
         assert artifact.is_latest and all(not v.is_latest for v in earlier)
         assert [v.key for v in earlier] == ([spec.key(catalog.V1)] if spec.dataset_id in in_first else [])
-        if catalog.V1 in spec.versions:  # unchanged: the same file under both releases' keys, one on disk
-            assert Path(artifact.path).samefile(earlier[0].path) and artifact.hash == earlier[0].hash
+        before = in_first.get(spec.dataset_id)
+        if before is not None and before.revision == spec.revision:
+            # carried over, migrated to the newer dataset schema: another file of the same cells
+            carried += 1
+            older, newer = (h5ad.read_frame(a.cache(), "obs") for a in (earlier[0], artifact))
+            assert artifact.hash != earlier[0].hash
+            assert list(older["observation_joinid"]) == list(newer["observation_joinid"])
+            schemas = [h5ad.read_uns(a.cache())["schema_version"] for a in (earlier[0], artifact)]
+            assert schemas == [catalog.DATASET_SCHEMA[catalog.V1], catalog.DATASET_SCHEMA[catalog.V2]]
+    assert carried >= 10
 
 
 def test_every_curated_artifact_is_annotated_from_its_own_obs(ln, h5ads):
@@ -91,8 +100,10 @@ def test_every_curated_artifact_is_annotated_from_its_own_obs(ln, h5ads):
         assert ethnicities == set(obs["self_reported_ethnicity_ontology_term_id"].astype(str))
         labels = {(u.type.name, u.name) for u in artifact.ulabels.all()}
         assert {("SuspensionType", s) for s in obs["suspension_type"].astype(str)} <= labels
-        organism = h5ad.read_uns(artifact.cache())["organism_ontology_term_id"]
-        assert [o.ontology_id for o in artifact.organisms.all()] == [organism]
+        uns = h5ad.read_uns(artifact.cache())  # schema 7: the organism per file; schema 5: per cell
+        cells = obs.get("organism_ontology_term_id")
+        organisms = {uns["organism_ontology_term_id"]} if cells is None else set(cells.astype(str))
+        assert {o.ontology_id for o in artifact.organisms.all()} == organisms, artifact.key
 
 
 def test_refused_datasets_carry_no_labels_but_the_census_holds_their_cells(ln, demo, h5ads):

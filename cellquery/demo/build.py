@@ -124,8 +124,8 @@ def register_all(demo: DemoInstance, scale: str, shard_dirs: list[Path], receipt
 
 def place_release(demo: DemoInstance, version: str, specs: list, paths: dict[str, Path]) -> list[str]:
     """Put a release's h5ads where the public bucket keeps them (`cell-census/<version>/h5ads/`); returns
-    their locations. Local storage: hard links to the generated files where the disk allows (a dataset
-    unchanged between releases is one file under both keys). S3: uploaded as the AWS CLI uploads."""
+    their locations. Local storage: hard links to the generated files where the disk allows. S3: uploaded
+    as the AWS CLI uploads."""
     if demo.storage_kind == "s3":
         return [upload_h5ad(demo, paths[spec.file_stem], spec.key(version)) for spec in specs]
     locations = []

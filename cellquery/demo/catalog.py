@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 
+from cellquery.release import releases
 from cellquery.spec import TERM_SEPARATOR, terms
 
 HUMAN, MOUSE, MARMOSET = "NCBITaxon:9606", "NCBITaxon:10090", "NCBITaxon:9483"
@@ -18,8 +19,9 @@ SCALES = ("small", "bench", "registry", "atlas")
 # (3: author obs columns; census normalized as the builder computes it; 4: laid out as the public instance:
 # h5ads registered in place per release, lamindb's CELLxGENE curator, a failed curation; 5: the census
 # stores state the Census and dataset schema versions of their builder, `cellquery.release`; 6: the newer
-# release is 2025-11-08, with a marmoset dataset, comorbid donors (`A || B` diseases) and 10x 3' v4).
-DEMO_FORMAT = 6
+# release is 2025-11-08, with a marmoset dataset, comorbid donors (`A || B` diseases) and 10x 3' v4; 7: each
+# release's files in its own dataset schema, 2025-01-30's in 5.2.0 with a xenograft of two organisms).
+DEMO_FORMAT = 7
 CURATORS = ("sunitaj", "falexwolf")  # two users, so `created_by=` queries mean something
 
 # Cell types (CL). Parents and children both occur: T cell with its CD4/CD8 subtypes, B cell and naive B cell.
@@ -127,6 +129,9 @@ class DatasetSpec:
     listed: bool = True  # the CELLxGENE API lists it when a release is registered: n_observations is set
     curation_fails: bool = False  # registered without label links, as datasets the curator refused
     schema: str = DATASET_SCHEMA[V2]  # the dataset schema its file is written in (`by_generation`)
+    # A xenograft (schema 5, the organism per cell): this share of its cells are the host's, on its genes.
+    host: str = ""
+    host_fraction: float = 0.0
 
     @property
     def curated(self) -> bool:
@@ -228,10 +233,21 @@ def _small() -> list[DatasetSpec]:
         DatasetSpec("hs-brain-comorbid", HUMAN, "Microglia of Alzheimer disease donors with kidney disease",
                     BRAIN, TENX_3V3, "nucleus", (MICROGLIA, NEURON, ASTROCYTE),
                     (ALZHEIMER, ALZHEIMER_WITH_CKD, NORMAL), 3000, 1, b, (V2,), n_donors=6),
+        DatasetSpec("hs-mm-xenograft", HUMAN, "Human kidney organoid cells grafted into mouse",
+                    KIDNEY, TENX_3V3, "cell", (PROXIMAL_TUBULE, PODOCYTE, MACROPHAGE),
+                    (NORMAL,), 2000, 1, a, (V1,), n_donors=2, host=MOUSE, host_fraction=0.25),
         DatasetSpec("cj-brain", MARMOSET, "Marmoset cortex glia and neurons",
                     BRAIN, TENX_3V3, "nucleus", (MICROGLIA, NEURON, ASTROCYTE, OLIGODENDROCYTE),
                     (NORMAL,), 2500, 0, b, (V2,), n_genes=1500),
     ]  # fmt: skip
+
+
+def in_every_release(spec: DatasetSpec) -> bool:
+    """Whether every release could hold the dataset: each builder keeps its organism and assay, and each
+    dataset schema can write it (no joined disease before schema 7, cells of one organism)."""
+    joined = any(TERM_SEPARATOR in disease for disease in spec.diseases)
+    kept = all(spec.assay in r.rna_assays and spec.organism in r.experiments.values() for r in releases())
+    return kept and not joined and not spec.host
 
 
 def _bench() -> list[DatasetSpec]:
@@ -245,7 +261,7 @@ def _bench() -> list[DatasetSpec]:
 
 def _registry(n_artifacts: int = 2000) -> list[DatasetSpec]:
     """CELLxGENE's order of magnitude of registered files: many tiny human datasets, one query for all."""
-    first_versions = [d for d in _small() if d.revision == 1 and d.organism == HUMAN]
+    first_versions = [d for d in _small() if d.revision == 1 and d.organism == HUMAN and in_every_release(d)]
     return [
         replace(
             first_versions[i % len(first_versions)],
@@ -279,7 +295,7 @@ def _atlas() -> list[DatasetSpec]:
         replace(small[i], slug=slug, title=title, n_cells=n, n_donors=16, versions=(V2,), revision=1)
         for i, slug, title, n in ATLAS_LARGE
     ]
-    first_versions = [d for d in small if d.revision == 1]
+    first_versions = [d for d in small if d.revision == 1 and not d.host]
     cohorts = []
     for i in range(ATLAS_COHORTS):
         base = first_versions[i % len(first_versions)]
@@ -290,7 +306,7 @@ def _atlas() -> list[DatasetSpec]:
                 slug=f"{base.slug}-cohort-{number}",
                 title=f"{base.title} (cohort {number})",
                 n_cells=base.n_cells * (1 + number % 3),
-                versions=(V1, V2) if i < ATLAS_IN_V1 else (V2,),
+                versions=(V1, V2) if i < ATLAS_IN_V1 and in_every_release(base) else (V2,),
             )
         )
     return [*large, *cohorts]
@@ -306,8 +322,13 @@ def datasets(scale: str) -> list[DatasetSpec]:
 
 
 def by_generation(spec: DatasetSpec) -> list[DatasetSpec]:
-    """One spec per dataset schema among the releases holding it, each with those releases only."""
+    """One spec per dataset schema among the releases holding it, each with those releases only; what a
+    schema cannot hold (a joined disease in 5.x, cells of two organisms in 7.x) is refused."""
     schemas = dict.fromkeys(DATASET_SCHEMA[version] for version in spec.versions)
+    for schema in schemas:
+        joined = any(TERM_SEPARATOR in disease for disease in spec.diseases)
+        if (schema.startswith("5.") and joined) or (not schema.startswith("5.") and spec.host):
+            raise ValueError(f"{spec.slug}: dataset schema {schema} cannot hold its cells")
     return [
         replace(spec, schema=schema, versions=tuple(v for v in spec.versions if DATASET_SCHEMA[v] == schema))
         for schema in schemas
@@ -338,6 +359,8 @@ def all_terms(scale: str) -> set[str]:
     found: set[str] = set()
     for d in datasets(scale):
         found.update((d.tissue, d.assay, *d.cell_types, *SEXES, *stages(d.organism)))
+        if d.host:
+            found.update(stages(d.host))
         found.update(term for disease in d.diseases for term in terms(disease))
         if d.organism == HUMAN:
             found.update(ETHNICITIES)
@@ -346,7 +369,7 @@ def all_terms(scale: str) -> set[str]:
     return found
 
 
-GENERATION_BATCH = {"small": 1, "bench": 1, "registry": 250}  # datasets per generation job
+GENERATION_BATCH = {"small": 1, "bench": 1, "registry": 500}  # files per generation job
 GENERATION_CELLS = {"atlas": 240_000}  # or: consecutive datasets up to this many cells per job
 
 

@@ -27,7 +27,7 @@ from cellquery.demo.catalog import (
     DatasetSpec,
     stages,
 )
-from cellquery.genes import gene_table, schemas_with_genes_of, symbols
+from cellquery.genes import gene_table, schema_major, schemas_with_genes_of, symbols
 from cellquery.spec import TERM_SEPARATOR, terms
 
 ERCC_REFERENCE = "NCBITaxon:32630"
@@ -78,10 +78,6 @@ def marker_genes(organism: str, cell_type: str) -> pd.Index:
 @cache
 def all_markers(organism: str) -> pd.Index:
     return pd.Index(sorted(set().union(*(marker_genes(organism, t) for t in MARKERS))))
-
-
-def major(schema: str) -> str:
-    return schema.split(".", 1)[0]
 
 
 @cache
@@ -156,6 +152,19 @@ def _donor_table(spec: DatasetSpec, rng: np.random.Generator) -> pd.DataFrame:
     return donors
 
 
+def with_host_cells(spec: DatasetSpec, donors: pd.DataFrame, obs: pd.DataFrame, rng) -> pd.DataFrame:
+    """A xenograft: a share of the cells are the host animals' (their organism per cell, their stages, no
+    ethnicity), measured on the graft's genes."""
+    host = rng.random(len(obs)) < spec.host_fraction
+    animals = rng.integers(1, 3, int(host.sum()))
+    obs.loc[host, "organism_ontology_term_id"] = spec.host
+    donors = donors.copy()
+    donors.loc[host, "donor_id"] = [f"{spec.slug}-host-{k}" for k in animals]
+    donors.loc[host, "development_stage_ontology_term_id"] = rng.choice(stages(spec.host), int(host.sum()))
+    donors.loc[host, "self_reported_ethnicity_ontology_term_id"] = "na"
+    return donors
+
+
 def term_label(value: str) -> str:
     """The label the validator writes for a term id (each term's of a multi-valued one, joined)."""
     return TERM_SEPARATOR.join("na" if t == "na" else ontology.label(t) for t in terms(value))
@@ -176,13 +185,15 @@ def make_obs(spec: DatasetSpec, seed: int) -> pd.DataFrame:
     tissue = np.full(n, spec.tissue, dtype=object)
     if spec.culture_fraction:
         culture = rng.random(n) < spec.culture_fraction
-        tissue_type[culture] = CULTURE[major(spec.schema)]
+        tissue_type[culture] = CULTURE[schema_major(spec.schema)]
         tissue[culture] = FIBROBLAST
         cell_types = np.where(culture, FIBROBLAST, cell_types)
 
     obs = pd.DataFrame(index=names)
-    if major(spec.schema) == "5":  # the organism per cell (schema 7: per file, in uns)
+    if schema_major(spec.schema) == "5":  # the organism per cell (schema 7: per file, in uns)
         obs["organism_ontology_term_id"] = spec.organism
+    if spec.host:
+        donors = with_host_cells(spec, donors, obs, rng)
     obs["assay_ontology_term_id"] = spec.assay
     obs["cell_type_ontology_term_id"] = cell_types
     obs["development_stage_ontology_term_id"] = donors["development_stage_ontology_term_id"].to_numpy()
@@ -223,7 +234,7 @@ def with_author_columns(obs: pd.DataFrame, spec: DatasetSpec, seed: int) -> pd.D
 def make_var(spec: DatasetSpec, seed: int) -> pd.DataFrame:
     """Gene metadata as the portal writes it; spike-ins get the ERCC reference."""
     genes = panel_genes(spec, seed)
-    table = gene_table(spec.organism, major(spec.schema)).loc[genes]
+    table = gene_table(spec.organism, schema_major(spec.schema)).loc[genes]
     var = pd.DataFrame(index=pd.Index(genes, name=None))
     var["feature_name"] = table["feature_name"].to_numpy()
     var["feature_reference"] = spec.organism
@@ -295,7 +306,7 @@ def make_anndata(spec: DatasetSpec, seed: int) -> ad.AnnData:
     var["feature_is_filtered"] = False
     adata = ad.AnnData(X=log_normalise(counts), obs=obs, var=var, obsm={"X_umap": embedding(obs, seed)})
     adata.raw = raw
-    if major(spec.schema) != "5":
+    if schema_major(spec.schema) != "5":
         adata.uns.update(
             {"organism_ontology_term_id": spec.organism, "organism": ontology.label(spec.organism)}
         )
