@@ -95,7 +95,8 @@ def _unknown(value: str, organism: str, schema: str) -> str:
     """
     here = ORGANISM_LABELS.get(organism, organism)
     for other in schemas_with_genes_of(organism):
-        if other != schema and (value in gene_table(organism, other).index or value in symbols(organism, other)):
+        known = gene_table(organism, other).index.union(symbols(organism, other).index)
+        if other != schema and value in known:
             return (
                 f"{value!r} is a {here} gene of {GENCODE[other]} (dataset schema {other}), not of "
                 f"{GENCODE[schema]}, the reference of the census store queried (dataset schema {schema})"

@@ -132,8 +132,8 @@ def test_an_organism_is_queried_in_the_releases_that_hold_its_experiment():
     with pytest.raises(SpecError) as refused:
         checked(OLD_GENERATION, CHIMPANZEE, {})
     assert str(refused.value) == (
-        f"organism: {STORE} holds no Pan troglodytes cells (Census schema 2.1.0 (dataset schema 5.2.0) has no "
-        "experiment for them; it holds homo_sapiens, mus_musculus); Census 2025-11-08 and later hold them"
+        f"organism: {STORE} holds no Pan troglodytes cells (Census schema 2.1.0 (dataset schema 5.2.0) has "
+        "no experiment for them; it holds homo_sapiens, mus_musculus); Census 2025-11-08 and later hold them"
     )
 
 
