@@ -62,7 +62,7 @@ def finish(result: Path, query: dict, report: Path) -> None:
 def as_cellxgene_dataset(result: Path, query: dict) -> dict:
     """Rewrite the result in the CELLxGENE schema's submission format (`cellquery.submission`)."""
     from cellquery.h5ad import read_frame
-    from cellquery.submission import write_submission
+    from cellquery.submission import SCHEMA_VERSION, write_submission
 
     obs = read_frame(result, "obs")
     collection = query["collection"]
@@ -70,12 +70,18 @@ def as_cellxgene_dataset(result: Path, query: dict) -> dict:
         f"cellquery {query['name']}: {len(obs):,} cells of {obs['dataset_id'].nunique()} datasets "
         f"from {collection['key']} {collection['version']}"
     )
+    schema = query["census"]["release"]["dataset_schema_version"]
     try:
-        write_submission(result, result, title=title, organism=query["organism"])
+        changes = write_submission(
+            result, result, title=title, organism=query["organism"], dataset_schema=schema
+        )
     except ValueError as error:
         raise UserError(f"output.schema: cellxgene: {error}") from None
+    for change in changes:
+        log.info("migrated from dataset schema %s: %s", schema, change)
     log.info("wrote the result in the CELLxGENE schema's submission format: %s", title)
-    return {"format": "CELLxGENE dataset schema 7.1.0, submission format", "title": title}
+    written = {"format": f"CELLxGENE dataset schema {SCHEMA_VERSION}, submission format", "title": title}
+    return written | ({"migrated_from": {"dataset_schema": schema, "changes": changes}} if changes else {})
 
 
 def write_empty(out: Path, obs_columns: list[str], layers: list[str], uns: dict) -> pd.DataFrame:

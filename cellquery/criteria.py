@@ -1,7 +1,7 @@
 """Cell criteria: resolved against the registry, compiled to a pandas obs mask and a SOMA value_filter.
 
-A multi-valued column (`spec.MULTI_VALUED_COLUMNS`) matches per term: a cell holding `A || B` is among the
-cells of `A` and of `B`, and `not_in: [A]` drops it.
+A multi-valued column (`spec.MULTI_VALUED_COLUMNS`) matches per term: a cell holding `A || B` (schema 5.x
+ethnicities: `A,B`) is among the cells of `A` and of `B`, and `not_in: [A]` drops it.
 """
 
 from __future__ import annotations

@@ -12,13 +12,14 @@ from cellquery.reference import REFERENCE
 from cellquery.spec import suggest, unknown_values
 
 ORGANISM_LABELS = {term: common for term, (common, _) in ORGANISMS.items()}
+SPIKE_INS = "NCBITaxon:32630"  # ERCC: the reference of spike-in features
 GENE_FILES = {
     "NCBITaxon:9606": "genes_homo_sapiens.csv.gz",
     "NCBITaxon:10090": "genes_mus_musculus.csv.gz",
     "NCBITaxon:9483": "genes_callithrix_jacchus.csv.gz",
     "NCBITaxon:9544": "genes_macaca_mulatta.csv.gz",
     "NCBITaxon:9598": "genes_pan_troglodytes.csv.gz",
-    "NCBITaxon:32630": "genes_ercc.csv.gz",
+    SPIKE_INS: "genes_ercc.csv.gz",
 }
 
 

@@ -58,10 +58,14 @@ class CensusRelease:
             return np.zeros(0, dtype=bool)
         tissue = obs["tissue_type"].astype(str).isin(self.included_tissue_types)
         assay = obs["assay_ontology_term_id"].astype(str).isin(self.rna_assays)
-        kept = tissue & assay
-        if self.organism_in == "obs":
-            kept &= obs[CELL_ORGANISM].astype(str) == organism
-        return kept.to_numpy()
+        return (tissue & assay).to_numpy() & self.cells_of(obs, organism)
+
+    def cells_of(self, obs: pd.DataFrame, organism: str) -> np.ndarray:
+        """The organism's cells of a file: those recording it (schema 5, the organism per cell: a xenograft
+        holds its host's cells too), or all (schema 7: per file, `file_holds` decides)."""
+        if self.organism_in == "obs" and CELL_ORGANISM in obs:
+            return (obs[CELL_ORGANISM].astype(str) == organism).to_numpy()
+        return np.ones(len(obs), dtype=bool)
 
     def file_holds(self, uns: dict, obs: pd.DataFrame, var: pd.DataFrame, organism: str) -> bool:
         """Whether the builder reads a file's cells into the organism's experiment at all: none from a file

@@ -109,7 +109,7 @@ def slice_dataset(
     if any(c.column in CELL_STATS for c in criteria):
         obs = with_cell_stats(path, obs, organism)
     obs["dataset_id"] = pd.Categorical([dataset_id] * len(obs))
-    rows = np.flatnonzero(obs_mask(obs, criteria))
+    rows = np.flatnonzero(obs_mask(obs, criteria) & release.cells_of(obs, organism))
     counts_key, var_key = h5ad.counts_keys(path)
     var = h5ad.read_frame(path, var_key)
     if not release.file_holds(h5ad.read_uns(path), obs, var, organism):

@@ -7,6 +7,7 @@ import difflib
 import hashlib
 import json
 import math
+import re
 import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,9 +39,11 @@ ONTOLOGY_COLUMNS = {
 }
 ID_COLUMNS = {id_column: label for label, (id_column, _, _) in ONTOLOGY_COLUMNS.items()}
 # Id columns whose value may join several terms (CELLxGENE schema 7: `MONDO:0005015 || MONDO:0005148`, the
-# label column likewise); a cell matches each of its terms.
+# label column likewise; schema 5.x joined a donor's ethnicities with commas:
+# `HANCESTRO:0005,HANCESTRO:0014`); a cell matches each of its terms. No ontology term id holds either.
 MULTI_VALUED_COLUMNS = {"disease_ontology_term_id", "self_reported_ethnicity_ontology_term_id"}
 TERM_SEPARATOR = " || "
+TERM_SEPARATORS = re.compile(r" \|\| |,")
 # Label-backed string columns: column -> ULabel type linked to artifacts (donor_id is a plain string
 # feature in the CELLxGENE curator's schema: no labels).
 ULABEL_COLUMNS = {"suspension_type": "SuspensionType"}
@@ -70,8 +73,9 @@ SCHEMA_OBS_COLUMNS = (
 )
 
 # Bump when slices change shape (2: slices keep the columns the inclusion rules read; 3: a file of another
-# organism gives no cells), so old ones are remade.
-SLICE_FORMAT = 4
+# organism gives no cells; 5: a schema 5 file gives only the cells of the query's organism), so old ones
+# are remade.
+SLICE_FORMAT = 5
 # Characters no key or value of a spec holds: control, format (invisible), surrogate, private, unassigned
 MAX_NAMED = 10  # unknown values of one key, each named with a suggestion; the rest are counted
 HIDDEN_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn"}
@@ -81,8 +85,9 @@ RESERVED_NAMES = {"census"}
 
 
 def terms(value: str) -> list[str]:
-    """The terms of a multi-valued column's value (a single value is one term)."""
-    return value.split(TERM_SEPARATOR)
+    """The terms of a multi-valued column's value, joined as either schema generation joins them (a single
+    value is one term)."""
+    return TERM_SEPARATORS.split(value)
 
 
 class Problems:

@@ -1,4 +1,5 @@
-"""A cellquery result as a CELLxGENE submission h5ad (schema 7.1, checked by `cellxgene-schema validate`).
+"""A cellquery result as a CELLxGENE submission h5ad (schema 7.1, checked by `cellxgene-schema validate`);
+a result of Census 2025-01-30's schema 5.2 files is migrated to it first (`migrated`).
 
 The submission format is the curator's side of the schema: ontology term ids without the labels the
 portal adds on upload, `feature_is_filtered` without the gene labels, `title` and the organism in `uns`,
@@ -29,10 +30,14 @@ import scipy.sparse as sp
 import yaml
 
 from cellquery.atomic import atomic_path
+from cellquery.genes import GENCODE, NEWEST, SPIKE_INS, gene_table, schema_major
 from cellquery.reference import SCHEMA_DEFINITION
-from cellquery.spec import SCHEMA_OBS_COLUMNS
+from cellquery.spec import SCHEMA_OBS_COLUMNS, TERM_SEPARATOR, terms
 
 REQUIRED_OBS = SCHEMA_OBS_COLUMNS  # what the schema requires of obs
+SCHEMA_VERSION = "7.1.0"  # the schema written (the validator's, `reference/schema_definition.yaml`)
+ETHNICITY = "self_reported_ethnicity_ontology_term_id"
+OLDER_CULTURE, CURRENT_CULTURE = "cell culture", "primary cell culture"  # schema 5's name, schema 7's
 EMBEDDING = "X_pca"
 MAX_COMPONENTS = 50
 
@@ -55,6 +60,36 @@ def reserved(component: str) -> frozenset[str]:
     for field in fields:
         names.update(label.get("to_column") or label.get("to_key") for label in field.get("add_labels", ()))
     return frozenset(names - {None})
+
+
+def migrated(adata: ad.AnnData, organism: str, dataset_schema: str) -> tuple[ad.AnnData, list[str]]:
+    """A result of an older dataset schema's files (Census 2025-01-30: 5.2.0) in the terms of the schema
+    written: a donor's ethnicities joined by ` || ` (schema 5: commas), `cell culture` named `primary cell
+    culture`, and genes the current gene reference no longer holds left out (the portal's own migration
+    drops deprecated features). Returns it with a line per change."""
+    if schema_major(dataset_schema) == NEWEST:
+        return adata, []
+    changes, obs = [], adata.obs.copy()
+    ethnicity = obs[ETHNICITY].astype(str) if ETHNICITY in obs else pd.Series(dtype=str)
+    if (joined := ethnicity.str.contains(",", regex=False)).any():
+        obs[ETHNICITY] = ethnicity.map(lambda value: TERM_SEPARATOR.join(terms(value)))
+        changes.append(f"{int(joined.sum())} cells' joined ethnicities written with ' || '")
+    tissue_type = obs["tissue_type"].astype(str) if "tissue_type" in obs else pd.Series(dtype=str)
+    if (cultured := tissue_type == OLDER_CULTURE).any():
+        obs["tissue_type"] = tissue_type.where(~cultured, CURRENT_CULTURE)
+        changes.append(
+            f"{int(cultured.sum())} cells' tissue_type {OLDER_CULTURE!r} written {CURRENT_CULTURE!r}"
+        )
+    current = adata.var_names.isin(gene_table(organism).index.union(gene_table(SPIKE_INS).index))
+    if not current.all():
+        gone = adata.var_names[~current]
+        changes.append(
+            f"{len(gone)} genes of {GENCODE[schema_major(dataset_schema)]} left out, not in "
+            f"{GENCODE[NEWEST]}: {', '.join(gone[:5])}{' ...' if len(gone) > 5 else ''}"
+        )
+    adata = adata[:, current].copy()
+    adata.obs = obs
+    return adata, changes
 
 
 def to_submission(adata: ad.AnnData, *, title: str, organism: str) -> ad.AnnData:
@@ -162,11 +197,16 @@ def embedding(counts: sp.csr_matrix) -> np.ndarray:
     return np.asarray(work.obsm["X_pca"], dtype=np.float32)
 
 
-def write_submission(result: Path, out: Path, *, title: str, organism: str) -> None:
-    """Read a result h5ad and write its submission h5ad to `out` (atomically: no partial file)."""
-    submission = to_submission(ad.read_h5ad(result), title=title, organism=organism)
+def write_submission(
+    result: Path, out: Path, *, title: str, organism: str, dataset_schema: str = SCHEMA_VERSION
+) -> list[str]:
+    """Read a result h5ad of files of `dataset_schema` and write its submission h5ad to `out` (atomically:
+    no partial file); returns what the migration to the schema written changed (`migrated`)."""
+    current, changes = migrated(ad.read_h5ad(result), organism, dataset_schema)
+    submission = to_submission(current, title=title, organism=organism)
     with atomic_path(out) as tmp:
         submission.write_h5ad(tmp)
+    return changes
 
 
 def validate_submission(path: Path) -> list[str]:

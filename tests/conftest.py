@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -253,6 +254,13 @@ def slices_of(project: Path, spec_path: Path) -> Path:
     from cellquery.spec import load_spec
 
     return project / SLICES / load_spec(spec_path).cells_digest
+
+
+def cell_organisms(adata) -> np.ndarray:
+    """Each cell's organism in a source file: per cell in schema 5 files (obs), per file in schema 7 (uns)."""
+    if "organism_ontology_term_id" in adata.obs:
+        return adata.obs["organism_ontology_term_id"].astype(str).to_numpy()
+    return np.full(adata.n_obs, adata.uns["organism_ontology_term_id"])
 
 
 def lamin_hash(path) -> str:

@@ -14,6 +14,7 @@ import pytest
 import scipy.sparse as sp
 
 from cellquery.demo import catalog, synth
+from cellquery.genes import SPIKE_INS, gene_table
 from cellquery.submission import (
     REQUIRED_OBS,
     embedding,
@@ -22,6 +23,8 @@ from cellquery.submission import (
     validate_submission,
     write_submission,
 )
+
+OLDER_SCHEMA = catalog.DATASET_SCHEMA[catalog.V1]
 
 SLUGS = ("hs-liver", "hs-lung-smartseq2")  # human 10x 3' v2, and Smart-seq2 with ERCC spike-ins
 PROVENANCE = {
@@ -41,9 +44,9 @@ def _part(spec: catalog.DatasetSpec) -> ad.AnnData:
     return ad.AnnData(X=source.raw.X.astype(np.float32), obs=obs, var=source.raw.var.copy())
 
 
-def make_result() -> ad.AnnData:
-    specs = {s.slug: s for s in catalog.datasets("small") if s.revision == 1}
-    parts = [_part(specs[slug]) for slug in SLUGS]
+def make_result(slugs=SLUGS, version=catalog.V2) -> ad.AnnData:
+    specs = {s.slug: s for s in catalog.release("small", version) if s.revision == 1}
+    parts = [_part(specs[slug]) for slug in slugs]
     result = ad.concat(parts, join="outer")  # genes one dataset lacks are zero for its cells
     result.X = sp.csr_matrix(result.X, dtype=np.float32)
     var = pd.concat([p.var.astype(object) for p in parts])
@@ -58,7 +61,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("submission")
     result = make_result()
     assert "author_cell_type" in result.obs and result.obs["library_id"].isna().any()  # 10x only
-    assert result.var["feature_reference"].eq(synth.ERCC_REFERENCE).any()
+    assert result.var["feature_reference"].eq(SPIKE_INS).any()
     paths = {"result": root / "result.h5ad", "submission": root / "submission.h5ad"}
     result.write_h5ad(paths["result"])
     title = "Liver and lung cells"
@@ -124,3 +127,28 @@ def test_embedding_of_tiny_results(shape: tuple[int, int]) -> None:
     assert first.shape == (shape[0], max(2, min(50, shape[0] - 1, shape[1] - 1)))
     assert first.dtype == np.float32
     assert np.isfinite(first).all() and np.array_equal(first, again)
+
+
+def test_a_result_of_schema_5_files_is_migrated_to_the_schema_written(tmp_path: Path) -> None:
+    """Census 2025-01-30's files (dataset schema 5.2): a donor's ethnicities joined by a comma, `cell
+    culture`, a gene of GENCODE 44 that GENCODE 48 lacks. Its submission is valid in 7.1, the rest as it
+    was."""
+    result = make_result(("hs-lung-atlas", "hs-mm-xenograft"), catalog.V1)
+    result = result[(result.obs["organism_ontology_term_id"] == catalog.HUMAN).to_numpy()].copy()
+    ethnicity = result.obs["self_reported_ethnicity_ontology_term_id"].astype(str)
+    assert ethnicity.str.contains(",").any() and (result.obs["tissue_type"] == "cell culture").any()
+    older = gene_table(catalog.HUMAN, "5").index.difference(gene_table(catalog.HUMAN).index)[0]
+    result.var_names = [older, *result.var_names[1:]]
+    result.write_h5ad(tmp_path / "result.h5ad")
+    out = tmp_path / "submission.h5ad"
+    title, human = "Lung and graft cells", catalog.HUMAN
+    changes = write_submission(
+        tmp_path / "result.h5ad", out, title=title, organism=human, dataset_schema=OLDER_SCHEMA
+    )
+    assert validate_submission(out) == []
+    sub = ad.read_h5ad(out)
+    assert older not in sub.var_names and sub.n_vars == result.n_vars - 1 and sub.n_obs == result.n_obs
+    joined = sub.obs["self_reported_ethnicity_ontology_term_id"].astype(str)
+    assert set(joined[ethnicity.str.contains(",").to_numpy()]) == {"HANCESTRO:0019 || HANCESTRO:0021"}
+    assert set(sub.obs["tissue_type"].astype(str)) == {"tissue", "primary cell culture"}
+    assert len(changes) == 3 and older in changes[-1]

@@ -20,7 +20,8 @@ SCALES = ("small", "bench", "registry", "atlas")
 # h5ads registered in place per release, lamindb's CELLxGENE curator, a failed curation; 5: the census
 # stores state the Census and dataset schema versions of their builder, `cellquery.release`; 6: the newer
 # release is 2025-11-08, with a marmoset dataset, comorbid donors (`A || B` diseases) and 10x 3' v4; 7: each
-# release's files in its own dataset schema, 2025-01-30's in 5.2.0 with a xenograft of two organisms).
+# release's files in its own dataset schema, 2025-01-30's in 5.2.0 with a xenograft of two organisms, its
+# donor of two ethnicities joined by a comma).
 DEMO_FORMAT = 7
 CURATORS = ("sunitaj", "falexwolf")  # two users, so `created_by=` queries mean something
 
@@ -132,13 +133,18 @@ class DatasetSpec:
     # A xenograft (schema 5, the organism per cell): this share of its cells are the host's, on its genes.
     host: str = ""
     host_fraction: float = 0.0
+    mixed_ancestry: bool = False  # its last donor states two ethnicities (a joined value)
+
+    @property
+    def comorbid(self) -> bool:
+        """Whether a donor has several diseases (a joined value, schema 7 only)."""
+        return any(TERM_SEPARATOR in disease for disease in self.diseases)
 
     @property
     def curated(self) -> bool:
         """Whether lamindb's CELLxGENE curator annotates it: ERCC spike-ins are no genes of its source, and a
-        joined value (`A || B`) is no term of its ontology."""
-        joined = any(TERM_SEPARATOR in disease for disease in self.diseases)
-        return not (self.curation_fails or self.spike_ins or joined)
+        joined value (`A || B`, `A,B`) is no term of its ontology."""
+        return not (self.curation_fails or self.spike_ins or self.comorbid or self.mixed_ancestry)
 
     def key(self, version: str) -> str:
         """Where a release holds the dataset, as in the public bucket (the instance's key)."""
@@ -235,7 +241,8 @@ def _small() -> list[DatasetSpec]:
                     (ALZHEIMER, ALZHEIMER_WITH_CKD, NORMAL), 3000, 1, b, (V2,), n_donors=6),
         DatasetSpec("hs-mm-xenograft", HUMAN, "Human kidney organoid cells grafted into mouse",
                     KIDNEY, TENX_3V3, "cell", (PROXIMAL_TUBULE, PODOCYTE, MACROPHAGE),
-                    (NORMAL,), 2000, 1, a, (V1,), n_donors=2, host=MOUSE, host_fraction=0.25),
+                    (NORMAL,), 2000, 1, a, (V1,), n_donors=2, host=MOUSE, host_fraction=0.25,
+                    mixed_ancestry=True),
         DatasetSpec("cj-brain", MARMOSET, "Marmoset cortex glia and neurons",
                     BRAIN, TENX_3V3, "nucleus", (MICROGLIA, NEURON, ASTROCYTE, OLIGODENDROCYTE),
                     (NORMAL,), 2500, 0, b, (V2,), n_genes=1500),
@@ -245,9 +252,8 @@ def _small() -> list[DatasetSpec]:
 def in_every_release(spec: DatasetSpec) -> bool:
     """Whether every release could hold the dataset: each builder keeps its organism and assay, and each
     dataset schema can write it (no joined disease before schema 7, cells of one organism)."""
-    joined = any(TERM_SEPARATOR in disease for disease in spec.diseases)
     kept = all(spec.assay in r.rna_assays and spec.organism in r.experiments.values() for r in releases())
-    return kept and not joined and not spec.host
+    return kept and not spec.comorbid and not spec.host
 
 
 def _bench() -> list[DatasetSpec]:
@@ -326,8 +332,7 @@ def by_generation(spec: DatasetSpec) -> list[DatasetSpec]:
     schema cannot hold (a joined disease in 5.x, cells of two organisms in 7.x) is refused."""
     schemas = dict.fromkeys(DATASET_SCHEMA[version] for version in spec.versions)
     for schema in schemas:
-        joined = any(TERM_SEPARATOR in disease for disease in spec.diseases)
-        if (schema.startswith("5.") and joined) or (not schema.startswith("5.") and spec.host):
+        if (schema.startswith("5.") and spec.comorbid) or (not schema.startswith("5.") and spec.host):
             raise ValueError(f"{spec.slug}: dataset schema {schema} cannot hold its cells")
     return [
         replace(spec, schema=schema, versions=tuple(v for v in spec.versions if DATASET_SCHEMA[v] == schema))

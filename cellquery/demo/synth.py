@@ -27,13 +27,13 @@ from cellquery.demo.catalog import (
     DatasetSpec,
     stages,
 )
-from cellquery.genes import gene_table, schema_major, schemas_with_genes_of, symbols
+from cellquery.genes import SPIKE_INS, gene_table, schema_major, schemas_with_genes_of, symbols
 from cellquery.spec import TERM_SEPARATOR, terms
 
-ERCC_REFERENCE = "NCBITaxon:32630"
 N_SPIKE_INS = 20
 MARKERS_PER_CELL_TYPE = 30
 CULTURE = {"5": "cell culture", "7": "primary cell culture"}  # the tissue type of cultured cells, per schema
+SEPARATORS = {"5": ",", "7": TERM_SEPARATOR}  # how a schema joins a donor's ethnicities
 CHUNK_CELLS = 20_000
 # How the demo's authors labelled their cells (the Census keeps only the ontology term).
 AUTHOR_LABELS = {
@@ -149,6 +149,11 @@ def _donor_table(spec: DatasetSpec, rng: np.random.Generator) -> pd.DataFrame:
             "disease_ontology_term_id": [spec.diseases[i % len(spec.diseases)] for i in range(spec.n_donors)],
         }
     )
+    if spec.mixed_ancestry:  # the last donor states two ethnicities, in ascending order
+        joined = sorted(ETHNICITIES[:2])
+        donors.loc[spec.n_donors - 1, "self_reported_ethnicity_ontology_term_id"] = SEPARATORS[
+            schema_major(spec.schema)
+        ].join(joined)
     return donors
 
 
@@ -165,9 +170,10 @@ def with_host_cells(spec: DatasetSpec, donors: pd.DataFrame, obs: pd.DataFrame, 
     return donors
 
 
-def term_label(value: str) -> str:
-    """The label the validator writes for a term id (each term's of a multi-valued one, joined)."""
-    return TERM_SEPARATOR.join("na" if t == "na" else ontology.label(t) for t in terms(value))
+def term_label(value: str, schema: str) -> str:
+    """The label the validator of a schema (major version) writes for a term id (each term's of a
+    multi-valued one, joined as the schema joins them)."""
+    return SEPARATORS[schema].join("na" if t == "na" else ontology.label(t) for t in terms(value))
 
 
 def make_obs(spec: DatasetSpec, seed: int) -> pd.DataFrame:
@@ -209,7 +215,7 @@ def make_obs(spec: DatasetSpec, seed: int) -> pd.DataFrame:
     obs["tissue_type"] = tissue_type
     for id_column in [c for c in list(obs.columns) if c.endswith("_ontology_term_id")]:
         label_column = id_column.removesuffix("_ontology_term_id")
-        labels = {t: term_label(t) for t in set(obs[id_column])}
+        labels = {t: term_label(t, schema_major(spec.schema)) for t in set(obs[id_column])}
         obs[label_column] = obs[id_column].map(labels)
     for column in obs.columns:
         if column != "is_primary_data":
@@ -242,11 +248,11 @@ def make_var(spec: DatasetSpec, seed: int) -> pd.DataFrame:
     var["feature_length"] = table["feature_length"].to_numpy()
     var["feature_type"] = table["feature_type"].to_numpy()
     if spec.spike_ins:
-        ercc = gene_table(ERCC_REFERENCE).iloc[:N_SPIKE_INS]
+        ercc = gene_table(SPIKE_INS).iloc[:N_SPIKE_INS]
         spikes = pd.DataFrame(
             {
                 "feature_name": ercc["feature_name"].to_numpy(),
-                "feature_reference": ERCC_REFERENCE,
+                "feature_reference": SPIKE_INS,
                 "feature_biotype": "spike-in",
                 "feature_length": ercc["feature_length"].to_numpy(),
                 "feature_type": "synthetic",

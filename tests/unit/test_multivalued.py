@@ -1,5 +1,6 @@
 """Multi-valued labels (CELLxGENE schema 7: `disease_ontology_term_id` and
-`self_reported_ethnicity_ontology_term_id` may join terms with ` || `): a cell matches each of its terms, in
+`self_reported_ethnicity_ontology_term_id` may join terms with ` || `; schema 5.x joined ethnicities with
+`,`): a cell matches each of its terms, in
 the pandas obs mask and in the SOMA value_filter alike, on a real h5ad and the SOMA store made from it; a
 registered result is linked to each term."""
 
@@ -32,17 +33,18 @@ CELLS = {
     "type 1": (TYPE_1, "HANCESTRO:0005"),
     "short": (SHORT, "unknown"),
     "long and diabetes": (f"{DIABETES} || {LONG}", "HANCESTRO:0014"),
+    "schema 5 mixed": (NORMAL, "HANCESTRO:0014,HANCESTRO:0019"),
 }
 DIABETES_AND_DESCENDANTS = (DIABETES, TYPE_1, TYPE_2)  # as `descendants_of` resolves
 CASES = {  # criteria -> the cells they select
     "in": ([Criterion(DISEASE, "in", (COVID,))], {"covid", "covid and diabetes", "type 2 and covid"}),
     "not in": (
         [Criterion(DISEASE, "not_in", (COVID,))],
-        {"normal", "type 1", "short", "long and diabetes"},
+        {"normal", "type 1", "short", "long and diabetes", "schema 5 mixed"},
     ),
     "in either": (
         [Criterion(DISEASE, "in", (NORMAL, DIABETES))],
-        {"normal", "covid and diabetes", "long and diabetes"},
+        {"normal", "covid and diabetes", "long and diabetes", "schema 5 mixed"},
     ),
     "descendants": (
         [Criterion(DISEASE, "in", DIABETES_AND_DESCENDANTS)],
@@ -50,14 +52,19 @@ CASES = {  # criteria -> the cells they select
     ),
     "not descendants": (
         [Criterion(DISEASE, "not_in", DIABETES_AND_DESCENDANTS)],
-        {"normal", "covid", "short"},
+        {"normal", "covid", "short", "schema 5 mixed"},
     ),
     "prefix": ([Criterion(DISEASE, "in", (SHORT,))], {"short"}),
     "superstring": ([Criterion(DISEASE, "in", (LONG,))], {"long and diabetes"}),
     "not prefix": ([Criterion(DISEASE, "not_in", (SHORT,))], set(CELLS) - {"short"}),
     "ethnicity": (
         [Criterion(ETHNICITY, "in", ("HANCESTRO:0014",))],
-        {"covid", "type 2 and covid", "long and diabetes"},
+        {"covid", "type 2 and covid", "long and diabetes", "schema 5 mixed"},
+    ),
+    "ethnicity joined by a comma": ([Criterion(ETHNICITY, "in", ("HANCESTRO:0019",))], {"schema 5 mixed"}),
+    "not ethnicity joined by a comma": (
+        [Criterion(ETHNICITY, "not_in", ("HANCESTRO:0019",))],
+        set(CELLS) - {"schema 5 mixed"},
     ),
     "both columns": (
         [Criterion(DISEASE, "in", (COVID,)), Criterion(ETHNICITY, "not_in", ("HANCESTRO:0005",))],
