@@ -90,7 +90,8 @@ def test_build_logs_every_rule(demo):
     assert (logs / "instance.log").stat().st_size > 0
     registered = (logs / "register.log").read_text()
     assert f"release {catalog.V2}: 18 h5ads registered in place" in registered
-    assert f"release {catalog.V2}: curated 18/18" in registered
+    assert f"release {catalog.V1}: 14/14 through the curator, 2 refused" in registered
+    assert f"release {catalog.V2}: 18/18 through the curator, 3 refused" in registered
     assert "cells" in (logs / f"census-{catalog.V1}.log").read_text()
 
 

@@ -111,10 +111,13 @@ def register_all(demo: DemoInstance, scale: str, shard_dirs: list[Path], receipt
     collections = create_collections(ln, {v: [a for _, a in pairs] for v, pairs in registered.items()})
     with offline_organism_inference():
         for version, pairs in registered.items():
+            refused = 0
             for number, (spec, artifact) in enumerate(pairs, start=1):
-                curate(ln, artifact, spec)
+                refused += not curate(ln, artifact, spec)
                 if number % 50 == 0 or number == len(pairs):
-                    log.info("release %s: curated %d/%d", version, number, len(pairs))
+                    log.info(
+                        "release %s: %d/%d through the curator, %d refused", version, number, len(pairs), refused
+                    )
     assign_curators(ln, [pair for pairs in registered.values() for pair in pairs])
     write_json(
         receipt,
