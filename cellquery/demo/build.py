@@ -116,7 +116,11 @@ def register_all(demo: DemoInstance, scale: str, shard_dirs: list[Path], receipt
                 refused += not curate(ln, artifact, spec)
                 if number % 50 == 0 or number == len(pairs):
                     log.info(
-                        "release %s: %d/%d through the curator, %d refused", version, number, len(pairs), refused
+                        "release %s: %d/%d through the curator, %d refused",
+                        version,
+                        number,
+                        len(pairs),
+                        refused,
                     )
     assign_curators(ln, [pair for pairs in registered.values() for pair in pairs])
     write_json(
