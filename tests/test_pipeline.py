@@ -156,6 +156,30 @@ def test_a_marmoset_spec_returns_the_marmoset_experiments_cells(demo, ln, tmp_pa
     assert census.n_obs == result.n_obs and set(census.var_names) == set(ids)
 
 
+@pytest.mark.parametrize("version", [catalog.V1, catalog.V2])
+def test_cultured_cells_are_named_as_the_queried_release_names_them(demo, ln, tmp_path, version):
+    """`cell culture` in 2025-01-30 (dataset schema 5.2), `primary cell culture` in 2025-11-08 (7.0): each
+    accepted by its own release (the other's name is refused: tests/bad_specs/tissue-type-of-the-*). The
+    cultured cells come from the h5ads alone: the Census leaves them out."""
+    culture = {catalog.V1: "cell culture", catalog.V2: "primary cell culture"}[version]
+    name = f"fibroblasts-{version}"
+    spec = {
+        "name": name,
+        "source": {"version": version},
+        "organism": "human",
+        "cells": {"cell_type": "fibroblast", "tissue_type": ["tissue", culture]},
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    run_query(demo.project, path)
+
+    def fibroblasts(obs):
+        return (obs["cell_type"] == "fibroblast") & obs["tissue_type"].isin(["tissue", culture])
+
+    result, _ = check_result(demo.project, name, expected_cells(ln, version, catalog.HUMAN, fibroblasts))
+    assert set(result.obs["tissue_type"].astype(str)) == {"tissue", culture}
+
+
 def test_a_disease_matches_comorbid_donors_and_not_in_drops_them(demo, ln, tmp_path):
     """`disease: Alzheimer disease` takes the cells of donors with Alzheimer disease and another disease
     (`A || B`); `not_in: [chronic kidney disease]` drops those; on both routes (validation passes)."""
