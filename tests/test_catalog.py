@@ -61,7 +61,8 @@ def test_some_datasets_unlisted_and_one_refused_by_the_curator():
     specs = catalog.datasets("small")
     assert sum(not d.listed for d in specs) >= 2
     assert [d.slug for d in specs if d.curation_fails] == ["hs-kidney-immune-2"]
-    refused = {"hs-kidney-immune-2", "hs-lung-smartseq2", "hs-brain-comorbid"}  # forced, spike-ins, joined
+    # forced, spike-ins, joined diseases (schema 7), joined ethnicities (schema 5)
+    refused = {"hs-kidney-immune-2", "hs-lung-smartseq2", "hs-brain-comorbid", "hs-mm-xenograft"}
     assert {d.slug for d in specs if not d.curated} == refused
 
 
@@ -105,3 +106,23 @@ def test_counts_are_integer_overdispersed_and_cell_type_specific():
     }
     tops = {cell_type: set(np.argsort(profile)[-20:]) for cell_type, profile in profiles.items()}
     assert len({frozenset(top) for top in tops.values()}) == len(tops)  # each type has its own top genes
+
+
+def test_each_release_holds_its_datasets_in_its_own_dataset_schema():
+    """2025-01-30's files in schema 5.2, 2025-11-08's in 7.0; a dataset of both is two files of the same
+    content; what a schema cannot hold is refused."""
+    specs = catalog.datasets("small")
+    for version, schema in catalog.DATASET_SCHEMA.items():
+        assert {d.schema for d in catalog.release("small", version)} == {schema}
+    carried = [d for d in specs if d.versions == (catalog.V1,) and d.schema.startswith("5.")]
+    assert any(d.host for d in carried)  # the xenograft: human and mouse cells
+    by_content = {}
+    for spec in specs:
+        by_content.setdefault(spec.content_stem, set()).add(spec.file_stem)
+    assert sum(len(stems) == 2 for stems in by_content.values()) >= 10
+    comorbid = next(d for d in specs if d.comorbid)
+    xenograft = next(d for d in specs if d.host)
+    with pytest.raises(ValueError, match="5.2.0 cannot hold"):
+        catalog.by_generation(replace(comorbid, versions=(catalog.V1,)))
+    with pytest.raises(ValueError, match="7.0.0 cannot hold"):
+        catalog.by_generation(replace(xenograft, versions=(catalog.V2,)))
