@@ -71,8 +71,11 @@ def symbols(organism: str, schema: str = NEWEST) -> pd.Series:
 
 def resolve_genes(values: list[str], organism: str, dataset_schema: str | None = None) -> list[str]:
     """Ensembl ids or symbols -> Ensembl ids of the organism in the gene reference of the dataset schema
-    queried (the newest when none is named); every unknown gene named, with a hint."""
+    queried (the newest when none is named); every unknown gene named, with a hint. An organism whose
+    generation has no reference of it (no cells either: `release.check_spec` refuses it) takes the newest."""
     schema = schema_major(dataset_schema)
+    if schema not in schemas_with_genes_of(organism):
+        schema = NEWEST
     table, by_name = gene_table(organism, schema), symbols(organism, schema)
     ids, unknown = [], []
     for value in values:
