@@ -11,7 +11,7 @@ import logging
 import pandas as pd
 
 from cellquery.errors import SpecError
-from cellquery.genes import gene_table
+from cellquery.genes import gene_table, schemas_with_genes_of
 from cellquery.spec import QuerySpec
 
 log = logging.getLogger(__name__)
@@ -49,9 +49,11 @@ def gene_coverage(
 def _check(spec: QuerySpec, coverage: dict) -> None:
     missing, n = coverage["in_no_dataset"], coverage["datasets"]
     if missing:
+        one = n == 1
+        where = "are not measured in the one dataset" if one else f"are measured in none of the {n} datasets"
         raise SpecError(
-            f"genes: {len(missing)} of {coverage['genes_asked']} requested genes are measured in none of the "
-            f"{n} datasets the query selects cells from: {named(spec.organism, missing)}; leave them out"
+            f"genes: {len(missing)} of {coverage['genes_asked']} requested genes {where} the query selects "
+            f"cells from: {named(spec.organism, missing)}; leave them out"
         )
     if n and spec.gene_join == "inner" and not coverage["in_every_dataset"] and not spec.allow_empty:
         which = "requested gene" if coverage["genes_asked"] else "gene"
@@ -63,8 +65,11 @@ def _check(spec: QuerySpec, coverage: dict) -> None:
 
 
 def named(organism: str, gene_ids: list[str]) -> str:
-    """`CD3E (ENSG00000198851), ...`: the first genes by symbol and id, and how many more."""
-    symbols = gene_table(organism)["feature_name"]
+    """`CD3E (ENSG00000198851), ...`: the first genes by symbol (of any generation's reference) and id, and
+    how many more."""
+    references = [gene_table(organism, schema)["feature_name"] for schema in schemas_with_genes_of(organism)]
+    symbols = pd.concat(references)
+    symbols = symbols[~symbols.index.duplicated()]
     shown = [f"{symbols.get(g, g)} ({g})" for g in gene_ids[:NAMED]]
     more = f" and {len(gene_ids) - NAMED} more" if len(gene_ids) > NAMED else ""
     return ", ".join(shown) + more
