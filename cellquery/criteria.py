@@ -94,10 +94,11 @@ def _known_terms(registries: list, field: str) -> tuple[list[str], dict[str, str
     return [name for name, _ in rows], aliases
 
 
-def _descendants(registries: list, column: str, term: str) -> list[str]:
-    (root,) = _term_ids(registries, column, [term])
-    record = _record(registries, ontology_id=root)
-    return [root, *sorted(c.ontology_id for c in record.query_children())]
+def _descendants(registries: list, column: str, terms: str | list[str]) -> tuple[str, ...]:
+    """Each term and all its ontology descendants (a term or several: their union), roots first."""
+    roots = _term_ids(registries, column, terms if isinstance(terms, list) else [terms])
+    below = {c.ontology_id for root in roots for c in _record(registries, ontology_id=root).query_children()}
+    return tuple(dict.fromkeys([*roots, *sorted(below - set(roots))]))
 
 
 def _labels(column: str, values: list) -> list:
@@ -120,25 +121,34 @@ def _labels(column: str, values: list) -> list:
     return values
 
 
-def _resolve_one(column: str, criterion: Any, bionty) -> Criterion:
+def _resolve_one(column: str, criterion: Any, bionty) -> list[Criterion]:
+    """A spec's criterion on one column as backend criteria: `{descendants_of: X, not_in: ...}` is two."""
     label = ID_COLUMNS.get(column, column)
     if label in ONTOLOGY_COLUMNS:
         id_column, registry_name, _ = ONTOLOGY_COLUMNS[label]
         registries = [getattr(bionty, name) for name in (registry_name, *ALSO_NAMED_BY.get(label, ()))]
-        if isinstance(criterion, dict) and "descendants_of" in criterion:
-            return Criterion(
-                id_column, "in", tuple(_descendants(registries, column, criterion["descendants_of"]))
+        if not isinstance(criterion, dict):
+            values = criterion if isinstance(criterion, list) else [criterion]
+            return [Criterion(id_column, "in", tuple(_term_ids(registries, column, values)))]
+        found = []
+        if "descendants_of" in criterion:
+            found.append(
+                Criterion(id_column, "in", _descendants(registries, column, criterion["descendants_of"]))
             )
-        if isinstance(criterion, dict):
-            return Criterion(id_column, "not_in", tuple(_term_ids(registries, column, criterion["not_in"])))
-        values = criterion if isinstance(criterion, list) else [criterion]
-        return Criterion(id_column, "in", tuple(_term_ids(registries, column, values)))
+        if "not_in" in criterion:
+            excluded = criterion["not_in"]
+            if isinstance(excluded, dict):
+                ids = _descendants(registries, column, excluded["descendants_of"])
+            else:
+                ids = tuple(_term_ids(registries, column, excluded))
+            found.append(Criterion(id_column, "not_in", ids))
+        return found
     if isinstance(criterion, dict):
-        return Criterion(column, "not_in", tuple(_labels(column, _typed(column, criterion["not_in"]))))
+        return [Criterion(column, "not_in", tuple(_labels(column, _typed(column, criterion["not_in"]))))]
     values = _labels(column, _typed(column, criterion if isinstance(criterion, list) else [criterion]))
     if column in BOOLEAN_COLUMNS and len(set(values)) == 1:
-        return Criterion(column, "==", (values[0],))
-    return Criterion(column, "in", tuple(values))
+        return [Criterion(column, "==", (values[0],))]
+    return [Criterion(column, "in", tuple(values))]
 
 
 def _typed(column: str, values: list) -> list:
@@ -173,7 +183,7 @@ def resolve(spec: QuerySpec) -> list[Criterion]:
             criteria += comparisons(column, criterion)
         else:
             with problems.check():
-                criteria.append(_resolve_one(column, criterion, bionty))
+                criteria += _resolve_one(column, criterion, bionty)
     problems.raise_any()
     return criteria
 

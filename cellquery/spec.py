@@ -423,11 +423,11 @@ def _check_criterion(column: str, criterion: Any) -> None:
     if comparison:
         _check_comparison(column, criterion)
     ontology_column = column in ONTOLOGY_COLUMNS or column in ID_COLUMNS
-    if isinstance(criterion, dict) and "descendants_of" in criterion and not ontology_column:
+    if descends(criterion) and not ontology_column:
         raise SpecError(f"cells.{column}: descendants_of applies to ontology columns only")
     values = criterion if isinstance(criterion, list) else [criterion]
     if isinstance(criterion, dict) and "not_in" in criterion:
-        values = criterion["not_in"]
+        values = criterion["not_in"] if isinstance(criterion["not_in"], list) else []
     if column in CELL_STATS:
         _check_numbers(column, list(criterion.values()) if comparison else values, whole=not comparison)
     if column in BOOLEAN_COLUMNS and not all(isinstance(v, bool) for v in values):
@@ -439,6 +439,14 @@ def _check_criterion(column: str, criterion: Any) -> None:
             if value not in named:
                 known = suggest(value, named)
                 raise SpecError(f"cells.tissue_type: unknown value {value!r}{known}")
+
+
+def descends(criterion: Any) -> bool:
+    """Whether a criterion takes ontology descendants: `{descendants_of: X}` or `{not_in: {descendants_of:
+    X}}`."""
+    if not isinstance(criterion, dict):
+        return False
+    return "descendants_of" in criterion or isinstance(criterion.get("not_in"), dict)
 
 
 def _check_numbers(column: str, values: list, whole: bool) -> None:
