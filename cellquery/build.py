@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -67,6 +68,8 @@ def checked_build(entries: list[str] | str, base: Path, demo, storage: dict, nee
         check_build_cache_room([table for _, table in found.values()], storage)
     problems.raise_any()
     for name, checked in found.items():
+        for warning in checked[0]["warnings"]:
+            print(f"cellquery: warning: {specs[name].path}: {warning}", file=sys.stderr)
         keep_checked(checked, specs[name], source_for(specs[name], demo), QueryFiles(name).checked)
     return specs
 

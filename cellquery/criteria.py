@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -45,6 +45,7 @@ class Criterion:
     column: str
     op: str  # "in", "not_in", "==", ">", ">=", "<", "<="
     values: tuple[Any, ...]
+    names: tuple[str, ...] = field(default=(), compare=False)  # as the spec listed the values (if it did)
 
     def as_dict(self) -> dict:
         return {"column": self.column, "op": self.op, "values": list(self.values)}
@@ -121,34 +122,50 @@ def _labels(column: str, values: list) -> list:
     return values
 
 
+def _registries(label: str, bionty) -> list:
+    """The bionty registries that name a column's terms."""
+    registry_name = ONTOLOGY_COLUMNS[label][1]
+    return [getattr(bionty, name) for name in (registry_name, *ALSO_NAMED_BY.get(label, ()))]
+
+
+def descendants_below(id_column: str, term: str) -> tuple[str, ...]:
+    """A term's ontology descendants (not the term itself), through bionty (a connected instance)."""
+    import bionty
+
+    label = ID_COLUMNS[id_column]
+    return _descendants(_registries(label, bionty), label, term)[1:]
+
+
+def _listed(id_column: str, op: str, names: list, registries: list, column: str) -> Criterion:
+    return Criterion(id_column, op, tuple(_term_ids(registries, column, names)), tuple(map(str, names)))
+
+
 def _resolve_one(column: str, criterion: Any, bionty) -> list[Criterion]:
     """A spec's criterion on one column as backend criteria: `{descendants_of: X, not_in: ...}` is two."""
     label = ID_COLUMNS.get(column, column)
     if label in ONTOLOGY_COLUMNS:
-        id_column, registry_name, _ = ONTOLOGY_COLUMNS[label]
-        registries = [getattr(bionty, name) for name in (registry_name, *ALSO_NAMED_BY.get(label, ()))]
+        id_column, registries = ONTOLOGY_COLUMNS[label][0], _registries(label, bionty)
         if not isinstance(criterion, dict):
             values = criterion if isinstance(criterion, list) else [criterion]
-            return [Criterion(id_column, "in", tuple(_term_ids(registries, column, values)))]
+            return [_listed(id_column, "in", values, registries, column)]
         found = []
         if "descendants_of" in criterion:
-            found.append(
-                Criterion(id_column, "in", _descendants(registries, column, criterion["descendants_of"]))
-            )
-        if "not_in" in criterion:
-            excluded = criterion["not_in"]
-            if isinstance(excluded, dict):
-                ids = _descendants(registries, column, excluded["descendants_of"])
-            else:
-                ids = tuple(_term_ids(registries, column, excluded))
-            found.append(Criterion(id_column, "not_in", ids))
+            kept = _descendants(registries, column, criterion["descendants_of"])
+            found.append(Criterion(id_column, "in", kept))
+        excluded = criterion.get("not_in")
+        if isinstance(excluded, dict):
+            dropped = _descendants(registries, column, excluded["descendants_of"])
+            found.append(Criterion(id_column, "not_in", dropped))
+        elif excluded is not None:
+            found.append(_listed(id_column, "not_in", excluded, registries, column))
         return found
     if isinstance(criterion, dict):
-        return [Criterion(column, "not_in", tuple(_labels(column, _typed(column, criterion["not_in"]))))]
+        values = _labels(column, _typed(column, criterion["not_in"]))
+        return [Criterion(column, "not_in", tuple(values), tuple(map(str, values)))]
     values = _labels(column, _typed(column, criterion if isinstance(criterion, list) else [criterion]))
     if column in BOOLEAN_COLUMNS and len(set(values)) == 1:
         return [Criterion(column, "==", (values[0],))]
-    return [Criterion(column, "in", tuple(values))]
+    return [Criterion(column, "in", tuple(values), tuple(map(str, values)))]
 
 
 def _typed(column: str, values: list) -> list:
