@@ -1,12 +1,16 @@
 """`python -m cellquery summary|results|audit [QUERY.yaml]`: the last run of a query (default: of every query
 of the build config/config.yaml names), or the instance its results go to;
-`python -m cellquery provenance FILE`.
+`python -m cellquery provenance FILE`; `python -m cellquery releases|values COLUMN [options] [COLUMN=VALUE
+...]`: what the source instance holds (run in the project directory).
 
 summary     what the last run of the query produced
 results     the query's results directory (where `snakemake --report` writes report.html)
 audit       the target instance: records without files, stored files without records, results without
             lineage (exit 1 if any)
 provenance  where a result file (h5ad, zarr, obs Parquet; wherever it was copied) came from
+releases    the collection versions of the source: datasets, cells, census store
+values      each value of an obs column with its cells and datasets (--organism, --version, --instance;
+            criteria as COLUMN=VALUE, a YAML value: cell_type='[T cell, B cell]')
 """
 
 from __future__ import annotations
@@ -56,16 +60,47 @@ def provenance(path: str | None) -> None:
     print(describe(read_provenance(path)))
 
 
+def explore(args, config: dict) -> None:
+    """`releases` and `values`: what the source instance of this project holds."""
+    from cellquery import explore
+    from cellquery.demo.instance import DemoInstance
+    from cellquery.source import Source
+
+    demo = DemoInstance(
+        Path.cwd(), config["demo_scale"], config["demo_db_url"] or None, config["demo_storage"]
+    )
+    source = Source(args.instance, demo)
+    if args.command == "releases":
+        print("\n".join(explore.releases(source)))
+        return
+    if not args.query:
+        raise UserError(
+            "values: name an obs column (e.g. python -m cellquery values cell_type tissue=kidney)"
+        )
+    spec = explore.question(args.organism, args.version, args.instance, args.criteria)
+    print("\n".join(explore.values(spec, source, args.query)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m cellquery")
-    parser.add_argument("command", choices=["summary", "results", "audit", "provenance"])
     parser.add_argument(
-        "query", nargs="?", help="query spec (default: the build of config/config.yaml); provenance: a file"
+        "command", choices=["summary", "results", "audit", "provenance", "releases", "values"]
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "query",
+        nargs="?",
+        help="query spec (default: the build of config/config.yaml); provenance: a file; values: a column",
+    )
+    parser.add_argument("criteria", nargs="*", help="values: COLUMN=VALUE criteria, as a spec's cells")
+    parser.add_argument("--organism", default="human", help="values: the organism (default human)")
+    parser.add_argument("--version", help="values: the collection version (default the latest)")
+    parser.add_argument("--instance", default="demo", help="releases, values: the source (default demo)")
+    args = parser.parse_intermixed_args()
     if args.command == "provenance":
         return provenance(args.query)
     config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    if args.command in ("releases", "values"):
+        return explore(args, config)
     queries = [Path(args.query)] if args.query else spec_paths(config["query"] or config["queries"], REPO)
     if args.command == "summary":
         summary(queries)

@@ -594,6 +594,11 @@ def _check_size(size: dict) -> None:
         raise SpecError(f"artifacts.size: min {size['min']} is larger than max {size['max']}")
 
 
+def spec_of(data: dict, path: Path) -> QuerySpec:
+    """A spec given as data rather than read from a file (`path` names it), validated as a file's is."""
+    return QuerySpec(path=path, data=_validated(data))
+
+
 def load_spec(path: str | Path) -> QuerySpec:
     """Read and validate a query spec; raises `SpecError` with one line: the file, the key, the value."""
     path = Path(path)

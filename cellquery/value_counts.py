@@ -37,7 +37,7 @@ def value_counts(
         def cells(among: list[Criterion], column: str, values) -> dict[str, dict]:
             columns = list(dict.fromkeys(["dataset_id", column]))
             table = obs.read(column_names=columns, value_filter=obs_filter(obs, among, dataset_ids)).concat()
-            return _per_value(table.to_pandas(), column, values)
+            return per_value(table.to_pandas(), column, values)
 
         for criterion in counted:
             table = _counted(cells, criterion, criteria)
@@ -70,11 +70,14 @@ def _warnings(cells, criterion: Criterion, criteria: list[Criterion], per_value:
     return found
 
 
-def _per_value(frame: pd.DataFrame, column: str, values) -> dict[str, dict]:
-    """Cells and datasets per value (each term of a multi-valued column's value counts for that term)."""
+def per_value(frame: pd.DataFrame, column: str, values=None) -> dict[str, dict]:
+    """Cells and datasets per value, of `values` or of every value held (each term of a multi-valued
+    column's value counts for that term)."""
     cells = frame[[column, "dataset_id"]].astype(str)
     if column in MULTI_VALUED_COLUMNS:
         cells = cells.assign(**{column: cells[column].map(terms)}).explode(column)
+    if values is None:
+        values = sorted(set(cells[column]))
     grouped = cells[cells[column].isin(list(values))].groupby(column)["dataset_id"]
     found = pd.DataFrame({"cells": grouped.size(), "datasets": grouped.nunique()})
     return {
