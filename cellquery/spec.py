@@ -269,8 +269,29 @@ def closest(value: str, choices: list[str], aliases: dict[str, str]) -> str | No
     starting = sorted((n for n in by_lower if wanted and n.startswith(wanted)), key=len)
     if len(wanted) >= 3 and starting:
         return by_lower[starting[0]]
+    slip = one_slip(wanted, by_lower) if len(wanted) >= 3 else None
+    if slip:
+        return by_lower[slip]
     close = difflib.get_close_matches(wanted, list(by_lower), n=1, cutoff=0.6)
     return by_lower[close[0]] if close else None
+
+
+SLIP_CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789-_. "
+
+
+def one_slip(word: str, known) -> str | None:
+    """A known name one typing slip from `word`, the likeliest slip first: two neighbours swapped (SFTCP,
+    SFTPC), one character wrong, one missing, one extra."""
+    splits = [(word[:i], word[i:]) for i in range(len(word) + 1)]
+    swapped = [a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1]
+    wrong = [a + c + b[1:] for a, b in splits if b for c in SLIP_CHARACTERS]
+    missing = [a + c + b for a, b in splits for c in SLIP_CHARACTERS]
+    extra = [a + b[1:] for a, b in splits if b]
+    for candidates in (swapped, wrong, missing, extra):
+        found = sorted({c for c in candidates if c != word and c in known})
+        if found:  # several slips alike: the most similar, as difflib ranks them
+            return difflib.get_close_matches(word, found, n=1, cutoff=0)[0]
+    return None
 
 
 @cache
