@@ -57,7 +57,10 @@ def provenance(path: str | None) -> None:
 
     if not path or not Path(path).exists():
         raise UserError(f"provenance: no such file {path!r}: name a result (.h5ad, .zarr or .obs.parquet)")
-    print(describe(read_provenance(path)))
+    story = read_provenance(path)
+    if not story:
+        raise UserError(f"provenance: {path} holds no cellquery provenance: it is no cellquery result")
+    print(describe(story))
 
 
 def explore(args, config: dict) -> None:
