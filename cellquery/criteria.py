@@ -36,6 +36,7 @@ NO_CELL, EVERY_CELL = "soma_joinid < 0", "soma_joinid >= 0"  # value_filters sel
 SPECIAL_TERMS = {"na", "unknown"}
 # Cultured cells (tissue_type "primary cell culture") name a cell type as their tissue, as in CELLxGENE.
 ALSO_NAMED_BY = {"tissue": ("CellType",)}
+SHORTHANDS = {"sex": {"F": "female", "M": "male"}}  # what a spec may write for a term, suggested for it
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,9 @@ def _term_ids(registries: list, column: str, values: list) -> list[str]:
         else:
             ids.append(record.ontology_id)
     if unknown:
-        raise unknown_values(f"cells.{column}", unknown, lambda value: _unknown_term(registries, value))
+        raise unknown_values(
+            f"cells.{column}", unknown, lambda value: _unknown_term(registries, value, column)
+        )
     return ids
 
 
@@ -76,9 +79,11 @@ def _field(value: str) -> str:
     return "ontology_id" if TERM_ID.match(value) else "name"
 
 
-def _unknown_term(registries: list, value: str) -> str:
+def _unknown_term(registries: list, value: str, column: str) -> str:
     field = _field(value)
-    return f"unknown {field.replace('_', ' ')} {value!r}{suggest(value, *_known_terms(registries, field))}"
+    names, aliases = _known_terms(registries, field)
+    hint = suggest(value, names, {**aliases, **SHORTHANDS.get(ID_COLUMNS.get(column, column), {})})
+    return f"unknown {field.replace('_', ' ')} {value!r}{hint}"
 
 
 def _record(registries: list, **field):

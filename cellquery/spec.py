@@ -276,6 +276,8 @@ def closest(value: str, choices: list[str], aliases: dict[str, str]) -> str | No
     return by_lower[close[0]] if close else None
 
 
+# What a comparison is written as elsewhere (`{">=": 300}`), for a suggestion of the key a spec takes
+COMPARISON_SYMBOLS = {">": "gt", ">=": "ge", "<": "lt", "<=": "le", "=>": "ge", "=<": "le"}
 SLIP_CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789-_. "
 
 
@@ -391,7 +393,10 @@ def _schema_errors(error: jsonschema.ValidationError) -> list[str]:
     if error.validator == "oneOf" and error.context:
         unknown = _keys_no_alternative_knows(error)
         if unknown:
-            return [f"{where}: unknown key {key!r}{suggest(key, known)}" for key, known in unknown]
+            return [
+                f"{where}: unknown key {key!r}{suggest(key, known, COMPARISON_SYMBOLS)}"
+                for key, known in unknown
+            ]
         return _schema_errors(max(error.context, key=_how_far))  # the alternative that got furthest
     return [f"{where}: {error.message}"]
 
