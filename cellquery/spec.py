@@ -208,6 +208,11 @@ class QuerySpec:
         return self.data["output"].get("key") or f"cellquery/{self.name}.h5ad"
 
     @property
+    def continues(self) -> str | None:
+        """The query whose results under the output key this spec adds versions to (`output.continues`)."""
+        return self.data["output"].get("continues")
+
+    @property
     def gene_join(self) -> str:
         return self.data["output"]["gene_join"]
 
