@@ -16,6 +16,7 @@ values      each value of an obs column with its cells and datasets (--organism,
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import yaml
@@ -32,10 +33,18 @@ DEFAULT_CONFIG = REPO / "config" / "config.yaml"
 
 def summary(queries: list[Path]) -> None:
     """The full summary of one query; of a build, one line per query."""
-    files = {query: QueryFiles(load_spec(query).name) for query in queries}
+    specs = {query: load_spec(query) for query in queries}
+    files = {query: QueryFiles(spec.name) for query, spec in specs.items()}
     unfinished = [f"{query} (under {f.dir})" for query, f in files.items() if not f.receipt.exists()]
     if unfinished:
         raise UserError(f"no finished run of {', '.join(unfinished)}")
+    others = [
+        f"{query} ({f.dir} holds a run of another spec of that name)"
+        for query, f in files.items()
+        if json.loads(f.receipt.read_text())["spec_digest"] != specs[query].digest
+    ]
+    if others:
+        raise UserError(f"no finished run of {', '.join(others)}")
     if len(files) == 1:
         print(result_summary(*files.values(), queries[0]))
     else:
@@ -104,7 +113,8 @@ def main() -> None:
     config = yaml.safe_load(DEFAULT_CONFIG.read_text())
     if args.command in ("releases", "values"):
         return explore(args, config)
-    queries = [Path(args.query)] if args.query else spec_paths(config["query"] or config["queries"], REPO)
+    entries = [args.query] if args.query else config["query"] or config["queries"]
+    queries = spec_paths(entries, Path.cwd() if args.query else REPO)
     if args.command == "summary":
         summary(queries)
     elif args.command == "results":

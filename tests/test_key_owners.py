@@ -5,9 +5,10 @@ happen). Through the real snakemake, on the session's demo and its embedded targ
 
 from __future__ import annotations
 
+import subprocess
 import time
 
-from conftest import ask_target, registry_state, snakemake, spec_file
+from conftest import BIN, ask_target, registry_state, snakemake, spec_file
 
 CELLS = {"tissue": "liver", "cell_type": "hepatocyte"}
 
@@ -23,6 +24,7 @@ def test_a_spec_taking_over_another_querys_key_is_refused_unless_it_continues_it
     first = spec_file(tmp_path, owner, cells=CELLS, genes=["ALB", "APOA1"])
     snakemake(demo.project, "--config", f"query={first}")
     assert registered(demo, key) == ["1"]
+    assert_summary_is_of_its_own_spec(demo, tmp_path, owner, first)
 
     taken = spec_file(tmp_path, copy, cells=CELLS, genes=["ALB", "TTR"], output={"key": key})
     refused = snakemake(demo.project, "--config", f"query={taken}", check=False)
@@ -55,3 +57,15 @@ def test_the_audit_flags_a_key_whose_versions_come_from_different_queries(demo, 
     assert ask_target(demo, retitled) == "2"
     problems = [p for p in registry_state(demo, [key])["problems"] if key in p]
     assert problems == [f"result key {key}: version 2 is of query 'someone-else', the one before of {name!r}"]
+
+
+def assert_summary_is_of_its_own_spec(demo, tmp_path, name, built):
+    """`summary` takes a folder as builds do, and never shows a run of another spec of the same name."""
+    summary = [str(BIN / "python"), "-m", "cellquery", "summary"]
+    shown = subprocess.run([*summary, str(built.parent)], capture_output=True, text=True, cwd=demo.project)
+    assert shown.returncode == 0 and shown.stdout.startswith(f"query {name} "), shown.stderr
+    edited = tmp_path / "edited" / built.name
+    edited.parent.mkdir()
+    edited.write_text(built.read_text().replace("APOA1", "TTR"))
+    other = subprocess.run([*summary, str(edited)], capture_output=True, text=True, cwd=demo.project)
+    assert other.returncode != 0 and "holds a run of another spec of that name" in other.stderr
