@@ -67,6 +67,16 @@ class Result:
         manifest's datasets."""
         return obs_filter(obs, criteria_of(self.query), self.dataset_ids)
 
+    def census_joinids(self, obs) -> np.ndarray:
+        """The census `soma_joinid`s of the result's own cells (a sample's only): what the census route
+        serves, the cells of the query the Census holds that the result holds too."""
+        columns = ["soma_joinid", "dataset_id", "observation_joinid"]
+        held = obs.read(column_names=columns, value_filter=self.obs_filter(obs)).concat().to_pandas()
+        mine = read_frame(self.h5ad, "obs")
+        keys = set(mine["dataset_id"].astype(str) + ":" + mine["observation_joinid"].astype(str))
+        chosen = (held["dataset_id"].astype(str) + ":" + held["observation_joinid"].astype(str)).isin(keys)
+        return np.sort(held.loc[chosen.to_numpy(), "soma_joinid"].to_numpy(dtype=np.int64))
+
     def classes(self, label: str) -> list[str]:
         """The label's values in the result: every route's cells carry a subset of them."""
         obs = read_frame(self.h5ad, "obs")
@@ -104,7 +114,7 @@ def lamin_batches(loader: torch.utils.data.DataLoader, label: str) -> Batches:
 
 
 def census_loader(result: Result, label: str, batch_size: int, seed: int = 0):
-    """The same cells streamed from the SOMA store (`tiledbsoma_ml`), selected by the census route's filter.
+    """The same cells streamed from the SOMA store (`tiledbsoma_ml`): the result's own, by their join keys.
 
     Returns the DataLoader and, for each column it yields, the column of the result's genes it fills (genes
     the store lacks stay zero, as in the census route).
@@ -119,7 +129,7 @@ def census_loader(result: Result, label: str, batch_size: int, seed: int = 0):
         genes = var.set_index("feature_id")["soma_joinid"].reindex(result.genes).dropna()
         with experiment.axis_query(
             "RNA",
-            obs_query=soma.AxisQuery(value_filter=result.obs_filter(experiment.obs)),
+            obs_query=soma.AxisQuery(coords=(result.census_joinids(experiment.obs),)),
             var_query=soma.AxisQuery(coords=(np.sort(genes.to_numpy(dtype=np.int64)),)),
         ) as axis_query:
             dataset = ExperimentDataset(
