@@ -125,6 +125,11 @@ def census_loader(result: Result, label: str, batch_size: int, seed: int = 0):
     query = result.query
     uri = f"{query['census']['path']}/census_data/{recorded(query['census']).experiment(query['organism'])}"
     with soma.Experiment.open(uri) as experiment:
+        if label not in experiment.obs.schema.names:
+            raise UserError(
+                f"--label {label!r}: the census route serves the Census' obs columns only ({label} is the "
+                "source datasets' own); train it with --route lamin"
+            )
         var = experiment.ms["RNA"].var.read(column_names=["soma_joinid", "feature_id"]).concat().to_pandas()
         genes = var.set_index("feature_id")["soma_joinid"].reindex(result.genes).dropna()
         with experiment.axis_query(

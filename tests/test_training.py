@@ -78,7 +78,10 @@ def test_both_loaders_serve_a_samples_cells_only(demo, tmp_path):
     name = f"train-sample-{uuid.uuid4().hex[:6]}"
     spec = tmp_path / "spec.yaml"
     sample = {"max_cells": 150, "per": ["cell_type"], "seed": 3}
-    spec.write_text(yaml.safe_dump(yaml.safe_load(KIDNEY.read_text()) | {"name": name, "sample": sample}))
+    columns = {"obs_columns": ["cell_type", "author_cell_type"]}
+    spec.write_text(
+        yaml.safe_dump(yaml.safe_load(KIDNEY.read_text()) | {"name": name, "sample": sample} | columns)
+    )
     snakemake(demo.project, "--config", f"query={spec}")
     results = demo.project / "results" / name
     result = ad.read_h5ad(results / f"{name}.h5ad", backed="r")
@@ -87,3 +90,12 @@ def test_both_loaders_serve_a_samples_cells_only(demo, tmp_path):
     expected = result.obs["cell_type"].astype(str).value_counts().to_dict()
     assert result.n_obs == sum(expected.values()) <= 150 * len(expected)
     assert figures["lamin"]["labels"] == figures["census"]["labels"] == expected
+
+    command = [str(BIN / "python"), str(REPO / "examples" / "train.py"), str(results), "--route", "census"]
+    refused = subprocess.run(
+        [*command, "--label", "author_cell_type"], capture_output=True, text=True, env=clean_env()
+    )
+    assert refused.returncode != 0 and refused.stderr.strip().splitlines() == [
+        "cellquery: --label 'author_cell_type': the census route serves the Census' obs columns only "
+        "(author_cell_type is the source datasets' own); train it with --route lamin"
+    ]
