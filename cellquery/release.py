@@ -108,6 +108,11 @@ def tissue_types() -> list[str]:
     return [*dict.fromkeys(t for release in releases() for t in release.tissue_types)]
 
 
+def release_named(version: str) -> CensusRelease:
+    """The generation an LTS release (`2025-01-30`) was built at, as the release table lists it."""
+    return next(release for release in releases() if version in release.releases)
+
+
 def _minor(version: str) -> tuple[int, int]:
     major, minor, *_ = (int(part) for part in str(version).split("."))
     return major, minor

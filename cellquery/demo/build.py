@@ -12,7 +12,7 @@ from cellquery.demo import catalog, synth
 from cellquery.demo.census_store import SourceDataset, build_census
 from cellquery.demo.instance import DemoInstance
 from cellquery.lamin import connect
-from cellquery.release import CensusRelease, releases
+from cellquery.release import release_named
 
 log = logging.getLogger(__name__)
 
@@ -198,11 +198,6 @@ def census_sources(ln, scale: str, version: str) -> list[SourceDataset]:
     return sources
 
 
-def built_by(version: str) -> CensusRelease:
-    """The Census generation whose builder takes the release's files (their dataset schema)."""
-    return next(r for r in releases() if r.dataset_schema == catalog.DATASET_SCHEMA[version])
-
-
 def build_census_store(demo: DemoInstance, version: str, receipt: Path) -> None:
     """Build the SOMA store of one release inside the storage and register it in place, revising the
     previous release's store (as the public instance's script does)."""
@@ -212,7 +207,7 @@ def build_census_store(demo: DemoInstance, version: str, receipt: Path) -> None:
     if existing is not None:
         existing.delete(permanent=True, storage=True)
     store = demo.storage / key if demo.storage_kind == "local" else demo.root / "census-staging" / key
-    summary = build_census(census_sources(ln, demo.scale, version), store, version, built_by(version))
+    summary = build_census(census_sources(ln, demo.scale, version), store, version, release_named(version))
     location = str(store) if demo.storage_kind == "local" else upload_store(demo, store, key)
     previous = ln.Artifact.filter(otype="tiledbsoma", key__startswith="cell-census/", version_tag__lt=version)
     # The Census root is a SOMA Collection (from_tiledbsoma takes Experiments only): registered in place.

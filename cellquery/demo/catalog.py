@@ -6,13 +6,14 @@ import uuid
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 
-from cellquery.release import releases
+from cellquery.genes import schema_major
+from cellquery.release import release_named, releases
 from cellquery.spec import TERM_SEPARATOR, terms
 
 HUMAN, MOUSE, MARMOSET = "NCBITaxon:9606", "NCBITaxon:10090", "NCBITaxon:9483"
 V1, V2 = "2025-01-30", "2025-11-08"
-# The dataset schema of each release's files (Census 2.1.0's builder took 5.2.0 files, 2.4.0's only 7.0.0).
-DATASET_SCHEMA = {V1: "5.2.0", V2: "7.0.0"}
+# The dataset schema of each release's files, as the release table states it (5.2.0, 7.0.0).
+DATASET_SCHEMA = {version: release_named(version).dataset_schema for version in (V1, V2)}
 COLLECTION_KEY = "cellxgene-census"
 SCALES = ("small", "bench", "registry", "atlas")
 # What the demo holds, as a number: a change that alters its data bumps it, and the demo is rebuilt
@@ -167,10 +168,9 @@ class DatasetSpec:
 
     @property
     def file_stem(self) -> str:
-        major = self.schema.split(".", 1)[0]
-        return (
-            self.content_stem if self.schema == DATASET_SCHEMA[V2] else f"{self.content_stem}-schema{major}"
-        )
+        if self.schema == DATASET_SCHEMA[V2]:
+            return self.content_stem
+        return f"{self.content_stem}-schema{schema_major(self.schema)}"
 
     @property
     def description(self) -> str:
