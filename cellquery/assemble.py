@@ -62,6 +62,7 @@ def finish(result: Path, query: dict, report: Path) -> None:
 def as_cellxgene_dataset(result: Path, query: dict) -> dict:
     """Rewrite the result in the CELLxGENE schema's submission format (`cellquery.submission`)."""
     from cellquery.h5ad import read_frame
+    from cellquery.release import recorded
     from cellquery.submission import SCHEMA_VERSION, write_submission
 
     obs = read_frame(result, "obs")
@@ -70,11 +71,10 @@ def as_cellxgene_dataset(result: Path, query: dict) -> dict:
         f"cellquery {query['name']}: {len(obs):,} cells of {obs['dataset_id'].nunique()} datasets "
         f"from {collection['key']} {collection['version']}"
     )
-    schema = query["census"]["release"]["dataset_schema_version"]
+    release = recorded(query["census"])
+    schema = release.dataset_schema
     try:
-        changes = write_submission(
-            result, result, title=title, organism=query["organism"], dataset_schema=schema
-        )
+        changes = write_submission(result, result, title=title, organism=query["organism"], release=release)
     except ValueError as error:
         raise UserError(f"output.schema: cellxgene: {error}") from None
     for change in changes:

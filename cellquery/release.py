@@ -141,12 +141,20 @@ def recorded(store: dict) -> CensusRelease:
     return release_of(stated["census_schema_version"], stated["dataset_schema_version"])
 
 
+def renamed_tissue_types(older: CensusRelease, newer: CensusRelease) -> dict[str, str]:
+    """A tissue type one generation names and the other does not, by the name the other gives it
+    (schema 5's `cell culture` is schema 7's `primary cell culture`)."""
+    gone = [t for t in older.tissue_types if t not in newer.tissue_types]
+    new = [t for t in newer.tissue_types if t not in older.tissue_types]
+    return dict(zip(gone, new, strict=False))
+
+
 def tissue_type_hint(value: str, release: CensusRelease) -> str:
     """Why a tissue type another generation names is refused: the name this release gives it."""
     for other in releases():
-        if value in other.tissue_types and other is not release:
-            renamed = next(t for t in release.tissue_types if t not in other.tissue_types)
-            return f": {value!r} is dataset schema {other.dataset_schema}'s name, this store's is {renamed!r}"
+        if other is not release and value in (renames := renamed_tissue_types(other, release)):
+            named = f"dataset schema {other.dataset_schema}'s name"
+            return f": {value!r} is {named}, this store's is {renames[value]!r}"
     return f" (its tissue types: {', '.join(release.tissue_types)})"
 
 

@@ -37,7 +37,6 @@ from cellquery.spec import SCHEMA_OBS_COLUMNS, TERM_SEPARATOR, terms
 REQUIRED_OBS = SCHEMA_OBS_COLUMNS  # what the schema requires of obs
 SCHEMA_VERSION = "7.1.0"  # the schema written (the validator's, `reference/schema_definition.yaml`)
 ETHNICITY = "self_reported_ethnicity_ontology_term_id"
-OLDER_CULTURE, CURRENT_CULTURE = "cell culture", "primary cell culture"  # schema 5's name, schema 7's
 EMBEDDING = "X_pca"
 MAX_COMPONENTS = 50
 
@@ -62,32 +61,34 @@ def reserved(component: str) -> frozenset[str]:
     return frozenset(names - {None})
 
 
-def migrated(adata: ad.AnnData, organism: str, dataset_schema: str) -> tuple[ad.AnnData, list[str]]:
-    """A result of an older dataset schema's files (Census 2025-01-30: 5.2.0) in the terms of the schema
-    written: a donor's ethnicities joined by ` || ` (schema 5: commas), `cell culture` named `primary cell
-    culture`, and genes the current gene reference no longer holds left out (the portal's own migration
-    drops deprecated features). Returns it with a line per change."""
-    if schema_major(dataset_schema) == NEWEST:
+def migrated(adata: ad.AnnData, organism: str, release) -> tuple[ad.AnnData, list[str]]:
+    """A result of a release of an older dataset schema (`release`, a `CensusRelease`: Census 2025-01-30,
+    5.2.0) in the terms of the schema written: a donor's ethnicities joined by ` || ` (schema 5: commas),
+    tissue types by their newer names (`release.renamed_tissue_types`), and genes the current reference no
+    longer holds left out (the portal's own migration drops deprecated features). Returns it with a line per
+    change."""
+    from cellquery.release import releases, renamed_tissue_types
+
+    if schema_major(release.dataset_schema) == NEWEST:
         return adata, []
     changes, obs = [], adata.obs.copy()
-    ethnicity = obs[ETHNICITY].astype(str) if ETHNICITY in obs else pd.Series(dtype=str)
-    if (joined := ethnicity.str.contains(",", regex=False)).any():
-        obs[ETHNICITY] = ethnicity.map(lambda value: TERM_SEPARATOR.join(terms(value)))
-        changes.append(f"{int(joined.sum())} cells' joined ethnicities written with ' || '")
-    tissue_type = obs["tissue_type"].astype(str) if "tissue_type" in obs else pd.Series(dtype=str)
-    if (cultured := tissue_type == OLDER_CULTURE).any():
-        obs["tissue_type"] = tissue_type.where(~cultured, CURRENT_CULTURE)
-        changes.append(
-            f"{int(cultured.sum())} cells' tissue_type {OLDER_CULTURE!r} written {CURRENT_CULTURE!r}"
-        )
+    if ETHNICITY in obs:
+        older = obs[ETHNICITY].astype(str)
+        obs[ETHNICITY] = older.map(lambda value: TERM_SEPARATOR.join(terms(value)))
+        if joined := int((obs[ETHNICITY] != older).sum()):
+            changes.append(f"{joined} cells' joined ethnicities written with ' || '")
+    for old_name, new_name in renamed_tissue_types(release, releases()[-1]).items():
+        if "tissue_type" in obs and (renamed := obs["tissue_type"].astype(str) == old_name).any():
+            obs["tissue_type"] = obs["tissue_type"].astype(str).where(~renamed, new_name)
+            changes.append(f"{int(renamed.sum())} cells' tissue_type {old_name!r} written {new_name!r}")
     current = adata.var_names.isin(gene_table(organism).index.union(gene_table(SPIKE_INS).index))
     if not current.all():
         gone = adata.var_names[~current]
         changes.append(
-            f"{len(gone)} genes of {GENCODE[schema_major(dataset_schema)]} left out, not in "
+            f"{len(gone)} genes of {GENCODE[schema_major(release.dataset_schema)]} left out, not in "
             f"{GENCODE[NEWEST]}: {', '.join(gone[:5])}{' ...' if len(gone) > 5 else ''}"
         )
-    adata = adata[:, current].copy()
+        adata = adata[:, current].copy()
     adata.obs = obs
     return adata, changes
 
@@ -197,12 +198,12 @@ def embedding(counts: sp.csr_matrix) -> np.ndarray:
     return np.asarray(work.obsm["X_pca"], dtype=np.float32)
 
 
-def write_submission(
-    result: Path, out: Path, *, title: str, organism: str, dataset_schema: str = SCHEMA_VERSION
-) -> list[str]:
-    """Read a result h5ad of files of `dataset_schema` and write its submission h5ad to `out` (atomically:
-    no partial file); returns what the migration to the schema written changed (`migrated`)."""
-    current, changes = migrated(ad.read_h5ad(result), organism, dataset_schema)
+def write_submission(result: Path, out: Path, *, title: str, organism: str, release=None) -> list[str]:
+    """Read a result h5ad and write its submission h5ad to `out` (atomically: no partial file); a result of
+    a release of an older dataset schema (`release`) is migrated first. Returns what the migration changed."""
+    current, changes = (
+        migrated(ad.read_h5ad(result), organism, release) if release else (ad.read_h5ad(result), [])
+    )
     submission = to_submission(current, title=title, organism=organism)
     with atomic_path(out) as tmp:
         submission.write_h5ad(tmp)

@@ -15,6 +15,7 @@ import scipy.sparse as sp
 
 from cellquery.demo import catalog, synth
 from cellquery.genes import SPIKE_INS, gene_table
+from cellquery.release import release_named
 from cellquery.submission import (
     REQUIRED_OBS,
     embedding,
@@ -24,7 +25,7 @@ from cellquery.submission import (
     write_submission,
 )
 
-OLDER_SCHEMA = catalog.DATASET_SCHEMA[catalog.V1]
+OLDER = release_named(catalog.V1)  # dataset schema 5.2.0
 
 SLUGS = ("hs-liver", "hs-lung-smartseq2")  # human 10x 3' v2, and Smart-seq2 with ERCC spike-ins
 PROVENANCE = {
@@ -142,9 +143,7 @@ def test_a_result_of_schema_5_files_is_migrated_to_the_schema_written(tmp_path: 
     result.write_h5ad(tmp_path / "result.h5ad")
     out = tmp_path / "submission.h5ad"
     title, human = "Lung and graft cells", catalog.HUMAN
-    changes = write_submission(
-        tmp_path / "result.h5ad", out, title=title, organism=human, dataset_schema=OLDER_SCHEMA
-    )
+    changes = write_submission(tmp_path / "result.h5ad", out, title=title, organism=human, release=OLDER)
     assert validate_submission(out) == []
     sub = ad.read_h5ad(out)
     assert older not in sub.var_names and sub.n_vars == result.n_vars - 1 and sub.n_obs == result.n_obs
