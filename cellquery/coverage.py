@@ -7,6 +7,7 @@ dataset measures, or an inner join that keeps no gene, stops the run with one li
 from __future__ import annotations
 
 import logging
+from functools import cache
 
 import pandas as pd
 
@@ -67,12 +68,18 @@ def _check(spec: QuerySpec, coverage: dict) -> None:
 def named(organism: str, gene_ids: list[str]) -> str:
     """`CD3E (ENSG00000198851), ...`: the first genes by symbol (of any generation's reference) and id, and
     how many more."""
-    references = [gene_table(organism, schema)["feature_name"] for schema in schemas_with_genes_of(organism)]
-    symbols = pd.concat(references)
-    symbols = symbols[~symbols.index.duplicated()]
+    symbols = _symbols_of_every_generation(organism)
     shown = [f"{symbols.get(g, g)} ({g})" for g in gene_ids[:NAMED]]
     more = f" and {len(gene_ids) - NAMED} more" if len(gene_ids) > NAMED else ""
     return ", ".join(shown) + more
+
+
+@cache
+def _symbols_of_every_generation(organism: str) -> pd.Series:
+    """Symbol per gene id in any generation's reference (the newest's where they differ)."""
+    references = [gene_table(organism, schema)["feature_name"] for schema in schemas_with_genes_of(organism)]
+    symbols = pd.concat(references)
+    return symbols[~symbols.index.duplicated()]
 
 
 def describe(coverage: dict, organism: str, join: str) -> list[str]:
