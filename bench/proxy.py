@@ -47,6 +47,10 @@ class CountingProxy:
             self.received = 0
 
     def close(self) -> None:
+        """Refuse connections from now on. The listener is shut down before it is closed: a thread blocked in
+        `accept` keeps a merely closed socket listening (Linux), and would take one more connection."""
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)
         self._server.close()
 
     def _accept(self) -> None:
