@@ -1,17 +1,22 @@
 """`python -m cellquery summary|results|audit [QUERY.yaml]`: the last run of a query (default: of every query
 of the build config/config.yaml names), or the instance its results go to;
-`python -m cellquery provenance FILE`.
+`python -m cellquery provenance FILE`; `python -m cellquery releases|values COLUMN [options] [COLUMN=VALUE
+...]`: what the source instance holds (run in the project directory).
 
 summary     what the last run of the query produced
 results     the query's results directory (where `snakemake --report` writes report.html)
 audit       the target instance: records without files, stored files without records, results without
             lineage (exit 1 if any)
 provenance  where a result file (h5ad, zarr, obs Parquet; wherever it was copied) came from
+releases    the collection versions of the source: datasets, cells, census store
+values      each value of an obs column with its cells and datasets (--organism, --version, --instance;
+            criteria as COLUMN=VALUE, a YAML value: cell_type='[T cell, B cell]')
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import yaml
@@ -28,10 +33,18 @@ DEFAULT_CONFIG = REPO / "config" / "config.yaml"
 
 def summary(queries: list[Path]) -> None:
     """The full summary of one query; of a build, one line per query."""
-    files = {query: QueryFiles(load_spec(query).name) for query in queries}
+    specs = {query: load_spec(query) for query in queries}
+    files = {query: QueryFiles(spec.name) for query, spec in specs.items()}
     unfinished = [f"{query} (under {f.dir})" for query, f in files.items() if not f.receipt.exists()]
     if unfinished:
         raise UserError(f"no finished run of {', '.join(unfinished)}")
+    others = [
+        f"{query} ({f.dir} holds a run of another spec of that name)"
+        for query, f in files.items()
+        if json.loads(f.receipt.read_text())["spec_digest"] != specs[query].digest
+    ]
+    if others:
+        raise UserError(f"no finished run of {', '.join(others)}")
     if len(files) == 1:
         print(result_summary(*files.values(), queries[0]))
     else:
@@ -53,20 +66,55 @@ def provenance(path: str | None) -> None:
 
     if not path or not Path(path).exists():
         raise UserError(f"provenance: no such file {path!r}: name a result (.h5ad, .zarr or .obs.parquet)")
-    print(describe(read_provenance(path)))
+    story = read_provenance(path)
+    if not story:
+        raise UserError(f"provenance: {path} holds no cellquery provenance: it is no cellquery result")
+    print(describe(story))
+
+
+def explore(args, config: dict) -> None:
+    """`releases` and `values`: what the source instance of this project holds."""
+    from cellquery import explore
+    from cellquery.demo.instance import DemoInstance
+    from cellquery.source import Source
+
+    demo = DemoInstance(
+        Path.cwd(), config["demo_scale"], config["demo_db_url"] or None, config["demo_storage"]
+    )
+    source = Source(args.instance, demo)
+    if args.command == "releases":
+        print("\n".join(explore.releases(source)))
+        return
+    if not args.query:
+        raise UserError(
+            "values: name an obs column (e.g. python -m cellquery values cell_type tissue=kidney)"
+        )
+    spec = explore.question(args.organism, args.version, args.instance, args.criteria)
+    print("\n".join(explore.values(spec, source, args.query)))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m cellquery")
-    parser.add_argument("command", choices=["summary", "results", "audit", "provenance"])
     parser.add_argument(
-        "query", nargs="?", help="query spec (default: the build of config/config.yaml); provenance: a file"
+        "command", choices=["summary", "results", "audit", "provenance", "releases", "values"]
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "query",
+        nargs="?",
+        help="query spec (default: the build of config/config.yaml); provenance: a file; values: a column",
+    )
+    parser.add_argument("criteria", nargs="*", help="values: COLUMN=VALUE criteria, as a spec's cells")
+    parser.add_argument("--organism", default="human", help="values: the organism (default human)")
+    parser.add_argument("--version", help="values: the collection version (default the latest)")
+    parser.add_argument("--instance", default="demo", help="releases, values: the source (default demo)")
+    args = parser.parse_intermixed_args()
     if args.command == "provenance":
         return provenance(args.query)
     config = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    queries = [Path(args.query)] if args.query else spec_paths(config["query"] or config["queries"], REPO)
+    if args.command in ("releases", "values"):
+        return explore(args, config)
+    entries = [args.query] if args.query else config["query"] or config["queries"]
+    queries = spec_paths(entries, Path.cwd() if args.query else REPO)
     if args.command == "summary":
         summary(queries)
     elif args.command == "results":

@@ -110,7 +110,9 @@ def concat_slices(slices: list[Path], query: dict, out: Path, uns: dict) -> pd.D
         return sampled(obs, query["sample"], release.included_cells(obs, query["organism"]))
 
     join, columns = query["gene_join"], result_columns(query["obs_columns"])
-    obs = concatenate(slices, join, out, columns, keep=keep, layers=query["layers"], uns=uns)
+    obs = concatenate(
+        slices, join, out, columns, keep=keep, layers=query["layers"], uns=uns, gene_order=query["gene_ids"]
+    )
     if query["sample"]:
         log.info("the sample keeps %d cells (%s)", len(obs), query["sample"])
     held = obs["dataset_id"].nunique()

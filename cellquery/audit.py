@@ -19,6 +19,7 @@ def registry_problems(ln) -> list[str]:
         *_records_without_files(artifacts),
         *_files_without_records(ln, {a.uid for a in artifacts}),
         *_results_without_lineage(ln, artifacts),
+        *_results_taken_over(artifacts),
     ]
 
 
@@ -78,3 +79,25 @@ def _results_without_lineage(ln, artifacts) -> list[str]:
 
 def _is_export(artifact) -> bool:
     return artifact.key.endswith(tuple(EXPORT_SUFFIXES.values()))
+
+
+def _results_taken_over(artifacts) -> list[str]:
+    """Keys whose versions come from different queries, the later not saying it continues the earlier."""
+    by_key: dict[str, list] = {}
+    for artifact in artifacts:
+        if (
+            artifact.run is not None
+            and artifact.run.transform.key == REGISTER_KEY
+            and not _is_export(artifact)
+        ):
+            by_key.setdefault(artifact.key, []).append(artifact)
+    problems = []
+    for key, versions in sorted(by_key.items()):
+        owners = [a.features.get_values() for a in sorted(versions, key=lambda a: a.created_at)]
+        for earlier, later, number in zip(owners, owners[1:], range(2, len(owners) + 1), strict=False):
+            first, then = earlier.get("query_name"), later.get("query_name")
+            if then != first and later.get("continues") != first:
+                problems.append(
+                    f"result key {key}: version {number} is of query {then!r}, the one before of {first!r}"
+                )
+    return problems

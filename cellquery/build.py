@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -50,15 +51,23 @@ def _located(entry: str, base: Path) -> str:
     return str(base / entry)
 
 
-def checked_build(entries: list[str] | str, base: Path, demo, storage: dict, needs_check) -> dict:
-    """Every spec of the build, by name, each checked against the registry when `needs_check(spec)`; raises
-    one `SpecError` with the problems of all of them. What the checks found is kept for this run's
-    `resolve` (`cellquery.resolve.keep_checked`) only when every spec passed."""
+def checked_build(
+    entries: list[str] | str, base: Path, demo, storage: dict, needs_check, owners=lambda keys: {}
+) -> dict:
+    """Every spec of the build, by name, each checked against the registry when `needs_check(spec)`, and
+    against the target's results under its output key (`owners(keys)`: `cellquery.owners`); raises one
+    `SpecError` with the problems of all of them. What the checks found is kept for this run's `resolve`
+    (`cellquery.resolve.keep_checked`) only when every spec passed."""
+    from cellquery.owners import takeover
     from cellquery.resolve import check_build_cache_room, keep_checked, preflight
     from cellquery.source import source_for
 
     problems, found = Problems(), {}
     specs = load_build(spec_paths(entries, base), problems)
+    owned = owners([spec.output_key for spec in specs.values()])
+    for spec in specs.values():
+        if problem := takeover(spec, owned.get(spec.output_key)):
+            problems.add(f"{spec.path}: {problem}")
     for name, spec in specs.items():
         if needs_check(spec):
             with problems.check(), foreseen(str(spec.path)):
@@ -67,6 +76,8 @@ def checked_build(entries: list[str] | str, base: Path, demo, storage: dict, nee
         check_build_cache_room([table for _, table in found.values()], storage)
     problems.raise_any()
     for name, checked in found.items():
+        for warning in checked[0]["warnings"]:
+            print(f"cellquery: warning: {specs[name].path}: {warning}", file=sys.stderr)
         keep_checked(checked, specs[name], source_for(specs[name], demo), QueryFiles(name).checked)
     return specs
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,7 @@ NO_CELL, EVERY_CELL = "soma_joinid < 0", "soma_joinid >= 0"  # value_filters sel
 SPECIAL_TERMS = {"na", "unknown"}
 # Cultured cells (tissue_type "primary cell culture") name a cell type as their tissue, as in CELLxGENE.
 ALSO_NAMED_BY = {"tissue": ("CellType",)}
+SHORTHANDS = {"sex": {"F": "female", "M": "male"}}  # what a spec may write for a term, suggested for it
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Criterion:
     column: str
     op: str  # "in", "not_in", "==", ">", ">=", "<", "<="
     values: tuple[Any, ...]
+    names: tuple[str, ...] = field(default=(), compare=False)  # as the spec listed the values (if it did)
 
     def as_dict(self) -> dict:
         return {"column": self.column, "op": self.op, "values": list(self.values)}
@@ -67,7 +69,9 @@ def _term_ids(registries: list, column: str, values: list) -> list[str]:
         else:
             ids.append(record.ontology_id)
     if unknown:
-        raise unknown_values(f"cells.{column}", unknown, lambda value: _unknown_term(registries, value))
+        raise unknown_values(
+            f"cells.{column}", unknown, lambda value: _unknown_term(registries, value, column)
+        )
     return ids
 
 
@@ -75,9 +79,11 @@ def _field(value: str) -> str:
     return "ontology_id" if TERM_ID.match(value) else "name"
 
 
-def _unknown_term(registries: list, value: str) -> str:
+def _unknown_term(registries: list, value: str, column: str) -> str:
     field = _field(value)
-    return f"unknown {field.replace('_', ' ')} {value!r}{suggest(value, *_known_terms(registries, field))}"
+    names, aliases = _known_terms(registries, field)
+    hint = suggest(value, names, {**aliases, **SHORTHANDS.get(ID_COLUMNS.get(column, column), {})})
+    return f"unknown {field.replace('_', ' ')} {value!r}{hint}"
 
 
 def _record(registries: list, **field):
@@ -94,10 +100,11 @@ def _known_terms(registries: list, field: str) -> tuple[list[str], dict[str, str
     return [name for name, _ in rows], aliases
 
 
-def _descendants(registries: list, column: str, term: str) -> list[str]:
-    (root,) = _term_ids(registries, column, [term])
-    record = _record(registries, ontology_id=root)
-    return [root, *sorted(c.ontology_id for c in record.query_children())]
+def _descendants(registries: list, column: str, terms: str | list[str]) -> tuple[str, ...]:
+    """Each term and all its ontology descendants (a term or several: their union), roots first."""
+    roots = _term_ids(registries, column, terms if isinstance(terms, list) else [terms])
+    below = {c.ontology_id for root in roots for c in _record(registries, ontology_id=root).query_children()}
+    return tuple(dict.fromkeys([*roots, *sorted(below - set(roots))]))
 
 
 def _labels(column: str, values: list) -> list:
@@ -120,25 +127,50 @@ def _labels(column: str, values: list) -> list:
     return values
 
 
-def _resolve_one(column: str, criterion: Any, bionty) -> Criterion:
+def _registries(label: str, bionty) -> list:
+    """The bionty registries that name a column's terms."""
+    registry_name = ONTOLOGY_COLUMNS[label][1]
+    return [getattr(bionty, name) for name in (registry_name, *ALSO_NAMED_BY.get(label, ()))]
+
+
+def descendants_below(id_column: str, term: str) -> tuple[str, ...]:
+    """A term's ontology descendants (not the term itself), through bionty (a connected instance)."""
+    import bionty
+
+    label = ID_COLUMNS[id_column]
+    return _descendants(_registries(label, bionty), label, term)[1:]
+
+
+def _listed(id_column: str, op: str, names: list, registries: list, column: str) -> Criterion:
+    return Criterion(id_column, op, tuple(_term_ids(registries, column, names)), tuple(map(str, names)))
+
+
+def _resolve_one(column: str, criterion: Any, bionty) -> list[Criterion]:
+    """A spec's criterion on one column as backend criteria: `{descendants_of: X, not_in: ...}` is two."""
     label = ID_COLUMNS.get(column, column)
     if label in ONTOLOGY_COLUMNS:
-        id_column, registry_name, _ = ONTOLOGY_COLUMNS[label]
-        registries = [getattr(bionty, name) for name in (registry_name, *ALSO_NAMED_BY.get(label, ()))]
-        if isinstance(criterion, dict) and "descendants_of" in criterion:
-            return Criterion(
-                id_column, "in", tuple(_descendants(registries, column, criterion["descendants_of"]))
-            )
-        if isinstance(criterion, dict):
-            return Criterion(id_column, "not_in", tuple(_term_ids(registries, column, criterion["not_in"])))
-        values = criterion if isinstance(criterion, list) else [criterion]
-        return Criterion(id_column, "in", tuple(_term_ids(registries, column, values)))
+        id_column, registries = ONTOLOGY_COLUMNS[label][0], _registries(label, bionty)
+        if not isinstance(criterion, dict):
+            values = criterion if isinstance(criterion, list) else [criterion]
+            return [_listed(id_column, "in", values, registries, column)]
+        found = []
+        if "descendants_of" in criterion:
+            kept = _descendants(registries, column, criterion["descendants_of"])
+            found.append(Criterion(id_column, "in", kept))
+        excluded = criterion.get("not_in")
+        if isinstance(excluded, dict):
+            dropped = _descendants(registries, column, excluded["descendants_of"])
+            found.append(Criterion(id_column, "not_in", dropped))
+        elif excluded is not None:
+            found.append(_listed(id_column, "not_in", excluded, registries, column))
+        return found
     if isinstance(criterion, dict):
-        return Criterion(column, "not_in", tuple(_labels(column, _typed(column, criterion["not_in"]))))
+        values = _labels(column, _typed(column, criterion["not_in"]))
+        return [Criterion(column, "not_in", tuple(values), tuple(map(str, values)))]
     values = _labels(column, _typed(column, criterion if isinstance(criterion, list) else [criterion]))
     if column in BOOLEAN_COLUMNS and len(set(values)) == 1:
-        return Criterion(column, "==", (values[0],))
-    return Criterion(column, "in", tuple(values))
+        return [Criterion(column, "==", (values[0],))]
+    return [Criterion(column, "in", tuple(values), tuple(map(str, values)))]
 
 
 def _typed(column: str, values: list) -> list:
@@ -173,7 +205,7 @@ def resolve(spec: QuerySpec) -> list[Criterion]:
             criteria += comparisons(column, criterion)
         else:
             with problems.check():
-                criteria.append(_resolve_one(column, criterion, bionty))
+                criteria += _resolve_one(column, criterion, bionty)
     problems.raise_any()
     return criteria
 

@@ -150,13 +150,15 @@ def concatenate(
     keep: Callable[[pd.DataFrame], np.ndarray] | None = None,
     layers: list[str] = (),
     uns: dict | None = None,
+    gene_order: list[str] | None = None,
 ) -> pd.DataFrame:
     """Stack h5ads with the same obs columns, joining genes (`inner` or `outer`, zeros where absent).
 
     The join is over the files that hold cells (a file without cells neither shrinks nor grows it; with no
-    cells, no genes); `out` keeps `obs_columns` of obs, of the cells `keep` marks in the stacked obs (all by
-    default), with X and `layers`; the stacked obs of those cells is returned. Obs and var are read whole
-    (small); the matrices are copied one window of rows at a time.
+    cells, no genes), in `gene_order` where given (the genes a spec asked, in its order); `out` keeps
+    `obs_columns` of obs, of the cells `keep` marks in the stacked obs (all by default), with X and `layers`;
+    the stacked obs of those cells is returned. Obs and var are read whole (small); the matrices are copied
+    one window of rows at a time.
     """
     variables = [read_frame(p, "var") for p in paths]
     observations = [read_frame(p, "obs") for p in paths]
@@ -166,6 +168,8 @@ def concatenate(
     rows = [np.flatnonzero(kept[start:stop]) for start, stop in itertools.pairwise(offsets)]
     holding = [var.index for var, chosen in zip(variables, rows, strict=True) if len(chosen)]
     genes = _joined_genes(holding, join) if holding else pd.Index([], dtype=str)
+    if gene_order is not None:
+        genes = pd.Index([g for g in gene_order if g in genes], dtype=genes.dtype)
     features = pd.concat(variables)
     features = features[~features.index.duplicated()].loc[genes]
     blocks = (

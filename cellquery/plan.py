@@ -21,6 +21,7 @@ def write_plan(query_path: Path, manifest_path: Path, out: Path) -> str:
     `sampled_cells`: those its `sample` keeps).
     """
     from cellquery.coverage import describe as describe_coverage
+    from cellquery.value_counts import describe_values
 
     query, table = read_query(query_path), read_manifest(manifest_path)
     table = _with_current_slices(table, query)
@@ -41,6 +42,8 @@ def write_plan(query_path: Path, manifest_path: Path, out: Path) -> str:
         ),
         f"  {'total':<81} {plan['size'].sum() / 1e6:>8.1f} {plan['n_obs'].sum():>13,} "
         f"{plan['selected_cells'].sum():>14,}" + (f" {plan['sampled_cells'].sum():>12,}" if sampled else ""),
+        *(f"  {line}" for line in describe_values(query.get("value_counts", []))),
+        *(f"  warning: {line}" for line in query.get("warnings", [])),
         *_read_plan_lines(plan, query),
         *(
             f"  {line}"

@@ -74,8 +74,6 @@ def read_provenance(path: str | Path) -> dict:
 
 def describe(story: dict) -> str:
     """The provenance as text to read: a line per fact, the spec as it was written."""
-    if not story:
-        return "no cellquery provenance in this file"
     lines = [
         f"query {story['query']} (spec digest {story['spec_digest']}), {story['route']} route, "
         f"built {story[BUILT_AT]}",

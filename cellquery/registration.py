@@ -18,6 +18,7 @@ from cellquery.faults import failpoint
 from cellquery.jobs import at_work
 from cellquery.lamin import retrying_lost_database
 from cellquery.layout import EXPORT_SUFFIXES, QueryFiles
+from cellquery.owners import check_owner, record_owner
 from cellquery.provenance import content_digest
 from cellquery.runfiles import read_manifest, read_query
 from cellquery.spec import MULTI_VALUED_COLUMNS, ONTOLOGY_COLUMNS, ULABEL_COLUMNS, QuerySpec, terms
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 WORKFLOW_KEY = "cellquery"
 REGISTER_KEY = "cellquery/register"
 RESULT_FEATURES = {"spec_digest": str, "query_name": str, "content_digest": str}
+OWNER_FEATURES = {"spec_file": str, "continues": str}  # whose results a key holds (`cellquery.owners`)
 LOCK_KEY = 0x63656C6C  # "cell": the advisory lock cellquery takes on PostgreSQL
 
 
@@ -129,10 +131,16 @@ def _save_new_version(ln, spec: QuerySpec, candidate, inputs: dict, obs: pd.Data
     artifact = candidate.save()
     failpoint("register")
     _link_labels(ln, artifact, obs, spec.organism)
-    for name, dtype in RESULT_FEATURES.items():
+    for name, dtype in {**RESULT_FEATURES, **OWNER_FEATURES}.items():
         _feature(ln, name, dtype)
     artifact.features.add_values(
-        {"spec_digest": spec.digest, "query_name": spec.name, "content_digest": content}
+        {
+            "spec_digest": spec.digest,
+            "query_name": spec.name,
+            "content_digest": content,
+            "spec_file": str(spec.path.resolve()),
+            "continues": spec.continues or "",
+        }
     )
     finished = datetime.now(UTC)
     for record in (run, parent):
@@ -408,9 +416,11 @@ def register(
     manifest = read_manifest(manifest_path)
     formats = dict(zip(spec.export_formats, exports, strict=True))
     check_output_key(ln, spec)
+    check_owner(ln, spec)
     receipt = retrying_lost_database(  # repeatable: `recover` and the same-content lookup see a lost try
         lambda: register_result(ln, spec, result, query, manifest, intent, formats),
         f"register {spec.output_key}",
     )
+    record_owner(target, spec)
     write_json(out, receipt)
     return receipt

@@ -39,6 +39,8 @@ def plan_query(spec: QuerySpec, source: Source, storage: dict | None = None) -> 
     from cellquery import artifacts
     from cellquery.census import cells_per_dataset
     from cellquery.coverage import gene_coverage
+    from cellquery.criteria import descendants_below
+    from cellquery.value_counts import value_counts
 
     registry = source.registry()
     at_work()
@@ -54,6 +56,9 @@ def plan_query(spec: QuerySpec, source: Source, storage: dict | None = None) -> 
             "(allow_empty: true registers an empty result instead)"
         )
     table["selected_cells"] = table["dataset_id"].map(cells).astype(int)
+    per_value, warnings = value_counts(
+        location, criteria, spec.organism, dataset_ids, descendants_below, storage["object_storage"]
+    )
     table = with_read_plan(table, spec, storage, location, criteria)
     if spec.sample:
         settings = storage["object_storage"]
@@ -86,6 +91,8 @@ def plan_query(spec: QuerySpec, source: Source, storage: dict | None = None) -> 
             "artifacts": collection.artifacts.count(),
         },
         "census": {**location, "cells": sum(cells.values())},
+        "value_counts": per_value,
+        "warnings": warnings,
     }
     return query, table
 
@@ -234,6 +241,12 @@ def resolve_query(
         query["census"]["key"],
     )
     log_coverage(query["gene_coverage"], spec.organism, spec.gene_join)
+    from cellquery.value_counts import describe_values
+
+    for line in describe_values(query.get("value_counts", [])):
+        log.info("%s", line)
+    for warning in query.get("warnings", []):
+        log.warning("%s", warning)
     checked.unlink(missing_ok=True)
 
 

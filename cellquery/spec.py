@@ -208,6 +208,11 @@ class QuerySpec:
         return self.data["output"].get("key") or f"cellquery/{self.name}.h5ad"
 
     @property
+    def continues(self) -> str | None:
+        """The query whose results under the output key this spec adds versions to (`output.continues`)."""
+        return self.data["output"].get("continues")
+
+    @property
     def gene_join(self) -> str:
         return self.data["output"]["gene_join"]
 
@@ -269,8 +274,31 @@ def closest(value: str, choices: list[str], aliases: dict[str, str]) -> str | No
     starting = sorted((n for n in by_lower if wanted and n.startswith(wanted)), key=len)
     if len(wanted) >= 3 and starting:
         return by_lower[starting[0]]
+    slip = one_slip(wanted, by_lower) if len(wanted) >= 3 else None
+    if slip:
+        return by_lower[slip]
     close = difflib.get_close_matches(wanted, list(by_lower), n=1, cutoff=0.6)
     return by_lower[close[0]] if close else None
+
+
+# What a comparison is written as elsewhere (`{">=": 300}`), for a suggestion of the key a spec takes
+COMPARISON_SYMBOLS = {">": "gt", ">=": "ge", "<": "lt", "<=": "le", "=>": "ge", "=<": "le"}
+SLIP_CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789-_. "
+
+
+def one_slip(word: str, known) -> str | None:
+    """A known name one typing slip from `word`, the likeliest slip first: two neighbours swapped (SFTCP,
+    SFTPC), one character wrong, one missing, one extra."""
+    splits = [(word[:i], word[i:]) for i in range(len(word) + 1)]
+    swapped = [a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1]
+    wrong = [a + c + b[1:] for a, b in splits if b for c in SLIP_CHARACTERS]
+    missing = [a + c + b for a, b in splits for c in SLIP_CHARACTERS]
+    extra = [a + b[1:] for a, b in splits if b]
+    for candidates in (swapped, wrong, missing, extra):
+        found = sorted({c for c in candidates if c != word and c in known})
+        if found:  # several slips alike: the most similar, as difflib ranks them
+            return difflib.get_close_matches(word, found, n=1, cutoff=0)[0]
+    return None
 
 
 @cache
@@ -370,7 +398,10 @@ def _schema_errors(error: jsonschema.ValidationError) -> list[str]:
     if error.validator == "oneOf" and error.context:
         unknown = _keys_no_alternative_knows(error)
         if unknown:
-            return [f"{where}: unknown key {key!r}{suggest(key, known)}" for key, known in unknown]
+            return [
+                f"{where}: unknown key {key!r}{suggest(key, known, COMPARISON_SYMBOLS)}"
+                for key, known in unknown
+            ]
         return _schema_errors(max(error.context, key=_how_far))  # the alternative that got furthest
     return [f"{where}: {error.message}"]
 
@@ -423,11 +454,11 @@ def _check_criterion(column: str, criterion: Any) -> None:
     if comparison:
         _check_comparison(column, criterion)
     ontology_column = column in ONTOLOGY_COLUMNS or column in ID_COLUMNS
-    if isinstance(criterion, dict) and "descendants_of" in criterion and not ontology_column:
+    if descends(criterion) and not ontology_column:
         raise SpecError(f"cells.{column}: descendants_of applies to ontology columns only")
     values = criterion if isinstance(criterion, list) else [criterion]
     if isinstance(criterion, dict) and "not_in" in criterion:
-        values = criterion["not_in"]
+        values = criterion["not_in"] if isinstance(criterion["not_in"], list) else []
     if column in CELL_STATS:
         _check_numbers(column, list(criterion.values()) if comparison else values, whole=not comparison)
     if column in BOOLEAN_COLUMNS and not all(isinstance(v, bool) for v in values):
@@ -439,6 +470,14 @@ def _check_criterion(column: str, criterion: Any) -> None:
             if value not in named:
                 known = suggest(value, named)
                 raise SpecError(f"cells.tissue_type: unknown value {value!r}{known}")
+
+
+def descends(criterion: Any) -> bool:
+    """Whether a criterion takes ontology descendants: `{descendants_of: X}` or `{not_in: {descendants_of:
+    X}}`."""
+    if not isinstance(criterion, dict):
+        return False
+    return "descendants_of" in criterion or isinstance(criterion.get("not_in"), dict)
 
 
 def _check_numbers(column: str, values: list, whole: bool) -> None:
@@ -584,6 +623,11 @@ def _check_name(name: str) -> None:
 def _check_size(size: dict) -> None:
     if size.get("min", 0) > size.get("max", float("inf")):
         raise SpecError(f"artifacts.size: min {size['min']} is larger than max {size['max']}")
+
+
+def spec_of(data: dict, path: Path) -> QuerySpec:
+    """A spec given as data rather than read from a file (`path` names it), validated as a file's is."""
+    return QuerySpec(path=path, data=_validated(data))
 
 
 def load_spec(path: str | Path) -> QuerySpec:

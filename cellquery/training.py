@@ -67,6 +67,16 @@ class Result:
         manifest's datasets."""
         return obs_filter(obs, criteria_of(self.query), self.dataset_ids)
 
+    def census_joinids(self, obs) -> np.ndarray:
+        """The census `soma_joinid`s of the result's own cells (a sample's only): what the census route
+        serves, the cells of the query the Census holds that the result holds too."""
+        columns = ["soma_joinid", "dataset_id", "observation_joinid"]
+        held = obs.read(column_names=columns, value_filter=self.obs_filter(obs)).concat().to_pandas()
+        mine = read_frame(self.h5ad, "obs")
+        keys = set(mine["dataset_id"].astype(str) + ":" + mine["observation_joinid"].astype(str))
+        chosen = (held["dataset_id"].astype(str) + ":" + held["observation_joinid"].astype(str)).isin(keys)
+        return np.sort(held.loc[chosen.to_numpy(), "soma_joinid"].to_numpy(dtype=np.int64))
+
     def classes(self, label: str) -> list[str]:
         """The label's values in the result: every route's cells carry a subset of them."""
         obs = read_frame(self.h5ad, "obs")
@@ -104,7 +114,7 @@ def lamin_batches(loader: torch.utils.data.DataLoader, label: str) -> Batches:
 
 
 def census_loader(result: Result, label: str, batch_size: int, seed: int = 0):
-    """The same cells streamed from the SOMA store (`tiledbsoma_ml`), selected by the census route's filter.
+    """The same cells streamed from the SOMA store (`tiledbsoma_ml`): the result's own, by their join keys.
 
     Returns the DataLoader and, for each column it yields, the column of the result's genes it fills (genes
     the store lacks stay zero, as in the census route).
@@ -115,11 +125,16 @@ def census_loader(result: Result, label: str, batch_size: int, seed: int = 0):
     query = result.query
     uri = f"{query['census']['path']}/census_data/{recorded(query['census']).experiment(query['organism'])}"
     with soma.Experiment.open(uri) as experiment:
+        if label not in experiment.obs.schema.names:
+            raise UserError(
+                f"--label {label!r}: the census route serves the Census' obs columns only ({label} is the "
+                "source datasets' own); train it with --route lamin"
+            )
         var = experiment.ms["RNA"].var.read(column_names=["soma_joinid", "feature_id"]).concat().to_pandas()
         genes = var.set_index("feature_id")["soma_joinid"].reindex(result.genes).dropna()
         with experiment.axis_query(
             "RNA",
-            obs_query=soma.AxisQuery(value_filter=result.obs_filter(experiment.obs)),
+            obs_query=soma.AxisQuery(coords=(result.census_joinids(experiment.obs),)),
             var_query=soma.AxisQuery(coords=(np.sort(genes.to_numpy(dtype=np.int64)),)),
         ) as axis_query:
             dataset = ExperimentDataset(

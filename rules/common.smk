@@ -15,6 +15,7 @@ from cellquery.runfiles import RESOLVED_FORMAT, read_manifest
 from cellquery.shards import plan_shards
 from cellquery.build import checked_build
 from cellquery.layout import QueryFiles
+from cellquery.owners import latest_owners
 from cellquery.errors import one_line_exit
 from cellquery.source import source_for
 from cellquery.storage import STORAGE_DEFAULTS
@@ -68,7 +69,8 @@ def started_build():
     DEMO.check_format()
     entries = config["query"] or config["queries"]
     base = Path(workflow.basedir)
-    return checked_build(entries, base, DEMO, STORAGE, needs_preflight)
+    owners = lambda keys: latest_owners(TARGET, Path.cwd(), config, keys)
+    return checked_build(entries, base, DEMO, STORAGE, needs_preflight, owners)
 
 
 with one_line_exit():  # one line per problem, before any job runs

@@ -126,3 +126,27 @@ def test_each_release_holds_its_datasets_in_its_own_dataset_schema():
         catalog.by_generation(replace(comorbid, versions=(catalog.V1,)))
     with pytest.raises(ValueError, match=r"7\.0\.0 cannot hold"):
         catalog.by_generation(replace(xenograft, versions=(catalog.V2,)))
+
+
+# (higher in, than in): well-known contrasts of blood a biologist checks first
+MARKER_DIRECTIONS = {
+    "CD14": (catalog.MONOCYTE, catalog.NK_CELL),
+    "LYZ": (catalog.MONOCYTE, catalog.T_CELL),
+    "FCGR3A": (catalog.NK_CELL, catalog.MONOCYTE),
+    "NKG7": (catalog.NK_CELL, catalog.B_CELL),
+    "CD3E": (catalog.T_CELL, catalog.B_CELL),
+    "MS4A1": (catalog.B_CELL, catalog.T_CELL),
+    "CD79A": (catalog.B_CELL, catalog.MONOCYTE),
+}
+
+
+@pytest.mark.parametrize("gene", sorted(MARKER_DIRECTIONS))
+def test_the_demos_blood_expresses_markers_the_way_blood_does(gene):
+    """Mean raw counts per cell of each marker: higher in the cell type that marks it than in the other."""
+    spec = next(d for d in catalog.release("small", catalog.V2) if d.slug == "hs-blood-pbmc")
+    adata = synth.make_anndata(replace(spec, n_cells=3000), seed=0)
+    symbols = adata.raw.var["feature_name"].astype(str)
+    counts = np.asarray(adata.raw.X[:, np.flatnonzero(symbols == gene)[0]].todense()).ravel()
+    cell_types = adata.obs["cell_type_ontology_term_id"].astype(str).to_numpy()
+    high, low = MARKER_DIRECTIONS[gene]
+    assert counts[cell_types == high].mean() > 3 * counts[cell_types == low].mean()

@@ -44,6 +44,21 @@ LABELLED = ["cell_type", "tissue", "assay", "disease", "sex"]
 # CELLxGENE schema 7: a cell's value in these (label and id column) may join several terms; each one matches
 MULTI_VALUED = ("disease", "self_reported_ethnicity")
 TERM_SEPARATOR = " || "
+# Roots a spec may name in `descendants_of` (by label), with their ids, per column
+ROOTS = {
+    "cell_type": {
+        "T cell": "CL:0000084",
+        "B cell": "CL:0000236",
+        "leukocyte": "CL:0000738",
+        "glial cell": "CL:0000125",
+        "epithelial cell": "CL:0000066",
+    },
+    "disease": {
+        "adenocarcinoma": "MONDO:0004970",
+        "viral infectious disease": "MONDO:0005108",
+        "neurodegenerative disease": "MONDO:0005559",
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +96,16 @@ def named_terms(obs: pd.DataFrame, column: str) -> list[str]:
 def descendants(term: str) -> set[str]:
     parser = OntologyParser()
     return {term, *parser.get_term_descendants(term)}
+
+
+def below(column: str, roots: str | list[str]) -> set[str]:
+    """The terms at or below each root a spec names (by label)."""
+    named = roots if isinstance(roots, list) else [roots]
+    return set().union(*(descendants(ROOTS[column][root]) for root in named))
+
+
+def ontology_aware(criterion: dict) -> bool:
+    return "descendants_of" in criterion or isinstance(criterion.get("not_in"), dict)
 
 
 def vocabulary(sources) -> dict:
@@ -124,15 +149,8 @@ def spec_strategy(words: dict):
                 ),
             )
         )
-        descendant = st.tuples(
-            st.just("cell_type"),
-            st.fixed_dictionaries(
-                {
-                    "descendants_of": st.sampled_from(
-                        ["T cell", "B cell", "leukocyte", "glial cell", "epithelial cell"]
-                    )
-                }
-            ),
+        descendant = st.sampled_from(sorted(ROOTS)).flatmap(
+            lambda column: st.tuples(st.just(column), ontology_criterion(sorted(ROOTS[column])))
         )
         other = st.one_of(
             st.tuples(st.just("suspension_type"), st.sampled_from(w["suspension_type"])),
@@ -179,6 +197,20 @@ def spec_strategy(words: dict):
     return st.tuples(organisms, versions).flatmap(lambda drawn: for_spec(*drawn))
 
 
+def ontology_criterion(roots: list[str]):
+    """Ontology-aware include and exclude: one root or several, their descendants kept, dropped, or both."""
+    terms = st.one_of(
+        st.sampled_from(roots), st.lists(st.sampled_from(roots), min_size=2, max_size=3, unique=True)
+    )
+    return st.one_of(
+        st.fixed_dictionaries({"descendants_of": terms}),
+        st.fixed_dictionaries({"not_in": st.fixed_dictionaries({"descendants_of": terms})}),
+        st.fixed_dictionaries(
+            {"descendants_of": terms, "not_in": st.fixed_dictionaries({"descendants_of": terms})}
+        ),
+    )
+
+
 class Oracle:
     """The result a spec must give, from the whole source files: or the error the check must raise."""
 
@@ -207,15 +239,12 @@ class Oracle:
                     np.asarray(counts.sum(axis=1)).ravel() if column == "raw_sum" else np.diff(counts.indptr)
                 )
                 mask &= stat >= criterion["ge"]
-            elif isinstance(criterion, dict) and "descendants_of" in criterion:
-                root = {
-                    "T cell": "CL:0000084",
-                    "B cell": "CL:0000236",
-                    "leukocyte": "CL:0000738",
-                    "glial cell": "CL:0000125",
-                    "epithelial cell": "CL:0000066",
-                }[criterion["descendants_of"]]
-                mask &= holds_any(obs, f"{column}_ontology_term_id", descendants(root))
+            elif isinstance(criterion, dict) and ontology_aware(criterion):
+                id_column = f"{column}_ontology_term_id"
+                if "descendants_of" in criterion:
+                    mask &= holds_any(obs, id_column, below(column, criterion["descendants_of"]))
+                if "not_in" in criterion:
+                    mask &= ~holds_any(obs, id_column, below(column, criterion["not_in"]["descendants_of"]))
             elif isinstance(criterion, dict):
                 mask &= ~holds_any(obs, column, criterion["not_in"])
             elif column in LABELLED and isinstance(criterion, str) and ":" in criterion:
@@ -342,11 +371,26 @@ def test_random_specs_give_what_the_source_files_hold(demo, ln, sources, tmp_pat
         result, report = run_pipeline(spec_path, demo, workdir)
         check_against(oracle, result, report)
         seen["runs"] += 1
-        seen["drawn"] |= {version, spec["organism"], *drawn_cells(oracle)}
+        seen["drawn"] |= {version, spec["organism"], *drawn_cells(oracle), *drawn_criteria(spec)}
 
     case()
     assert seen["runs"] + seen["errors"] >= 60 and seen["runs"] >= 20, seen
-    assert {catalog.V1, catalog.V2, *ORGANISMS, "comorbid", "10x 3' v4"} <= seen["drawn"], seen
+    kinds = {"comorbid", "10x 3' v4", "descendants excluded", "several roots", "kept and excluded"}
+    assert {catalog.V1, catalog.V2, *ORGANISMS, *kinds} <= seen["drawn"], seen
+
+
+def drawn_criteria(spec: dict) -> set[str]:
+    """Which kinds of ontology-aware criteria a spec that ran holds."""
+    drawn = set()
+    for criterion in spec["cells"].values():
+        if not isinstance(criterion, dict) or not ontology_aware(criterion):
+            continue
+        excluded = criterion.get("not_in", {}).get("descendants_of")
+        roots = [criterion.get("descendants_of"), excluded]
+        drawn |= {"descendants excluded"} if excluded else set()
+        drawn |= {"several roots"} if any(isinstance(r, list) for r in roots) else set()
+        drawn |= {"kept and excluded"} if all(roots) else set()
+    return drawn
 
 
 def drawn_cells(oracle: Oracle) -> set[str]:

@@ -69,3 +69,33 @@ def test_both_loaders_serve_the_result_cells_with_their_labels(demo, tmp_path):
     again = json.loads((results / "receipt.json").read_text())
     assert again["reused"] and again["collection_uid"] == receipt["collection_uid"]
     assert ask_target(demo, f"answer = ln.Collection.filter(key='cellquery/{name}').count()") == 1
+
+
+@pytest.mark.slow
+def test_both_loaders_serve_a_samples_cells_only(demo, tmp_path):
+    """A result drawn with `sample:`: the census route serves the sample's cells, not every cell the query's
+    filter selects (900 against 7,321 before)."""
+    name = f"train-sample-{uuid.uuid4().hex[:6]}"
+    spec = tmp_path / "spec.yaml"
+    sample = {"max_cells": 150, "per": ["cell_type"], "seed": 3}
+    columns = {"obs_columns": ["cell_type", "author_cell_type"]}
+    spec.write_text(
+        yaml.safe_dump(yaml.safe_load(KIDNEY.read_text()) | {"name": name, "sample": sample} | columns)
+    )
+    snakemake(demo.project, "--config", f"query={spec}")
+    results = demo.project / "results" / name
+    result = ad.read_h5ad(results / f"{name}.h5ad", backed="r")
+    train(results, tmp_path / "figures.json", "--route", "both", "--batch-size", "64")
+    figures = json.loads((tmp_path / "figures.json").read_text())
+    expected = result.obs["cell_type"].astype(str).value_counts().to_dict()
+    assert result.n_obs == sum(expected.values()) <= 150 * len(expected)
+    assert figures["lamin"]["labels"] == figures["census"]["labels"] == expected
+
+    command = [str(BIN / "python"), str(REPO / "examples" / "train.py"), str(results), "--route", "census"]
+    refused = subprocess.run(
+        [*command, "--label", "author_cell_type"], capture_output=True, text=True, env=clean_env()
+    )
+    assert refused.returncode != 0 and refused.stderr.strip().splitlines() == [
+        "cellquery: --label 'author_cell_type': the census route serves the Census' obs columns only "
+        "(author_cell_type is the source datasets' own); train it with --route lamin"
+    ]

@@ -23,7 +23,7 @@ SCALES = ("small", "bench", "registry", "atlas")
 # release is 2025-11-08, with a marmoset dataset, comorbid donors (`A || B` diseases) and 10x 3' v4; 7: each
 # release's files in its own dataset schema, 2025-01-30's in 5.2.0 with a xenograft of two organisms, its
 # donor of two ethnicities joined by a comma).
-DEMO_FORMAT = 7
+DEMO_FORMAT = 8  # 8: FCGR3A a marker of NK cells, not of classical monocytes
 CURATORS = ("sunitaj", "falexwolf")  # two users, so `created_by=` queries mean something
 
 # Cell types (CL). Parents and children both occur: T cell with its CD4/CD8 subtypes, B cell and naive B cell.
@@ -77,8 +77,8 @@ MARKERS = {
     CD8_T: ("PTPRC", "CD3E", "CD8A", "CD8B", "GZMK", "CCL5"),
     B_CELL: ("PTPRC", "MS4A1", "CD19", "CD79A", "CD79B"),
     NAIVE_B: ("PTPRC", "MS4A1", "CD19", "IGHD", "TCL1A"),
-    NK_CELL: ("PTPRC", "NKG7", "GNLY", "KLRD1", "NCAM1", "GZMB", "PRF1"),
-    MONOCYTE: ("PTPRC", "CD14", "LYZ", "FCGR3A", "S100A8", "S100A9"),
+    NK_CELL: ("PTPRC", "NKG7", "GNLY", "KLRD1", "NCAM1", "GZMB", "PRF1", "FCGR3A"),
+    MONOCYTE: ("PTPRC", "CD14", "LYZ", "S100A8", "S100A9"),  # classical: CD14 high, FCGR3A (CD16) low
     DENDRITIC: ("PTPRC", "FCER1A", "CD1C", "CLEC10A", "ITGAX", "HLA-DRA"),
     NEUTROPHIL: ("PTPRC", "FCGR3B", "CSF3R", "CXCR2", "S100A8"),
     MACROPHAGE: ("PTPRC", "CD68", "C1QA", "C1QB", "CD163"),

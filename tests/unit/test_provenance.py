@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -51,3 +54,14 @@ def test_the_content_digest_ignores_the_build_time_only(tmp_path):
     write_result(paths[2], STORY, np.eye(3, 2) * 2)
     digests = [content_digest(p) for p in paths]
     assert digests[0] == digests[1] != digests[2]
+
+
+def test_a_file_without_provenance_is_told_in_one_line_and_a_non_zero_exit(tmp_path):
+    plain = tmp_path / "plain.h5ad"
+    ad.AnnData(X=sp.csr_matrix(np.ones((2, 2), dtype=np.float32))).write_h5ad(plain)
+    command = [sys.executable, "-m", "cellquery", "provenance", str(plain)]
+    told = subprocess.run(command, capture_output=True, text=True)
+    assert told.returncode != 0 and told.stdout == ""
+    assert told.stderr.strip().splitlines() == [
+        f"cellquery: provenance: {plain} holds no cellquery provenance: it is no cellquery result"
+    ]
