@@ -1,14 +1,16 @@
 """Training on a result: two PyTorch loaders over the same cells and a tiny classifier trained on either.
 
 The LaminDB route serves the result's registered `Collection` through `Collection.mapped()`; the census route
-streams the same cells from the Census SOMA store with `tiledbsoma_ml`, selected by the query's own
-`value_filter` and read on the result's genes in the result's order.
+streams the same cells from the Census SOMA store with `tiledbsoma_ml`: the result's own, by their join
+keys, read on the result's genes in the result's order. One cell in five, chosen by its join key, is held out
+on both routes alike: the classifier trains on the others for some epochs; its accuracy is measured on those.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from cellquery.census import X_NAME, obs_filter
+from cellquery.census import X_NAME, obs_filter, open_store
 from cellquery.errors import UserError
 from cellquery.h5ad import read_frame
 from cellquery.layout import QueryFiles
@@ -28,7 +30,9 @@ from cellquery.release import recorded
 from cellquery.runfiles import criteria_of, read_manifest, read_query
 
 ROUTES = ("lamin", "census")
-Batches = Iterator[tuple[torch.Tensor, list[str]]]
+JOIN_KEYS = ["dataset_id", "observation_joinid"]
+HELD_OUT = 5  # one cell in HELD_OUT is held out for the accuracy
+Batches = Iterator[tuple[torch.Tensor, list[str], np.ndarray]]  # counts, labels, held-out flags
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,13 @@ def connect_result(result: Result, config: dict):
     return Target.from_config(config, result.path.resolve().parents[1]).connect()
 
 
+def held_out(dataset_ids, joinids) -> np.ndarray:
+    """Which cells are held out: one in `HELD_OUT` by a hash of its join key, the same on every route and
+    in every run."""
+    keys = (f"{d}:{j}".encode() for d, j in zip(dataset_ids, joinids, strict=True))
+    return np.fromiter((zlib.crc32(key) % HELD_OUT == 0 for key in keys), dtype=bool)
+
+
 def lamin_loader(
     ln, result: Result, label: str, batch_size: int, seed: int = 0
 ) -> torch.utils.data.DataLoader:
@@ -101,8 +112,14 @@ def lamin_loader(
     uid = result.receipt.get("collection_uid")
     if uid is None:
         raise UserError(f"{result.path}/receipt.json names no collection: rerun with `-R register`")
-    mapped = ln.Collection.get(uid=uid).mapped(
-        obs_keys=[label], join="inner", encode_labels=False, dtype="float32", is_run_input=False
+    collection = ln.Collection.filter(uid=uid).one_or_none()
+    if collection is None:
+        raise UserError(
+            f"{result.path}: its collection {uid} is not in {ln.setup.settings.instance.slug}, the target "
+            "connected"
+        )
+    mapped = collection.mapped(
+        obs_keys=[label, *JOIN_KEYS], join="inner", encode_labels=False, dtype="float32", is_run_input=False
     )
     generator = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(mapped, batch_size=batch_size, shuffle=True, generator=generator)
@@ -110,11 +127,12 @@ def lamin_loader(
 
 def lamin_batches(loader: torch.utils.data.DataLoader, label: str) -> Batches:
     for batch in loader:
-        yield batch["X"], list(batch[label])
+        yield batch["X"], list(batch[label]), held_out(*(batch[key] for key in JOIN_KEYS))
 
 
 def census_loader(result: Result, label: str, batch_size: int, seed: int = 0):
-    """The same cells streamed from the SOMA store (`tiledbsoma_ml`): the result's own, by their join keys.
+    """The same cells streamed from the SOMA store (`tiledbsoma_ml`): the result's own, by their join keys;
+    a store in object storage reached as the run reached it.
 
     Returns the DataLoader and, for each column it yields, the column of the result's genes it fills (genes
     the store lacks stay zero, as in the census route).
@@ -123,8 +141,9 @@ def census_loader(result: Result, label: str, batch_size: int, seed: int = 0):
     from tiledbsoma_ml import ExperimentDataset, experiment_dataloader
 
     query = result.query
-    uri = f"{query['census']['path']}/census_data/{recorded(query['census']).experiment(query['organism'])}"
-    with soma.Experiment.open(uri) as experiment:
+    store, settings = query["census"], query["storage"]["object_storage"]
+    with open_store(store, settings) as census:
+        experiment = census["census_data"][recorded(store).experiment(query["organism"])]
         if label not in experiment.obs.schema.names:
             raise UserError(
                 f"--label {label!r}: the census route serves the Census' obs columns only ({label} is the "
@@ -140,7 +159,7 @@ def census_loader(result: Result, label: str, batch_size: int, seed: int = 0):
             dataset = ExperimentDataset(
                 axis_query,
                 layer_name=X_NAME,
-                obs_column_names=[label],
+                obs_column_names=[label, *JOIN_KEYS],
                 batch_size=batch_size,
                 shuffle=True,
                 seed=seed,
@@ -153,23 +172,32 @@ def census_batches(loader, columns: np.ndarray, n_genes: int, label: str) -> Bat
     for x, obs in loader:
         full = torch.zeros((len(obs), n_genes), dtype=torch.float32)
         full[:, columns] = torch.from_numpy(x)
-        yield full, obs[label].astype(str).tolist()
+        yield full, obs[label].astype(str).tolist(), held_out(*(obs[key] for key in JOIN_KEYS))
 
 
-def batches(route: str, result: Result, label: str, batch_size: int, *, ln=None, seed: int = 0) -> Batches:
-    """(counts, labels) batches of one route over the result's cells, counts on the result's genes.
+def passes(
+    route: str, result: Result, label: str, batch_size: int, *, ln=None, seed: int = 0
+) -> Callable[[], Batches]:
+    """Passes of one route over the result's cells, each a fresh stream of (counts, labels, held-out flags)
+    batches from one loader, counts on the result's genes.
 
     The census route holds only cells the Census inclusion rules keep (tissue or organoid, RNA assays); for
     a result within those rules (`validation.json`: h5ad_cells == census_cells) both serve the same cells.
     """
     if route == "lamin":
-        return lamin_batches(lamin_loader(ln, result, label, batch_size, seed), label)
+        loader = lamin_loader(ln, result, label, batch_size, seed)
+        return lambda: lamin_batches(loader, label)
     loader, columns = census_loader(result, label, batch_size, seed)
-    return census_batches(loader, columns, len(result.genes), label)
+    return lambda: census_batches(loader, columns, len(result.genes), label)
+
+
+def batches(route: str, result: Result, label: str, batch_size: int, *, ln=None, seed: int = 0) -> Batches:
+    """One pass of a fresh loader of the route (`passes`)."""
+    return passes(route, result, label, batch_size, ln=ln, seed=seed)()
 
 
 class Classifier(nn.Module):
-    """log1p of the counts, then one linear layer: a cell-type classifier small enough for one CPU epoch."""
+    """log1p of the counts, then one linear layer: a cell-type classifier small enough for a CPU."""
 
     def __init__(self, n_genes: int, n_classes: int):
         super().__init__()
@@ -179,34 +207,52 @@ class Classifier(nn.Module):
         return self.linear(torch.log1p(counts))
 
 
-def train_one_epoch(
-    batches: Batches, n_genes: int, classes: list[str], *, lr: float = 1e-2, seed: int = 0
+def train(
+    open_batches: Callable[[], Batches],
+    n_genes: int,
+    classes: list[str],
+    *,
+    epochs: int = 10,
+    lr: float = 1e-2,
+    seed: int = 0,
 ) -> dict:
-    """One pass of a fresh classifier: cells, mean loss, accuracy, seconds, cells/s and the labels seen."""
+    """A fresh classifier trained for `epochs` passes over the cells not held out, then one more pass that
+    measures its accuracy on the held-out cells. Returns the cells of a pass, the held-out cells, the steps,
+    the last training pass's mean loss, the held-out accuracy, seconds, cells/s and the labels a pass sees."""
     torch.manual_seed(seed)
     index = {name: i for i, name in enumerate(classes)}
     model = Classifier(n_genes, len(classes))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    seen, loss_sum, correct, cells = Counter(), 0.0, 0, 0
-    started = time.perf_counter()
-    for counts, labels in batches:
-        target = torch.tensor([index[name] for name in labels])
-        logits = model(counts)
-        loss = nn.functional.cross_entropy(logits, target)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        seen.update(labels)
-        loss_sum += loss.item() * len(labels)
-        correct += int((logits.argmax(dim=1) == target).sum())
-        cells += len(labels)
+    started, steps = time.perf_counter(), 0
+    for _ in range(epochs):
+        loss_sum, trained = 0.0, 0
+        for counts, labels, out in open_batches():
+            if out.all():
+                continue
+            target = torch.tensor([index[name] for name in labels])[~out]
+            loss = nn.functional.cross_entropy(model(counts[~out]), target)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            steps, loss_sum, trained = steps + 1, loss_sum + loss.item() * len(target), trained + len(target)
+    seen, held, correct = Counter(), 0, 0
+    with torch.no_grad():
+        for counts, labels, out in open_batches():
+            seen.update(labels)
+            target = torch.tensor([index[name] for name in labels])[out]
+            held += len(target)
+            correct += int((model(counts[out]).argmax(dim=1) == target).sum())
     seconds = time.perf_counter() - started
+    cells = sum(seen.values())
     return {
         "cells": cells,
-        "loss": loss_sum / cells if cells else float("nan"),
-        "accuracy": correct / cells if cells else float("nan"),
+        "held_out": held,
+        "epochs": epochs,
+        "steps": steps,
+        "loss": loss_sum / trained if trained else float("nan"),
+        "accuracy": correct / held if held else float("nan"),
         "seconds": round(seconds, 3),
-        "cells_per_second": round(cells / seconds, 1) if seconds else None,
+        "cells_per_second": round(cells * (epochs + 1) / seconds, 1) if seconds else None,
         "labels": dict(sorted(seen.items())),
     }
 
@@ -222,7 +268,7 @@ def throughput(open_batches: Callable[[], Batches]) -> dict:
     next(warmup)
     warmup.close()
     warmed, cells, count = time.perf_counter(), 0, 0
-    for counts, labels in open_batches():
+    for counts, labels, _ in open_batches():
         float(counts.sum())
         cells += len(labels)
         count += 1

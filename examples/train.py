@@ -1,9 +1,12 @@
-"""Train a small cell-type classifier for one epoch on a finished result, through either loader.
+"""Train a small cell-type classifier on a finished result through either loader; print held-out accuracy.
 
     python examples/train.py results/kidney-immune --route both --batch-size 256 --label cell_type
 
 lamin:  the result's LaminDB Collection, `Collection.mapped()` in a PyTorch DataLoader
 census: the same cells streamed from the Census SOMA store with tiledbsoma-ml
+
+One cell in five (by a hash of its join key, the same on both routes) is held out: the classifier trains on
+the others for --epochs passes, and the accuracy printed is on the held-out cells.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import yaml
 
 from cellquery.atomic import write_json
 from cellquery.errors import one_line_exit
-from cellquery.training import ROUTES, Result, batches, connect_result, train_one_epoch
+from cellquery.training import ROUTES, Result, connect_result, passes, train
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
 
@@ -27,6 +30,7 @@ def main() -> None:
     parser.add_argument("--route", choices=[*ROUTES, "both"], default="both")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--label", default="cell_type", help="obs column to predict")
+    parser.add_argument("--epochs", type=int, default=10, help="training passes before the held-out pass")
     parser.add_argument("--json", type=Path, help="also write every route's figures here")
     args = parser.parse_args()
 
@@ -35,11 +39,12 @@ def main() -> None:
     classes = result.classes(args.label)
     figures = {}
     for route in ROUTES if args.route == "both" else [args.route]:
-        stream = batches(route, result, args.label, args.batch_size, ln=ln)
-        figures[route] = stats = train_one_epoch(stream, len(result.genes), classes)
+        stream = passes(route, result, args.label, args.batch_size, ln=ln)
+        figures[route] = stats = train(stream, len(result.genes), classes, epochs=args.epochs)
         print(
-            f"{route:<7} {stats['cells']:>9,} cells  loss {stats['loss']:.3f}  "
-            f"accuracy {stats['accuracy']:.3f}  {stats['cells_per_second']:>8,.0f} cells/s"
+            f"{route:<7} {stats['cells']:>9,} cells  {stats['steps']:>5} steps  loss {stats['loss']:.3f}  "
+            f"held-out accuracy {stats['accuracy']:.3f} ({stats['held_out']:,} cells)  "
+            f"{stats['cells_per_second']:>8,.0f} cells/s"
         )
     if args.json:
         write_json(args.json, figures)

@@ -181,6 +181,24 @@ def test_pages_show_validation_spec_datasets_and_lineage(run, browser):
     assert all(title in page for title in manifest["title"])  # a dataset by its title too
 
 
+@pytest.mark.slow
+def test_the_start_page_of_a_folder_build_names_its_specs_without_a_warning(demo, browser, tmp_path):
+    """A build of a folder of specs (no `query`): the start page names the folder, and docutils finds nothing
+    to warn about (an empty inline literal used to render a warning block)."""
+    folder, stamp = tmp_path / "specs", time.time_ns() % 10**8
+    folder.mkdir()
+    for source in ("kidney-immune", "t-cells"):
+        query = yaml.safe_load((REPO / "config" / "queries" / f"{source}.yaml").read_text())
+        (folder / f"{source}.yaml").write_text(yaml.safe_dump(query | {"name": f"{source}-{stamp}"}))
+    report = tmp_path / "report.html"
+    snakemake(demo.project, "--config", f"queries=[{folder}]")
+    snakemake(demo.project, "--report", str(report), "--config", f"queries=[{folder}]")
+    browser.get(report.as_uri())
+    text = WebDriverWait(browser, 30).until(lambda page: page.find_element("tag name", "body").text)
+    assert f"The run resolved each spec of {folder} against a LaminDB collection" in text
+    assert not re.search(r"System Message|WARNING|ERROR|Docutils|``", text)
+
+
 def test_many_categories_fold_into_one_other_bar():
     counts = pd.Series({f"type {i}": 100 + i for i in range(40)})
     shown = top_counts(counts)

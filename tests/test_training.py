@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import uuid
+import zlib
 
 import anndata as ad
 import numpy as np
@@ -36,7 +37,9 @@ def test_both_loaders_serve_the_result_cells_with_their_labels(demo, tmp_path):
     result = ad.read_h5ad(results / f"{name}.h5ad", backed="r")
     assert totals["census_cells"] == result.n_obs == receipt["n_obs"] > 0  # all within the Census rules
 
-    shown = train(results, tmp_path / "figures.json", "--route", "both", "--batch-size", "256")
+    shown = train(
+        results, tmp_path / "figures.json", "--route", "both", "--batch-size", "256", "--epochs", "2"
+    )
     figures = json.loads((tmp_path / "figures.json").read_text())
     expected = result.obs["cell_type"].astype(str).value_counts().to_dict()
     assert len(expected) == 2
@@ -53,7 +56,7 @@ def test_both_loaders_serve_the_result_cells_with_their_labels(demo, tmp_path):
             demo,
             "from cellquery.training import Result, batches\n"
             f"stream = batches({route!r}, Result(PosixPath({str(results)!r})), 'cell_type', 1024, ln=ln)\n"
-            "answer = sum(x.double().sum(dim=0) for x, _ in stream).tolist()",
+            "answer = sum(x.double().sum(dim=0) for x, _, _ in stream).tolist()",
         )
         assert np.allclose(served, genes_total) and genes_total.sum() > 0
 
@@ -85,7 +88,7 @@ def test_both_loaders_serve_a_samples_cells_only(demo, tmp_path):
     snakemake(demo.project, "--config", f"query={spec}")
     results = demo.project / "results" / name
     result = ad.read_h5ad(results / f"{name}.h5ad", backed="r")
-    train(results, tmp_path / "figures.json", "--route", "both", "--batch-size", "64")
+    train(results, tmp_path / "figures.json", "--route", "both", "--batch-size", "64", "--epochs", "1")
     figures = json.loads((tmp_path / "figures.json").read_text())
     expected = result.obs["cell_type"].astype(str).value_counts().to_dict()
     assert result.n_obs == sum(expected.values()) <= 150 * len(expected)
@@ -99,3 +102,26 @@ def test_both_loaders_serve_a_samples_cells_only(demo, tmp_path):
         "cellquery: --label 'author_cell_type': the census route serves the Census' obs columns only "
         "(author_cell_type is the source datasets' own); train it with --route lamin"
     ]
+
+
+@pytest.mark.slow
+def test_a_result_of_the_s3_demo_trains_on_both_routes_with_held_out_accuracy(s3_demo, tmp_path):
+    """The census route reaches the store in the bucket as the run did; both routes hold out the same cells
+    (one in five, by join key) and measure accuracy on them after the training passes."""
+    name = f"train-s3-{uuid.uuid4().hex[:6]}"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(yaml.safe_load(KIDNEY.read_text()) | {"name": name}))
+    snakemake(s3_demo.project, "--config", f"query={spec}", "demo_storage=s3")
+    results = s3_demo.project / "results" / name
+    result = ad.read_h5ad(results / f"{name}.h5ad", backed="r")
+    train(results, tmp_path / "figures.json", "--route", "both", "--epochs", "3")
+    figures = json.loads((tmp_path / "figures.json").read_text())
+    keys = result.obs["dataset_id"].astype(str) + ":" + result.obs["observation_joinid"].astype(str)
+    held = sum(zlib.crc32(key.encode()) % 5 == 0 for key in keys)
+    expected = result.obs["cell_type"].astype(str).value_counts().to_dict()
+    for route in ("lamin", "census"):
+        stats = figures[route]
+        assert stats["cells"] == result.n_obs and stats["labels"] == expected
+        assert stats["held_out"] == held and 0 < held < result.n_obs / 3
+        assert stats["epochs"] == 3 and stats["steps"] >= 3 * ((result.n_obs - held) // 256)
+        assert stats["accuracy"] > 0.8  # two cell types, well apart: trained, not the starting weights
