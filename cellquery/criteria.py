@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cellquery import ontology
 from cellquery.spec import (
     BOOLEAN_COLUMNS,
     CELL_STATS,
@@ -25,6 +26,7 @@ from cellquery.spec import (
     ULABEL_COLUMNS,
     Problems,
     QuerySpec,
+    closest,
     suggest,
     terms,
     unknown_values,
@@ -80,10 +82,78 @@ def _field(value: str) -> str:
 
 
 def _unknown_term(registries: list, value: str, column: str) -> str:
+    """An unknown name or id, with what to write instead: a term of the ontology the instance lacks gets its
+    nearest relatives the instance holds (never a neighbour by spelling alone, which can be another branch);
+    a misspelling gets the closest name (synonyms first), with its term id."""
     field = _field(value)
     names, aliases = _known_terms(registries, field)
-    hint = suggest(value, names, {**aliases, **SHORTHANDS.get(ID_COLUMNS.get(column, column), {})})
-    return f"unknown {field.replace('_', ' ')} {value!r}{hint}"
+    shorthands = SHORTHANDS.get(ID_COLUMNS.get(column, column), {})
+    term_id = ontology.named(value, _prefixes(registries)) if field == "name" else None
+    held = _held_ids(registries)
+    if term_id is not None and term_id not in held:
+        return f"unknown name {value!r}: {_relatives(term_id, held)}"
+    close = ontology.label(term_id) if term_id else closest(value, names, {**aliases, **shorthands})
+    if close is None:
+        return f"unknown {field.replace('_', ' ')} {value!r}"
+    record = _record(registries, **{field: close})
+    found = record.ontology_id if record is not None else close
+    hint = f"did you mean {close!r} ({found})?{_unlabelled(registries, found, held)}"
+    return f"unknown {field.replace('_', ' ')} {value!r}; {hint}"
+
+
+def _prefixes(registries: list) -> list[str]:
+    return [prefix for registry in registries for prefix in ontology.prefixes_of(registry.__name__)]
+
+
+def _held_ids(registries: list) -> set[str]:
+    return {t for registry in registries for t in registry.filter().values_list("ontology_id", flat=True)}
+
+
+def _named_terms(term_ids: Iterable[str]) -> str:
+    return ", ".join(f"{ontology.label(term)!r} ({term})" for term in term_ids)
+
+
+def _relatives(term_id: str, held: set[str]) -> str:
+    """A term the instance lacks, and its nearest terms the instance holds below and above it."""
+    below = {t: ontology.ancestors(t)[term_id] for t in held if term_id in ontology.ancestors(t)}
+    above = {t: d for t, d in ontology.ancestors(term_id).items() if t in held}
+    nearest = [
+        f"below it {_named_terms(_closest_few(below))}" if below else "",
+        f"above it {_named_terms(_closest_few(above, 1))}" if above else "",
+    ]
+    said = "; ".join(part for part in nearest if part)
+    where = f"; the nearest terms it holds: {said}" if said else ""
+    label = ontology.label(term_id)
+    return f"the ontology's {label!r} ({term_id}), a term this instance holds no data of{where}"
+
+
+def _closest_few(distances: dict[str, int], count: int = 3) -> list[str]:
+    return sorted(distances, key=lambda term: (distances[term], ontology.label(term)))[:count]
+
+
+def _unlabelled(registries: list, term_id: str, held: set[str]) -> str:
+    """What to add when no dataset is labelled with the term, but some with terms below it."""
+    if not TERM_ID.match(term_id) or _labelling(registries, [term_id]):
+        return ""
+    below = [t for t in held if term_id in ontology.ancestors(t)]
+    labelled = sorted(_labelling(registries, below), key=ontology.label)
+    if not labelled:
+        return ""
+    return (
+        f" (no dataset is labelled with it, some with terms below it: {_named_terms(labelled[:3])}; "
+        "`descendants_of` selects them)"
+    )
+
+
+def _labelling(registries: list, term_ids: list[str]) -> set[str]:
+    """The terms that label at least one artifact."""
+    return {
+        term
+        for registry in registries
+        for term in registry.filter(ontology_id__in=term_ids, artifacts__isnull=False).values_list(
+            "ontology_id", flat=True
+        )
+    }
 
 
 def _record(registries: list, **field):

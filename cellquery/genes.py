@@ -3,6 +3,7 @@ Ensembl ids and symbols per organism, offline."""
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from functools import cache
 
 import pandas as pd
@@ -88,6 +89,20 @@ def resolve_genes(values: list[str], organism: str, dataset_schema: str | None =
     if unknown:
         raise unknown_values("genes", unknown, lambda value: _unknown(value, organism, schema))
     return list(dict.fromkeys(ids))
+
+
+def repeated_genes(values: list[str], organism: str, dataset_schema: str | None = None) -> list[str]:
+    """A warning for each gene the list names more than once (by its symbol or its id, known genes only):
+    the result holds it once, at its first place."""
+    named = defaultdict(list)
+    for value in dict.fromkeys(map(str, values)):
+        named[resolve_genes([value], organism, dataset_schema)[0]].append(value)
+    twice = [value for value, count in Counter(map(str, values)).items() if count > 1]
+    same = [names for names in named.values() if len(names) > 1]
+    return [f"genes: {value!r} is listed more than once; the result holds it once" for value in twice] + [
+        f"genes: {' and '.join(map(repr, names))} name the same gene; the result holds it once"
+        for names in same
+    ]
 
 
 def _unknown(value: str, organism: str, schema: str) -> str:

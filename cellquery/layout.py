@@ -15,6 +15,7 @@ SLICES = Path("slices")  # shared by the queries of every build: one slice per a
 BUILD_TABLE = RESULTS / "build.tsv"  # one row per query of the build (and build.json beside it)
 BUILD_JSON = RESULTS / "build.json"
 EXPORT_SUFFIXES = {"zarr": ".zarr", "obs_parquet": ".obs.parquet"}  # the formats beside the h5ad
+ZARR_ROOT = ".zgroup"  # the root group's metadata in a zarr format 2 store
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,13 @@ class QueryFiles:
         """The result in another format (`export`): `zarr` or `obs_parquet`."""
         return self.dir / f"{self.name}{EXPORT_SUFFIXES[fmt]}"
 
+    def tracked_export(self, fmt: str) -> Path:
+        """The file Snakemake tracks of an export: a zarr store by its root group's metadata (a directory
+        output would get Snakemake's `.snakemake_timestamp` inside, a stray file in the store and in the
+        artifact registered from it)."""
+        store = self.export(fmt)
+        return store / ZARR_ROOT if fmt == "zarr" else store
+
     @property
     def validation(self) -> Path:
         return self.dir / "validation.json"
@@ -104,3 +112,8 @@ def slice_path(cells_digest: str, content: str) -> Path:
 def slice_content(entry) -> str:
     """A manifest row's file by its dataset and its registry hash (base64url: safe in a file name)."""
     return f"{entry['dataset_id']}-{entry['hash']}"
+
+
+def export_of(tracked: Path) -> Path:
+    """The export a tracked file stands for (`QueryFiles.tracked_export`)."""
+    return tracked.parent if tracked.name == ZARR_ROOT else tracked

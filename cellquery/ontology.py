@@ -93,3 +93,62 @@ def source_frame(term_ids: Iterable[str]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows).set_index("ontology_id")
+
+
+def prefixes_of(registry_name: str) -> list[str]:
+    """The ontologies whose terms a bionty registry holds (DevelopmentalStage: one per organism)."""
+    return [prefix for prefix, (name, _, _) in BIONTY_SOURCES.items() if name == registry_name]
+
+
+@cache
+def _by_name(prefix: str) -> dict[str, str]:
+    """Lower-case labels and synonyms of an ontology's terms -> term id (a label wins over a synonym)."""
+    terms = ontology(prefix)
+    synonyms = {s.lower(): t for t, term in terms.items() for s in term.get("synonyms") or []}
+    return synonyms | {term["label"].lower(): t for t, term in terms.items() if not term.get("deprecated")}
+
+
+def named(name: str, prefixes: Iterable[str]) -> str | None:
+    """The term of these ontologies a name is the label or a synonym of."""
+    return next((found for p in prefixes if (found := _by_name(p).get(name.lower().strip()))), None)
+
+
+def ancestors(term_id: str) -> dict[str, int]:
+    """A term's ancestors within its ontology, with their distance from it."""
+    prefix = prefix_of(term_id)
+    return {a: d for a, d in ontology(prefix)[term_id]["ancestors"].items() if prefix_of(a) == prefix}
+
+
+GENERAL_TISSUE_COLUMNS = ("tissue_general_ontology_term_id", "tissue_general")  # the Census adds them
+
+
+@cache
+def _general_tissues() -> tuple:
+    from cellxgene_ontology_guide import curated_ontology_term_lists
+    from cellxgene_ontology_guide.entities import CuratedOntologyTermList
+    from cellxgene_ontology_guide.ontology_parser import OntologyParser
+
+    terms = curated_ontology_term_lists.get_curated_ontology_term_list(CuratedOntologyTermList.TISSUE_GENERAL)
+    return OntologyParser(), terms
+
+
+def general_tissue(term_id: str) -> str:
+    """A tissue's `tissue_general` term as the Census builder's `TissueMapper` finds it: the first of the
+    curated high-level tissues that is the term or one of its ancestors; the term itself if none is (a
+    cultured cell type)."""
+    parser, terms = _general_tissues()
+    try:
+        return parser.get_high_level_terms(term_id, terms)[0]
+    except (IndexError, KeyError, ValueError):
+        return term_id
+
+
+def with_general_tissue(obs: pd.DataFrame) -> pd.DataFrame:
+    """`obs` with the Census' `tissue_general` columns, derived from `tissue_ontology_term_id`."""
+    tissues = obs["tissue_ontology_term_id"].astype(str)
+    general = {term: general_tissue(term) for term in tissues.unique()}
+    ids = tissues.map(general)
+    return obs.assign(
+        tissue_general_ontology_term_id=pd.Categorical(ids),
+        tissue_general=pd.Categorical(ids.map({term: label(term) for term in set(general.values())})),
+    )

@@ -18,6 +18,7 @@ from cellquery.h5ad import read_frame
 from cellquery.jobs import at_work
 from cellquery.runfiles import read_manifest, read_query
 from cellquery.target import Target
+from cellquery.validate import unchecked
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ def validation_page(validation: dict) -> str:
     )
     verdict = (
         f'<p>Status: <span class="{status}">{status}</span>. {totals["matched_cells"]:,} cells matched '
-        f"one to one; {totals['genes_compared']:,} genes compared value by value.</p>"
+        f"one to one; {totals['genes_compared']:,} genes compared value by value{unchecked(totals)}.</p>"
     )
     per_dataset = pd.DataFrame(validation["per_dataset"])
     return page(

@@ -17,6 +17,7 @@ from cellquery.criteria import Criterion, resolve
 from cellquery.errors import SourceError, SpecError
 from cellquery.faults import failpoint
 from cellquery.jobs import at_work
+from cellquery.release import CensusRelease, recorded
 from cellquery.runfiles import READ_PLAN, read_manifest
 from cellquery.source import Source
 from cellquery.spec import Problems, QuerySpec
@@ -40,6 +41,7 @@ def plan_query(spec: QuerySpec, source: Source, storage: dict | None = None) -> 
     from cellquery.census import cells_per_dataset
     from cellquery.coverage import gene_coverage
     from cellquery.criteria import descendants_below
+    from cellquery.genes import repeated_genes
     from cellquery.value_counts import value_counts
 
     registry = source.registry()
@@ -51,14 +53,18 @@ def plan_query(spec: QuerySpec, source: Source, storage: dict | None = None) -> 
     cells = cells_per_dataset(location, criteria, spec.organism, dataset_ids, storage["object_storage"])
     if not sum(cells.values()) and not spec.allow_empty:
         found = "no artifact" if table.empty else f"{len(table)} artifacts but no cells"
+        why = excluded_by_census_rules(recorded(location), criteria)
+        instead = "builds what the h5ads hold, unchecked" if why else "registers an empty result instead"
         raise SpecError(
-            f"cells: the query matches {found} in {collection.key} {collection.version_tag} "
-            "(allow_empty: true registers an empty result instead)"
+            f"cells: the query matches {found} in {collection.key} {collection.version_tag}{why} "
+            f"(allow_empty: true {instead})"
         )
     table["selected_cells"] = table["dataset_id"].map(cells).astype(int)
     per_value, warnings = value_counts(
         location, criteria, spec.organism, dataset_ids, descendants_below, storage["object_storage"]
     )
+    schema = location["release"]["dataset_schema_version"]
+    warnings += repeated_genes(spec.genes, spec.organism, schema) if spec.genes else []
     table = with_read_plan(table, spec, storage, location, criteria)
     if spec.sample:
         settings = storage["object_storage"]
@@ -95,6 +101,19 @@ def plan_query(spec: QuerySpec, source: Source, storage: dict | None = None) -> 
         "warnings": warnings,
     }
     return query, table
+
+
+def excluded_by_census_rules(release: CensusRelease, criteria: list[Criterion]) -> str:
+    """Why the census store can hold no cell of the criteria: they keep only tissue types or assays its
+    inclusion rules leave out (the h5ads may hold such cells); "" when they do not."""
+    rules = {"tissue_type": release.included_tissue_types, "assay_ontology_term_id": release.rna_assays}
+    for criterion in criteria:
+        kept = rules.get(criterion.column)
+        if kept is not None and criterion.op == "in" and not set(criterion.values) & set(kept):
+            named = ", ".join(map(repr, criterion.names or criterion.values))
+            rule = f"the Census' inclusion rules keep no cell of {criterion.column} {named}"
+            return f": {rule}, so its store holds none to check the h5ads' against"
+    return ""
 
 
 def _check_result_columns(spec: QuerySpec, table: pd.DataFrame, storage: dict, coverage: dict) -> None:

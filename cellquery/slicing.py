@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from cellquery import h5ad
+from cellquery import h5ad, ontology
 from cellquery.atomic import atomic_path
 from cellquery.criteria import Criterion, obs_mask
 from cellquery.faults import failpoint
@@ -109,6 +109,8 @@ def slice_dataset(
     if any(c.column in CELL_STATS for c in criteria):
         obs = with_cell_stats(path, obs, organism)
     obs["dataset_id"] = pd.Categorical([dataset_id] * len(obs))
+    if set(obs_columns) & set(ontology.GENERAL_TISSUE_COLUMNS):
+        obs = ontology.with_general_tissue(obs)
     rows = np.flatnonzero(obs_mask(obs, criteria) & release.cells_of(obs, organism))
     counts_key, var_key = h5ad.counts_keys(path)
     var = h5ad.read_frame(path, var_key)

@@ -62,7 +62,7 @@ DEFAULT_OBS_COLUMNS = (
     "tissue_type",
 )
 
-CENSUS_OBS_COLUMNS = {*DEFAULT_OBS_COLUMNS, *QUERYABLE}
+CENSUS_OBS_COLUMNS = {*DEFAULT_OBS_COLUMNS, *QUERYABLE, *ontology.GENERAL_TISSUE_COLUMNS}
 # The obs columns a CELLxGENE-schema dataset must hold (submission format; `cellquery.submission`)
 SCHEMA_OBS_COLUMNS = (
     *[id_column for id_column, _, _ in ONTOLOGY_COLUMNS.values()],

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from cellquery.layout import QueryFiles
+from cellquery.validate import unchecked
 
 
 def _asked(query: dict) -> str:
@@ -42,7 +43,7 @@ def result_summary(files: QueryFiles, spec_path: Path) -> str:
             f"after its inclusion rules{sample})",
             f"  genes             {receipt['n_vars']:,}{_asked(query)}",
             f"  validation        {report['status']}: {totals['matched_cells']:,} cells and "
-            f"{totals['genes_compared']:,} genes agree",
+            f"{totals['genes_compared']:,} genes agree{unchecked(totals)}",
             f"  artifact          {receipt['artifact_uid']} version {receipt['version']} "
             f"key {receipt['key']}{reused}",
             f"  files             {', '.join(map(str, [files.result, *exported]))}, census.h5ad, "

@@ -258,3 +258,12 @@ def _key_line(detail: dict) -> str:
         if (keys := detail.get(f"only_in_{route}"))
     ]
     return f"  {detail['dataset']}: {JOIN_KEY} {'; '.join(parts)}"
+
+
+def unchecked(totals: dict) -> str:
+    """What a validation does not vouch for: the result's cells outside the Census' inclusion rules (the
+    census route holds none of them), as a clause to append ("" when there are none)."""
+    outside = totals["h5ad_cells"] - totals["h5ad_cells_census_rules"]
+    if not outside:
+        return ""
+    return f"; {outside:,} cells outside the Census' inclusion rules come from the h5ads unchecked"

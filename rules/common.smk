@@ -125,7 +125,7 @@ def shards(wildcards):
 def exports(wildcards):
     """The result's other formats the spec asks for (`output.formats`), registered with it."""
     files = QueryFiles(wildcards.query)
-    return [files.export(fmt) for fmt in spec_of(wildcards).export_formats]
+    return [files.tracked_export(fmt) for fmt in spec_of(wildcards).export_formats]
 
 
 def shard_memory_mb(wildcards):

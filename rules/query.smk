@@ -84,13 +84,14 @@ rule export_zarr:
     input:
         FILES.result,
     output:
-        directory(FILES.export("zarr")),
+        FILES.tracked_export("zarr"),
     log:
         FILES.log("export-zarr"),
     conda:
         "../envs/cellquery.yaml"
     params:
         format="zarr",
+        path=str(FILES.export("zarr")),
     script:
         "../scripts/export.py"
 
@@ -99,13 +100,14 @@ rule export_obs_parquet:
     input:
         FILES.result,
     output:
-        FILES.export("obs_parquet"),
+        FILES.tracked_export("obs_parquet"),
     log:
         FILES.log("export-obs_parquet"),
     conda:
         "../envs/cellquery.yaml"
     params:
         format="obs_parquet",
+        path=str(FILES.export("obs_parquet")),
     script:
         "../scripts/export.py"
 

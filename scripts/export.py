@@ -4,4 +4,4 @@ from cellquery.exports import write_export
 from cellquery.jobs import job_log
 
 with job_log(snakemake.log[0]):
-    write_export(Path(snakemake.input[0]), snakemake.params.format, Path(snakemake.output[0]))
+    write_export(Path(snakemake.input[0]), snakemake.params.format, Path(snakemake.params.path))

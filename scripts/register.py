@@ -1,6 +1,7 @@
 from pathlib import Path
 
 from cellquery.jobs import job_log
+from cellquery.layout import export_of
 from cellquery.registration import register
 
 with job_log(snakemake.log[0]):
@@ -12,5 +13,5 @@ with job_log(snakemake.log[0]):
         Path(inputs.query),
         Path(inputs.manifest),
         Path(snakemake.output[0]),
-        [Path(p) for p in inputs.exports],
+        [export_of(Path(p)) for p in inputs.exports],
     )

@@ -145,9 +145,9 @@ MANY_PROBLEMS = {
             "artifacts": {"created_by": ["sunitja"]},
         },
         [
-            "cells.cell_type: unknown name 'T-cell'; did you mean 'T cell'?",
-            "cells.cell_type: unknown name 'neutrophl'; did you mean 'neutrophil'?",
-            "cells.tissue: unknown name 'kidny'; did you mean 'kidney'?",
+            "cells.cell_type: unknown name 'T-cell'; did you mean 'T cell' (CL:0000084)?",
+            "cells.cell_type: unknown name 'neutrophl'; did you mean 'neutrophil' (CL:0000775)?",
+            "cells.tissue: unknown name 'kidny'; did you mean 'kidney' (UBERON:0002113)?",
             "genes: unknown human gene 'CD3EE'; did you mean 'CD3E'?",
             "genes: 'Cd4' is a mouse gene symbol, not a human one; the human gene with that symbol is 'CD4'",
             "artifacts.created_by: unknown user 'sunitja'; did you mean 'sunitaj'?",

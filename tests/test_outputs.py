@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -51,11 +52,40 @@ def lung(demo, tmp_path_factory):
         folder,
         "lung-takeaway",
         cells=LUNG_IMMUNE,
-        obs_columns=["cell_type", "assay", "assay_ontology_term_id", "donor_id", "author_cell_type"],
+        obs_columns=[
+            *["cell_type", "assay", "assay_ontology_term_id", "donor_id", "author_cell_type"],
+            *["tissue_general", "tissue_general_ontology_term_id"],
+        ],
         output={"layers": ["normalized"], "formats": ["zarr", "obs_parquet"]},
     )
     files = build(demo.project, spec)
     return demo.project, files, spec
+
+
+def test_tissue_general_is_the_census_builders_on_both_routes(lung):
+    """The h5ads do not hold `tissue_general`: the h5ad route derives it as the Census builder does (the
+    first of its curated high-level tissues among the tissue and its ancestors), and validation compares
+    it with the census route's, cell by cell."""
+    from cellxgene_ontology_guide import curated_ontology_term_lists
+    from cellxgene_ontology_guide.entities import CuratedOntologyTermList
+    from cellxgene_ontology_guide.ontology_parser import OntologyParser
+
+    project, files, _ = lung
+    assert "tissue_general" not in validation(project, files)["not_compared"]
+    columns = ["dataset_id", "observation_joinid", "tissue_general", "tissue_general_ontology_term_id"]
+    routes = [
+        h5ad.read_frame(project / path, "obs")[columns].astype(str) for path in (files.result, files.census)
+    ]
+    ours, census = (frame.sort_values(columns[:2]).reset_index(drop=True) for frame in routes)
+    pd.testing.assert_frame_equal(ours, census)
+    parser = OntologyParser()
+    curated = curated_ontology_term_lists.get_curated_ontology_term_list(
+        CuratedOntologyTermList.TISSUE_GENERAL
+    )
+    for general, label in set(
+        zip(ours["tissue_general_ontology_term_id"], ours["tissue_general"], strict=True)
+    ):
+        assert general in curated and label == parser.get_term_label(general)
 
 
 def test_a_copied_result_tells_where_it_came_from(lung, tmp_path):
@@ -133,6 +163,9 @@ def test_zarr_and_parquet_equal_the_h5ad_and_are_registered_with_it(demo, lung, 
         f" for fmt, uid in {exports!r}.items()}}",
     )
     assert found == {fmt: [True, receipt["exports"][fmt]["key"]] for fmt in exports}
+    stored = ask_target(demo, f"answer = ln.Artifact.get(uid={exports['zarr']!r}).path.as_posix()")
+    for zarr_store in (project / files.export("zarr"), Path(stored)):  # nothing but the store in either
+        assert not list(zarr_store.rglob(".snakemake*")) and (zarr_store / ".zgroup").is_file()
 
 
 def test_author_columns_come_from_the_source_h5ads(lung):

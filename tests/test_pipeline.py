@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import time
 
 import anndata as ad
@@ -357,3 +359,28 @@ def test_allow_empty_registers_an_empty_valid_result(demo, tmp_path, selection):
         f"a = ln.Artifact.get({receipt['artifact_uid']!r})\nanswer = [a.key, a.run.input_artifacts.exists()]",
     )
     assert key == f"cellquery/{name}.h5ad" and has_inputs
+
+
+@pytest.mark.slow
+def test_cultured_cells_with_allow_empty_come_from_the_h5ads_and_are_said_unchecked(demo, ln, tmp_path):
+    """The Census leaves cultured cells out: with `allow_empty` the h5ad route delivers them (equal to the
+    source files), and the summary says that the census route could check none of them."""
+    name = f"cultured-{time.time_ns() % 10**8}"
+    spec = tmp_path / f"{name}.yaml"
+    cells = {"tissue_type": "primary cell culture"}
+    spec.write_text(yaml.safe_dump({"name": name, "organism": "human", "cells": cells, "allow_empty": True}))
+    run_query(demo.project, spec)
+    select = lambda obs: obs["tissue_type"] == "primary cell culture"  # noqa: E731
+    expected = expected_cells(ln, catalog.V2, catalog.HUMAN, select)
+    check_result(demo.project, name, expected)
+    cultured = sum(a.n_obs for a in expected.values())
+    totals = json.loads((demo.project / "results" / name / "validation.json").read_text())["totals"]
+    assert totals["census_cells"] == totals["h5ad_cells_census_rules"] == 0 < cultured == totals["h5ad_cells"]
+    shown = subprocess.run(
+        [sys.executable, "-m", "cellquery", "summary", str(spec)],
+        cwd=demo.project,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"{cultured:,} cells outside the Census' inclusion rules come from the h5ads unchecked" in shown

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -230,5 +231,7 @@ def test_cultured_cells_are_queried_by_the_cell_type_they_name_as_their_tissue(l
 
     assert tissue("fibroblast") == tissue(catalog.FIBROBLAST) == (catalog.FIBROBLAST,)
     assert tissue(["kidney", "fibroblast"]) == (catalog.KIDNEY, catalog.FIBROBLAST)
-    with pytest.raises(SpecError, match="unknown name 'fibroblst'; did you mean 'fibroblast'"):
+    with pytest.raises(
+        SpecError, match=re.escape("unknown name 'fibroblst'; did you mean 'fibroblast' (CL:0000057)")
+    ):
         tissue("fibroblst")

@@ -47,6 +47,19 @@ def test_the_spec_check_warns_of_a_loss_in_one_line_and_runs_nothing(demo, tmp_p
     assert not (demo.project / "results" / name / f"{name}.h5ad").exists()  # checked, not built
 
 
+def test_a_gene_listed_twice_is_one_warning_line(demo, tmp_path):
+    path = tmp_path / "genes-twice.yaml"
+    spec = {"name": "genes-twice", "organism": "human", "cells": {"tissue": "blood"}}
+    path.write_text(yaml.safe_dump(spec | {"genes": ["CD3E", "MS4A1", "CD3E", "ENSG00000156738"]}))
+    result = snakemake(demo.project, "--dry-run", "--config", f"query={path}")
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("cellquery: warning:")]
+    assert warnings == [
+        f"cellquery: warning: {path}: genes: 'CD3E' is listed more than once; the result holds it once",
+        f"cellquery: warning: {path}: genes: 'MS4A1' and 'ENSG00000156738' name the same gene; the result "
+        "holds it once",
+    ], result.stderr[-3000:]
+
+
 def test_counts_per_value_equal_the_source_files(demo, ln, tmp_path):
     """Cells and datasets per value of a listed criterion, as the Census of 2025-11-08 keeps them."""
     import bionty as bt

@@ -22,8 +22,9 @@ SCALES = ("small", "bench", "registry", "atlas")
 # stores state the Census and dataset schema versions of their builder, `cellquery.release`; 6: the newer
 # release is 2025-11-08, with a marmoset dataset, comorbid donors (`A || B` diseases) and 10x 3' v4; 7: each
 # release's files in its own dataset schema, 2025-01-30's in 5.2.0 with a xenograft of two organisms, its
-# donor of two ethnicities joined by a comma).
-DEMO_FORMAT = 8  # 8: FCGR3A a marker of NK cells, not of classical monocytes
+# donor of two ethnicities joined by a comma; 8: FCGR3A a marker of NK cells, not of classical monocytes;
+# 9: tissue_general as the Census builder derives it).
+DEMO_FORMAT = 9
 CURATORS = ("sunitaj", "falexwolf")  # two users, so `created_by=` queries mean something
 
 # Cell types (CL). Parents and children both occur: T cell with its CD4/CD8 subtypes, B cell and naive B cell.

@@ -281,9 +281,9 @@ def _round_half_to_even(values: np.ndarray, keep_bits: int) -> np.ndarray:
 
 def _census_obs(obs: pd.DataFrame) -> pd.DataFrame:
     """The Census obs columns, in the Census order."""
-    obs = obs.reset_index(drop=True)
-    obs["tissue_general"] = obs["tissue"].astype(str)
-    obs["tissue_general_ontology_term_id"] = obs["tissue_ontology_term_id"].astype(str)
+    obs = ontology.with_general_tissue(obs.reset_index(drop=True))
+    obs["tissue_general"] = obs["tissue_general"].astype(str)
+    obs["tissue_general_ontology_term_id"] = obs["tissue_general_ontology_term_id"].astype(str)
     obs["is_primary_data"] = obs["is_primary_data"].astype(bool)
     columns = [
         "dataset_id",
