@@ -9,8 +9,8 @@ audit       the target instance: records without files, stored files without rec
             lineage (exit 1 if any)
 provenance  where a result file (h5ad, zarr, obs Parquet; wherever it was copied) came from
 releases    the collection versions of the source: datasets, cells, census store
-values      each value of an obs column with its cells and datasets (--organism, --version, --instance;
-            criteria as COLUMN=VALUE, a YAML value: cell_type='[T cell, B cell]')
+values      each value of an obs column with its cells and datasets (--organism, --version, --instance,
+            --demo-storage; criteria as COLUMN=VALUE, a YAML value: cell_type='[T cell, B cell]')
 """
 
 from __future__ import annotations
@@ -78,9 +78,8 @@ def explore(args, config: dict) -> None:
     from cellquery.demo.instance import DemoInstance
     from cellquery.source import Source
 
-    demo = DemoInstance(
-        Path.cwd(), config["demo_scale"], config["demo_db_url"] or None, config["demo_storage"]
-    )
+    storage = args.demo_storage or config["demo_storage"]
+    demo = DemoInstance(Path.cwd(), config["demo_scale"], config["demo_db_url"] or None, storage)
     source = Source(args.instance, demo)
     if args.command == "releases":
         print("\n".join(explore.releases(source)))
@@ -107,6 +106,9 @@ def main() -> None:
     parser.add_argument("--organism", default="human", help="values: the organism (default human)")
     parser.add_argument("--version", help="values: the collection version (default the latest)")
     parser.add_argument("--instance", default="demo", help="releases, values: the source (default demo)")
+    parser.add_argument(
+        "--demo-storage", choices=["local", "s3"], help="releases, values: the demo's (default: the config's)"
+    )
     args = parser.parse_intermixed_args()
     if args.command == "provenance":
         return provenance(args.query)

@@ -51,7 +51,7 @@ def values(spec: QuerySpec, source, column: str) -> list[str]:
     counts = per_value(frame, stored)
     header = f"{column} of {label(spec.organism)} cells in {collection.key} {collection.version_tag}"
     lines = [
-        f"{header}: {len(frame):,} cells, {frame['dataset_id'].nunique()} datasets",
+        f"{header}: {len(frame):,} cells, {_datasets(frame['dataset_id'].nunique())}",
         f"{'cells':>12} {'datasets':>8}  value",
     ]
     for value, found in sorted(counts.items(), key=lambda item: (-item[1]["cells"], item[0])):
@@ -95,3 +95,7 @@ def _store(spec: QuerySpec, source) -> tuple[dict, object]:
     release, held = store_release(location)
     check_spec(release, held, where(location), spec.organism, spec.cells)
     return {**location, "release": release.identity}, collection
+
+
+def _datasets(count: int) -> str:
+    return f"{count} dataset{'' if count == 1 else 's'}"

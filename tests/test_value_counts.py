@@ -119,3 +119,21 @@ def test_the_explorer_counts_each_value_as_the_source_files_hold_it(demo, ln):
                 expected[name][1] += 1
     assert printed == {name: tuple(counts) for name, counts in expected.items()}
     assert "macrophage" in printed  # the xenograft's human macrophages, not its host's
+
+
+def test_the_explorer_reads_the_s3_demo_as_the_local_one(demo, s3_demo):
+    """The same question of the demo laid out in a bucket (its census store read over S3) and of the local
+    demo: the same answer, line for line."""
+    question = ["-m", "cellquery", "values", "cell_type", "tissue=blood", "sex=female"]
+    answers = [
+        subprocess.run(
+            [str(BIN / "python"), *question, "--demo-storage", storage],
+            capture_output=True,
+            text=True,
+            cwd=project,
+            env=clean_env(),
+            check=True,
+        ).stdout
+        for project, storage in ((demo.project, "local"), (s3_demo.project, "s3"))
+    ]
+    assert answers[0] == answers[1] and len(answers[0].splitlines()) > 3
