@@ -116,7 +116,7 @@ def lamin_loader(
     if collection is None:
         raise UserError(
             f"{result.path}: its collection {uid} is not in {ln.setup.settings.instance.slug}, the target "
-            "connected"
+            "config/config.yaml names: point `target` at the instance the run registered it in"
         )
     mapped = collection.mapped(
         obs_keys=[label, *JOIN_KEYS], join="inner", encode_labels=False, dtype="float32", is_run_input=False
