@@ -191,8 +191,12 @@ def test_the_start_page_of_a_folder_build_names_its_specs_without_a_warning(demo
     folder, stamp = tmp_path / "specs", time.time_ns() % 10**8
     folder.mkdir()
     for source in ("kidney-immune", "t-cells"):
-        query = yaml.safe_load((REPO / "config" / "queries" / f"{source}.yaml").read_text())
-        (folder / f"{source}.yaml").write_text(yaml.safe_dump(query | {"name": f"{source}-{stamp}"}))
+        query, name = (
+            yaml.safe_load((REPO / "config" / "queries" / f"{source}.yaml").read_text()),
+            f"{source}-{stamp}",
+        )
+        output = query.get("output", {}) | {"key": f"cellquery/{name}.h5ad"}  # not the shipped query's key
+        (folder / f"{source}.yaml").write_text(yaml.safe_dump(query | {"name": name, "output": output}))
     report = tmp_path / "report.html"
     snakemake(demo.project, "--config", f"queries=[{folder}]")
     snakemake(demo.project, "--report", str(report), "--config", f"queries=[{folder}]")
