@@ -73,7 +73,7 @@ def _warnings(cells, criterion: Criterion, criteria: list[Criterion], per_value:
 def per_value(frame: pd.DataFrame, column: str, values=None) -> dict[str, dict]:
     """Cells and datasets per value, of `values` or of every value held (each term of a multi-valued
     column's value counts for that term)."""
-    cells = frame[[column, "dataset_id"]].astype(str)
+    cells = frame[list(dict.fromkeys([column, "dataset_id"]))].astype(str)  # a criterion on dataset_id too
     if column in MULTI_VALUED_COLUMNS:
         cells = cells.assign(**{column: cells[column].map(terms)}).explode(column)
     if values is None:
