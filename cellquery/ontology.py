@@ -113,10 +113,13 @@ def named(name: str, prefixes: Iterable[str]) -> str | None:
     return next((found for p in prefixes if (found := _by_name(p).get(name.lower().strip()))), None)
 
 
+@cache
 def ancestors(term_id: str) -> dict[str, int]:
-    """A term's ancestors within its ontology, with their distance from it."""
+    """A term's ancestors within its ontology, with their distance from it (none for a term the installed
+    ontology lacks: `na`, `unknown`, a newer release's)."""
     prefix = prefix_of(term_id)
-    return {a: d for a, d in ontology(prefix)[term_id]["ancestors"].items() if prefix_of(a) == prefix}
+    term = ontology(prefix).get(term_id) if prefix in BIONTY_SOURCES else None
+    return {a: d for a, d in (term or {}).get("ancestors", {}).items() if prefix_of(a) == prefix}
 
 
 GENERAL_TISSUE_COLUMNS = ("tissue_general_ontology_term_id", "tissue_general")  # the Census adds them

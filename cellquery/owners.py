@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from cellquery.atomic import write_json
-from cellquery.errors import UserError
+from cellquery.errors import SourceError, UserError
 from cellquery.spec import QuerySpec
 
 INDEX = "owners.json"
@@ -34,7 +34,7 @@ def latest_owners(target, project: Path, config: dict, keys: list[str]) -> dict[
     found = subprocess.run(command, capture_output=True, text=True, env=environment)
     if found.returncode != 0:
         tail = found.stderr.strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"asking the target who owns the output keys failed: {tail[0]}")
+        raise SourceError(f"asking the target who owns the output keys failed: {tail[0]}")
     return json.loads(found.stdout.strip().splitlines()[-1])
 
 
@@ -71,9 +71,9 @@ def owners_in(ln, keys: list[str]) -> dict[str, dict]:
     found = {}
     for key in keys:
         latest = ln.Artifact.filter(key=key).order_by("-created_at").first()
-        if latest is not None:
-            values = latest.features.get_values()
-            found[key] = {"query": values.get("query_name", ""), "spec": values.get("spec_file", "")}
+        values = latest.features.get_values() if latest is not None else {}
+        if values.get("query_name"):  # a version registered without its query's name claims nothing
+            found[key] = {"query": values["query_name"], "spec": values.get("spec_file", "")}
     return found
 
 

@@ -23,10 +23,10 @@ import torch
 from torch import nn
 
 from cellquery.census import X_NAME, obs_filter, open_store
+from cellquery.census import experiment as census_experiment
 from cellquery.errors import UserError
 from cellquery.h5ad import read_frame
 from cellquery.layout import QueryFiles
-from cellquery.release import recorded
 from cellquery.runfiles import criteria_of, read_manifest, read_query
 
 ROUTES = ("lamin", "census")
@@ -143,7 +143,7 @@ def census_loader(result: Result, label: str, batch_size: int, seed: int = 0):
     query = result.query
     store, settings = query["census"], query["storage"]["object_storage"]
     with open_store(store, settings) as census:
-        experiment = census["census_data"][recorded(store).experiment(query["organism"])]
+        experiment = census_experiment(census, store, query["organism"])
         if label not in experiment.obs.schema.names:
             raise UserError(
                 f"--label {label!r}: the census route serves the Census' obs columns only ({label} is the "

@@ -69,7 +69,11 @@ def started_build():
     DEMO.check_format()
     entries = config["query"] or config["queries"]
     base = Path(workflow.basedir)
-    owners = lambda keys: latest_owners(TARGET, Path.cwd(), config, keys)
+    owners = (  # asked once, by the main process; a job's re-parse needs no answer
+        (lambda keys: latest_owners(TARGET, Path.cwd(), config, keys))
+        if workflow.is_main_process
+        else (lambda keys: {})
+    )
     return checked_build(entries, base, DEMO, STORAGE, needs_preflight, owners)
 
 
