@@ -1,10 +1,12 @@
-"""Training on a result: `examples/train.py` runs one epoch through each loader on a fresh demo result; both
-loaders must serve exactly the result's cells with their labels, and the result's Collection must hold it."""
+"""Training on a result: `examples/train.py` trains through each loader on a fresh demo result and prints the
+held-out accuracy; both loaders must serve exactly the result's cells with their labels, and the result's
+Collection must hold it."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import uuid
 import zlib
@@ -48,7 +50,11 @@ def test_both_loaders_serve_the_result_cells_with_their_labels(demo, tmp_path):
         assert stats["cells"] == result.n_obs
         assert stats["labels"] == expected
         assert math.isfinite(stats["loss"]) and 0 <= stats["accuracy"] <= 1
-        assert f"{route} " in shown.stdout and f"{result.n_obs:,} cells" in shown.stdout
+        printed = (
+            rf"^{route}\s+{result.n_obs:,} cells\s+{stats['steps']} steps .* held-out accuracy "
+            rf"[01]\.\d{{3}} \({stats['held_out']:,} cells\)"
+        )
+        assert re.search(printed, shown.stdout, re.MULTILINE), shown.stdout
 
     genes_total = np.asarray(result.X[:].sum(axis=0), dtype=np.float64).ravel()
     for route in ("lamin", "census"):  # each gene's counts arrive under that gene, on both routes
@@ -77,7 +83,7 @@ def test_both_loaders_serve_the_result_cells_with_their_labels(demo, tmp_path):
 @pytest.mark.slow
 def test_both_loaders_serve_a_samples_cells_only(demo, tmp_path):
     """A result drawn with `sample:`: the census route serves the sample's cells, not every cell the query's
-    filter selects (900 against 7,321 before)."""
+    filter selects."""
     name = f"train-sample-{uuid.uuid4().hex[:6]}"
     spec = tmp_path / "spec.yaml"
     sample = {"max_cells": 150, "per": ["cell_type"], "seed": 3}

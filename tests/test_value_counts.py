@@ -47,7 +47,7 @@ def test_the_spec_check_warns_of_a_loss_in_one_line_and_runs_nothing(demo, tmp_p
     assert not (demo.project / "results" / name / f"{name}.h5ad").exists()  # checked, not built
 
 
-def test_a_gene_listed_twice_is_one_warning_line(demo, tmp_path):
+def test_a_gene_listed_twice_is_a_warning_line_each(demo, tmp_path):
     path = tmp_path / "genes-twice.yaml"
     spec = {"name": "genes-twice", "organism": "human", "cells": {"tissue": "blood"}}
     path.write_text(yaml.safe_dump(spec | {"genes": ["CD3E", "MS4A1", "CD3E", "ENSG00000156738"]}))
