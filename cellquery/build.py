@@ -28,27 +28,35 @@ BUILD_COLUMNS = [
 
 
 def spec_paths(entries: list[str] | str, base: Path) -> list[Path]:
-    """The spec files named by `entries` (files, globs or directories of `*.yaml`), in order, once each.
+    """The spec files named by `entries` (files, globs or directories of `*.yaml`), in order, once each
+    however spelt (compared resolved).
 
     A relative entry that matches nothing in the working directory is looked up under `base` (the
-    workflow's folder).
+    workflow's folder). A directory's hidden files (an editor's `.#x.yaml`, macOS's `._x.yaml`) are skipped,
+    as a shell glob skips them; a file whose name holds glob characters is itself.
     """
-    found: list[Path] = []
+    found: dict[Path, Path] = {}
     for entry in [entries] if isinstance(entries, str) else entries:
         path = Path(_located(str(entry), base))
         if path.is_dir():
-            found += sorted(path.glob("*.yaml"))
-        elif glob.has_magic(str(path)):
-            found += sorted(Path(p) for p in glob.glob(str(path)))
+            listed = sorted(p for p in path.glob("*.yaml") if not p.name.startswith("."))
+        elif path.exists() or not glob.has_magic(str(path)):
+            listed = [path]
         else:
-            found.append(path)
-    return list(dict.fromkeys(found))
+            listed = sorted(Path(p) for p in glob.glob(str(path)))
+        for spec in listed:
+            found.setdefault(spec.resolve(), spec)
+    return list(found.values())
 
 
 def _located(entry: str, base: Path) -> str:
-    if Path(entry).is_absolute() or glob.glob(entry) or not glob.glob(str(base / entry)):
+    if Path(entry).is_absolute() or _matches(entry) or not _matches(str(base / entry)):
         return entry
     return str(base / entry)
+
+
+def _matches(entry: str) -> bool:
+    return Path(entry).exists() or bool(glob.glob(entry))
 
 
 def checked_build(

@@ -3,6 +3,8 @@ specs with one name or one output key reported in one line naming both files."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import yaml
 
@@ -30,6 +32,30 @@ def test_files_globs_and_directories_name_each_spec_once(tmp_path):
     c = spec_file(tmp_path / "sub", "c")
     found = spec_paths([str(tmp_path), str(tmp_path / "*.yaml"), str(c)], tmp_path)
     assert found == [a, b, c]
+
+
+def test_hidden_files_are_skipped_and_two_spellings_are_one_spec(tmp_path, monkeypatch):
+    """Editor and OS droppings in a folder are skipped as a shell glob skips them; `./a.yaml`, `a.yaml` and
+    its absolute path name one spec."""
+    a = spec_file(tmp_path, "a")
+    for dropping in (".#a.yaml", "._a.yaml"):
+        (tmp_path / dropping).write_bytes(b"\x00\x05\x16\x07 not a spec")
+    monkeypatch.chdir(tmp_path)
+    assert spec_paths([str(tmp_path), "./a.yaml", "a.yaml", str(a)], tmp_path) == [a]
+
+
+def test_a_file_named_with_glob_characters_is_itself(tmp_path):
+    literal = spec_file(tmp_path, "kidney[v2]")
+    spec_file(tmp_path, "kidneyv")  # what the name means as a glob pattern
+    assert spec_paths([str(literal)], tmp_path) == [literal]
+
+
+def test_a_fifo_is_refused_in_one_line_without_being_read(tmp_path):
+    fifo = tmp_path / "spec.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(SpecError) as raised:
+        loaded([fifo])
+    assert raised.value.problems == [f"query: {str(fifo)!r} is a FIFO, not a spec file"]
 
 
 def test_a_relative_entry_is_found_beside_the_workflow(tmp_path, monkeypatch):
