@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -61,11 +62,12 @@ def _matches(entry: str) -> bool:
 
 def checked_build(
     entries: list[str] | str, base: Path, demo, storage: dict, needs_check, owners=lambda keys: {}
-) -> dict:
+) -> tuple[dict[str, QuerySpec], Callable[[], None]]:
     """Every spec of the build, by name, each checked against the registry when `needs_check(spec)`, and
     against the target's results under its output key (`owners(keys)`: `cellquery.owners`); raises one
-    `SpecError` with the problems of all of them. What the checks found is kept for this run's `resolve`
-    (`cellquery.resolve.keep_checked`) only when every spec passed."""
+    `SpecError` with the problems of all of them. Returns the specs and what keeps the checks' findings for
+    this run's `resolve` (`cellquery.resolve.keep_checked`), to be called when the run starts: a dry run
+    writes nothing."""
     from cellquery.owners import takeover
     from cellquery.resolve import check_build_cache_room, keep_checked, preflight
     from cellquery.source import source_for
@@ -86,8 +88,12 @@ def checked_build(
     for name, checked in found.items():
         for warning in checked[0]["warnings"]:
             print(f"cellquery: warning: {specs[name].path}: {warning}", file=sys.stderr)
-        keep_checked(checked, specs[name], source_for(specs[name], demo), QueryFiles(name).checked)
-    return specs
+
+    def keep() -> None:
+        for name, checked in found.items():
+            keep_checked(checked, specs[name], source_for(specs[name], demo), QueryFiles(name).checked)
+
+    return specs, keep
 
 
 def load_build(paths: list[Path], problems: Problems) -> dict[str, QuerySpec]:

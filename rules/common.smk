@@ -78,7 +78,7 @@ def started_build():
 
 
 with one_line_exit():  # one line per problem, before any job runs
-    SPECS = started_build()
+    SPECS, KEEP_CHECKED = started_build()
 FILES = QueryFiles("{query}")  # every rule's files, as patterns over the query's name
 
 
