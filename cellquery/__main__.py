@@ -22,13 +22,13 @@ from pathlib import Path
 import yaml
 
 from cellquery.build import spec_paths
+from cellquery.configuration import DEFAULT_CONFIG
 from cellquery.errors import UserError, one_line_exit
 from cellquery.layout import QueryFiles
 from cellquery.spec import load_spec
 from cellquery.summary import result_summary, summary_line
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = REPO / "config" / "config.yaml"
 
 
 def summary(queries: list[Path]) -> None:

@@ -591,9 +591,7 @@ def _validated(data: Any) -> dict:
         raise SpecError(*dict.fromkeys(value_problems))
     errors = list(_validator()(_schema()).iter_errors(data))
     problems = Problems()
-    for error in sorted(_one_per_value(errors), key=lambda e: list(map(str, e.absolute_path))):
-        if not _misspelt(error):
-            problems.found += _schema_errors(error)
+    problems.found += _problem_lines(errors)
     malformed = {tuple(error.absolute_path)[:2] for error in errors}
     malformed_keys = {path[0] for path in malformed if path}
     checks = {  # each runs on a part of the spec the schema accepted
@@ -613,6 +611,20 @@ def _validated(data: Any) -> dict:
                 check()
     problems.raise_any()
     return _fill_defaults(data)
+
+
+def _problem_lines(errors: list[jsonschema.ValidationError]) -> list[str]:
+    """One line per problem the schema found, in the document's order (unknown keys with a suggestion)."""
+    ordered = sorted(_one_per_value(errors), key=lambda e: list(map(str, e.absolute_path)))
+    return [line for error in ordered if not _misspelt(error) for line in _schema_errors(error)]
+
+
+def document_problems(data: Any, schema: dict) -> list[str]:
+    """A YAML document's problems against its schema, checked as a spec's are (the workflow's config): values
+    no consumer takes (non-finite, past 64 bits, invisible characters), else the schema's; one line each."""
+    if problems := _value_problems(data):
+        return list(dict.fromkeys(problems))
+    return _problem_lines(list(_validator()(schema).iter_errors(data)))
 
 
 def _check_name(name: str) -> None:

@@ -5,8 +5,6 @@ import time
 import uuid
 from pathlib import Path
 
-from snakemake.utils import validate
-
 from cellquery.demo.catalog import DEMO_FORMAT, V1, V2, generation_batches
 from cellquery.jobs import claim_workdir
 from cellquery.demo.instance import DemoInstance
@@ -14,6 +12,7 @@ from cellquery.resolve import RUN_VARIABLE
 from cellquery.runfiles import RESOLVED_FORMAT, read_manifest
 from cellquery.shards import plan_shards
 from cellquery.build import checked_build
+from cellquery.configuration import check_config
 from cellquery.layout import QueryFiles
 from cellquery.owners import latest_owners
 from cellquery.errors import one_line_exit
@@ -21,7 +20,8 @@ from cellquery.source import source_for
 from cellquery.storage import STORAGE_DEFAULTS
 from cellquery.target import Target
 
-validate(config, "../config/schemas/config.schema.yaml")
+with one_line_exit():  # one line per problem, naming the key
+    check_config(config)
 
 SCALE = config["demo_scale"]
 DEMO = DemoInstance(
