@@ -4,7 +4,7 @@ from snakemake.utils import min_version
 
 from pathlib import Path
 
-from cellquery.layout import BUILD_JSON, BUILD_TABLE, QueryFiles
+from cellquery.layout import BUILD_JSON, BUILD_LOG, BUILD_TABLE, QueryFiles
 from cellquery.summary import print_new_summaries
 
 min_version("9.27")
@@ -37,7 +37,7 @@ rule build:
         table=BUILD_TABLE,
         json=BUILD_JSON,
     log:
-        "logs/build.log",
+        BUILD_LOG,
     conda:
         "envs/cellquery.yaml"
     params:

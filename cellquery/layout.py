@@ -14,6 +14,13 @@ LOGS = Path("logs")
 SLICES = Path("slices")  # shared by the queries of every build: one slice per artifact and cell criteria
 BUILD_TABLE = RESULTS / "build.tsv"  # one row per query of the build (and build.json beside it)
 BUILD_JSON = RESULTS / "build.json"
+BUILD_REPORT = RESULTS / "report.html"  # `make report` of the whole build
+BUILD_LOG = LOGS / "build.log"
+TARGET_LOG = LOGS / "target-instance.log"
+DEMO_LOG_DIR = LOGS / "demo"
+# The build's own files beside the queries' folders (`results/<name>/`, `logs/<name>/`): no query may take
+# one's name
+BUILD_FILES = (BUILD_TABLE, BUILD_JSON, BUILD_REPORT, BUILD_LOG, TARGET_LOG, DEMO_LOG_DIR)
 EXPORT_SUFFIXES = {"zarr": ".zarr", "obs_parquet": ".obs.parquet"}  # the formats beside the h5ad
 ZARR_ROOT = ".zgroup"  # the root group's metadata in a zarr format 2 store
 
@@ -117,3 +124,8 @@ def slice_content(entry) -> str:
 def export_of(tracked: Path) -> Path:
     """The export a tracked file stands for (`QueryFiles.tracked_export`)."""
     return tracked.parent if tracked.name == ZARR_ROOT else tracked
+
+
+def build_file_named(name: str) -> Path | None:
+    """The build's own file a query of this name would collide with (`BUILD_FILES`)."""
+    return next((path for path in BUILD_FILES if path.name == name), None)

@@ -20,6 +20,7 @@ import yaml
 
 from cellquery import limits, ontology
 from cellquery.errors import SpecError, UserError
+from cellquery.layout import build_file_named
 from cellquery.release import tissue_types
 
 if TYPE_CHECKING:
@@ -630,6 +631,8 @@ def document_problems(data: Any, schema: dict) -> list[str]:
 def _check_name(name: str) -> None:
     if name in RESERVED_NAMES:
         raise SpecError(f"name: {name!r} would name the result like the census route's file; choose another")
+    if taken := build_file_named(name):
+        raise SpecError(f"name: {name!r} is the name of the build's own {taken}; choose another")
 
 
 def _check_size(size: dict) -> None:

@@ -13,7 +13,7 @@ from cellquery.runfiles import RESOLVED_FORMAT, read_manifest
 from cellquery.shards import plan_shards
 from cellquery.build import checked_build
 from cellquery.configuration import check_config
-from cellquery.layout import QueryFiles
+from cellquery.layout import DEMO_LOG_DIR, TARGET_LOG, QueryFiles
 from cellquery.owners import latest_owners
 from cellquery.errors import one_line_exit
 from cellquery.source import source_for
@@ -30,7 +30,7 @@ DEMO = DemoInstance(
 # where results go; the demo is only read
 TARGET = Target.from_config(config, Path.cwd())
 DEMO_DIR = f".demo/{DEMO.dirname}"
-DEMO_LOGS = f"logs/demo/{DEMO.dirname}"
+DEMO_LOGS = f"{DEMO_LOG_DIR}/{DEMO.dirname}"
 # what every job that reads the data uses: where downloads go, how to reach object storage
 STORAGE = {key: config[key] for key in STORAGE_DEFAULTS}
 DEMO_SUMMARY = f"{DEMO_DIR}/summary.json"

@@ -137,7 +137,7 @@ rule target_instance:
     output:
         str(TARGET.receipt),
     log:
-        "logs/target-instance.log",
+        TARGET_LOG,
     conda:
         "../envs/cellquery.yaml"
     params:

@@ -3,12 +3,15 @@ checks can see is reported one line each, naming the key and the value."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 from conftest import REPO
 from test_bad_specs import CORPUS, GENERATED, MANY_PROBLEMS, expected_error
 
 from cellquery.errors import SpecError
+from cellquery.layout import BUILD_FILES
 from cellquery.spec import load_spec
 
 SHIPPED = sorted((REPO / "config" / "queries").glob("*.yaml"))
@@ -65,3 +68,13 @@ def test_the_slices_digest_follows_the_cell_criteria_only(tmp_path):
         digests[name] = (load_spec(path).cells_digest, load_spec(path).digest)
     assert digests["fetch"][0] == digests["output"][0] == digests["same"][0] != digests["cells"][0]
     assert len({d[1] for d in digests.values()}) == 4  # the spec digest sees every change
+
+
+@pytest.mark.parametrize("taken", [path.name for path in BUILD_FILES])
+def test_a_query_cannot_take_the_name_of_a_file_the_build_writes(tmp_path, taken):
+    """`results/<name>/` and `logs/<name>/` sit beside the build's own files: a query named like one would
+    write its folder where the file goes (or the file where the folder goes)."""
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({"name": taken, "organism": "human", "cells": {"tissue": "blood"}}))
+    with pytest.raises(SpecError, match=f"name: '{re.escape(taken)}' is the name of the build's own"):
+        load_spec(path)
