@@ -178,6 +178,14 @@ def check_output_key(ln, spec: QuerySpec) -> None:
                     f"output.key: {key!r} belongs to {kind} {record.uid}, "
                     "which is not a cellquery result; choose another key"
                 )
+    parts = spec.output_key.split("/")
+    folders = ["/".join(parts[:end]) for end in range(1, len(parts))]
+    holder = ln.Artifact.filter(key__in=folders).first()
+    if holder is not None:  # a folder artifact, such as a census store
+        raise SpecError(
+            f"output.key: {spec.output_key!r} lies inside artifact {holder.uid}, stored under "
+            f"{holder.key!r}; choose another key"
+        )
 
 
 def check_key_rules(spec: QuerySpec) -> None:

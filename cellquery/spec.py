@@ -533,7 +533,11 @@ def _check_sample(sample: dict) -> None:
 
 
 def _check_output(output: dict, obs_columns: list[str] | None) -> None:
-    """`hvg.batch_key` must be a column the result keeps."""
+    """The key must be a path inside the storage; `hvg.batch_key` must be a column the result keeps."""
+    if "key" in output and (problem := key_shape_problem(output["key"])):
+        raise SpecError(
+            f"output.key: {output['key']!r} {problem}; write a relative path such as cellquery/x.h5ad"
+        )
     batch_key = output.get("hvg", {}).get("batch_key")
     kept = [*KEY_COLUMNS, *(obs_columns or DEFAULT_OBS_COLUMNS)]
     if batch_key and batch_key not in kept:
@@ -541,6 +545,22 @@ def _check_output(output: dict, obs_columns: list[str] | None) -> None:
             f"output.hvg.batch_key: {batch_key!r} is not a column the result keeps (obs_columns)"
             f"{suggest(batch_key, kept)}"
         )
+
+
+def key_shape_problem(key: str) -> str | None:
+    """What makes a key no path inside an instance's storage, beyond lamindb's own rules (which take these
+    and store them as given): a URL scheme or drive letter, a home folder, an empty segment, lamindb's
+    managed folder."""
+    segments = key.split("/")
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", key):
+        return "starts like a URL or a drive letter"
+    if key.startswith("~"):
+        return "starts like a home folder"
+    if "" in segments:
+        return "has an empty segment (two slashes in a row)"
+    if segments[0] == ".lamindb":
+        return "lies in .lamindb/, the folder lamindb manages itself"
+    return None
 
 
 class _UniqueKeyLoader(yaml.CSafeLoader):

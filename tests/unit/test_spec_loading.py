@@ -78,3 +78,25 @@ def test_a_query_cannot_take_the_name_of_a_file_the_build_writes(tmp_path, taken
     path.write_text(yaml.safe_dump({"name": taken, "organism": "human", "cells": {"tissue": "blood"}}))
     with pytest.raises(SpecError, match=f"name: '{re.escape(taken)}' is the name of the build's own"):
         load_spec(path)
+
+
+@pytest.mark.parametrize(
+    ("key", "problem"),
+    [
+        ("s3://bucket/x.h5ad", "starts like a URL or a drive letter"),
+        ("C:/results/x.h5ad", "starts like a URL or a drive letter"),
+        ("~/results/x.h5ad", "starts like a home folder"),
+        ("cellquery//x.h5ad", "has an empty segment (two slashes in a row)"),
+        (".lamindb/x.h5ad", "lies in .lamindb/, the folder lamindb manages itself"),
+    ],
+)
+def test_a_key_that_is_no_path_inside_the_storage_is_one_line(tmp_path, key, problem):
+    """lamindb registers these as given; a spec refuses them when it is read."""
+    path = tmp_path / "spec.yaml"
+    data = {"name": "keyed", "organism": "human", "output": {"key": key}}
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError) as raised:
+        load_spec(path)
+    assert raised.value.problems == [
+        f"{path}: output.key: {key!r} {problem}; write a relative path such as cellquery/x.h5ad"
+    ]
