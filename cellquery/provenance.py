@@ -13,6 +13,9 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from cellquery.errors import UserError
+from cellquery.spec import file_kind
+
 UNS_KEY = "cellquery"
 PACKAGES = ("anndata", "lamindb", "bionty", "tiledbsoma", "cellxgene-census", "scanpy", "numpy", "snakemake")
 PARQUET_KEY = b"cellquery"
@@ -53,19 +56,41 @@ def _version(package: str) -> str:
 
 
 def read_provenance(path: str | Path) -> dict:
-    """The provenance a result file holds: an h5ad, an AnnData zarr store or an obs Parquet file."""
+    """The provenance a result file holds: an h5ad, an AnnData zarr store or an obs Parquet file. A path that
+    is none of them (a FIFO, a folder of something else, a damaged or foreign file) is one line."""
     path = Path(path)
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+    if not (path.is_file() or path.is_dir()):
+        raise UserError(f"provenance: {path} is a {file_kind(path)}, not a result file")
+    kind, reader = (
+        ("an obs Parquet file", _parquet_provenance)
+        if path.suffix == ".parquet"
+        else ("an AnnData zarr store", _zarr_provenance)
+        if path.is_dir()
+        else ("an h5ad file", _h5ad_provenance)
+    )
+    try:
+        return reader(path)
+    except (OSError, ValueError, KeyError, TypeError) as error:  # h5py, zarr, pyarrow, anndata on a bad file
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"provenance: {path} cannot be read as {kind}: {reason}") from None
 
-        stored = pq.read_schema(path).metadata or {}
-        return json.loads(stored[PARQUET_KEY]) if PARQUET_KEY in stored else {}
-    if path.is_dir():
-        import anndata as ad
-        import zarr
 
-        group = zarr.open_group(str(path), mode="r")
-        return ad.io.read_elem(group["uns"][UNS_KEY]) if UNS_KEY in group.get("uns", {}) else {}
+def _parquet_provenance(path: Path) -> dict:
+    import pyarrow.parquet as pq
+
+    stored = pq.read_schema(path).metadata or {}
+    return json.loads(stored[PARQUET_KEY]) if PARQUET_KEY in stored else {}
+
+
+def _zarr_provenance(path: Path) -> dict:
+    import anndata as ad
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r")
+    return ad.io.read_elem(group["uns"][UNS_KEY]) if UNS_KEY in group.get("uns", {}) else {}
+
+
+def _h5ad_provenance(path: Path) -> dict:
     import anndata as ad
 
     with h5py.File(path, "r") as f:

@@ -665,7 +665,7 @@ def spec_of(data: dict, path: Path) -> QuerySpec:
     return QuerySpec(path=path, data=_validated(data))
 
 
-def _file_kind(path: Path) -> str:
+def file_kind(path: Path) -> str:
     """What a path that is no regular file is (a FIFO would block a read)."""
     kinds = {"is_dir": "directory", "is_fifo": "FIFO", "is_socket": "socket", "is_char_device": "device"}
     return next((kind for test, kind in kinds.items() if getattr(path, test)()), "special file")
@@ -677,7 +677,7 @@ def load_spec(path: str | Path) -> QuerySpec:
     if not path.exists():
         raise SpecError(f"query: no such file {str(path)!r}")
     if not path.is_file():
-        raise SpecError(f"query: {str(path)!r} is a {_file_kind(path)}, not a spec file")
+        raise SpecError(f"query: {str(path)!r} is a {file_kind(path)}, not a spec file")
     try:
         return QuerySpec(path=path, data=_validated(_read_yaml(path)))
     except SpecError as error:

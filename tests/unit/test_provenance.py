@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import anndata as ad
 import numpy as np
 import pandas as pd
+import pytest
 import scipy.sparse as sp
 
 from cellquery.exports import write_export
@@ -65,3 +67,42 @@ def test_a_file_without_provenance_is_told_in_one_line_and_a_non_zero_exit(tmp_p
     assert told.stderr.strip().splitlines() == [
         f"cellquery: provenance: {plain} holds no cellquery provenance: it is no cellquery result"
     ]
+
+
+def not_a_result(tmp_path, kind: str):
+    """A path `provenance` may be handed by mistake."""
+    path = tmp_path / {"fifo": "pipe.h5ad", "folder": "folder.zarr", "text": "notes.h5ad"}.get(
+        kind, "cut.h5ad"
+    )
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+        (path / "readme.txt").write_text("not a zarr store")
+    elif kind == "text":
+        path.write_text("name: t-cells\n")
+    else:  # an h5ad cut short, as an interrupted copy leaves it
+        whole = tmp_path / "whole.h5ad"
+        ad.AnnData(X=sp.csr_matrix(np.ones((50, 50), dtype=np.float32))).write_h5ad(whole)
+        path.write_bytes(whole.read_bytes()[:2000])
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "told"),
+    [
+        ("fifo", "is a FIFO, not a result file"),
+        ("folder", "cannot be read as an AnnData zarr store"),
+        ("text", "cannot be read as an h5ad file"),
+        ("truncated", "cannot be read as an h5ad file"),
+    ],
+)
+def test_a_path_that_is_no_result_is_one_line_and_never_blocks(tmp_path, kind, told):
+    path = not_a_result(tmp_path, kind)
+    command = [sys.executable, "-m", "cellquery", "provenance", str(path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)  # a FIFO read would block
+    lines = result.stderr.strip().splitlines()
+    assert (
+        result.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"cellquery: provenance: {path} ")
+    )
+    assert told in lines[0], lines[0]
