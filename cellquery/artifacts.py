@@ -229,12 +229,12 @@ def fetch(entry, storage: dict) -> Path:
     from cellquery.storage import filesystem, is_remote, region_of
 
     if not is_remote(entry["path"]):
-        path = Path(entry["path"])
-        problem = mismatch(path, entry) if path.exists() else "missing"
-        if problem:
+        path, where = Path(entry["path"]), f"artifact {entry['uid']} ({entry['key']})"
+        if not path.is_file():
+            raise SourceError(f"{where}: its stored file {path} is missing (the instance's storage lost it)")
+        if problem := mismatch(path, entry):
             raise SourceError(
-                f"artifact {entry['uid']} ({entry['key']}): stored file {path} "
-                f"does not match its registry size and hash ({problem})"
+                f"{where}: stored file {path} does not match its registry size and hash ({problem})"
             )
         return path
     fs = filesystem(entry["storage_root"], storage["object_storage"], region=region_of(entry))

@@ -229,6 +229,11 @@ def test_a_local_file_is_checked_against_the_hash_lamindb_wrote(registry, tmp_pa
         SourceError, match=r"does not match its registry size and hash \(hash \S+, the registry"
     ):
         artifacts.fetch(entry, storage(tmp_path))
+    path.unlink()  # a file the storage lost is missing, not a mismatch
+    with pytest.raises(SourceError) as missing:
+        artifacts.fetch(entry, storage(tmp_path))
+    told = f"artifact {entry['uid']} ({entry['key']}): its stored file {path} is missing"
+    assert str(missing.value) == f"{told} (the instance's storage lost it)"
 
 
 def test_hashes_computed_here_equal_lamindb_s_and_the_server_s(registry, server):
