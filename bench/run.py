@@ -18,6 +18,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import yaml
+
 from bench import startup
 from bench.builds import clear_query
 from bench.plot import plot_scales
@@ -51,6 +53,7 @@ REJECTED = {
     "registry": REPO / "bench" / "b11" / "registry-error.yaml",
 }
 REPEATS = 3  # B11: the median of this many runs of each command
+BUILD_OF_MANY = 500  # B11: specs in the build with one typo
 AUTO_AIM, SEED_BYTES_AIM = 1.1, 0.5  # B9
 
 
@@ -222,7 +225,28 @@ def rejections(project: Path) -> dict:
     for kind, spec in REJECTED.items():
         refused = median_of(snakemake(project, "--config", "demo_scale=small", f"query={spec}"), project, 1)
         rows.append(compared("B11", f"a {kind} error refused vs `snakemake --version`", start, refused))
+    folder = build_with_one_typo(project / "bench-b11-specs", BUILD_OF_MANY)
+    config = ["--config", "demo_scale=small", f"queries=[{folder}]"]
+    refused = median_of(snakemake(project, *config), project, 1)
+    name = f"a build of {BUILD_OF_MANY} specs, one with a typo, refused vs `snakemake --version`"
+    rows.append(compared("B11", name, start, refused))
     return {"rows": rows, "load_average_1min": round(os.getloadavg()[0], 1)}
+
+
+def build_with_one_typo(folder: Path, count: int) -> Path:
+    """`count` well-formed specs in `folder`, but for one organism misspelt in the middle one."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for number in range(count):
+        organism = "humann" if number == count // 2 else "human"
+        spec = {
+            "name": f"b11-{number}",
+            "organism": organism,
+            "cells": {"tissue": "blood"},
+            "genes": ["CD3E"],
+        }
+        (folder / f"b11-{number}.yaml").write_text(yaml.safe_dump(spec))
+    return folder
 
 
 def median_of(command: list[str], cwd: Path, exit_code: int = 0) -> dict:

@@ -63,9 +63,10 @@ def _matches(entry: str) -> bool:
 def checked_build(
     entries: list[str] | str, base: Path, demo, storage: dict, needs_check, owners=lambda keys: {}
 ) -> tuple[dict[str, QuerySpec], Callable[[], None]]:
-    """Every spec of the build, by name, each checked against the registry when `needs_check(spec)`, and
-    against the target's results under its output key (`owners(keys)`: `cellquery.owners`); raises one
-    `SpecError` with the problems of all of them. Returns the specs and what keeps the checks' findings for
+    """Every spec of the build, by name, checked in two rounds, each raising one `SpecError` with the problems
+    of all the specs: their shape (file, schema, values), then, when every spec is well-formed, each against
+    the registry when `needs_check(spec)` and against the target's results under its output key
+    (`owners(keys)`: `cellquery.owners`). Returns the specs and what keeps the checks' findings for
     this run's `resolve` (`cellquery.resolve.keep_checked`), to be called when the run starts: a dry run
     writes nothing."""
     from cellquery.owners import takeover
@@ -74,6 +75,7 @@ def checked_build(
 
     problems, found = Problems(), {}
     specs = load_build(spec_paths(entries, base), problems)
+    problems.raise_any()  # a malformed spec is refused before the registry is asked
     owned = owners([spec.output_key for spec in specs.values()])
     for spec in specs.values():
         if problem := takeover(spec, owned.get(spec.output_key)):

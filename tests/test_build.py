@@ -116,17 +116,25 @@ def test_adding_editing_and_removing_a_spec_reruns_only_that_query(demo, tmp_pat
     assert receipt_b.stat().st_mtime_ns == kept and receipt_a.stat().st_mtime_ns == before
 
 
-def test_two_bad_specs_in_a_build_give_two_lines_and_no_job(demo, tmp_path):
+def test_bad_specs_in_a_build_are_refused_shape_first_one_line_each_and_no_job(demo, tmp_path):
+    """Two rounds, each naming every problem of its kind: the shape of every spec (two malformed specs, two
+    lines, the registry not asked), then, once all are well-formed, every spec against the registry."""
     folder = tmp_path / "specs"
     folder.mkdir()
     spec_file(folder, "build-good", cells={"tissue": "kidney"})
     spec_file(folder, "build-bad-organism", organism="humann")
+    spec_file(folder, "build-bad-sample", sample={"max_cells": 0})
     spec_file(folder, "build-bad-tissue", cells={"tissue": "kidny"})
-    run = snakemake(demo.project, "--config", queries(folder), check=False)
-    lines = [line for line in run.stderr.splitlines() if line.startswith("cellquery:")]
-    assert run.returncode == 1 and len(lines) == 2, run.stderr
-    assert "build-bad-organism.yaml: organism" in lines[0] + lines[1] and "kidny" in lines[0] + lines[1]
-    assert "Building DAG" not in run.stdout + run.stderr
+    shape = snakemake(demo.project, "--config", queries(folder), check=False)
+    lines = [line for line in shape.stderr.splitlines() if line.startswith("cellquery:")]
+    assert shape.returncode == 1 and len(lines) == 2, shape.stderr
+    assert "build-bad-organism.yaml: organism" in lines[0] and "build-bad-sample.yaml: sample" in lines[1]
+    for mended in ("build-bad-organism", "build-bad-sample"):
+        spec_file(folder, mended, cells={"tissue": "blood"})
+    names = snakemake(demo.project, "--config", queries(folder), check=False)
+    lines = [line for line in names.stderr.splitlines() if line.startswith("cellquery:")]
+    assert names.returncode == 1 and len(lines) == 1 and "build-bad-tissue.yaml: cells.tissue" in lines[0]
+    assert "Building DAG" not in shape.stdout + shape.stderr + names.stdout + names.stderr
     assert not (demo.project / QueryFiles("build-good").dir).exists()
 
 
