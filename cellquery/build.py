@@ -12,7 +12,7 @@ import pandas as pd
 
 from cellquery.atomic import atomic_path, write_json
 from cellquery.errors import foreseen
-from cellquery.layout import QueryFiles
+from cellquery.layout import BUILD_JSON, BUILD_TABLE, QueryFiles
 from cellquery.spec import Problems, QuerySpec, load_spec
 
 BUILD_COLUMNS = [
@@ -120,6 +120,15 @@ def _first_of_each(specs, what: str, key, problems: Problems) -> dict[str, Query
         if first is not spec:
             problems.add(f"{spec.path}: {what} {key(spec)!r} is also the {what} of {first.path}")
     return seen
+
+
+def outdate_unfinished_build(names: list[str]) -> None:
+    """Remove the build table when a query of the build has no receipt (never finished, or its files were
+    damaged and discarded): Snakemake does not rerun a job for a missing intermediate file, so only a missing
+    table makes it build that query."""
+    if any(not QueryFiles(name).receipt.exists() for name in names):
+        for path in (BUILD_TABLE, BUILD_JSON):
+            path.unlink(missing_ok=True)
 
 
 def write_build_table(specs: dict[str, QuerySpec], table_out: Path, json_out: Path) -> pd.DataFrame:

@@ -18,7 +18,7 @@ from cellquery.errors import SourceError, SpecError
 from cellquery.faults import failpoint
 from cellquery.jobs import at_work
 from cellquery.release import CensusRelease, recorded
-from cellquery.runfiles import READ_PLAN, read_manifest
+from cellquery.runfiles import MANIFEST_DIGEST, READ_PLAN, file_digest, read_manifest
 from cellquery.source import Source
 from cellquery.spec import Problems, QuerySpec
 from cellquery.storage import STORAGE_DEFAULTS
@@ -248,7 +248,7 @@ def resolve_query(
     with atomic_path(manifest_out) as tmp:
         table.to_csv(tmp, sep="\t", index=False)
     failpoint("resolve")  # one output of the checkpoint written, the other not
-    write_json(query_out, query)
+    write_json(query_out, query | {MANIFEST_DIGEST: file_digest(manifest_out)})
     collection = query["collection"]
     log.info(
         "%d of %d artifacts in %s %s match; %d cells in census store %s",

@@ -9,9 +9,9 @@ from cellquery.demo.catalog import DEMO_FORMAT, V1, V2, generation_batches
 from cellquery.jobs import claim_workdir
 from cellquery.demo.instance import DemoInstance
 from cellquery.resolve import RUN_VARIABLE
-from cellquery.runfiles import RESOLVED_FORMAT, read_manifest
+from cellquery.runfiles import RESOLVED_FORMAT, discard_if_damaged, read_manifest
 from cellquery.shards import plan_shards
-from cellquery.build import checked_build
+from cellquery.build import checked_build, outdate_unfinished_build
 from cellquery.configuration import check_config
 from cellquery.layout import DEMO_LOG_DIR, TARGET_LOG, QueryFiles
 from cellquery.owners import latest_owners
@@ -43,11 +43,13 @@ def needs_preflight(spec):
 
     The embedded demo is checked once it is built (a run that builds it checks the spec in `resolve`).
     """
-    if not workflow.is_main_process or (
-        spec.instance == "demo" and not Path(DEMO_SUMMARY).exists()
-    ):
+    if not workflow.is_main_process:
         return False
-    resolved = QueryFiles(spec.name).query
+    files = QueryFiles(spec.name)
+    discard_if_damaged(files.query, files.manifest, files.receipt)  # every run's steps would fail on it
+    if spec.instance == "demo" and not Path(DEMO_SUMMARY).exists():
+        return False
+    resolved = files.query
     if not resolved.exists():
         return True
     accepted = json.loads(resolved.read_text())
@@ -79,6 +81,8 @@ def started_build():
 
 with one_line_exit():  # one line per problem, before any job runs
     SPECS, KEEP_CHECKED = started_build()
+if workflow.is_main_process:
+    outdate_unfinished_build(list(SPECS))
 FILES = QueryFiles("{query}")  # every rule's files, as patterns over the query's name
 
 

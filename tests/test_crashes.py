@@ -167,3 +167,27 @@ def test_an_artifact_with_repeated_join_keys_stops_the_run_naming_its_dataset(de
     assert not (results / "receipt.json").exists() and not (results / "validation.json").exists()
     key = f"cellquery/{name}.h5ad"
     assert registry_state(demo, [key]) == {"versions": {key: []}, "collections": {key: []}, "problems": []}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damaged", ["query.json", "manifest.tsv"])
+def test_a_damaged_resolution_is_resolved_again_and_the_result_kept(demo, tmp_path, damaged):
+    """A `resolve` output cut short (a full disk, an editor) stopped every later build at parse time with a
+    traceback; now it is named in one warning line, resolved again, and the result's identical content is
+    found registered: one version, the same."""
+    name = f"damaged-resolution-{uuid.uuid4().hex[:6]}"
+    spec = spec_named(tmp_path, name)
+    results = demo.project / "results" / name
+    snakemake(demo.project, "--config", f"query={spec}")
+    before = json.loads((results / "receipt.json").read_text())
+    damage(results / damaged, "truncated")
+    rerun = snakemake(demo.project, "--config", f"query={spec}")
+    warnings = [line for line in rerun.stderr.splitlines() if line.startswith("cellquery:")]
+    assert len(warnings) == 1 and warnings[0].startswith(f"cellquery: warning: results/{name}/{damaged}: ")
+    assert warnings[0].endswith(": the query is resolved and built again"), warnings[0]
+    assert_outputs_whole(results, slices_of(demo.project, spec))
+    read_query(results / "query.json"), read_manifest(results / "manifest.tsv")  # sound again
+    after = json.loads((results / "receipt.json").read_text())
+    assert after["artifact_uid"] == before["artifact_uid"] and after["reused"]
+    key = f"cellquery/{name}.h5ad"
+    assert registry_state(demo, [key])["versions"] == {key: [before["artifact_uid"]]}
