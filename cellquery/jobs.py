@@ -22,23 +22,27 @@ STARTUP_LINE = "start-up: %.2f s (%.2f s CPU) from process start to first work" 
 _started_work = False
 
 
+STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # a scheduler's time limit or a cancelled run; Ctrl-C
+
+
 class Terminated(BaseException):
-    """SIGTERM reached the job (a scheduler's time limit, a cancelled run). Raised like KeyboardInterrupt,
-    not as an `Exception`: no retry loop swallows it, and every `finally:` and `with` on the way out runs
+    """A stopping signal reached the job (its name the argument). Raised like KeyboardInterrupt, not as an
+    `Exception`: no retry loop swallows it, and every `finally:` and `with` on the way out runs
     (temporaries removed, files closed, the registry transaction rolled back)."""
 
 
 def _terminate(signum: int, frame) -> None:
-    raise Terminated
+    raise Terminated(signal.Signals(signum).name)
 
 
 @contextlib.contextmanager
 def job_log(path: str | Path) -> Iterator[None]:
     """Send this job's output (lamindb prints to stdout) and `logging` progress to `path`; a `UserError`
-    ends the job with its one line on the terminal (and in the log), SIGTERM with one line too, any other
-    error with its traceback; a job that succeeds ends its process at once (`_exit_now`)."""
+    ends the job with its one line on the terminal (and in the log), SIGTERM or SIGINT (Ctrl-C) with one
+    line too, any other error with its traceback; a job that succeeds ends its process at once
+    (`_exit_now`)."""
     job = f"{Path(path).parent.name}/{Path(path).stem}"
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = {signum: signal.signal(signum, _terminate) for signum in STOPPING_SIGNALS}
     failure = None
     try:
         with _logged_to(path):
@@ -46,15 +50,16 @@ def job_log(path: str | Path) -> Iterator[None]:
                 yield
             except UserError as error:
                 failure = str(error)  # the text only: what the failed step held is freed below, while logged
-            except Terminated:
-                failure = f"job {job} stopped by SIGTERM, nothing half-written kept; run again"
+            except Terminated as stopped:
+                failure = f"job {job} stopped by {stopped}, nothing half-written kept; run again"
             if failure is not None:
                 gc.collect()
                 logging.getLogger("cellquery").error("job failed: %s", failure)
                 echo(UserError(failure).lines())
                 raise SystemExit(1)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     _exit_now()
 
 

@@ -77,18 +77,24 @@ def stage_command(stage: str, spec, name: str) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", STAGES)
-def test_sigterm_in_each_stage_keeps_nothing_half_written_and_the_rerun_completes(demo, built, stage):
+@pytest.mark.parametrize(
+    ("stage", "signal"), [*((stage, "TERM") for stage in STAGES), ("census", "INT"), ("assemble", "INT")]
+)
+def test_a_stopping_signal_in_each_stage_keeps_nothing_half_written_and_the_rerun_completes(
+    demo, built, stage, signal
+):
+    """SIGTERM (a scheduler) in every stage, SIGINT (Ctrl-C, to the whole process group) in two: one line
+    per stopped job, no traceback."""
     spec, name = built
     results, slices = demo.project / "results" / name, slices_of(demo.project, spec)
     if stage == "slice":
         shutil.rmtree(slices, ignore_errors=True)  # current slices are kept, not made: made afresh here
     command = stage_command(stage, spec, name)
     stopped = snakemake(
-        demo.project, *command, check=False, env={"CELLQUERY_KILL_AT": stage, "CELLQUERY_KILL_SIGNAL": "TERM"}
+        demo.project, *command, check=False, env={"CELLQUERY_KILL_AT": stage, "CELLQUERY_KILL_SIGNAL": signal}
     )
     assert stopped.returncode != 0
-    assert "stopped by SIGTERM" in stopped.stderr, stopped.stderr[-3000:]
+    assert f"stopped by SIG{signal}" in stopped.stderr, stopped.stderr[-3000:]
     assert "Traceback" not in stopped.stdout + stopped.stderr
     assert not list(results.rglob(".tmp-*")) and not list(slices.glob(".tmp-*"))
     snakemake(demo.project, *command)
