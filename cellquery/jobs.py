@@ -45,7 +45,7 @@ def job_log(path: str | Path) -> Iterator[None]:
     previous = {signum: signal.signal(signum, _terminate) for signum in STOPPING_SIGNALS}
     failure = None
     try:
-        with _logged_to(path):
+        with _holding_jobs_lock(), _logged_to(path):
             try:
                 yield
             except UserError as error:
@@ -133,12 +133,16 @@ def echo(message: str) -> None:
     print(message, file=sys.__stderr__, flush=True)
 
 
+JOBS_LOCK = Path(".snakemake") / "cellquery-jobs.lock"  # held shared by every running job (`job_log`)
+
+
 def claim_workdir(snakemake_dir: Path) -> TextIO:
     """Hold a lock on the working directory for this process's life (the kernel drops it if the process dies).
 
     Whoever gets it knows no other cellquery run is active here, so Snakemake locks still present were left
     by a killed run: they are removed and the run goes on, instead of stopping with "Directory cannot be
-    locked". Keep the returned handle open.
+    locked" (unless jobs of that run are still at work: one line, and nothing starts). Keep the returned
+    handle open.
     """
     snakemake_dir.mkdir(exist_ok=True)
     handle = open(snakemake_dir / "cellquery-run.lock", "a")  # noqa: SIM115 (held until the process ends)
@@ -146,8 +150,49 @@ def claim_workdir(snakemake_dir: Path) -> TextIO:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return handle  # another run is active: its locks are real
+    if orphans := _jobs_at_work(snakemake_dir / JOBS_LOCK.name):
+        handle.close()
+        pids = ", ".join(map(str, orphans))
+        raise UserError(
+            f"jobs of a run that was killed are still at work here (processes {pids}): wait until they end, "
+            "or stop them, then run again"
+        )
     locks = snakemake_dir / "locks"
     if locks.is_dir() and any(locks.iterdir()):
         shutil.rmtree(locks)
         echo("cellquery: removed the Snakemake locks a killed run left behind")
     return handle
+
+
+def _jobs_at_work(path: Path) -> list[int]:
+    """The processes holding the jobs' lock (no run holds the run lock: they outlived theirs), [] if none."""
+    with open(path, "a") as probe:
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _holders(path) or ["(unknown)"]
+        fcntl.flock(probe, fcntl.LOCK_UN)
+    return []
+
+
+def _holders(path: Path) -> list[int]:
+    """The pids holding a lock on `path`, as /proc/locks lists them (Linux)."""
+    inode = path.stat().st_ino
+    try:
+        entries = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return []
+    fields = [entry.split() for entry in entries if "->" not in entry]  # not the processes waiting
+    return sorted({int(f[4]) for f in fields if len(f) > 5 and f[5].rsplit(":", 1)[-1] == str(inode)})
+
+
+@contextlib.contextmanager
+def _holding_jobs_lock() -> Iterator[None]:
+    """This job's share of the jobs' lock, while it works (a job run outside a workflow directory holds
+    none)."""
+    if not JOBS_LOCK.parent.is_dir():
+        yield
+        return
+    with open(JOBS_LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        yield

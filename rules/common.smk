@@ -94,7 +94,8 @@ RUN_STARTED = (
     time.time()
 )  # a query's summary is printed when this run wrote its receipt
 if workflow.is_main_process:
-    WORKDIR_CLAIM = claim_workdir(Path(".snakemake"))
+    with one_line_exit():
+        WORKDIR_CLAIM = claim_workdir(Path(".snakemake"))
 
 
 def spec_of(wildcards):

@@ -9,12 +9,16 @@ read and the target they register into.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
 from conftest import REPO, registry_state, run_config, snakemake
+
+from cellquery.jobs import JOBS_LOCK
 
 QUERIES = REPO / "config" / "queries"
 
@@ -84,3 +88,37 @@ def test_the_same_query_started_twice_at_once_makes_one_version(instance, tmp_pa
     state = registry_state(instance, [f"cellquery/{name}.h5ad"])
     assert state["versions"] == {f"cellquery/{name}.h5ad": [first["artifact_uid"]]}
     assert state["problems"] == []
+
+
+def test_a_run_refuses_to_start_while_jobs_of_a_killed_run_are_at_work(demo, tmp_path):
+    """A job holds its share of `.snakemake/cellquery-jobs.lock` while it works; jobs that outlived their
+    killed run (SIGKILL to Snakemake alone) keep it, and a new run, finding no run but their lock, refuses in
+    one line naming them instead of removing the locks and starting the same work."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_A_JOBS_LOCK, str(demo.project / JOBS_LOCK)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        path = spec(tmp_path, "t-cells.yaml", f"orphans-{uuid.uuid4().hex[:6]}")
+        refused = snakemake(demo.project, "--config", f"query={path}", check=False)
+        lines = [line for line in refused.stderr.splitlines() if line.startswith("cellquery:")]
+        assert refused.returncode == 1 and lines == [
+            f"cellquery: jobs of a run that was killed are still at work here (processes {holder.pid}): wait "
+            "until they end, or stop them, then run again"
+        ], refused.stderr[-2000:]
+        assert "Building DAG" not in refused.stdout + refused.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    snakemake(demo.project, "--config", f"query={path}", "--until", "resolve")  # the lock gone, it runs
+
+
+HOLD_A_JOBS_LOCK = """
+import fcntl, sys, time
+handle = open(sys.argv[1], "a")
+fcntl.flock(handle, fcntl.LOCK_SH)
+print("holding", flush=True)
+time.sleep(600)
+"""
