@@ -64,12 +64,14 @@ def open_store(store: dict, settings: dict | None = None) -> Iterator:
     remote = store.get("root") and is_remote(store["root"])
     reach = access(store["root"], settings, region_of(store)) if remote else None
     context = soma.SOMATileDBContext(tiledb_config=reach.tiledb_config()) if reach else None
+    if reach is None and not Path(store["path"]).exists():
+        raise SourceError(f"census store {store['path']} is missing (the instance's storage lost it)")
     try:
         with soma.open(store["path"], mode="r", soma_type=soma.Collection, context=context) as census:
             yield census
     except soma.SOMAError as error:
         if reach is None:
-            raise
+            raise SourceError(f"census store {store['path']} cannot be read: {_first_line(error)}") from None
         raise SourceError(unreadable(store["path"], reach, error)) from None
 
 
@@ -79,8 +81,12 @@ def unreadable(path: str, reach: Access, error: Exception) -> str:
     where = endpoint or f"AWS {reach.region}"
     if refused := refusal(error):
         return f"census store {path} at {where} refused access ({refused}); {refused_hint(reach.anon)}"
-    reason = str(error).strip().splitlines()[0].rpartition("Details: ")[2]
-    return f"census store {path} at {where} cannot be read: {reason}"
+    return f"census store {path} at {where} cannot be read: {_first_line(error)}"
+
+
+def _first_line(error: Exception) -> str:
+    """A SOMA or TileDB error's reason, without its preamble."""
+    return str(error).strip().splitlines()[0].rpartition("Details: ")[2]
 
 
 def stored_values(obs, criteria: list[Criterion]) -> dict[str, list[str]]:
