@@ -183,9 +183,7 @@ def sidecar(path: Path) -> Path:
 
 
 def _stamp(path: Path, entry) -> dict:
-    stat = path.stat()
-    identity = [stat.st_size, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns]
-    return {"file": identity, "hash": entry["hash"], "hash_type": hash_type_of(entry)}
+    return {"file": _identity(path), "hash": entry["hash"], "hash_type": hash_type_of(entry)}
 
 
 def record_verified(path: Path, entry) -> None:
@@ -207,3 +205,35 @@ def verified(path: Path, entry) -> bool:
         return False
     record_verified(path, entry)
     return True
+
+
+def seal(path: Path) -> None:
+    """Record a file the pipeline wrote whole and reads back later (a slice): its sha256 and identity
+    beside it (`<name>.sealed`), written after it."""
+    write_json(_seal_of(path), {"sha256": _sha256(path), "file": _identity(path)})
+
+
+def sealed(path: Path) -> bool:
+    """The file is as it was sealed: untouched since (its identity unchanged), or hashed now to the digest
+    it was sealed with (a copy, a touch). A file cut short, altered or never sealed is not."""
+    try:
+        seal_record = json.loads(_seal_of(path).read_text())
+        if seal_record["file"] == _identity(path):
+            return True
+        return seal_record["sha256"] == _sha256(path)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _seal_of(path: Path) -> Path:
+    return path.with_name(f"{path.name}.sealed")
+
+
+def _identity(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns]
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()

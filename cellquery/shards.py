@@ -12,6 +12,7 @@ import pandas as pd
 from cellquery.atomic import write_json
 from cellquery.errors import FetchError
 from cellquery.fetch import artifact_lock
+from cellquery.integrity import seal, sealed
 from cellquery.jobs import at_work
 from cellquery.lamin import use_settings
 from cellquery.layout import QueryFiles, slice_content, slice_path
@@ -51,12 +52,15 @@ def plan_shards(manifest: pd.DataFrame, setting: str | int) -> list[list[str]]:
 
 
 def slice_is_current(path: Path, content: str, cells_digest: str) -> bool:
-    """A slice written for this file (`layout.slice_content`) and these cell criteria is reused, not
-    recomputed."""
+    """A slice written for this file (`layout.slice_content`) and these cell criteria, and still as it was
+    written (`integrity.sealed`), is reused, not recomputed."""
     import anndata as ad
     import h5py
 
     if not path.exists():
+        return False
+    if not sealed(path):  # cut short or altered since it was written (or from before slices were sealed)
+        log.warning("slice %s is not as it was written: made again", path)
         return False
     with h5py.File(path, "r") as f:
         source = ad.io.read_elem(f["uns/source"]) if "uns/source" in f else {}
@@ -150,3 +154,4 @@ def _slice(query: dict, spec: QuerySpec, entry, source, files: QueryFiles, out: 
         layers=query["layers"],
         label=dataset_label(entry["dataset_id"], entry["title"], entry["key"]),
     )
+    seal(out)
