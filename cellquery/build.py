@@ -61,12 +61,19 @@ def _matches(entry: str) -> bool:
 
 
 def checked_build(
-    entries: list[str] | str, base: Path, demo, storage: dict, needs_check, owners=lambda keys: {}
+    entries: list[str] | str,
+    base: Path,
+    demo,
+    storage: dict,
+    needs_check,
+    owners=lambda keys: {},
+    storage_of=None,
 ) -> tuple[dict[str, QuerySpec], Callable[[], None]]:
     """Every spec of the build, by name, checked in two rounds, each raising one `SpecError` with the problems
     of all the specs: their shape (file, schema, values), then, when every spec is well-formed, each against
     the registry when `needs_check(spec)` and against the target's results under its output key
-    (`owners(keys)`: `cellquery.owners`). Returns the specs and what keeps the checks' findings for
+    (`owners(keys)`: `cellquery.owners`), with the storage settings its source reads with (`storage_of(spec)`,
+    default `storage`). Returns the specs and what keeps the checks' findings for
     this run's `resolve` (`cellquery.resolve.keep_checked`), to be called when the run starts: a dry run
     writes nothing."""
     from cellquery.owners import takeover
@@ -83,7 +90,9 @@ def checked_build(
     for name, spec in specs.items():
         if needs_check(spec):
             with problems.check(), foreseen(str(spec.path)):
-                found[name] = preflight(spec, source_for(spec, demo), storage)
+                found[name] = preflight(
+                    spec, source_for(spec, demo), (storage_of or (lambda _: storage))(spec)
+                )
     with problems.check(), foreseen("cache_dir"):
         check_build_cache_room([table for _, table in found.values()], storage)
     problems.raise_any()

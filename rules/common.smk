@@ -37,6 +37,13 @@ DEMO_SUMMARY = f"{DEMO_DIR}/summary.json"
 N_BATCHES = len(generation_batches(SCALE))
 
 
+def storage_of(spec):
+    """The storage settings a query's source is read with: none apply to the local demo (its files are read
+    in place), so changing them reruns nothing there."""
+    local = spec.instance == "demo" and DEMO.storage_kind == "local"
+    return STORAGE_DEFAULTS if local else STORAGE
+
+
 def needs_preflight(spec):
     """Check a spec against the registry once, in the main process, when `resolve` has not accepted it yet
     (with these storage settings: a new cache directory may lack the room).
@@ -53,7 +60,7 @@ def needs_preflight(spec):
     if not resolved.exists():
         return True
     accepted = json.loads(resolved.read_text())
-    return accepted["spec_digest"] != spec.digest or accepted["storage"] != STORAGE
+    return accepted["spec_digest"] != spec.digest or accepted["storage"] != storage_of(spec)
 
 
 def started_build():
@@ -76,7 +83,7 @@ def started_build():
         if workflow.is_main_process
         else (lambda keys: {})
     )
-    return checked_build(entries, base, DEMO, STORAGE, needs_preflight, owners)
+    return checked_build(entries, base, DEMO, STORAGE, needs_preflight, owners, storage_of)
 
 
 with one_line_exit():  # one line per problem, before any job runs

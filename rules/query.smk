@@ -16,7 +16,7 @@ checkpoint resolve:
     params:
         spec=spec_of,
         source=source_of,
-        storage=STORAGE,
+        storage=lambda wildcards: storage_of(spec_of(wildcards)),
         digest=lambda wildcards: spec_of(wildcards).digest,
         format=RESOLVED_FORMAT,
         checked=str(FILES.checked),

@@ -148,3 +148,15 @@ def test_two_specs_with_one_name_give_one_line_naming_both_files(demo, tmp_path)
     lines = [line for line in run.stderr.splitlines() if line.startswith("cellquery:")]
     assert run.returncode == 1 and len(lines) == 1
     assert str(first) in lines[0] and str(second) in lines[0] and "name 'build-twice'" in lines[0]
+
+
+def test_storage_settings_that_do_not_apply_to_the_local_demo_rerun_nothing(demo, tmp_path):
+    """The local demo's files are read in place: download and object storage settings do not apply to it,
+    so changing them leaves a finished query finished."""
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    spec = spec_file(folder, "local-settings", cells={"tissue": "blood", "cell_type": ["B cell"]})
+    snakemake(demo.project, "--config", f"query={spec}")
+    settings = ["fetch=stream", "cache_headroom_gb=5", f"cache_dir={tmp_path / 'cache'}"]
+    again = snakemake(demo.project, "--config", f"query={spec}", *settings)
+    assert "Nothing to be done" in again.stdout + again.stderr, again.stderr[-2000:]
