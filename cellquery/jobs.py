@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TextIO
 
 from cellquery.errors import UserError
+from cellquery.lamin import locked_database
+from cellquery.locks import lock_holders
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 STARTUP_LINE = "start-up: %.2f s (%.2f s CPU) from process start to first work"  # read by `make bench` (B10)
@@ -52,6 +54,9 @@ def job_log(path: str | Path) -> Iterator[None]:
                 failure = str(error)  # the text only: what the failed step held is freed below, while logged
             except Terminated as stopped:
                 failure = f"job {job} stopped by {stopped}, nothing half-written kept; run again"
+            except Exception as error:
+                if (failure := locked_database(error)) is None:
+                    raise
             if failure is not None:
                 gc.collect()
                 logging.getLogger("cellquery").error("job failed: %s", failure)
@@ -170,20 +175,9 @@ def _jobs_at_work(path: Path) -> list[int]:
         try:
             fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return _holders(path) or ["(unknown)"]
+            return lock_holders(path) or ["(unknown)"]
         fcntl.flock(probe, fcntl.LOCK_UN)
     return []
-
-
-def _holders(path: Path) -> list[int]:
-    """The pids holding a lock on `path`, as /proc/locks lists them (Linux)."""
-    inode = path.stat().st_ino
-    try:
-        entries = Path("/proc/locks").read_text().splitlines()
-    except OSError:
-        return []
-    fields = [entry.split() for entry in entries if "->" not in entry]  # not the processes waiting
-    return sorted({int(f[4]) for f in fields if len(f) > 5 and f[5].rsplit(":", 1)[-1] == str(inode)})
 
 
 @contextlib.contextmanager

@@ -9,8 +9,10 @@ instance: `resolve` to the source, `register` and the report to the target (`cel
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,11 +20,16 @@ from pathlib import Path
 from typing import TypeVar
 
 from cellquery.errors import SourceError
+from cellquery.locks import lock_holders
 
 log = logging.getLogger(__name__)
 
 LOCAL_OWNER = "anonymous"  # the owner lamindb gives an instance made without a login
 RECONNECT_DELAYS = (1, 2, 4, 8, 16, 32)  # seconds, about a minute in all: a restarting server is back by then
+DATABASE_WAIT = (
+    20  # seconds a check waits out another process's lock on a SQLite registry (a commit takes less)
+)
+JOBS_DATABASE_WAIT = 60  # seconds a job waits for a write lock: several jobs write one SQLite file
 T = TypeVar("T")
 
 
@@ -52,6 +59,13 @@ class LocalInstance:
     def exists(self) -> bool:
         return (self.root / "settings").is_dir() and (self.db_url is not None or self.sqlite_path.exists())
 
+    def check_database(self, role: str) -> None:
+        """Refuse, in one line naming `role` (the instance's part in the build), a SQLite registry that is
+        damaged or held locked by another process; a PostgreSQL one is its server's to keep."""
+        local = self.db_url is None and self.sqlite_path.exists()
+        if local and (problem := database_problem(self.sqlite_path)):
+            raise SourceError(f"{role}: {problem}")
+
     def settings_env(self) -> dict[str, str]:
         """lamindb_setup's settings and cache in the folder, never `~/.lamin`."""
         return {
@@ -63,9 +77,8 @@ class LocalInstance:
         """Environment variables that point lamindb at this instance."""
         env = {**self.settings_env(), "LAMIN_CURRENT_INSTANCE": self.slug}
         if self.db_url is None:
-            # Several Snakemake jobs write one SQLite file: wait for the lock instead of failing.
             env["LAMINDB_DJANGO_DATABASE_URL"] = (
-                f"sqlite:///{self.sqlite_path}?timeout=60&transaction_mode=IMMEDIATE"
+                f"sqlite:///{self.sqlite_path}?timeout={JOBS_DATABASE_WAIT}&transaction_mode=IMMEDIATE"
             )
         return env
 
@@ -145,6 +158,54 @@ def _read_only(sender, connection, **kwargs) -> None:
     }[connection.vendor]
     with connection.cursor() as cursor:
         cursor.execute(statement)
+
+
+def database_problem(path: Path, wait: float = DATABASE_WAIT) -> str | None:
+    """Why the SQLite registry at `path` cannot be used, in one line: damaged (SQLite's own check), or locked
+    by another process for `wait` seconds; None when it can."""
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=wait)) as database:
+            verdict = [row[0] for row in database.execute("PRAGMA quick_check(1)")]
+    except sqlite3.OperationalError as error:
+        if "locked" not in str(error):
+            return f"the registry database {path} cannot be read ({error})"
+        holders = ", ".join(_process(pid) for pid in lock_holders(path)) or "another process"
+        return (
+            f"the registry database {path} is locked by {holders} and stayed locked {wait:.0f} s: "
+            "end that process's transaction (or the process), then run again"
+        )
+    except sqlite3.DatabaseError as error:
+        verdict = [str(error)]
+    if verdict != ["ok"]:
+        finding = " ".join(verdict[0].split())
+        return (
+            f"the registry database {path} is damaged (SQLite: {finding}): nothing can be read from or "
+            "registered into it safely; restore it from a copy (a demo: remove its folder, the next run "
+            "builds it)"
+        )
+    return None
+
+
+def locked_database(error: BaseException) -> str | None:
+    """The one line for a SQLite registry a job found locked past its wait, None for any other error."""
+    if type(error).__name__ != "OperationalError" or "database is locked" not in str(error):
+        return None
+    from django.db import connection
+
+    path = Path(connection.settings_dict["NAME"])
+    holders = ", ".join(_process(pid) for pid in lock_holders(path)) or "another process"
+    return (
+        f"the registry database {path} stayed locked by {holders} for {JOBS_DATABASE_WAIT} s: end that "
+        "process's transaction (or the process), then run again"
+    )
+
+
+def _process(pid: int) -> str:
+    """`process <pid> (<command>)`, the command as Linux names it."""
+    try:
+        return f"process {pid} ({Path(f'/proc/{pid}/comm').read_text().strip()})"
+    except OSError:
+        return f"process {pid}"
 
 
 def retrying_lost_database(action: Callable[[], T], what: str) -> T:

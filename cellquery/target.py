@@ -63,6 +63,7 @@ class Target:
     def connect(self):
         """This process connected to the target; returns `lamindb`."""
         if self.is_embedded:
+            self.embedded.check_database("target")
             return connect(self.embedded.env())
         use_settings({})  # the user's own settings, where `lamin connect` left them
         ln = quiet_import()

@@ -53,14 +53,24 @@ def needs_preflight(spec):
     if not workflow.is_main_process:
         return False
     files = QueryFiles(spec.name)
-    discard_if_damaged(files.query, files.manifest, files.receipt)  # every run's steps would fail on it
+    # every run's steps would fail on a damaged one
+    discard_if_damaged(files.query, files.manifest, files.receipt)
     if spec.instance == "demo" and not Path(DEMO_SUMMARY).exists():
         return False
     resolved = files.query
     if not resolved.exists():
         return True
     accepted = json.loads(resolved.read_text())
-    return accepted["spec_digest"] != spec.digest or accepted["storage"] != storage_of(spec)
+    changed = accepted["spec_digest"] != spec.digest
+    return changed or accepted["storage"] != storage_of(spec)
+
+
+def check_registries():
+    """Name a damaged or locked registry before any job reads or writes it."""
+    if TARGET.is_embedded:
+        TARGET.embedded.check_database("target")
+    if Path(DEMO_SUMMARY).exists():
+        DEMO.instance.check_database("demo")
 
 
 def started_build():
@@ -76,6 +86,9 @@ def started_build():
     ):
         DEMO.object_server.ensure_running()  # it outlives the run; stopped by its PID
     DEMO.check_format()
+    DEMO.check_seed(config["demo_seed"])
+    if workflow.is_main_process:
+        check_registries()
     entries = config["query"] or config["queries"]
     base = Path(workflow.basedir)
     owners = (  # asked once, by the main process; a job's re-parse needs no answer
@@ -83,7 +96,9 @@ def started_build():
         if workflow.is_main_process
         else (lambda keys: {})
     )
-    return checked_build(entries, base, DEMO, STORAGE, needs_preflight, owners, storage_of)
+    return checked_build(
+        entries, base, DEMO, STORAGE, needs_preflight, owners, storage_of
+    )
 
 
 with one_line_exit():  # one line per problem, before any job runs

@@ -6,14 +6,19 @@ result."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sqlite3
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import anndata as ad
 import h5py
 import pytest
 import yaml
-from conftest import REPO, lamin_hash, registry_state, slices_of, snakemake
+from conftest import REPO, clean_env, lamin_hash, registry_state, slices_of, snakemake, target_of
 
 from cellquery import h5ad
 from cellquery.criteria import obs_mask
@@ -212,3 +217,59 @@ def test_a_damaged_slice_is_made_again_by_the_next_query_that_shares_it(demo, tm
     assert (results[0].X != results[1].X).nnz == 0 and results[0].n_obs == results[1].n_obs > 0
     log = (demo.project / "logs" / second / "shard-0.log").read_text()
     assert f"slice {damaged.relative_to(demo.project)} is not as it was written: made again" in log
+
+
+def made_target(demo):
+    """The demo project's target registry (made, when no test has made it yet)."""
+    snakemake(demo.project, str(target_of(demo).receipt))
+    return target_of(demo).embedded.sqlite_path
+
+
+def refusals(run) -> list[str]:
+    return [line for line in run.stderr.splitlines() if line.startswith("cellquery:")]
+
+
+@pytest.mark.slow
+def test_a_damaged_registry_database_is_named_before_any_job_and_by_the_audit(demo, tmp_path):
+    """A target registry with a damaged page was registered into, and audited "whole"; now the spec check
+    and the audit name it in one line each, and nothing runs."""
+    name = f"damaged-registry-{uuid.uuid4().hex[:6]}"
+    spec = spec_named(tmp_path, name)
+    database = made_target(demo)
+    whole = database.read_bytes()
+    page = len(whole) // 4096 // 2 * 4096
+    try:
+        database.write_bytes(whole[:page] + bytes(range(256)) * 16 + whole[page + 4096 :])
+        run = snakemake(demo.project, "--config", f"query={spec}", check=False)
+        audit = subprocess.run(
+            [sys.executable, "-m", "cellquery", "audit"],
+            cwd=demo.project,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        database.write_bytes(whole)
+    damaged = f"cellquery: target: the registry database {database} is damaged (SQLite: "
+    assert run.returncode == 1 and [line[: len(damaged)] for line in refusals(run)] == [damaged], run.stderr
+    assert audit.returncode == 1 and audit.stderr.startswith(damaged) and "Traceback" not in audit.stderr
+    assert not (demo.project / "results" / name).exists()
+
+
+@pytest.mark.slow
+def test_a_registry_database_locked_by_another_process_is_named_with_it(demo, tmp_path):
+    """A target registry held locked (a `sqlite3` shell in a transaction) gave a minute of silence, then
+    "a bug"; now the spec check names the database and the process holding it, in one line."""
+    spec = spec_named(tmp_path, f"locked-registry-{uuid.uuid4().hex[:6]}")
+    database = made_target(demo)
+    holder = sqlite3.connect(database, isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        run = snakemake(demo.project, "-n", "--config", f"query={spec}", check=False)
+    finally:
+        holder.close()
+    command = Path(f"/proc/{os.getpid()}/comm").read_text().strip()
+    assert run.returncode == 1 and refusals(run) == [
+        f"cellquery: target: the registry database {database} is locked by process {os.getpid()} "
+        f"({command}) and stayed locked 20 s: end that process's transaction (or the process), then run again"
+    ], run.stderr
