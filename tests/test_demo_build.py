@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 
 import anndata as ad
 import pandas as pd
 import pytest
-from conftest import REPO, TEST_HOME, clean_env, snakemake
+from conftest import REPO, TEST_HOME, clean_env, snakemake, start_snakemake, wait_until
 
 from cellquery.demo import catalog
 from cellquery.demo.census_store import LABELLED_TERMS
@@ -131,5 +133,45 @@ def test_a_demo_of_another_format_is_refused_in_one_line_before_any_job(tmp_path
     assert sorted(p.name for p in root.iterdir()) == ["summary.json"]
 
 
+def test_a_demo_made_from_another_seed_is_refused_in_one_line_before_any_job(tmp_path):
+    """A changed `demo_seed` regenerated the files into the existing demo: two seeds' datasets in one
+    instance, identical results registered again. Refused, with both ways out; nothing is run or removed."""
+    root = tmp_path / ".demo" / "small"
+    root.mkdir(parents=True)
+    (root / "instance.json").write_text(json.dumps({"slug": "anonymous/cellquery-demo-small", "seed": 0}))
+    found = snakemake(tmp_path, "demo", "--config", "demo_seed=7", check=False)
+    lines = [line for line in found.stderr.splitlines() if line.startswith("cellquery:")]
+    assert found.returncode == 1 and lines == [
+        f"cellquery: config: demo_seed: 7, but the demo at {root} was made with seed 0: set demo_seed: 0, "
+        f"or remove the demo (rm -rf {root}) and the next run makes it with seed 7"
+    ], found.stderr[-2000:]
+    assert sorted(p.name for p in root.iterdir()) == ["instance.json"]
+
+
 def test_the_built_demo_records_its_format(demo):
     assert json.loads(demo.summary.read_text())["demo_format"] == catalog.DEMO_FORMAT
+
+
+@pytest.mark.slow
+def test_a_census_rebuild_killed_midway_is_completed_by_the_next_run(demo):
+    """A census store rebuild killed mid-way deleted the store and its record before building the new one,
+    and left the demo marked built: every later run's spec check needed the missing store, `make run` could
+    not repair it. Now the old store stays in use until the new one is complete, the demo is unmarked while
+    a step changes it, and the next run completes it. (Run last in this module: the store is rebuilt.)"""
+    from cellquery.demo.build import CENSUS_KEY
+
+    key = CENSUS_KEY.format(version=catalog.V2)
+    receipt = demo.root / "census" / f"{catalog.V2}.json"
+    log = demo.project / "logs" / "demo" / "small" / f"census-{catalog.V2}.log"
+    log.unlink(missing_ok=True)
+    run = start_snakemake(demo.project, "demo", "--forcerun", str(receipt.relative_to(demo.project)))
+    wait_until(lambda: log.exists() and "homo_sapiens" in log.read_text(), run, "the store was half built")
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    assert not demo.summary.exists()  # unmarked: no spec check reads the demo as whole
+    assert (demo.storage / key).is_dir()  # the old store, still registered, still there
+    snakemake(demo.project, "demo")
+    assert json.loads(demo.summary.read_text())["demo_format"] == catalog.DEMO_FORMAT
+    assert (demo.storage / key / "census_data").is_dir() and not (demo.root / "census-staging" / key).exists()
+    checked = snakemake(demo.project, "--dry-run")  # the shipped queries' spec check reads the store again
+    assert checked.returncode == 0, checked.stderr[-2000:]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 
 from cellquery.build import checked_build
 from cellquery.errors import one_line_exit
+from cellquery.layout import BUILD_FILES
 from cellquery.storage import STORAGE_DEFAULTS
 
 SETTINGS = settings(
@@ -183,6 +185,84 @@ def test_a_hostile_spec_is_rejected_with_one_line_or_answered(check, capsys, tmp
     outcome = check(text, capsys, tmp_path_factory.getbasetemp() / "hostile.yaml")
     assert_one_line_or_accepted(outcome, what)
     event(outcome_kind(outcome))  # pytest --hypothesis-show-statistics: what the mutants met
+
+
+# Names and keys shaped like the places a build writes, or like paths that leave the storage
+PLACES = [
+    *(path.name for path in BUILD_FILES),
+    "census",
+    ".",
+    "..",
+    ".hidden",
+    "~",
+    "~user",
+    "C:",
+    "c:\\x",
+    "s3:",
+    "https:",
+    "/",
+    "\\",
+    ".lamindb",
+    "cell-census",
+    "results",
+    "logs",
+    "x.yaml",
+    "*",
+    "a?b",
+    "[ab]",
+]
+SEGMENTS = st.one_of(
+    st.sampled_from(PLACES),
+    st.text(alphabet=st.sampled_from([*"./~:\\*-_aZ0 ", *HIDDEN]), min_size=1, max_size=10),
+)
+KEYS = st.builds(
+    lambda segments, suffix: "/".join(segments) + suffix,
+    st.lists(st.one_of(SEGMENTS, st.just("")), min_size=1, max_size=4),
+    st.sampled_from([".h5ad", "", "/"]),
+)
+
+
+@st.composite
+def placed_mutants(draw) -> tuple[str, str]:
+    """(a valid spec's YAML text with its name or output key shaped like a place, what was done)."""
+    spec = copy.deepcopy(draw(st.sampled_from(BASES)))
+    if draw(st.booleans()):
+        spec["name"] = draw(SEGMENTS)
+        what = f"name {spec['name']!r}"
+    else:
+        spec.setdefault("output", {})["key"] = draw(KEYS)
+        what = f"output.key {spec['output']['key']!r}"
+    return yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), what
+
+
+def a_place_of_its_own(spec: dict) -> bool:
+    """An accepted name is one plain folder name that is none of the build's; an accepted key a relative
+    path inside the storage, outside lamindb's folder and the census stores'."""
+    name, key = spec["name"], (spec.get("output") or {}).get("key", "cellquery/x.h5ad")
+    builds = {path.name for path in BUILD_FILES} | {"census"}
+    segments = key.split("/")
+    return (
+        re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) is not None
+        and name not in builds
+        and not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:|[~/\\]", key)
+        and not {"", ".", ".."} & set(segments)
+        and segments[0] not in (".lamindb", "cell-census")
+        and key.endswith(".h5ad")
+    )
+
+
+@pytest.mark.slow
+@SETTINGS
+@given(mutant=placed_mutants())
+def test_a_name_or_key_shaped_like_a_place_is_refused_in_one_line_or_is_a_place_of_its_own(
+    check, capsys, tmp_path_factory, mutant
+):
+    text, what = mutant
+    outcome = check(text, capsys, tmp_path_factory.getbasetemp() / "placed.yaml")
+    assert_one_line_or_accepted(outcome, what)
+    if outcome[0] == 0:
+        assert a_place_of_its_own(yaml.safe_load(text)), (what, outcome)
+    event(outcome_kind(outcome))
 
 
 SNAKEMAKE_MUTANTS = {

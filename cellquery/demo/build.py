@@ -31,10 +31,12 @@ def write_shard(scale: str, shard: int, seed: int, out_dir: Path) -> None:
     staging.rename(out_dir)
 
 
-def create_instance(demo: DemoInstance, scale: str, receipt: Path) -> None:
-    """A fresh instance with ontologies, users and the curation schema; a half-built one is replaced."""
+def create_instance(demo: DemoInstance, scale: str, seed: int, receipt: Path) -> None:
+    """A fresh instance with ontologies, users and the curation schema; a half-built one is replaced. The
+    receipt records the seed its data are made from (`DemoInstance.check_seed` reads it)."""
     from cellquery.demo.populate import init_instance
 
+    demo.mark_unbuilt()
     for leftover in ("storage", "settings", "cache", ".lamin"):
         shutil.rmtree(demo.root / leftover, ignore_errors=True)
     if demo.db_url:
@@ -47,7 +49,7 @@ def create_instance(demo: DemoInstance, scale: str, receipt: Path) -> None:
     ):  # the bucket root, as s3://cellxgene-data-public; results go to local storage
         ln.Storage(root=demo.data_root).save()
     instance = ln.setup.settings.instance
-    write_json(receipt, {"slug": demo.slug, "storage": demo.data_root, "db": instance.db})
+    write_json(receipt, {"slug": demo.slug, "storage": demo.data_root, "db": instance.db, "seed": seed})
     log.info("instance %s ready at %s", demo.slug, demo.storage)
 
 
@@ -95,6 +97,7 @@ def register_all(demo: DemoInstance, scale: str, shard_dirs: list[Path], receipt
         register_in_place,
     )
 
+    demo.mark_unbuilt()
     ln = connect(demo.uploader_env())
     paths = {p.stem: p for d in shard_dirs for p in sorted(Path(d).glob("*.h5ad"))}
     registered: dict[str, list[tuple]] = {}  # release -> (spec, artifact)
@@ -201,14 +204,22 @@ def census_sources(ln, scale: str, version: str) -> list[SourceDataset]:
 def build_census_store(demo: DemoInstance, version: str, receipt: Path) -> None:
     """Build the SOMA store of one release inside the storage and register it in place, revising the
     previous release's store (as the public instance's script does)."""
+    demo.mark_unbuilt()
     ln = connect(demo.uploader_env())
     key = CENSUS_KEY.format(version=version)
+    staging = demo.root / "census-staging" / key
+    shutil.rmtree(staging, ignore_errors=True)
+    summary = build_census(census_sources(ln, demo.scale, version), staging, version, release_named(version))
     existing = ln.Artifact.filter(key=key).one_or_none()
-    if existing is not None:
+    if existing is not None:  # replaced only now: a build killed before this point leaves it in use
+        # lamindb deletes every version of a folder with its latest, taking them to share one store; each
+        # release's store has a folder of its own: this version alone goes
+        existing._overwrite_versions = False
         existing.delete(permanent=True, storage=True)
-    store = demo.storage / key if demo.storage_kind == "local" else demo.root / "census-staging" / key
-    summary = build_census(census_sources(ln, demo.scale, version), store, version, release_named(version))
-    location = str(store) if demo.storage_kind == "local" else upload_store(demo, store, key)
+    if demo.storage_kind == "local":
+        location = move_store(staging, demo.storage / key)
+    else:
+        location = upload_store(demo, staging, key)
     previous = ln.Artifact.filter(otype="tiledbsoma", key__startswith="cell-census/", version_tag__lt=version)
     # The Census root is a SOMA Collection (from_tiledbsoma takes Experiments only): registered in place.
     artifact = ln.Artifact(
@@ -224,6 +235,15 @@ def build_census_store(demo: DemoInstance, version: str, receipt: Path) -> None:
     write_json(receipt, {**summary, "key": key, "uid": artifact.uid, "path": str(artifact.path)})
     cells, datasets = summary["total_cell_count"], summary["datasets"]
     log.info("census %s: %d cells from %d datasets", version, cells, datasets)
+
+
+def move_store(staging: Path, store: Path) -> str:
+    """Put a SOMA store built on disk in its place in the local storage (what a killed build left there
+    replaced); returns its location."""
+    shutil.rmtree(store, ignore_errors=True)
+    store.parent.mkdir(parents=True, exist_ok=True)
+    staging.rename(store)
+    return str(store)
 
 
 def upload_store(demo: DemoInstance, store: Path, key: str) -> str:

@@ -76,6 +76,26 @@ class DemoInstance:
         """Written last by the demo build: the demo is built when it exists."""
         return self.root / "summary.json"
 
+    @property
+    def receipt(self) -> Path:
+        """Written first by the demo build, once its instance is made: what it was made from."""
+        return self.root / "instance.json"
+
+    def mark_unbuilt(self) -> None:
+        """A step of the demo build is changing it: it is not built until its summary is written again, so a
+        build killed now leaves a demo the next run completes, not one a spec check reads as whole."""
+        self.summary.unlink(missing_ok=True)
+
+    def check_seed(self, seed: int) -> None:
+        """Refuse to build on a demo made from another `demo_seed`: its data would mix two seeds."""
+        made = json.loads(self.receipt.read_text()).get("seed", seed) if self.receipt.exists() else seed
+        if made != seed:
+            raise UserError(
+                f"config: demo_seed: {seed}, but the demo at {self.root} was made with seed {made}: set "
+                f"demo_seed: {made}, or remove the demo (rm -rf {self.root}) and the next run makes it with "
+                f"seed {seed}"
+            )
+
     def check_format(self) -> None:
         """Refuse a demo built by a cellquery of another demo format: its data are not what the catalog says,
         and Snakemake would not build it again by itself (its target exists)."""

@@ -7,6 +7,8 @@ import math
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cellquery.configuration import DEFAULT_CONFIG, check_config
 from cellquery.errors import SpecError
@@ -50,3 +52,53 @@ def test_an_unknown_key_is_one_line_with_a_suggestion():
     assert raised.value.problems == [
         "config: unknown key 'cache_headrom_gb'; did you mean 'cache_headroom_gb'?"
     ]
+
+
+HOSTILE_VALUES = st.one_of(
+    st.sampled_from(
+        [None, True, False, "", [], {}, 0, -1, 2**64, 1e308, -0.0, math.nan, math.inf, -math.inf]
+    ),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=12),
+    st.text(
+        alphabet=st.sampled_from(["\x00", "\u200b", "\t", "/", ":", "~", "a", "0"]), min_size=1, max_size=6
+    ),
+    st.lists(st.text(max_size=4), max_size=3),
+    st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
+)
+
+
+@st.composite
+def hostile_configs(draw) -> tuple[dict, str]:
+    """(the shipped config with one key given a hostile value, or one key misspelt or added; that key)."""
+    config = dict(SHIPPED)
+    key = draw(st.sampled_from([*SHIPPED, "cache_headrom_gb", "shard size", "\u200bfetch", ""]))
+    config[key] = draw(HOSTILE_VALUES)
+    return config, key
+
+
+def finite(value) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(finite(item) for item in value.values())
+    if isinstance(value, list):
+        return all(finite(item) for item in value)
+    return True
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(mutant=hostile_configs())
+def test_a_hostile_config_value_is_refused_naming_its_key_or_accepted_finite(mutant):
+    """The property the examples above sample: any value at any key is refused in lines that each name that
+    key, or accepted with every number finite; never an error of another kind."""
+    config, key = mutant
+    try:
+        check_config(config)
+    except SpecError as error:
+        named = (f"config: {key}: ", f"config: {key}.", f"config: {key!r} ", f"config: unknown key {key!r}")
+        assert error.problems and all(line.startswith(named) for line in error.problems), error.problems
+        assert all("\n" not in line for line in error.problems)
+    else:
+        assert key in SHIPPED and finite(config[key]), config[key]
