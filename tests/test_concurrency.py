@@ -33,8 +33,11 @@ def second_project(demo, tmp_path):
 
 
 def spec(tmp_path, query: str, name: str):
+    """A shipped query under another name, and its own output key (the shipped query owns its key)."""
     path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(yaml.safe_load((QUERIES / query).read_text()) | {"name": name}))
+    data = yaml.safe_load((QUERIES / query).read_text())
+    output = (data.get("output") or {}) | {"key": f"cellquery/{name}.h5ad"}
+    path.write_text(yaml.safe_dump(data | {"name": name, "output": output}))
     return path
 
 
