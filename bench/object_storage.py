@@ -28,11 +28,11 @@ def setup_path(project: Path) -> Path:
 def write_setup(project: Path) -> None:
     """The largest artifact's manifest row, the census store, and per query the cell types selecting
     about its share of the file's cells (a few contiguous runs: the file keeps cells in cell-type order)."""
-    from cellquery import artifacts
-    from cellquery.atomic import write_json
-    from cellquery.census import experiment, open_store, store_release
-    from cellquery.demo.instance import DemoInstance
-    from cellquery.lamin import connect
+    from cellquery.files.atomic import write_json
+    from cellquery.instances.demo_instance import DemoInstance
+    from cellquery.instances.lamin import connect
+    from cellquery.query import artifacts
+    from cellquery.query.census_route import experiment, open_store, store_release
 
     ln = connect(DemoInstance(project, "bench", storage_kind="s3").env())
     artifact = ln.Artifact.filter(key__startswith="cell-census/", suffix=".h5ad").order_by("-size").first()
@@ -62,10 +62,10 @@ def run_way(way: str, query: str, project: Path, endpoint: str) -> None:
 
     Every way imports the same modules (the census reader too: the pipeline's `resolve`, where `auto`
     decides, has it loaded), so the times differ by the work alone."""
-    import cellquery.census  # noqa: F401
-    from cellquery.artifacts import remote_path
-    from cellquery.criteria import Criterion
-    from cellquery.storage import filesystem
+    import cellquery.query.census_route  # noqa: F401
+    from cellquery.query.artifacts import remote_path
+    from cellquery.spec.criteria import Criterion
+    from cellquery.storage.settings import filesystem
 
     setup = json.loads(setup_path(project).read_text())
     entry, store = setup["entry"], setup["store"]
@@ -80,11 +80,11 @@ def run_way(way: str, query: str, project: Path, endpoint: str) -> None:
 
 
 def _chosen(way: str, entry: dict, store: dict, criteria) -> str:
-    """The way that runs: the one named, or for `auto` the plan's choice (`cellquery.resolve`)."""
+    """The way that runs: the one named, or for `auto` the plan's choice (`cellquery.query.resolve`)."""
     if way != "auto":
         return way
-    from cellquery.census import selected_positions
-    from cellquery.streaming import choose, estimated_stream_bytes
+    from cellquery.query.census_route import selected_positions
+    from cellquery.storage.streaming import choose, estimated_stream_bytes
 
     positions = selected_positions(store, criteria, ORGANISM, [entry["dataset_id"]])[entry["dataset_id"]]
     stream = estimated_stream_bytes(int(entry["size"]), int(entry["n_obs"]), positions)
@@ -95,7 +95,7 @@ def _seed(fs, remote, entry, criteria, out, scratch) -> int:
     """`artifact.load()`: lamindb's `cache()` downloads the whole file, then `read_h5ad` reads it all."""
     import anndata as ad
 
-    from cellquery.criteria import obs_mask
+    from cellquery.spec.criteria import obs_mask
 
     local = scratch / "whole.h5ad"
     fs.get_file(remote, str(local))
@@ -106,22 +106,22 @@ def _seed(fs, remote, entry, criteria, out, scratch) -> int:
 
 
 def _cache(fs, remote, entry, criteria, out, scratch) -> int:
-    from cellquery.fetch import cached_copy
+    from cellquery.storage.fetch import cached_copy
 
     copy = cached_copy(entry, scratch / "copy.h5ad", fs, remote)
     return _slice(copy, entry, criteria, out)
 
 
 def _stream(fs, remote, entry, criteria, out, scratch) -> int:
-    from cellquery.streaming import remote_file
+    from cellquery.storage.streaming import remote_file
 
     with remote_file(fs, remote) as handle:
         return _slice(handle, entry, criteria, out)
 
 
 def _slice(source, entry, criteria, out) -> int:
-    from cellquery.release import releases
-    from cellquery.slicing import slice_dataset
+    from cellquery.cellxgene.release import releases
+    from cellquery.query.slicing import slice_dataset
 
     counts = slice_dataset(
         source,

@@ -23,9 +23,9 @@ import yaml
 from bench import startup
 from bench.builds import clear_query
 from bench.plot import plot_scales
-from cellquery.layout import QueryFiles
-from cellquery.runfiles import read_manifest
-from cellquery.spec import load_spec
+from cellquery.files.layout import QueryFiles
+from cellquery.query.runfiles import read_manifest
+from cellquery.spec.query_spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -138,7 +138,7 @@ def object_storage(project: Path) -> dict:
     bytes it moves counted by a proxy in this one."""
     from bench import object_storage as b9
     from bench.proxy import CountingProxy
-    from cellquery.demo.instance import DemoInstance
+    from cellquery.instances.demo_instance import DemoInstance
 
     server = DemoInstance(project, "bench", storage_kind="s3").object_server.ensure_running()
     script = [str(BIN / "python"), str(REPO / "bench" / "object_storage.py")]
@@ -408,8 +408,8 @@ B4 in detail ({r["artifacts"]:,} artifacts in {r["shards"]} shard jobs, `--cores
 | --- | --- | --- | --- |
 {chr(10).join(registry_rows(r))}
 
-B6, the training loaders (`cellquery/training.py`): one shuffled epoch over the result, one process each,
-after a one-batch warm-up timed apart (opening; on the census route numba compiling tiledbsoma-ml):
+B6, the training loaders (`cellquery/query/training.py`): one shuffled epoch over the result, one process
+each, after a one-batch warm-up timed apart (opening; on the census route numba compiling tiledbsoma-ml):
 
 | loader | cells (batches x size) | warm-up s | cells/s | peak MiB | published samples/s |
 | --- | --- | --- | --- | --- | --- |

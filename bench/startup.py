@@ -1,5 +1,5 @@
 """B10: per job kind, seconds from the job's process start to its first work, read from the job logs of the
-run B1 and B7 made (each job logs `cellquery.jobs.STARTUP_LINE` once)."""
+run B1 and B7 made (each job logs `cellquery.workflow.jobs.STARTUP_LINE` once)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 import statistics
 from pathlib import Path
 
-from cellquery.jobs import STARTUP_LINE
+from cellquery.workflow.jobs import STARTUP_LINE
 
 AIM_SECONDS = 1.0
 KINDS = ("resolve", "shard", "census", "assemble", "register", "describe")

@@ -16,11 +16,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cellquery.atomic import write_json
-from cellquery.criteria import Criterion, obs_mask, value_filter
-from cellquery.demo.instance import DemoInstance
-from cellquery.lamin import connect
-from cellquery.release import releases
+from cellquery.cellxgene.release import releases
+from cellquery.files.atomic import write_json
+from cellquery.instances.demo_instance import DemoInstance
+from cellquery.instances.lamin import connect
+from cellquery.spec.criteria import Criterion, obs_mask, value_filter
 
 LOADER_BATCH_SIZE = 256
 T_AND_B = ("CL:0000084", "CL:0000624", "CL:0000236", "CL:0000788")
@@ -48,8 +48,8 @@ def seed_guide(project: Path, scale: str = "bench", spec: str = "") -> None:
     """
     import anndata as ad
 
-    from cellquery.runfiles import criteria_of, read_query
-    from cellquery.spec import load_spec
+    from cellquery.query.runfiles import criteria_of, read_query
+    from cellquery.spec.query_spec import load_spec
 
     name = load_spec(Path(spec)).name if spec else "blood-immune"
     criteria = criteria_of(read_query(results(project, name) / "query.json"))
@@ -66,7 +66,7 @@ def seed_guide(project: Path, scale: str = "bench", spec: str = "") -> None:
 
 
 def census_slice(project: Path) -> None:
-    from cellquery.census import census_slice as ours
+    from cellquery.query.census_route import census_slice as ours
 
     query = json.loads((results(project) / "query.json").read_text())
     ours(
@@ -103,7 +103,7 @@ def largest(project: Path) -> Path:
 
 
 def slice_large(project: Path) -> None:
-    from cellquery.slicing import slice_dataset
+    from cellquery.query.slicing import slice_dataset
 
     slice_dataset(
         largest(project),
@@ -119,7 +119,7 @@ def slice_large(project: Path) -> None:
 
 def h5py_floor(project: Path) -> None:
     """The floor: read the obs codes, then only the selected rows' CSR data, nothing else."""
-    from cellquery.h5ad import read_frame
+    from cellquery.files.h5ad import read_frame
 
     path = largest(project)
     rows = np.flatnonzero(obs_mask(read_frame(path, "obs"), CRITERIA))
@@ -136,7 +136,7 @@ def h5py_floor(project: Path) -> None:
 
 def loader(route: str, project: Path) -> None:
     """One epoch of one route's loader over the registered result; figures to bench-loader-<route>.json."""
-    from cellquery.training import Result, batches, connect_result, throughput
+    from cellquery.query.training import Result, batches, connect_result, throughput
 
     result = Result(results(project))
     ln = connect_result(result, {}) if route == "lamin" else None

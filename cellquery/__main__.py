@@ -21,12 +21,12 @@ from pathlib import Path
 
 import yaml
 
-from cellquery.build import spec_paths
-from cellquery.configuration import DEFAULT_CONFIG
 from cellquery.errors import UserError, one_line_exit
-from cellquery.layout import QueryFiles
-from cellquery.spec import load_spec
-from cellquery.summary import result_summary, summary_line
+from cellquery.files.layout import QueryFiles
+from cellquery.query.build import spec_paths
+from cellquery.query.summary import result_summary, summary_line
+from cellquery.spec.configuration import DEFAULT_CONFIG
+from cellquery.spec.query_spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,8 +52,8 @@ def summary(queries: list[Path]) -> None:
 
 
 def audit(config: dict) -> None:
-    from cellquery.audit import registry_problems
-    from cellquery.target import Target
+    from cellquery.instances.target import Target
+    from cellquery.query.audit import registry_problems
 
     problems = registry_problems(Target.from_config(config, Path.cwd()).connect())
     print("\n".join(problems) if problems else "registry whole: every record has its file and lineage")
@@ -62,7 +62,7 @@ def audit(config: dict) -> None:
 
 
 def provenance(path: str | None) -> None:
-    from cellquery.provenance import describe, read_provenance
+    from cellquery.outputs.provenance import describe, read_provenance
 
     if not path or not Path(path).exists():
         raise UserError(f"provenance: no such file {path!r}: name a result (.h5ad, .zarr or .obs.parquet)")
@@ -74,9 +74,9 @@ def provenance(path: str | None) -> None:
 
 def explore(args, config: dict) -> None:
     """`releases` and `values`: what the source instance of this project holds."""
-    from cellquery import explore
-    from cellquery.demo.instance import DemoInstance
-    from cellquery.source import Source
+    from cellquery.instances.demo_instance import DemoInstance
+    from cellquery.instances.source import Source
+    from cellquery.query import explore
 
     storage = args.demo_storage or config["demo_storage"]
     demo = DemoInstance(Path.cwd(), config["demo_scale"], config["demo_db_url"] or None, storage)

@@ -1,8 +1,8 @@
 """The errors a user sees: each is one line on the terminal, `cellquery: <what and where>`.
 
 Library code raises them; two boundaries turn them into the one-line exit: the spec check at parse time
-(`rules/common.smk`, every problem of every spec) and the job wrapper (`cellquery.jobs.job_log`, the job's
-one problem); the commands (`python -m cellquery`, `examples/train.py`) end in `one_line_exit`. Anything
+(`rules/common.smk`, every problem of every spec) and the job wrapper (`cellquery.workflow.jobs.job_log`, the
+job's one problem); the commands (`python -m cellquery`, `examples/train.py`) end in `one_line_exit`. Anything
 else is a bug and keeps its traceback.
 """
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import yaml
 
-from cellquery.atomic import write_json
 from cellquery.errors import one_line_exit
-from cellquery.training import ROUTES, Result, connect_result, passes, train
+from cellquery.files.atomic import write_json
+from cellquery.query.training import ROUTES, Result, connect_result, passes, train
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
 

@@ -5,20 +5,20 @@ import time
 import uuid
 from pathlib import Path
 
-from cellquery.demo.catalog import DEMO_FORMAT, V1, V2, generation_batches
-from cellquery.jobs import claim_workdir
-from cellquery.demo.instance import DemoInstance
-from cellquery.resolve import RUN_VARIABLE
-from cellquery.runfiles import RESOLVED_FORMAT, discard_if_damaged, read_manifest
-from cellquery.shards import plan_shards
-from cellquery.build import checked_build, outdate_unfinished_build
-from cellquery.configuration import check_config
-from cellquery.layout import DEMO_LOG_DIR, TARGET_LOG, QueryFiles
-from cellquery.owners import latest_owners
+from cellquery.demo.catalog import V1, V2, generation_batches
+from cellquery.workflow.jobs import claim_workdir
+from cellquery.instances.demo_instance import DEMO_FORMAT, DemoInstance
+from cellquery.query.resolve import RUN_VARIABLE
+from cellquery.query.runfiles import RESOLVED_FORMAT, discard_if_damaged, read_manifest
+from cellquery.query.shards import plan_shards
+from cellquery.query.build import checked_build, outdate_unfinished_build
+from cellquery.spec.configuration import check_config
+from cellquery.files.layout import DEMO_LOG_DIR, TARGET_LOG, QueryFiles
+from cellquery.instances.owners import latest_owners
 from cellquery.errors import one_line_exit
-from cellquery.source import source_for
-from cellquery.storage import STORAGE_DEFAULTS
-from cellquery.target import Target
+from cellquery.instances.source import source_for
+from cellquery.storage.settings import STORAGE_DEFAULTS
+from cellquery.instances.target import Target
 
 with one_line_exit():  # one line per problem, naming the key
     check_config(config)
@@ -140,7 +140,7 @@ def manifest_table(query):
 
 
 def shard_members(query):
-    """Artifacts per shard job of a query, in manifest order (see cellquery.shards.plan_shards)."""
+    """Artifacts per shard job of a query, in manifest order (see cellquery.query.shards.plan_shards)."""
     return plan_shards(manifest_table(query), config["shard_size"])
 
 

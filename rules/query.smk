@@ -1,6 +1,6 @@
 # The query pipeline, one template over {query} (every spec of the build): resolve (checkpoint) -> shards
 # (fetch, check, slice) and census -> assemble (concat, validate) -> exports -> register.
-# Files: cellquery/layout.py.
+# Files: cellquery/files/layout.py.
 
 
 checkpoint resolve:

@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from cellquery.assemble import assemble
-from cellquery.jobs import job_log
+from cellquery.query.assemble import assemble
+from cellquery.workflow.jobs import job_log
 
 with job_log(snakemake.log[0]):
     inputs = snakemake.input

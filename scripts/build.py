@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from cellquery.build import write_build_table
-from cellquery.jobs import job_log
+from cellquery.query.build import write_build_table
+from cellquery.workflow.jobs import job_log
 
 with job_log(snakemake.log[0]):
     output = snakemake.output

@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from cellquery.demo.build import write_shard
-from cellquery.jobs import job_log
+from cellquery.workflow.jobs import job_log
 
 with job_log(snakemake.log[0]):
     shard = int(snakemake.wildcards.shard)

@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from cellquery.demo.build import create_instance
-from cellquery.jobs import job_log
+from cellquery.workflow.jobs import job_log
 
 with job_log(snakemake.log[0]):
     seed = snakemake.config["demo_seed"]  # recorded, not a param: a changed seed is refused, not rebuilt

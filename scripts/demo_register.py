@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from cellquery.demo.build import register_all
-from cellquery.jobs import job_log
+from cellquery.workflow.jobs import job_log
 
 with job_log(snakemake.log[0]):
     shard_dirs = [Path(p) for p in snakemake.input.shards]

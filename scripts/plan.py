@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from cellquery.jobs import echo, job_log
-from cellquery.plan import write_plan
+from cellquery.query.plan import write_plan
+from cellquery.workflow.jobs import echo, job_log
 
 with job_log(snakemake.log[0]):
     inputs = snakemake.input

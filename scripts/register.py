@@ -1,8 +1,8 @@
 from pathlib import Path
 
-from cellquery.jobs import job_log
-from cellquery.layout import export_of
-from cellquery.registration import register
+from cellquery.files.layout import export_of
+from cellquery.query.registration import register
+from cellquery.workflow.jobs import job_log
 
 with job_log(snakemake.log[0]):
     inputs, params = snakemake.input, snakemake.params

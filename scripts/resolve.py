@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from cellquery.jobs import job_log
-from cellquery.resolve import resolve_query
+from cellquery.query.resolve import resolve_query
+from cellquery.workflow.jobs import job_log
 
 with job_log(snakemake.log[0]):
     output = snakemake.output

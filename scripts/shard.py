@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from cellquery.jobs import job_log
-from cellquery.shards import process_shard
+from cellquery.query.shards import process_shard
+from cellquery.workflow.jobs import job_log
 
 with job_log(snakemake.log[0]):
     inputs, params = snakemake.input, snakemake.params

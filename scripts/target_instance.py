@@ -1,4 +1,4 @@
-from cellquery.jobs import job_log
+from cellquery.workflow.jobs import job_log
 
 with job_log(snakemake.log[0]):
     snakemake.params.target.create()

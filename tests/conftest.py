@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import yaml
 
-from cellquery.demo.instance import DemoInstance
-from cellquery.target import Target
+from cellquery.instances.demo_instance import DemoInstance
+from cellquery.instances.target import Target
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -80,17 +80,18 @@ def demo(tmp_path_factory) -> DemoInstance:
 @pytest.fixture(scope="session")
 def ln(demo):
     """`lamindb`, connected in this process to the session's demo instance (one instance per process)."""
-    from cellquery.lamin import connect
+    from cellquery.instances.lamin import connect
 
     return connect(demo.env())
 
 
 @pytest.fixture(scope="session")
 def source_registry(ln):
-    """The demo's registries as `cellquery.source` hands them to resolve (over this process' connection)."""
+    """The demo's registries as `cellquery.instances.source` hands them to resolve (over this process'
+    connection)."""
     import bionty
 
-    from cellquery.source import Registry
+    from cellquery.instances.source import Registry
 
     return Registry(ln.Artifact, ln.Collection, ln.ULabel, ln.User, ln.Feature, bionty, {"slug": "demo"})
 
@@ -151,7 +152,7 @@ def instance(request) -> DemoInstance:
 
 def object_server_missing() -> str | None:
     from cellquery.errors import ObjectServerError
-    from cellquery.objectstore import weed_binary
+    from cellquery.storage.objectstore import weed_binary
 
     try:
         weed_binary()
@@ -166,7 +167,7 @@ def object_server_root(tmp_path_factory) -> Path:
     require_service(object_server_missing())
     root = tmp_path_factory.mktemp("object-server")
     yield root
-    from cellquery.objectstore import ObjectServer
+    from cellquery.storage.objectstore import ObjectServer
 
     ObjectServer.at(root).stop()
 
@@ -203,8 +204,8 @@ def python_in(demo: DemoInstance, code: str, *args: str, check: bool = True) -> 
 def in_target(demo: DemoInstance, code: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run Python `code` in a process of its own connected to the target of `demo`'s runs (as `ln`)."""
     target = target_of(demo)
-    imports = "from pathlib import PosixPath\nfrom cellquery.lamin import LocalInstance\n"
-    program = f"{imports}from cellquery.target import Target\nln = {target!r}.connect()\n{code}"
+    imports = "from pathlib import PosixPath\nfrom cellquery.instances.lamin import LocalInstance\n"
+    program = f"{imports}from cellquery.instances.target import Target\nln = {target!r}.connect()\n{code}"
     return subprocess.run(
         [str(BIN / "python"), "-c", program, *args],
         env=clean_env(),
@@ -228,7 +229,7 @@ def registry_state(demo: DemoInstance, keys: list[str]) -> dict:
     connected to the target of `demo`'s runs."""
     code = (
         "import json, sys\n"
-        "from cellquery.audit import registry_problems\n"
+        "from cellquery.query.audit import registry_problems\n"
         "keys = json.loads(sys.argv[1])\n"
         "def uids(registry, key):\n"
         "    return sorted(registry.filter(key=key).values_list('uid', flat=True))\n"
@@ -250,8 +251,8 @@ def spec_file(folder: Path, name: str, **fields) -> Path:
 
 def slices_of(project: Path, spec_path: Path) -> Path:
     """Where a spec's slices are (shared by every query with the same cell criteria: `layout.slice_path`)."""
-    from cellquery.layout import SLICES
-    from cellquery.spec import load_spec
+    from cellquery.files.layout import SLICES
+    from cellquery.spec.query_spec import load_spec
 
     return project / SLICES / load_spec(spec_path).cells_digest
 

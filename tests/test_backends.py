@@ -9,15 +9,15 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cellquery import h5ad
-from cellquery.artifacts import artifact_query
-from cellquery.census import obs_filter
-from cellquery.criteria import Criterion, obs_mask
+from cellquery.cellxgene.release import releases
 from cellquery.demo import catalog
 from cellquery.demo.catalog import artifact_dataset_id
-from cellquery.release import releases
-from cellquery.slicing import with_cell_stats
-from cellquery.spec import MULTI_VALUED_COLUMNS, load_spec, terms
+from cellquery.files import h5ad
+from cellquery.query.artifacts import artifact_query
+from cellquery.query.census_route import obs_filter
+from cellquery.query.slicing import with_cell_stats
+from cellquery.spec.criteria import Criterion, obs_mask
+from cellquery.spec.query_spec import MULTI_VALUED_COLUMNS, load_spec, terms
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 CATEGORICAL = [

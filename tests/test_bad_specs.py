@@ -16,7 +16,7 @@ from conftest import REPO, ask_target, snakemake, target_of
 CORPUS = REPO / "tests" / "bad_specs"
 MISSING = CORPUS / "no-such-spec.yaml"
 HEAD = "name: {name}\norganism: human\n"
-# Specs past the bounds of `cellquery.limits`, too large to keep as files: (text, expected error)
+# Specs past the bounds of `cellquery.spec.limits`, too large to keep as files: (text, expected error)
 GENERATED = {
     "file-too-large": (HEAD + "# padding\n" * 240_000, "more than a spec may (2 MiB)"),
     "list-too-long": (

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from conftest import REPO, slices_of, snakemake, spec_file
 
-from cellquery.layout import BUILD_TABLE, QueryFiles, slice_content
-from cellquery.runfiles import read_manifest
+from cellquery.files.layout import BUILD_TABLE, QueryFiles, slice_content
+from cellquery.query.runfiles import read_manifest
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from cellquery import ontology
+from cellquery.cellxgene import ontology
 from cellquery.demo import catalog, synth
 
 

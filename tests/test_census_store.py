@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import tiledbsoma as soma
 
-from cellquery import h5ad
 from cellquery.demo import catalog
 from cellquery.demo.catalog import artifact_dataset_id
 from cellquery.demo.census_store import CATEGORICAL_OBS
+from cellquery.files import h5ad
 
 # The demo's stores are of the newest generation: its builder's lists (tests/fixtures/census_builder/), and
 # the tissue types its cell filter keeps (build_soma/anndata.py `make_anndata_cell_filter`).

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from conftest import REPO, registry_state, run_config, snakemake
 
-from cellquery.jobs import JOBS_LOCK
+from cellquery.workflow.jobs import JOBS_LOCK
 
 QUERIES = REPO / "config" / "queries"
 

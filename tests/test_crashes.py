@@ -20,12 +20,12 @@ import pytest
 import yaml
 from conftest import REPO, clean_env, lamin_hash, registry_state, slices_of, snakemake, target_of
 
-from cellquery import h5ad
-from cellquery.criteria import obs_mask
-from cellquery.faults import POINTS
-from cellquery.joinkey import dataset_label
-from cellquery.layout import slice_content
-from cellquery.runfiles import criteria_of, read_manifest, read_query
+from cellquery.cellxgene.joinkey import dataset_label
+from cellquery.files import h5ad
+from cellquery.files.layout import slice_content
+from cellquery.query.runfiles import criteria_of, read_manifest, read_query
+from cellquery.spec.criteria import obs_mask
+from cellquery.workflow.faults import POINTS
 
 KIDNEY = REPO / "config" / "queries" / "kidney-immune.yaml"
 

@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 from conftest import REPO, TEST_HOME, clean_env, snakemake, start_snakemake, wait_until
 
+from cellquery.cellxgene.validator import validate
 from cellquery.demo import catalog
 from cellquery.demo.census_store import LABELLED_TERMS
-from cellquery.validator import validate
+from cellquery.instances.demo_instance import DEMO_FORMAT
 
 LABEL_COLUMNS = list(LABELLED_TERMS)
 VAR_LABELS = ["feature_name", "feature_reference", "feature_biotype", "feature_length", "feature_type"]
@@ -119,7 +120,7 @@ def test_the_demo_never_touches_the_users_lamin_settings(demo):
     assert not (TEST_HOME / ".lamin").exists()
 
 
-@pytest.mark.parametrize("built", [None, catalog.DEMO_FORMAT - 1])
+@pytest.mark.parametrize("built", [None, DEMO_FORMAT - 1])
 def test_a_demo_of_another_format_is_refused_in_one_line_before_any_job(tmp_path, built):
     """A demo an older cellquery built (its summary without this format) would count as built: Snakemake does
     not rebuild a target that exists. Refused, with what to do; nothing is run or removed."""
@@ -150,7 +151,7 @@ def test_a_demo_made_from_another_seed_is_refused_in_one_line_before_any_job(tmp
 
 
 def test_the_built_demo_records_its_format(demo):
-    assert json.loads(demo.summary.read_text())["demo_format"] == catalog.DEMO_FORMAT
+    assert json.loads(demo.summary.read_text())["demo_format"] == DEMO_FORMAT
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ from conftest import REPO, registry_state, slices_of, snakemake
 from test_crashes import assert_outputs_whole
 
 from bench.proxy import CountingProxy
-from cellquery.faults import STAGES
+from cellquery.workflow.faults import STAGES
 
 T_CELLS = REPO / "config" / "queries" / "t-cells.yaml"
 RULES = {"slice": "shard", "export": "export_zarr"}  # a stage's rule, where the names differ

@@ -14,10 +14,10 @@ from conftest import clean_env, lamin_hash
 
 from bench.proxy import CountingProxy
 from cellquery.errors import FetchError
-from cellquery.fetch import cached_copy
-from cellquery.integrity import intact
-from cellquery.objectstore import ACCESS_KEY, ObjectServer
-from cellquery.storage import filesystem
+from cellquery.storage.fetch import cached_copy
+from cellquery.storage.integrity import intact
+from cellquery.storage.objectstore import ACCESS_KEY, ObjectServer
+from cellquery.storage.settings import filesystem
 
 SIZE = 24 * 2**20
 
@@ -111,9 +111,9 @@ def test_the_server_down_for_30_s_mid_download_is_survived(server, proxy, stored
 def fetch_in_process(server, proxy, stored, target) -> subprocess.Popen:
     """A separate process fetching the artifact (as a shard job does); prints whether its copy is intact."""
     program = (
-        "import json, pathlib; from cellquery.fetch import cached_copy; "
-        "from cellquery.integrity import intact; "
-        "from cellquery.storage import filesystem; "
+        "import json, pathlib; from cellquery.storage.fetch import cached_copy; "
+        "from cellquery.storage.integrity import intact; "
+        "from cellquery.storage.settings import filesystem; "
         f"entry = {stored!r}; fs = filesystem('s3://{BUCKET}?endpoint_url={proxy.endpoint}'); "
         f"path = cached_copy(entry, pathlib.Path({str(target)!r}), fs, '{BUCKET}/data/dataset.h5ad'); "
         "print(json.dumps(intact(path, entry)))"

@@ -1,6 +1,6 @@
 """Hostile specs: valid specs mutated the way a careless user or an attacker would (wrong types, unicode
 look-alikes and control characters, huge, empty, negative and non-finite values, deleted and duplicated
-keys, aliases), put through the whole spec check in-process (`cellquery.build.checked_build`, what the
+keys, aliases), put through the whole spec check in-process (`cellquery.query.build.checked_build`, what the
 Snakefile runs before any job). A rejected spec gets exactly one `cellquery:` line (or, for a value holding
 several problems, a line each, all naming its key), a non-zero exit, no traceback and nothing written; an
 accepted one is a spec the registry answers. A few mutants also go through the real snakemake and must give
@@ -22,10 +22,10 @@ from conftest import REPO, snakemake
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from cellquery.build import checked_build
 from cellquery.errors import one_line_exit
-from cellquery.layout import BUILD_FILES
-from cellquery.storage import STORAGE_DEFAULTS
+from cellquery.files.layout import BUILD_FILES
+from cellquery.query.build import checked_build
+from cellquery.storage.settings import STORAGE_DEFAULTS
 
 SETTINGS = settings(
     max_examples=200, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)

@@ -19,11 +19,11 @@ from boto3.s3.transfer import TransferConfig
 from conftest import clean_env
 
 from bench.proxy import CountingProxy
-from cellquery import artifacts
 from cellquery.errors import FetchError, SourceError
-from cellquery.integrity import Digest, MiB, etag_hash, mismatch, part_sizes, sidecar
-from cellquery.objectstore import ACCESS_KEY, REGION, SECRET_KEY, ObjectServer
-from cellquery.runfiles import read_manifest
+from cellquery.query import artifacts
+from cellquery.query.runfiles import read_manifest
+from cellquery.storage.integrity import Digest, MiB, etag_hash, mismatch, part_sizes, sidecar
+from cellquery.storage.objectstore import ACCESS_KEY, REGION, SECRET_KEY, ObjectServer
 
 SIZE = 20_000_000  # 3 parts of 8 MiB, as aws-cli uploads it
 BUCKET = "cellquery-integrity-test"
@@ -39,8 +39,8 @@ REGISTER = """
 import contextlib, json, sys
 from pathlib import Path
 
-from cellquery.demo.instance import DemoInstance, use_demo_settings
-from cellquery.lamin import connect
+from cellquery.instances.demo_instance import DemoInstance, use_demo_settings
+from cellquery.instances.lamin import connect
 
 demo = DemoInstance(Path(sys.argv[1]), "small")
 use_demo_settings(demo, fresh=True)
@@ -51,8 +51,8 @@ from lamindb_setup.core.hashing import hash_file
 with contextlib.chdir(demo.root):
     lamindb_setup.init(storage=str(demo.storage), name=demo.name)
 ln = connect(demo.env())
-from cellquery.artifacts import manifest
-from cellquery.integrity import file_hashes
+from cellquery.query.artifacts import manifest
+from cellquery.storage.integrity import file_hashes
 
 endpoint, bucket, keys, sources = sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), json.loads(sys.argv[5])
 local = demo.storage / "local.h5ad"

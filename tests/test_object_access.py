@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from conftest import object_server_missing, require_service
 
-from cellquery.census import open_store
 from cellquery.errors import FetchError, SourceError
-from cellquery.fetch import cached_copy
-from cellquery.objectstore import ACCESS_KEY, SECRET_KEY, ObjectServer
-from cellquery.storage import filesystem, soma_context
-from cellquery.streaming import streamed
+from cellquery.query.census_route import open_store
+from cellquery.storage.fetch import cached_copy
+from cellquery.storage.objectstore import ACCESS_KEY, SECRET_KEY, ObjectServer
+from cellquery.storage.settings import filesystem, soma_context
+from cellquery.storage.streaming import streamed
 
 PUBLIC, PRIVATE = "cellquery-public", "cellquery-private"
 OBJECT, STORE = "data/dataset.h5ad", "data/soma"

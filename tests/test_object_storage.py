@@ -26,10 +26,10 @@ from conftest import (
     snakemake,
 )
 
-from cellquery.demo.instance import DemoInstance
-from cellquery.integrity import mismatch
-from cellquery.layout import slice_content
-from cellquery.runfiles import read_manifest
+from cellquery.files.layout import slice_content
+from cellquery.instances.demo_instance import DemoInstance
+from cellquery.query.runfiles import read_manifest
+from cellquery.storage.integrity import mismatch
 
 pytestmark = pytest.mark.slow
 

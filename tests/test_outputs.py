@@ -19,11 +19,11 @@ import pytest
 import yaml
 from conftest import ask_target, snakemake, spec_file
 
-from cellquery import h5ad
-from cellquery.layout import QueryFiles
-from cellquery.release import releases
-from cellquery.validate import NORMALIZED_RTOL
-from cellquery.validator import validator_cli
+from cellquery.cellxgene.release import releases
+from cellquery.cellxgene.validator import validator_cli
+from cellquery.files import h5ad
+from cellquery.files.layout import QueryFiles
+from cellquery.query.validate import NORMALIZED_RTOL
 
 LUNG_IMMUNE = {"tissue": "lung", "cell_type": ["alveolar macrophage", "dendritic cell"]}
 

@@ -15,12 +15,12 @@ import pytest
 import yaml
 from conftest import REPO, ask_target, cell_organisms, registry_state, slices_of, snakemake
 
-from cellquery import ontology
+from cellquery.cellxgene import ontology
+from cellquery.cellxgene.reference import REFERENCE
 from cellquery.demo import catalog
 from cellquery.demo.catalog import artifact_dataset_id
-from cellquery.layout import slice_content
-from cellquery.reference import REFERENCE
-from cellquery.runfiles import read_manifest
+from cellquery.files.layout import slice_content
+from cellquery.query.runfiles import read_manifest
 
 QUERIES = REPO / "config" / "queries"
 

@@ -9,10 +9,10 @@ import anndata as ad
 import pandas as pd
 from conftest import snakemake, spec_file
 
-from cellquery import h5ad
-from cellquery.artifacts import with_census_datasets
 from cellquery.demo import catalog
-from cellquery.runfiles import read_manifest
+from cellquery.files import h5ad
+from cellquery.query.artifacts import with_census_datasets
+from cellquery.query.runfiles import read_manifest
 
 REFUSED, UNCOUNTED = "hs-kidney-immune-2", "hs-spleen-immune"  # curation failed; n_observations empty
 

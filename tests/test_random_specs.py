@@ -22,17 +22,17 @@ from conftest import cell_organisms
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cellquery.assemble import assemble
-from cellquery.atomic import write_json
-from cellquery.census import census_route
 from cellquery.demo import catalog
 from cellquery.demo.catalog import artifact_dataset_id
 from cellquery.errors import SpecError
-from cellquery.genes import gene_table
-from cellquery.resolve import plan_query
-from cellquery.shards import process_shard
-from cellquery.source import source_for
-from cellquery.spec import DEFAULT_OBS_COLUMNS, load_spec
+from cellquery.files.atomic import write_json
+from cellquery.instances.source import source_for
+from cellquery.query.assemble import assemble
+from cellquery.query.census_route import census_route
+from cellquery.query.resolve import plan_query
+from cellquery.query.shards import process_shard
+from cellquery.spec.genes import gene_table
+from cellquery.spec.query_spec import DEFAULT_OBS_COLUMNS, load_spec
 
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 ORGANISMS = {"human": catalog.HUMAN, "mouse": catalog.MOUSE, "marmoset": catalog.MARMOSET}

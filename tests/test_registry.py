@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cellquery import h5ad, ontology
+from cellquery.cellxgene import ontology
 from cellquery.demo import catalog
+from cellquery.files import h5ad
 
 LINKS = {
     "cell_types": "cell_type_ontology_term_id",
@@ -108,7 +109,7 @@ def test_every_curated_artifact_is_annotated_from_its_own_obs(ln, h5ads):
 
 
 def test_refused_datasets_carry_no_labels_but_the_census_holds_their_cells(ln, demo, h5ads):
-    from cellquery.census import open_store
+    from cellquery.query.census_route import open_store
 
     refused = [(a, s) for a, s in registered_specs(h5ads) if not s.curated]
     # forced; ERCC spike-ins; joined diseases (schema 7); joined ethnicities (schema 5)
@@ -220,9 +221,9 @@ def test_mapped_collection_serves_cells(ln):
 
 def test_cultured_cells_are_queried_by_the_cell_type_they_name_as_their_tissue(ln, tmp_path):
     """CELLxGENE's "primary cell culture" names a cell type as the tissue: the demo's cultured fibroblasts."""
-    from cellquery.criteria import resolve
     from cellquery.errors import SpecError
-    from cellquery.spec import QuerySpec
+    from cellquery.spec.criteria import resolve
+    from cellquery.spec.query_spec import QuerySpec
 
     def tissue(value):
         data = {"name": "cultured", "organism": "human", "cells": {"tissue": value}}

@@ -23,10 +23,10 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-from cellquery.artifacts import MANIFEST_COLUMNS
-from cellquery.census import query_filter
-from cellquery.report import BAR_COLOR, MAX_BARS, bar_chart, datasets_page, top_counts, validation_page
-from cellquery.runfiles import read_query
+from cellquery.query.artifacts import MANIFEST_COLUMNS
+from cellquery.query.census_route import query_filter
+from cellquery.query.report import BAR_COLOR, MAX_BARS, bar_chart, datasets_page, top_counts, validation_page
+from cellquery.query.runfiles import read_query
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -147,7 +147,7 @@ def test_plots_are_drawn_with_one_bar_per_category(run, browser, label):
 
 
 def expected_counts(results, column: str) -> pd.Series:
-    from cellquery.h5ad import read_frame
+    from cellquery.files.h5ad import read_frame
 
     obs = read_frame(results / f"{results.name}.h5ad", "obs")
     counts = obs[column].value_counts()

@@ -29,7 +29,7 @@ from conftest import (
     wait_until,
 )
 
-from cellquery.registration import LOCK_KEY
+from cellquery.query.registration import LOCK_KEY
 
 KIDNEY = REPO / "config" / "queries" / "kidney-immune.yaml"
 pytestmark = pytest.mark.timeout(1200, func_only=True)  # the session's PostgreSQL demo is timed apart

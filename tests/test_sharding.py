@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cellquery.shards import MAX_AUTO_SHARD, MIN_SHARD_BYTES, plan_shards
+from cellquery.query.shards import MAX_AUTO_SHARD, MIN_SHARD_BYTES, plan_shards
 
 MiB = 2**20
 

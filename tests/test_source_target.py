@@ -14,14 +14,14 @@ import pytest
 import yaml
 from conftest import BIN, REPO, ask_target, clean_env, python_in, snakemake
 
-from cellquery.runfiles import read_manifest, read_query
+from cellquery.query.runfiles import read_manifest, read_query
 
 KIDNEY = REPO / "config" / "queries" / "kidney-immune.yaml"
 
 WRITE_TO_SOURCE = """
 from pathlib import Path
-from cellquery.demo.instance import DemoInstance
-from cellquery.source import Source
+from cellquery.instances.demo_instance import DemoInstance
+from cellquery.instances.source import Source
 demo = DemoInstance(Path.cwd(), "small", {db_url!r})
 registry = Source("demo", demo).registry()
 print(registry.Artifact.filter(suffix=".h5ad").count() > 0)
@@ -56,7 +56,7 @@ def test_a_build_leaves_the_source_as_it_was_and_registers_into_the_target(demo,
     key = f"cellquery/{name}.h5ad"
     source = python_in(
         demo,
-        "from cellquery.lamin import connect\nimport os\nln = connect(dict(os.environ))\n"
+        "from cellquery.instances.lamin import connect\nimport os\nln = connect(dict(os.environ))\n"
         "print(ln.Artifact.filter(key__startswith='cellquery/').count())",
     )
     assert source.stdout.strip().splitlines()[-1] == "0"  # no result ever reached the source
@@ -110,7 +110,7 @@ def test_results_go_to_a_users_own_instance(demo, tmp_path):
     )
     receipt = json.loads((demo.project / "results" / name / "receipt.json").read_text())
     lookup = (
-        "from pathlib import Path\nfrom cellquery.target import Target\n"
+        "from pathlib import Path\nfrom cellquery.instances.target import Target\n"
         f"ln = Target.from_config({{'target': 'anonymous/{instance}'}}, Path.cwd()).connect()\n"
         f"a = ln.Artifact.get({receipt['artifact_uid']!r})\n"
         "print(a.key, a.run.input_artifacts.count(), str(a.path).startswith(" + repr(str(tmp_path)) + "))"
@@ -133,7 +133,7 @@ def test_a_source_file_registered_anew_keeps_one_record_in_the_target(demo, tmp_
     )
     settings = (f"target=anonymous/{instance}",)
     connect = (
-        "from pathlib import Path\nfrom cellquery.target import Target\n"
+        "from pathlib import Path\nfrom cellquery.instances.target import Target\n"
         f"ln = Target.from_config({{'target': 'anonymous/{instance}'}}, Path.cwd()).connect()\n"
     )
 

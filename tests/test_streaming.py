@@ -10,14 +10,14 @@ import pandas as pd
 import pytest
 
 from bench.proxy import CountingProxy, Faults
-from cellquery import h5ad
-from cellquery.criteria import Criterion, obs_mask
+from cellquery.cellxgene.release import releases
 from cellquery.demo import catalog, synth
-from cellquery.objectstore import ObjectServer
-from cellquery.release import releases
-from cellquery.slicing import slice_dataset
-from cellquery.storage import filesystem
-from cellquery.streaming import estimated_stream_bytes, remote_file, streamed
+from cellquery.files import h5ad
+from cellquery.query.slicing import slice_dataset
+from cellquery.spec.criteria import Criterion, obs_mask
+from cellquery.storage.objectstore import ObjectServer
+from cellquery.storage.settings import filesystem
+from cellquery.storage.streaming import estimated_stream_bytes, remote_file, streamed
 
 pytestmark = pytest.mark.slow
 

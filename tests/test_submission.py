@@ -13,10 +13,9 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from cellquery.cellxgene.release import release_named
 from cellquery.demo import catalog, synth
-from cellquery.genes import SPIKE_INS, gene_table
-from cellquery.release import release_named
-from cellquery.submission import (
+from cellquery.outputs.submission import (
     REQUIRED_OBS,
     embedding,
     reserved,
@@ -24,6 +23,7 @@ from cellquery.submission import (
     validate_submission,
     write_submission,
 )
+from cellquery.spec.genes import SPIKE_INS, gene_table
 
 OLDER = release_named(catalog.V1)  # dataset schema 5.2.0
 

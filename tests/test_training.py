@@ -60,7 +60,7 @@ def test_both_loaders_serve_the_result_cells_with_their_labels(demo, tmp_path):
     for route in ("lamin", "census"):  # each gene's counts arrive under that gene, on both routes
         served = ask_target(  # the lamin route reads the result's collection in the target
             demo,
-            "from cellquery.training import Result, batches\n"
+            "from cellquery.query.training import Result, batches\n"
             f"stream = batches({route!r}, Result(PosixPath({str(results)!r})), 'cell_type', 1024, ln=ln)\n"
             "answer = sum(x.double().sum(dim=0) for x, _, _ in stream).tolist()",
         )

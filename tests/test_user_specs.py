@@ -18,7 +18,7 @@ from conftest import ask_target, snakemake
 from test_pipeline import check_result, expected_cells, run_query
 
 from cellquery.demo import catalog
-from cellquery.registration import collection_key
+from cellquery.query.registration import collection_key
 
 pytestmark = pytest.mark.slow
 T_CELL_MARKERS = [

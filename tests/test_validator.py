@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from cellquery.cellxgene.reference import README, REFERENCE
+from cellquery.cellxgene.validator import ValidatorMissing, schema_of, validate, validator_cli, validator_env
 from cellquery.demo import catalog, synth
-from cellquery.reference import README, REFERENCE
-from cellquery.validator import ValidatorMissing, schema_of, validate, validator_cli, validator_env
 
-COPIED = {  # cellquery/reference/<name>: where the validator's package holds it
+COPIED = {  # cellquery/cellxgene/reference/<name>: where the validator's package holds it
     "genes_homo_sapiens.csv.gz": "gencode_files",
     "genes_mus_musculus.csv.gz": "gencode_files",
     "genes_callithrix_jacchus.csv.gz": "gencode_files",

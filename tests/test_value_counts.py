@@ -13,9 +13,9 @@ import yaml
 from conftest import BIN, cell_organisms, clean_env, snakemake
 
 from cellquery.demo import catalog
-from cellquery.resolve import plan_query
-from cellquery.source import source_for
-from cellquery.spec import load_spec
+from cellquery.instances.source import source_for
+from cellquery.query.resolve import plan_query
+from cellquery.spec.query_spec import load_spec
 
 LOSSES = {
     "blood-monocytes": (

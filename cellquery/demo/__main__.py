@@ -8,8 +8,8 @@ import shlex
 from pathlib import Path
 
 from cellquery.demo.catalog import SCALES
-from cellquery.demo.instance import STORAGE_KINDS, DemoInstance
-from cellquery.lamin import connect
+from cellquery.instances.demo_instance import STORAGE_KINDS, DemoInstance
+from cellquery.instances.lamin import connect
 
 
 def main() -> None:

@@ -7,12 +7,12 @@ import os
 import shutil
 from pathlib import Path
 
-from cellquery.atomic import write_json
+from cellquery.cellxgene.release import release_named
 from cellquery.demo import catalog, synth
 from cellquery.demo.census_store import SourceDataset, build_census
-from cellquery.demo.instance import DemoInstance
-from cellquery.lamin import connect
-from cellquery.release import release_named
+from cellquery.files.atomic import write_json
+from cellquery.instances.demo_instance import DEMO_FORMAT, DemoInstance
+from cellquery.instances.lamin import connect
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def create_instance(demo: DemoInstance, scale: str, seed: int, receipt: Path) ->
 def empty_bucket(demo: DemoInstance) -> None:
     """A fresh server and an empty bucket (a storage location another instance left is read-only); this
     process (it creates the instance and writes its storage marker) keeps the server's credentials."""
-    from cellquery.storage import filesystem
+    from cellquery.storage.settings import filesystem
 
     server = demo.object_server
     os.environ.update(server.uploader_env())
@@ -248,7 +248,7 @@ def move_store(staging: Path, store: Path) -> str:
 
 def upload_store(demo: DemoInstance, store: Path, key: str) -> str:
     """Copy a SOMA store built on disk into the demo's bucket; returns its location with the endpoint."""
-    from cellquery.storage import filesystem, split_root
+    from cellquery.storage.settings import filesystem, split_root
 
     base, endpoint = split_root(demo.data_root)
     remote = f"{base.removeprefix('s3://')}/{key}"
@@ -263,9 +263,9 @@ def upload_store(demo: DemoInstance, store: Path, key: str) -> str:
 
 def write_summary(demo: DemoInstance, out: Path) -> None:
     from cellquery.demo.summary import as_text, summarise
-    from cellquery.jobs import echo
+    from cellquery.workflow.jobs import echo
 
     summary = summarise(connect(demo.env()))
-    write_json(out, {**summary, "demo_format": catalog.DEMO_FORMAT})  # what `DemoInstance.check_format` reads
+    write_json(out, {**summary, "demo_format": DEMO_FORMAT})  # what `DemoInstance.check_format` reads
     log.info("\n%s", as_text(summary))
     echo(as_text(summary))

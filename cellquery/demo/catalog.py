@@ -6,9 +6,9 @@ import uuid
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 
-from cellquery.genes import schema_major
-from cellquery.release import release_named, releases
-from cellquery.spec import TERM_SEPARATOR, terms
+from cellquery.cellxgene.release import release_named, releases
+from cellquery.spec.genes import schema_major
+from cellquery.spec.query_spec import TERM_SEPARATOR, terms
 
 HUMAN, MOUSE, MARMOSET = "NCBITaxon:9606", "NCBITaxon:10090", "NCBITaxon:9483"
 V1, V2 = "2025-01-30", "2025-11-08"
@@ -16,15 +16,6 @@ V1, V2 = "2025-01-30", "2025-11-08"
 DATASET_SCHEMA = {version: release_named(version).dataset_schema for version in (V1, V2)}
 COLLECTION_KEY = "cellxgene-census"
 SCALES = ("small", "bench", "registry", "atlas")
-# What the demo holds, as a number: a change that alters its data bumps it, and the demo is rebuilt
-# (3: author obs columns; census normalized as the builder computes it; 4: laid out as the public instance:
-# h5ads registered in place per release, lamindb's CELLxGENE curator, a failed curation; 5: the census
-# stores state the Census and dataset schema versions of their builder, `cellquery.release`; 6: the newer
-# release is 2025-11-08, with a marmoset dataset, comorbid donors (`A || B` diseases) and 10x 3' v4; 7: each
-# release's files in its own dataset schema, 2025-01-30's in 5.2.0 with a xenograft of two organisms, its
-# donor of two ethnicities joined by a comma; 8: FCGR3A a marker of NK cells, not of classical monocytes;
-# 9: tissue_general as the Census builder derives it).
-DEMO_FORMAT = 9
 CURATORS = ("sunitaj", "falexwolf")  # two users, so `created_by=` queries mean something
 
 # Cell types (CL). Parents and children both occur: T cell with its CD4/CD8 subtypes, B cell and naive B cell.

@@ -21,16 +21,17 @@ import scipy.sparse as sp
 import tiledbsoma as soma
 from tiledbsoma.options import TileDBWriteOptions
 
-from cellquery import h5ad, ontology
-from cellquery.atomic import atomic_path
-from cellquery.inclusion import (
+from cellquery.cellxgene import ontology
+from cellquery.cellxgene.inclusion import (
     cell_stats,
     included_genes,
     length_scaled,
     normalized,
     row_sums,
 )
-from cellquery.release import CensusRelease
+from cellquery.cellxgene.release import CensusRelease
+from cellquery.files import h5ad
+from cellquery.files.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
-from cellquery import ontology
+from cellquery.cellxgene import ontology
 from cellquery.demo.catalog import (
     COLLECTION_KEY,
     CURATORS,
@@ -18,8 +18,8 @@ from cellquery.demo.catalog import (
     DatasetSpec,
     all_terms,
 )
-from cellquery.demo.instance import DemoInstance, use_demo_settings
-from cellquery.lamin import connect
+from cellquery.instances.demo_instance import DemoInstance, use_demo_settings
+from cellquery.instances.lamin import connect
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def add_gene_sources() -> None:
     import bionty as bt
     import pandas as pd
 
-    from cellquery.genes import gene_table
+    from cellquery.spec.genes import gene_table
 
     for organism, name in ORGANISM_NAMES.items():
         genes = gene_table(organism)

@@ -14,8 +14,7 @@ import pandas as pd
 import scipy.sparse as sp
 from xxhash import xxh3_64_intdigest
 
-from cellquery import ontology
-from cellquery.atomic import atomic_path
+from cellquery.cellxgene import ontology
 from cellquery.demo.catalog import (
     ETHNICITIES,
     FIBROBLAST,
@@ -27,8 +26,9 @@ from cellquery.demo.catalog import (
     DatasetSpec,
     stages,
 )
-from cellquery.genes import SPIKE_INS, gene_table, schema_major, schemas_with_genes_of, symbols
-from cellquery.spec import TERM_SEPARATOR, terms
+from cellquery.files.atomic import atomic_path
+from cellquery.spec.genes import SPIKE_INS, gene_table, schema_major, schemas_with_genes_of, symbols
+from cellquery.spec.query_spec import TERM_SEPARATOR, terms
 
 N_SPIKE_INS = 20
 MARKERS_PER_CELL_TYPE = 30

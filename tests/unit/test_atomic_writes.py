@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from cellquery.atomic import atomic_path, write_json
+from cellquery.files.atomic import atomic_path, write_json
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):

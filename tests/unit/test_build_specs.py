@@ -8,9 +8,9 @@ import os
 import pytest
 import yaml
 
-from cellquery.build import load_build, spec_paths
 from cellquery.errors import SpecError
-from cellquery.spec import Problems
+from cellquery.query.build import load_build, spec_paths
+from cellquery.spec.query_spec import Problems
 
 
 def loaded(paths):

@@ -1,5 +1,6 @@
-"""What a Census release is (`cellquery.release`): the table equals the builder's own lists per release, a
-store is served by the generation its schema versions name, and the rules differ where the builder's do."""
+"""What a Census release is (`cellquery.cellxgene.release`): the table equals the builder's own lists per
+release, a store is served by the generation its schema versions name, and the rules differ where the
+builder's do."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cellquery.cellxgene.release import check_spec, release_of, releases
 from cellquery.errors import SourceError, SpecError
-from cellquery.release import check_spec, release_of, releases
 
 BUILDER_LISTS = Path(__file__).parents[1] / "fixtures" / "census_builder"
 HUMAN, MOUSE, CHIMPANZEE = "NCBITaxon:9606", "NCBITaxon:10090", "NCBITaxon:9598"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cellquery.census import open_store
 from cellquery.errors import SourceError
+from cellquery.query.census_route import open_store
 
 
 def opened(store: dict) -> str:

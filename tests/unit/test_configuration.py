@@ -10,8 +10,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cellquery.configuration import DEFAULT_CONFIG, check_config
 from cellquery.errors import SpecError
+from cellquery.spec.configuration import DEFAULT_CONFIG, check_config
 
 SHIPPED = yaml.safe_load(DEFAULT_CONFIG.read_text())
 

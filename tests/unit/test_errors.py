@@ -10,7 +10,7 @@ import pytest
 JOB = """
 import sys
 from cellquery.errors import FetchError
-from cellquery.jobs import job_log
+from cellquery.workflow.jobs import job_log
 with job_log(sys.argv[1]):
     print("working")
     raise {error}
@@ -57,7 +57,7 @@ def test_every_line_of_a_many_line_error_gets_the_prefix(tmp_path):
 
 def test_the_spec_check_collects_any_user_error_and_goes_on():
     from cellquery.errors import SourceError, SpecError
-    from cellquery.spec import Problems
+    from cellquery.spec.query_spec import Problems
 
     problems = Problems()
     with problems.check():

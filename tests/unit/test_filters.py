@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 import tiledbsoma as soma
 
-from cellquery.criteria import Criterion, comparisons, obs_mask, value_filter
+from cellquery.spec.criteria import Criterion, comparisons, obs_mask, value_filter
 
 DONORS = ["d-1", "O'Brien", 'say "hi"', "d-4"]
 CASES = {

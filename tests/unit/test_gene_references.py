@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from cellquery.errors import SpecError
-from cellquery.genes import gene_table, resolve_genes, schema_major
+from cellquery.spec.genes import gene_table, resolve_genes, schema_major
 
 HUMAN, MARMOSET = "NCBITaxon:9606", "NCBITaxon:9483"
 OLDER, NEWER = "5.2.0", "7.0.0"

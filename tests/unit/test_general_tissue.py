@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from cellquery.ontology import with_general_tissue
+from cellquery.cellxgene.ontology import with_general_tissue
 
 CASES = {
     "UBERON:0001950": ("UBERON:0000955", "brain"),  # neocortex

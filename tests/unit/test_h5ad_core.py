@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from unit_helpers import sliced_tiny
 
-from cellquery import h5ad
-from cellquery.criteria import Criterion
+from cellquery.files import h5ad
+from cellquery.spec.criteria import Criterion
 
 
 def slice_of(source, dataset_id, criteria, out):

@@ -12,11 +12,11 @@ import tiledbsoma as soma
 import tiledbsoma.io
 from unit_helpers import sliced_tiny
 
-from cellquery.census import cells_per_dataset, census_slice
-from cellquery.criteria import Criterion
+from cellquery.cellxgene.release import releases
 from cellquery.errors import JoinKeyError
-from cellquery.genes import gene_table
-from cellquery.release import releases
+from cellquery.query.census_route import cells_per_dataset, census_slice
+from cellquery.spec.criteria import Criterion
+from cellquery.spec.genes import gene_table
 
 ORGANISM = "NCBITaxon:9606"
 PRIMARY = [Criterion("is_primary_data", "==", (True,))]

@@ -22,8 +22,8 @@ SCRIPT = (
 import json
 from lamindb.errors import InvalidArgument
 from cellquery.errors import SpecError
-from cellquery.registration import check_key_rules
-from cellquery.spec import load_spec
+from cellquery.query.registration import check_key_rules
+from cellquery.spec.query_spec import load_spec
 
 data = root / "data.h5ad"
 data.write_bytes(b"not read: lamindb checks the key when the record is made")

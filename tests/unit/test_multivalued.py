@@ -15,10 +15,10 @@ import scipy.sparse as sp
 import tiledbsoma as soma
 import tiledbsoma.io
 
-from cellquery import h5ad
-from cellquery.census import stored_values
-from cellquery.criteria import Criterion, obs_mask, value_filter
-from cellquery.registration import _names_by_id
+from cellquery.files import h5ad
+from cellquery.query.census_route import stored_values
+from cellquery.query.registration import _names_by_id
+from cellquery.spec.criteria import Criterion, obs_mask, value_filter
 
 DISEASE, ETHNICITY = "disease_ontology_term_id", "self_reported_ethnicity_ontology_term_id"
 NORMAL, COVID, DIABETES = "PATO:0000461", "MONDO:0100096", "MONDO:0005015"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cellquery.value_counts import per_value
+from cellquery.query.value_counts import per_value
 
 
 def test_a_criterion_on_dataset_id_counts_its_own_values():

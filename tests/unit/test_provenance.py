@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from cellquery.exports import write_export
-from cellquery.provenance import BUILT_AT, UNS_KEY, content_digest, describe, read_provenance
+from cellquery.outputs.exports import write_export
+from cellquery.outputs.provenance import BUILT_AT, UNS_KEY, content_digest, describe, read_provenance
 
 STORY = {
     "route": "h5ad",

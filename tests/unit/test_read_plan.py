@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cellquery.streaming import BLOCK, choose, estimated_stream_bytes
+from cellquery.storage.streaming import BLOCK, choose, estimated_stream_bytes
 
 SIZE, N_OBS = 1_000_000_000, 200_000
 

@@ -11,7 +11,7 @@ SCRIPT = (
 import json
 from pathlib import Path
 
-from cellquery.registration import recover
+from cellquery.query.registration import recover
 
 storage_root = str(ln.settings.storage.root)
 

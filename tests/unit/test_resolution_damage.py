@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from cellquery.runfiles import MANIFEST_DIGEST, QUERY_KEYS, file_digest, resolution_damage
+from cellquery.query.runfiles import MANIFEST_DIGEST, QUERY_KEYS, file_digest, resolution_damage
 
 
 def resolution(tmp_path, rows: int = 3):

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from unit_helpers import sliced_tiny
 
-from cellquery.criteria import Criterion
 from cellquery.errors import JoinKeyError
-from cellquery.validate import compare_routes, describe_failure
+from cellquery.query.validate import compare_routes, describe_failure
+from cellquery.spec.criteria import Criterion
 
 ORGANISM = "NCBITaxon:9606"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cellquery.sampling import draws, sampled
+from cellquery.query.sampling import draws, sampled
 
 
 def cells(n: int, dataset: str = "d1") -> pd.DataFrame:

@@ -11,8 +11,8 @@ from conftest import REPO
 from test_bad_specs import CORPUS, GENERATED, MANY_PROBLEMS, expected_error
 
 from cellquery.errors import SpecError
-from cellquery.layout import BUILD_FILES
-from cellquery.spec import load_spec
+from cellquery.files.layout import BUILD_FILES
+from cellquery.spec.query_spec import load_spec
 
 SHIPPED = sorted((REPO / "config" / "queries").glob("*.yaml"))
 

@@ -1,14 +1,14 @@
-"""How a storage root is reached (`cellquery.storage.access`), rule by rule, against what lamindb itself
-derives in the same environment: lamindb-setup's unsigned fallback (`AWSOptionsManager`), lamindb's TileDB
-settings (`SOMAS3ContextFactory`) and the credentials its s3fs filesystems find. No `~/.aws` of the machine is
-read: HOME is an empty directory of the test's own."""
+"""How a storage root is reached (`cellquery.storage.settings.access`), rule by rule, against what lamindb
+itself derives in the same environment: lamindb-setup's unsigned fallback (`AWSOptionsManager`), lamindb's
+TileDB settings (`SOMAS3ContextFactory`) and the credentials its s3fs filesystems find. No `~/.aws` of the
+machine is read: HOME is an empty directory of the test's own."""
 
 from __future__ import annotations
 
 import pytest
 
 from cellquery.errors import SourceError
-from cellquery.storage import PUBLIC_BUCKETS, access
+from cellquery.storage.settings import PUBLIC_BUCKETS, access
 
 ENDPOINT = "http://127.0.0.1:9"  # nothing listens there: nothing here sends a request
 CUSTOM = f"s3://some-bucket/data?endpoint_url={ENDPOINT}"

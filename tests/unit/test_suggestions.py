@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from cellquery.errors import SpecError
-from cellquery.genes import resolve_genes
-from cellquery.spec import one_slip
+from cellquery.spec.genes import resolve_genes
+from cellquery.spec.query_spec import one_slip
 
 HUMAN = "NCBITaxon:9606"
 

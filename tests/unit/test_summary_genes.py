@@ -1,6 +1,6 @@
 """The summary's genes line names genes a spec asked for that the result lacks."""
 
-from cellquery.summary import _asked
+from cellquery.query.summary import _asked
 
 
 def query(join="inner", asked=6, every=5, some=1, none=()):

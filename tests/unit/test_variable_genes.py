@@ -12,7 +12,7 @@ import scanpy as sc
 from scipy import sparse
 
 from cellquery.errors import SpecError
-from cellquery.variable_genes import (
+from cellquery.query.variable_genes import (
     MAX_CELLS,
     MAX_NONZEROS,
     NONZEROS_PER_CELL,

@@ -13,7 +13,7 @@ TEMPORARY_INSTANCE = """
 import sys
 from pathlib import Path
 
-from cellquery.lamin import LocalInstance
+from cellquery.instances.lamin import LocalInstance
 
 root = Path(sys.argv[1])
 ln = LocalInstance(root / "instance", "scratch").create(modules=None)
@@ -33,8 +33,8 @@ HUMAN = "NCBITaxon:9606"
 
 def sliced_tiny(path, dataset_id: str, out: Path, criteria=(), obs_columns=("cell_type",), **options) -> dict:
     """`slice_dataset` on a tiny human h5ad, by the newest release's rules; returns its counts."""
-    from cellquery.release import releases
-    from cellquery.slicing import slice_dataset
+    from cellquery.cellxgene.release import releases
+    from cellquery.query.slicing import slice_dataset
 
     return slice_dataset(
         path,

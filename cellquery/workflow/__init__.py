@@ -1,0 +1,1 @@
+"""What every Snakemake job shares: its log, signals and one-line failures; fault points for tests."""
