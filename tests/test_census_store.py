@@ -12,8 +12,8 @@ import tiledbsoma as soma
 
 from cellquery.demo import catalog
 from cellquery.demo.catalog import artifact_dataset_id
-from cellquery.demo.census_store import CATEGORICAL_OBS
 from cellquery.files import h5ad
+from cellquery.store.experiment import CATEGORICAL_OBS
 
 # The demo's stores are of the newest generation: its builder's lists (tests/fixtures/census_builder/), and
 # the tissue types its cell filter keeps (build_soma/anndata.py `make_anndata_cell_filter`).

@@ -15,8 +15,8 @@ from conftest import REPO, TEST_HOME, clean_env, snakemake, start_snakemake, wai
 
 from cellquery.cellxgene.validator import validate
 from cellquery.demo import catalog
-from cellquery.demo.census_store import LABELLED_TERMS
 from cellquery.instances.demo_instance import DEMO_FORMAT
+from cellquery.store.experiment import LABELLED_TERMS
 
 LABEL_COLUMNS = list(LABELLED_TERMS)
 VAR_LABELS = ["feature_name", "feature_reference", "feature_biotype", "feature_length", "feature_type"]

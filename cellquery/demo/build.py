@@ -9,10 +9,11 @@ from pathlib import Path
 
 from cellquery.cellxgene.release import release_named
 from cellquery.demo import catalog, synth
-from cellquery.demo.census_store import SourceDataset, build_census
 from cellquery.files.atomic import write_json
 from cellquery.instances.demo_instance import DEMO_FORMAT, DemoInstance
 from cellquery.instances.lamin import connect
+from cellquery.store.build import build_census
+from cellquery.store.sources import SourceDataset
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,7 @@ def census_sources(ln, scale: str, version: str) -> list[SourceDataset]:
                 path=Path(artifact.cache()),
                 collection_id=collection.uid,
                 collection_name=collection.description,
+                citation=f"cellquery demo: {artifact.description}",
             )
         )
     return sources

@@ -8,7 +8,8 @@ import pyarrow as pa
 import scipy.sparse as sp
 import tiledbsoma as soma
 
-from cellquery.demo import build, catalog, census_store
+from cellquery.demo import build, catalog
+from cellquery.store import arrays
 
 ATLAS = catalog.datasets("atlas")
 LATEST = [d for d in ATLAS if catalog.V2 in d.versions]
@@ -63,11 +64,11 @@ def test_census_blocks_in_global_order_are_written_unsorted_and_read_back_whole(
     array = soma.SparseNDArray.create(str(tmp_path / "raw"), type=pa.float32(), shape=(5000, 5000))
     coo = counts.tocoo()
     rows, cols = coo.row.astype(np.int64) + 1900, coo.col.astype(np.int64)  # rows 1900-2199
-    order = census_store._global_order(rows, cols, census_store._tile_extents(array))
+    order = arrays.global_order(rows, cols, arrays.tile_extents(array))
     array.close()
     with soma.SparseNDArray.open(str(tmp_path / "raw"), "w") as array:
-        table = census_store._coo_table(rows[order], cols[order], coo.data[order])
-        array.write(table, platform_config=census_store.SORTED)
+        table = arrays.coo_table(rows[order], cols[order], coo.data[order])
+        array.write(table, platform_config=arrays.SORTED)
     with soma.SparseNDArray.open(str(tmp_path / "raw")) as array:
         back = array.read().coos().concat().to_scipy().tocsr()[1900:2200]
     assert (back != counts).nnz == 0
