@@ -76,12 +76,13 @@ def write_streamed(
     blocks: Iterable[sp.spmatrix | dict[str, sp.spmatrix]],
     uns: dict | None = None,
     layers: Iterable[str] = (),
+    obsm: dict[str, np.ndarray] | None = None,
 ) -> None:
     """Write an h5ad whose matrices (float32 CSR) arrive as row blocks: memory holds one block at a time.
 
     A block is X's rows, or with `layers` a mapping of `X` and each layer to the same rows.
     """
-    ad.AnnData(obs=obs, var=var, uns=uns or {}).write_h5ad(path)
+    ad.AnnData(obs=obs, var=var, uns=uns or {}, obsm=obsm).write_h5ad(path)
     with h5py.File(path, "a") as f:
         writers = {"X": _CsrWriter(f.create_group("X"))}
         writers |= {name: _CsrWriter(f["layers"].create_group(name)) for name in layers}
