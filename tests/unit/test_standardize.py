@@ -94,8 +94,8 @@ def test_two_organisms_in_one_file_are_refused(tiny_h5ads, tmp_path):
         return lab
 
     assert refusal(lab_file(tiny_h5ads[0][1], tmp_path, two), tmp_path) == [
-        "lab.h5ad: obs.organism_ontology_term_id: 2 organisms (NCBITaxon:10090 in 300 cells, NCBITaxon:9606 in "
-        "100 cells); a dataset holds one: split the file"
+        "lab.h5ad: obs.organism_ontology_term_id: 2 organisms (NCBITaxon:10090 in 300 cells, "
+        "NCBITaxon:9606 in 100 cells); a dataset holds one: split the file"
     ]
 
 
