@@ -105,7 +105,7 @@ def test_a_registry_database_gone_for_good_gives_one_line(pg_demo):
     """The server stopped past the retries (shortened here to one): one line naming the database."""
     code = (
         "import os, subprocess\n"
-        "from cellquery import lamin\n"
+        "from cellquery.instances import lamin\n"
         "from cellquery.errors import UserError\n"
         "ln = lamin.connect(dict(os.environ))\n"
         "lamin.RECONNECT_DELAYS = (0.5,)\n"
