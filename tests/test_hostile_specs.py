@@ -157,7 +157,8 @@ def problem_lines(output: str) -> list[str]:
 
 def problems_of_one_key(lines: list[str]) -> bool:
     """One mutated value may hold several problems, each its own line, all naming that one key: unknown
-    values (the first ten named, the rest counted: `spec.unknown_values`), list items of the wrong type."""
+    values (the first ten named, the rest counted: `query_spec.unknown_values`), list items of the wrong
+    type."""
     keys = {line.split(": ")[2].split(".")[0] for line in lines}
     return len(keys) == 1 and len(lines) <= 11
 
