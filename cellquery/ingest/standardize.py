@@ -73,7 +73,8 @@ def standardize(source: Path, out: Path, organism: str | None = None) -> Standar
         raise StandardizeError(f"{where}: holds no cells")
     counts_key, var_key = _counts_place(source)
     var = h5ad.read_frame(source, var_key)
-    organism = organism or _organism(where, h5ad.read_uns(source), obs, var)
+    uns = h5ad.read_uns(source)
+    organism = organism or _organism(where, uns, obs, var)
     problems: list[str] = []
     genes, dropped = _gene_ids(where, var.index, organism, problems)
     new_obs, mapped = _standard_obs(where, obs, problems)
@@ -83,13 +84,10 @@ def standardize(source: Path, out: Path, organism: str | None = None) -> Standar
     _check_whole_counts(where, source, counts_key, len(obs))
     keep = np.flatnonzero(genes.notna().to_numpy())
     new_var = pd.DataFrame({"feature_is_filtered": False}, index=pd.Index(genes.iloc[keep], name=None))
-    uns = {
-        "title": str(h5ad.read_uns(source).get("title") or source.stem),
-        "organism_ontology_term_id": organism,
-    }
+    new_uns = {"title": str(uns.get("title") or source.stem), "organism_ontology_term_id": organism}
     blocks = (block[:, keep] for _, block in h5ad.row_blocks(source, np.arange(len(obs)), counts_key))
     with atomic_path(out) as staging:
-        h5ad.write_streamed(staging, new_obs, new_var, blocks, uns=uns, obsm=embeddings)
+        h5ad.write_streamed(staging, new_obs, new_var, blocks, uns=new_uns, obsm=embeddings)
     log.info("%s: %d cells, %d genes, counts from %s", where, len(obs), len(keep), counts_key)
     return Standardized(out, organism, len(obs), len(keep), counts_key, dropped, mapped)
 
@@ -102,7 +100,7 @@ def _embeddings(where: str, path: Path, n_cells: int, problems: list[str]) -> di
             for key in f.get("obsm", [])
             if key.startswith("X_") and isinstance(f["obsm"][key], h5py.Dataset)
         }
-    found = {key: value for key, value in found.items() if value.ndim == 2 and value.shape[1] >= 2}
+    found = {k: v for k, v in found.items() if v.ndim == 2 and v.shape[0] == n_cells and v.shape[1] >= 2}
     if not found:
         problems.append(f"{where}: obsm: no embedding (X_umap, X_pca, ...: two or more numbers per cell)")
     return found

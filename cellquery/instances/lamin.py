@@ -169,7 +169,7 @@ def database_problem(path: Path, wait: float = DATABASE_WAIT) -> str | None:
     except sqlite3.OperationalError as error:
         if "locked" not in str(error):
             return f"the registry database {path} cannot be read ({error})"
-        holders = ", ".join(_process(pid) for pid in lock_holders(path)) or "another process"
+        holders = _holders(path)
         return (
             f"the registry database {path} is locked by {holders} and stayed locked {wait:.0f} s: "
             "end that process's transaction (or the process), then run again"
@@ -193,11 +193,16 @@ def locked_database(error: BaseException) -> str | None:
     from django.db import connection
 
     path = Path(connection.settings_dict["NAME"])
-    holders = ", ".join(_process(pid) for pid in lock_holders(path)) or "another process"
+    holders = _holders(path)
     return (
         f"the registry database {path} stayed locked by {holders} for {JOBS_DATABASE_WAIT} s: end that "
         "process's transaction (or the process), then run again"
     )
+
+
+def _holders(path: Path) -> str:
+    """The processes holding a lock on `path`, named: `process <pid> (<command>)`, ..."""
+    return ", ".join(_process(pid) for pid in lock_holders(path)) or "another process"
 
 
 def _process(pid: int) -> str:
