@@ -102,6 +102,10 @@ def test_a_marker_panel_keeps_every_gene_all_datasets_measure_and_names_the_rest
     lacking = f"{len(some)} requested genes are measured by only some of the 2 datasets"
     assert lacking in plan and all(symbols[g] in plan for g in some), plan
     assert lacking in (demo.project / "logs" / name / "assemble.log").read_text()
+    # the spec check's warning, on the terminal
+    [warning] = [line for line in plan.splitlines() if line.startswith("cellquery: warning:")]
+    assert "so the inner join leaves them out; output.gene_join: outer keeps them" in warning
+    assert all(symbols[g] in warning for g in some), warning
 
 
 def _contributing(ln, results):

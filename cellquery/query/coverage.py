@@ -103,6 +103,21 @@ def describe(coverage: dict, organism: str, join: str) -> list[str]:
     return lines
 
 
+def left_out_by_join(coverage: dict, organism: str, join: str) -> list[str]:
+    """The spec check's warning for requested genes an inner join leaves out (only some datasets measure
+    them): a marker a biologist listed is not dropped in the log alone."""
+    partial = coverage["partial_genes"]
+    if join != "inner" or not partial:
+        return []
+    lacking = sorted(partial, key=lambda g: (partial[g], g))
+    them, are = ("them", "are") if len(lacking) > 1 else ("it", "is")
+    return [
+        f"genes: {named(organism, lacking)} {are} measured by only some of the {coverage['datasets']} "
+        f"datasets, so the inner join leaves {them} out; output.gene_join: outer keeps {them}, zeros where a "
+        f"dataset lacks {them}"
+    ]
+
+
 def log_coverage(coverage: dict, organism: str, join: str) -> None:
     for line in describe(coverage, organism, join):
         log.info("%s", line)

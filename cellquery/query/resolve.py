@@ -39,7 +39,7 @@ def plan_query(spec: QuerySpec, source: Source, storage: dict | None = None) -> 
     storage = storage or STORAGE_DEFAULTS
     from cellquery.query import artifacts
     from cellquery.query.census_route import cells_per_dataset
-    from cellquery.query.coverage import gene_coverage
+    from cellquery.query.coverage import gene_coverage, left_out_by_join
     from cellquery.query.value_counts import value_counts
     from cellquery.spec.criteria import descendants_below
     from cellquery.spec.genes import repeated_genes
@@ -72,6 +72,7 @@ def plan_query(spec: QuerySpec, source: Source, storage: dict | None = None) -> 
         table["sampled_cells"] = table["dataset_id"].map(kept).astype(int)
     check_cache_room(table, storage)
     coverage = gene_coverage(spec, location, cells, gene_ids, storage["object_storage"])
+    warnings += left_out_by_join(coverage, spec.organism, spec.gene_join)
     _check_result_columns(spec, table, storage, coverage)
     query = {
         "name": spec.name,
