@@ -13,6 +13,7 @@ from cellquery.cellxgene.release import releases
 from cellquery.demo import catalog
 from cellquery.demo.catalog import artifact_dataset_id
 from cellquery.files import h5ad
+from cellquery.ingest.registry import COLLECTION_KEY
 from cellquery.query.artifacts import artifact_query
 from cellquery.query.census_route import obs_filter
 from cellquery.query.slicing import with_cell_stats
@@ -34,7 +35,7 @@ CATEGORICAL = [
 
 @pytest.fixture(scope="module")
 def collection(ln):
-    return ln.Collection.get(key=catalog.COLLECTION_KEY, version_tag=catalog.V2)
+    return ln.Collection.get(key=COLLECTION_KEY, version_tag=catalog.V2)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import tiledbsoma as soma
 from cellquery.demo import catalog
 from cellquery.demo.catalog import artifact_dataset_id
 from cellquery.files import h5ad
+from cellquery.ingest.registry import COLLECTION_KEY
 from cellquery.store.experiment import CATEGORICAL_OBS
 
 # The demo's stores are of the newest generation: its builder's lists (tests/fixtures/census_builder/), and
@@ -29,7 +30,7 @@ def store(ln):
 @pytest.fixture(scope="module")
 def sources(ln):
     """Each V2 dataset's h5ad after the Census inclusion rules: (obs, counts matrix, gene ids)."""
-    collection = ln.Collection.get(key=catalog.COLLECTION_KEY, version_tag=catalog.V2)
+    collection = ln.Collection.get(key=COLLECTION_KEY, version_tag=catalog.V2)
     included = {}
     for artifact in collection.artifacts.all():
         path = artifact.cache()

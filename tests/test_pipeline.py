@@ -20,6 +20,7 @@ from cellquery.cellxgene.reference import REFERENCE
 from cellquery.demo import catalog
 from cellquery.demo.catalog import artifact_dataset_id
 from cellquery.files.layout import slice_content
+from cellquery.ingest.registry import COLLECTION_KEY
 from cellquery.query.runfiles import read_manifest
 
 QUERIES = REPO / "config" / "queries"
@@ -30,7 +31,7 @@ def run_query(project, spec_path, *extra, check=True):
 
 
 def collection_h5ads(ln, version):
-    collection = ln.Collection.get(key=catalog.COLLECTION_KEY, version_tag=version)
+    collection = ln.Collection.get(key=COLLECTION_KEY, version_tag=version)
     for artifact in collection.artifacts.order_by("key"):
         yield artifact, ad.read_h5ad(artifact.cache())
 

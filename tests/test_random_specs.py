@@ -26,6 +26,7 @@ from cellquery.demo import catalog
 from cellquery.demo.catalog import artifact_dataset_id
 from cellquery.errors import SpecError
 from cellquery.files.atomic import write_json
+from cellquery.ingest.registry import COLLECTION_KEY
 from cellquery.instances.source import source_for
 from cellquery.query.assemble import assemble
 from cellquery.query.census_route import census_route
@@ -66,7 +67,7 @@ def sources(ln):
     """Per collection version, per dataset: (artifact uid, the whole AnnData with raw counts)."""
     loaded = {}
     for version in (catalog.V1, catalog.V2):
-        collection = ln.Collection.get(key=catalog.COLLECTION_KEY, version_tag=version)
+        collection = ln.Collection.get(key=COLLECTION_KEY, version_tag=version)
         loaded[version] = {
             artifact_dataset_id(artifact): (artifact.uid, ad.read_h5ad(artifact.cache()))
             for artifact in collection.artifacts.order_by("key")

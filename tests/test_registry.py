@@ -11,6 +11,7 @@ import pytest
 from cellquery.cellxgene import ontology
 from cellquery.demo import catalog
 from cellquery.files import h5ad
+from cellquery.ingest.registry import COLLECTION_KEY
 
 LINKS = {
     "cell_types": "cell_type_ontology_term_id",
@@ -136,11 +137,11 @@ def test_artifacts_have_two_creators(ln, h5ads):
 
 
 def test_collection_versions(ln):
-    first = ln.Collection.get(key=catalog.COLLECTION_KEY, version_tag=catalog.V1)
-    second = ln.Collection.get(key=catalog.COLLECTION_KEY, version_tag=catalog.V2)
+    first = ln.Collection.get(key=COLLECTION_KEY, version_tag=catalog.V1)
+    second = ln.Collection.get(key=COLLECTION_KEY, version_tag=catalog.V2)
     assert {c.version_tag for c in second.versions} == {catalog.V1, catalog.V2}
     assert second.is_latest and not first.is_latest
-    assert ln.Collection.get(key=catalog.COLLECTION_KEY) == second
+    assert ln.Collection.get(key=COLLECTION_KEY) == second
     keys_first = {a.key for a in first.artifacts.all()}
     keys_second = {a.key for a in second.artifacts.all()}
     assert len(keys_second - keys_first) >= 2
@@ -184,7 +185,7 @@ def test_seed_guide_data_access(ln, h5ads):
 
 
 def test_seed_guide_collection_filters(ln, bt):
-    collection = ln.Collection.get(key=catalog.COLLECTION_KEY)
+    collection = ln.Collection.get(key=COLLECTION_KEY)
     human = bt.Organism.get(name="human")
     kidney = bt.Tissue.get(name="kidney")
     cell = ln.ULabel.get(name="cell", type__name="SuspensionType")
@@ -212,7 +213,7 @@ def test_seed_guide_collection_filters(ln, bt):
 
 
 def test_mapped_collection_serves_cells(ln):
-    collection = ln.Collection.get(key=catalog.COLLECTION_KEY, version_tag=catalog.V1)
+    collection = ln.Collection.get(key=COLLECTION_KEY, version_tag=catalog.V1)
     with collection.mapped(obs_keys=["cell_type"], join="outer") as mapped:
         assert len(mapped) == sum(len(h5ad.read_frame(a.cache(), "obs")) for a in collection.artifacts.all())
         item = mapped[0]

@@ -13,6 +13,7 @@ import yaml
 from conftest import BIN, cell_organisms, clean_env, snakemake
 
 from cellquery.demo import catalog
+from cellquery.ingest.registry import COLLECTION_KEY
 from cellquery.instances.source import source_for
 from cellquery.query.resolve import plan_query
 from cellquery.spec.query_spec import load_spec
@@ -71,7 +72,7 @@ def test_counts_per_value_equal_the_source_files(demo, ln, tmp_path):
     query, _ = plan_query(spec, source_for(spec, demo))
     (table,) = [t for t in query["value_counts"] if t["column"] == "cell_type_ontology_term_id"]
     counted = {bt.CellType.get(ontology_id=term).name: found for term, found in table["values"].items()}
-    collection = ln.Collection.get(key=catalog.COLLECTION_KEY, version_tag=catalog.V2)
+    collection = ln.Collection.get(key=COLLECTION_KEY, version_tag=catalog.V2)
     expected = {name: {"cells": 0, "datasets": 0} for name in listed}
     for artifact in collection.artifacts.all():
         adata = ad.read_h5ad(artifact.cache(), backed="r")
@@ -107,7 +108,7 @@ def test_the_explorer_counts_each_value_as_the_source_files_hold_it(demo, ln):
         for cells, datasets, value in rows
     }
     expected: dict[str, list] = {}
-    collection = ln.Collection.get(key=catalog.COLLECTION_KEY, version_tag=catalog.V1)
+    collection = ln.Collection.get(key=COLLECTION_KEY, version_tag=catalog.V1)
     for artifact in collection.artifacts.all():
         adata = ad.read_h5ad(artifact.cache(), backed="r")
         if not (adata.var["feature_reference"] == catalog.HUMAN).any():

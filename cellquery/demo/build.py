@@ -10,6 +10,8 @@ from pathlib import Path
 from cellquery.cellxgene.release import release_named
 from cellquery.demo import catalog, synth
 from cellquery.files.atomic import write_json
+from cellquery.ingest import registry
+from cellquery.ingest.store import move_store, place_store
 from cellquery.instances.demo_instance import DEMO_FORMAT, DemoInstance
 from cellquery.instances.lamin import connect
 from cellquery.store.build import build_census
@@ -94,7 +96,6 @@ def register_all(demo: DemoInstance, scale: str, shard_dirs: list[Path], receipt
         assign_curators,
         create_collections,
         curate,
-        offline_organism_inference,
         register_in_place,
     )
 
@@ -113,7 +114,7 @@ def register_all(demo: DemoInstance, scale: str, shard_dirs: list[Path], receipt
         previous = {spec.dataset_id: artifact for spec, artifact in registered[version]}
         log.info("release %s: %d h5ads registered in place", version, len(specs))
     collections = create_collections(ln, {v: [a for _, a in pairs] for v, pairs in registered.items()})
-    with offline_organism_inference():
+    with registry.offline_organism_inference():
         for version, pairs in registered.items():
             refused = 0
             for number, (spec, artifact) in enumerate(pairs, start=1):
@@ -184,7 +185,7 @@ def _credentials(demo: DemoInstance) -> dict[str, str]:
 def census_sources(ln, scale: str, version: str) -> list[SourceDataset]:
     """The release's h5ads, cached locally, with their CELLxGENE identifiers (the dataset id: the key's
     stem, as in the public instance)."""
-    collection = ln.Collection.get(key=catalog.COLLECTION_KEY, version_tag=version)
+    collection = ln.Collection.get(key=registry.COLLECTION_KEY, version_tag=version)
     specs = {spec.dataset_id: spec for spec in catalog.release(scale, version)}
     sources = []
     for artifact in collection.ordered_artifacts.all():
@@ -212,40 +213,17 @@ def build_census_store(demo: DemoInstance, version: str, receipt: Path) -> None:
     staging = demo.root / "census-staging" / key
     shutil.rmtree(staging, ignore_errors=True)
     summary = build_census(census_sources(ln, demo.scale, version), staging, version, release_named(version))
-    existing = ln.Artifact.filter(key=key).one_or_none()
-    if existing is not None:  # replaced only now: a build killed before this point leaves it in use
-        # lamindb deletes every version of a folder with its latest, taking them to share one store; each
-        # release's store has a folder of its own: this version alone goes
-        existing._overwrite_versions = False
-        existing.delete(permanent=True, storage=True)
     if demo.storage_kind == "local":
-        location = move_store(staging, demo.storage / key)
+        artifact = place_store(
+            ln, staging, key, version, summary, lambda store: move_store(store, demo.storage / key)
+        )
     else:
-        location = upload_store(demo, staging, key)
-    previous = ln.Artifact.filter(otype="tiledbsoma", key__startswith="cell-census/", version_tag__lt=version)
-    # The Census root is a SOMA Collection (from_tiledbsoma takes Experiments only): registered in place.
-    artifact = ln.Artifact(
-        location,
-        key=key,
-        description=f"Census {version}",
-        revises=previous.order_by("-version_tag").first(),
-        version_tag=version,
-        otype="tiledbsoma",
-    )
-    artifact.n_observations = summary["total_cell_count"]
-    artifact.save()
+        artifact = place_store(
+            ln, staging, key, version, summary, lambda store: upload_store(demo, store, key)
+        )
     write_json(receipt, {**summary, "key": key, "uid": artifact.uid, "path": str(artifact.path)})
     cells, datasets = summary["total_cell_count"], summary["datasets"]
     log.info("census %s: %d cells from %d datasets", version, cells, datasets)
-
-
-def move_store(staging: Path, store: Path) -> str:
-    """Put a SOMA store built on disk in its place in the local storage (what a killed build left there
-    replaced); returns its location."""
-    shutil.rmtree(store, ignore_errors=True)
-    store.parent.mkdir(parents=True, exist_ok=True)
-    staging.rename(store)
-    return str(store)
 
 
 def upload_store(demo: DemoInstance, store: Path, key: str) -> str:

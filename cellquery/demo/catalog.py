@@ -14,7 +14,6 @@ HUMAN, MOUSE, MARMOSET = "NCBITaxon:9606", "NCBITaxon:10090", "NCBITaxon:9483"
 V1, V2 = "2025-01-30", "2025-11-08"
 # The dataset schema of each release's files, as the release table states it (5.2.0, 7.0.0).
 DATASET_SCHEMA = {version: release_named(version).dataset_schema for version in (V1, V2)}
-COLLECTION_KEY = "cellxgene-census"
 SCALES = ("small", "bench", "registry", "atlas")
 CURATORS = ("sunitaj", "falexwolf")  # two users, so `created_by=` queries mean something
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cellquery.demo.catalog import COLLECTION_KEY
+from cellquery.ingest.registry import COLLECTION_KEY
 
 
 def summarise(ln) -> dict:

@@ -83,7 +83,7 @@ def standardize(source: Path, out: Path, organism: str | None = None) -> Standar
         raise StandardizeError(*problems)
     _check_whole_counts(where, source, counts_key, len(obs))
     keep = np.flatnonzero(genes.notna().to_numpy())
-    new_var = pd.DataFrame({"feature_is_filtered": False}, index=pd.Index(genes.iloc[keep], name=None))
+    new_var = pd.DataFrame({"feature_is_filtered": False}, index=pd.Index(genes.iloc[keep].to_numpy()))
     new_uns = {"title": str(uns.get("title") or source.stem), "organism_ontology_term_id": organism}
     blocks = (block[:, keep] for _, block in h5ad.row_blocks(source, np.arange(len(obs)), counts_key))
     with atomic_path(out) as staging:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import json
 import sys
 from collections.abc import Callable
@@ -13,6 +12,7 @@ import pandas as pd
 from cellquery.errors import foreseen
 from cellquery.files.atomic import atomic_path, write_json
 from cellquery.files.layout import BUILD_JSON, BUILD_TABLE, QueryFiles
+from cellquery.files.listing import files_named
 from cellquery.spec.query_spec import Problems, QuerySpec, load_spec
 
 BUILD_COLUMNS = [
@@ -26,38 +26,6 @@ BUILD_COLUMNS = [
     "genes",
     "validation",
 ]
-
-
-def spec_paths(entries: list[str] | str, base: Path) -> list[Path]:
-    """The spec files named by `entries` (files, globs or directories of `*.yaml`), in order, once each
-    however spelt (compared resolved).
-
-    A relative entry that matches nothing in the working directory is looked up under `base` (the
-    workflow's folder). A directory's hidden files (an editor's `.#x.yaml`, macOS's `._x.yaml`) are skipped,
-    as a shell glob skips them; a file whose name holds glob characters is itself.
-    """
-    found: dict[Path, Path] = {}
-    for entry in [entries] if isinstance(entries, str) else entries:
-        path = Path(_located(str(entry), base))
-        if path.is_dir():
-            listed = sorted(p for p in path.glob("*.yaml") if not p.name.startswith("."))
-        elif path.exists() or not glob.has_magic(str(path)):
-            listed = [path]
-        else:
-            listed = sorted(Path(p) for p in glob.glob(str(path)))
-        for spec in listed:
-            found.setdefault(spec.resolve(), spec)
-    return list(found.values())
-
-
-def _located(entry: str, base: Path) -> str:
-    if Path(entry).is_absolute() or _matches(entry) or not _matches(str(base / entry)):
-        return entry
-    return str(base / entry)
-
-
-def _matches(entry: str) -> bool:
-    return Path(entry).exists() or bool(glob.glob(entry))
 
 
 def checked_build(
@@ -81,7 +49,7 @@ def checked_build(
     from cellquery.query.resolve import check_build_cache_room, keep_checked, preflight
 
     problems, found = Problems(), {}
-    specs = load_build(spec_paths(entries, base), problems)
+    specs = load_build(files_named(entries, base), problems)
     problems.raise_any()  # a malformed spec is refused before the registry is asked
     owned = owners([spec.output_key for spec in specs.values()])
     for spec in specs.values():

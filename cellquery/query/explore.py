@@ -62,7 +62,7 @@ def values(spec: QuerySpec, source, column: str) -> list[str]:
 
 def releases(source) -> list[str]:
     """The collection versions of the source, newest first: datasets, and the cells of each census store."""
-    from cellquery.demo.catalog import COLLECTION_KEY
+    from cellquery.ingest.registry import COLLECTION_KEY
     from cellquery.query.artifacts import store_location
     from cellquery.query.census_route import open_store
 

@@ -323,12 +323,12 @@ def _schema() -> dict:
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
-def _dates_as_text(value: Any) -> Any:
+def dates_as_text(value: Any) -> Any:
     """YAML reads `version: 2025-01-30` as a date; a spec means the text."""
     if isinstance(value, dict):
-        return {k: _dates_as_text(v) for k, v in value.items()}
+        return {k: dates_as_text(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_dates_as_text(v) for v in value]
+        return [dates_as_text(v) for v in value]
     return value.isoformat() if isinstance(value, datetime.date) else value
 
 
@@ -586,7 +586,7 @@ class _UniqueKeyLoader(yaml.CSafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _read_yaml(path: Path) -> Any:
+def read_yaml(path: Path) -> Any:
     """The spec file's content, once it is known to lie within the bounds of a spec
     (`cellquery.spec.limits`)."""
     try:
@@ -610,7 +610,7 @@ def _validated(data: Any) -> dict:
     """The spec with defaults filled in; raises one `SpecError` with every problem found."""
     if not isinstance(data, dict):
         raise SpecError(f"a query spec is a mapping of keys, got {type(data).__name__}")
-    data = _dates_as_text(data)
+    data = dates_as_text(data)
     value_problems = _value_problems(data)
     if value_problems:  # values no consumer takes: the schema's view of them would only repeat it
         raise SpecError(*dict.fromkeys(value_problems))
@@ -683,6 +683,6 @@ def load_spec(path: str | Path) -> QuerySpec:
     if not path.is_file():
         raise SpecError(f"query: {str(path)!r} is a {file_kind(path)}, not a spec file")
     try:
-        return QuerySpec(path=path, data=_validated(_read_yaml(path)))
+        return QuerySpec(path=path, data=_validated(read_yaml(path)))
     except SpecError as error:
         raise error.within(str(path)) from None

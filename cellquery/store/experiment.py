@@ -97,6 +97,7 @@ def write_experiment(census_data, name: str, parts: list[Included], n_datasets: 
         for block_rows, block in h5ad.row_blocks(part.source.path, part.rows, part.counts_key):
             counts = block[:, part.gene_columns].tocsr()
             counts.eliminate_zeros()
+            counts.sort_indices()  # row-major, as TileDB's global order asks within a tile
             for key, values in cell_stats(counts).items():
                 stats[key].append(values)
             coo = counts.tocoo()

@@ -70,13 +70,16 @@ def included_parts(source: SourceDataset, dataset_joinid: int, release: CensusRe
 def _part(source, dataset_joinid, release, organism, obs, rows, var, counts_key) -> Included:
     keep_genes = included_genes(var, organism)
     obs["dataset_id"] = source.dataset_id
-    genes = var.loc[keep_genes, ["feature_name", "feature_type", "feature_length"]]
+    # by gene id: a block's columns then go to the store's var in order (TileDB's global order in a tile)
+    gene_columns = np.flatnonzero(keep_genes)
+    gene_columns = gene_columns[np.argsort(var.index[gene_columns].to_numpy(), kind="stable")]
+    genes = var.iloc[gene_columns][["feature_name", "feature_type", "feature_length"]]
     return Included(
         source=source,
         dataset_joinid=dataset_joinid,
         rows=rows,
         obs=obs,
-        gene_columns=np.flatnonzero(keep_genes),
+        gene_columns=gene_columns,
         genes=genes.astype({"feature_name": str, "feature_type": str, "feature_length": np.int64}),
         counts_key=counts_key,
         organism_label=ontology.label(organism),

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from cellquery.errors import SpecError
-from cellquery.query.build import load_build, spec_paths
+from cellquery.files.listing import files_named
+from cellquery.query.build import load_build
 from cellquery.spec.query_spec import Problems
 
 
@@ -30,7 +31,7 @@ def test_files_globs_and_directories_name_each_spec_once(tmp_path):
     a, b = spec_file(tmp_path, "a"), spec_file(tmp_path, "b")
     (tmp_path / "sub").mkdir()
     c = spec_file(tmp_path / "sub", "c")
-    found = spec_paths([str(tmp_path), str(tmp_path / "*.yaml"), str(c)], tmp_path)
+    found = files_named([str(tmp_path), str(tmp_path / "*.yaml"), str(c)], tmp_path)
     assert found == [a, b, c]
 
 
@@ -41,13 +42,13 @@ def test_hidden_files_are_skipped_and_two_spellings_are_one_spec(tmp_path, monke
     for dropping in (".#a.yaml", "._a.yaml"):
         (tmp_path / dropping).write_bytes(b"\x00\x05\x16\x07 not a spec")
     monkeypatch.chdir(tmp_path)
-    assert spec_paths([str(tmp_path), "./a.yaml", "a.yaml", str(a)], tmp_path) == [a]
+    assert files_named([str(tmp_path), "./a.yaml", "a.yaml", str(a)], tmp_path) == [a]
 
 
 def test_a_file_named_with_glob_characters_is_itself(tmp_path):
     literal = spec_file(tmp_path, "kidney[v2]")
     spec_file(tmp_path, "kidneyv")  # what the name means as a glob pattern
-    assert spec_paths([str(literal)], tmp_path) == [literal]
+    assert files_named([str(literal)], tmp_path) == [literal]
 
 
 def test_a_fifo_is_refused_in_one_line_without_being_read(tmp_path):
@@ -61,7 +62,7 @@ def test_a_fifo_is_refused_in_one_line_without_being_read(tmp_path):
 def test_a_relative_entry_is_found_beside_the_workflow(tmp_path, monkeypatch):
     spec = spec_file(tmp_path, "a")
     monkeypatch.chdir(tmp_path.parent)
-    assert spec_paths(["a.yaml"], tmp_path) == [spec]
+    assert files_named(["a.yaml"], tmp_path) == [spec]
 
 
 def test_every_problem_of_every_spec_is_reported(tmp_path):
@@ -98,4 +99,4 @@ def test_one_output_key_twice_is_one_line_naming_both_files(tmp_path):
 
 def test_a_build_without_specs_says_so(tmp_path):
     with pytest.raises(SpecError, match="no query spec found"):
-        loaded(spec_paths([str(tmp_path)], tmp_path))
+        loaded(files_named([str(tmp_path)], tmp_path))

@@ -1,0 +1,202 @@
+"""The ingest's steps, one function per Snakemake rule (see `rules/ingest.smk`): a submission per new file,
+the registry's version, its Census-shaped store, the atlas's summary."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from cellquery.cellxgene.release import releases
+from cellquery.cellxgene.validator import validate
+from cellquery.files import h5ad
+from cellquery.files.atomic import atomic_path, write_json
+from cellquery.ingest import registry
+from cellquery.ingest.atlas_spec import AtlasSpec
+from cellquery.ingest.standardize import SHOWN, StandardizeError, standardize
+from cellquery.ingest.store import move_store, place_store
+from cellquery.instances.atlas_instance import AtlasInstance
+from cellquery.instances.lamin import connect
+from cellquery.store.build import build_census
+from cellquery.store.sources import SourceDataset
+
+log = logging.getLogger(__name__)
+
+DATASET_KEY = "h5ads/{dataset}.h5ad"
+CENSUS_KEY = "cell-census/{version}/soma"
+ID_COLUMNS = (
+    "assay",
+    "cell_type",
+    "development_stage",
+    "disease",
+    "self_reported_ethnicity",
+    "sex",
+    "tissue",
+)
+
+
+def submit(source: Path, out: Path) -> None:
+    """Standardize one file and have the CELLxGENE validator accept it; the submission at `out` carries the
+    portal's labels (as the validator adds them). Refused: one line per problem, nothing written."""
+    unlabelled = out.with_name(f".unlabelled-{out.name}")
+    try:
+        done = standardize(source, unlabelled)
+        with atomic_path(out) as staging:
+            errors = validate([unlabelled], add_labels={unlabelled: staging})[unlabelled]
+            if errors:
+                shown = [f"{source.name}: validator: {error}" for error in errors[:SHOWN]]
+                more = (
+                    [f"{source.name}: validator: and {len(errors) - SHOWN} more"]
+                    if len(errors) > SHOWN
+                    else []
+                )
+                raise StandardizeError(*shown, *more)
+    finally:
+        unlabelled.unlink(missing_ok=True)
+    log.info(
+        "%s: %d cells, %d genes (counts from %s; names made ids: %s); accepted by the validator",
+        source.name,
+        done.cells,
+        done.genes,
+        done.counts_from,
+        done.names_mapped or "none",
+    )
+
+
+def register_version(
+    atlas: AtlasInstance, spec: AtlasSpec, version: str, submissions: dict[str, Path], receipt: Path
+):
+    """Register a version: the files it adds (a dataset's newer file a new version of its artifact), the
+    terms they use, and the collection version of every dataset (the previous version's others kept as they
+    are). A rerun after a kill finds what was saved (by hash) and completes it."""
+    atlas.mark_unbuilt()
+    ln = _instance(atlas)
+    _grow_registry(ln, submissions.values())
+    added = {}
+    with registry.offline_organism_inference():
+        for number, (dataset, path) in enumerate(sorted(submissions.items()), start=1):
+            added[dataset] = _registered(ln, dataset, path)
+            log.info("%s: registered %s [%d/%d]", dataset, added[dataset].uid, number, len(submissions))
+    previous_version = spec.previous(version)
+    kept = (
+        _read(atlas.root / "versions" / f"{previous_version}.json")["artifacts"] if previous_version else {}
+    )
+    members = {
+        dataset: added.get(dataset) or ln.Artifact.get(uid=kept[dataset]) for dataset in spec.members(version)
+    }
+    previous = ln.Collection.filter(key=registry.COLLECTION_KEY, version_tag=previous_version).one_or_none()
+    collection = registry.collection_version(
+        ln, list(members.values()), version, previous, f"{spec.name} {version}"
+    )
+    write_json(
+        receipt,
+        {
+            "version": version,
+            "collection": collection.uid,
+            "artifacts": {dataset: artifact.uid for dataset, artifact in members.items()},
+            "added": sorted(added),
+        },
+    )
+    log.info("%s %s: %d datasets, %d added or replaced", spec.name, version, len(members), len(added))
+
+
+def _instance(atlas: AtlasInstance):
+    """The atlas's instance, made with its defaults on the first ingest (a half-made one made again)."""
+    made = atlas.root / "instance.json"
+    if made.exists():
+        return connect(atlas.env())
+    shutil.rmtree(atlas.storage, ignore_errors=True)
+    ln = atlas.instance.create()
+    registry.create_registry(ln, organisms=())
+    write_json(made, {"slug": atlas.slug, "db": ln.setup.settings.instance.db})
+    return ln
+
+
+def _grow_registry(ln, paths) -> None:
+    """The ontology terms, gene references and life stages the submissions use."""
+    import bionty as bt
+
+    terms, stages = set(), {}
+    for path in paths:
+        obs = h5ad.read_frame(path, "obs")
+        organism = h5ad.read_uns(path)["organism_ontology_term_id"]
+        for column in ID_COLUMNS:
+            terms |= set(obs[f"{column}_ontology_term_id"].astype(str))
+        if organism not in registry.STAGE_ONTOLOGIES:
+            stages.setdefault(organism, set()).update(obs["development_stage_ontology_term_id"].astype(str))
+    registry.grow_ontologies(terms)
+    organisms = {h5ad.read_uns(path)["organism_ontology_term_id"] for path in paths}
+    with_genes = set(
+        bt.Source.filter(entity="bionty.Gene", version=registry.GENE_SOURCE_VERSION).values_list("organism", flat=True)
+    )
+    registry.add_gene_sources(o for o in sorted(organisms) if registry.ORGANISM_NAMES[o] not in with_genes)
+    for organism, ids in sorted(stages.items()):
+        registry.add_life_stages(organism, ids - {"unknown", "na"})
+
+
+def _registered(ln, dataset: str, path: Path):
+    """The submission's artifact, annotated by lamindb's CELLxGENE curator: a new dataset's first version,
+    or a newer version of the dataset's artifact."""
+    uns = h5ad.read_uns(path)
+    artifact = ln.Artifact(
+        path, key=DATASET_KEY.format(dataset=dataset), description=str(uns.get("title") or dataset)
+    )
+    artifact = artifact.save()
+    registry.curate(ln, artifact, uns["organism_ontology_term_id"], uns.get("schema_version") or "7.0.0")
+    return artifact
+
+
+def build_version_store(atlas: AtlasInstance, version: str, receipt: Path) -> None:
+    """The version's Census-shaped store, built beside the storage, validated, then put in place and
+    registered (`cell-census/<version>/soma`, revising the previous version's)."""
+    atlas.mark_unbuilt()
+    ln = connect(atlas.env())
+    collection = ln.Collection.get(key=registry.COLLECTION_KEY, version_tag=version)
+    sources = [
+        SourceDataset(
+            dataset_id=Path(artifact.key).stem,
+            dataset_version_id=artifact.uid,
+            title=artifact.description,
+            path=Path(artifact.cache()),
+            collection_id=collection.uid,
+            collection_name=collection.description,
+            citation=artifact.description,
+        )
+        for artifact in collection.ordered_artifacts.all()
+    ]
+    key = CENSUS_KEY.format(version=version)
+    staging = atlas.root / "census-staging" / key
+    shutil.rmtree(staging, ignore_errors=True)
+    summary = build_census(sources, staging, version, releases()[-1])
+    artifact = place_store(
+        ln, staging, key, version, summary, lambda store: move_store(store, atlas.storage / key)
+    )
+    write_json(receipt, {**summary, "key": key, "uid": artifact.uid, "path": str(artifact.path)})
+    log.info(
+        "census %s: %d cells from %d datasets", version, summary["total_cell_count"], summary["datasets"]
+    )
+
+
+def write_summary(atlas: AtlasInstance, spec: AtlasSpec, stores: list[Path]) -> None:
+    """What the atlas holds, per version: datasets and cells; the atlas is built once this is written."""
+    versions = {Path(p).stem: _read(p) for p in stores}
+    write_json(
+        atlas.summary,
+        {
+            "atlas": spec.name,
+            "slug": atlas.slug,
+            "versions": list(versions),
+            "census": {
+                v: {"cells": s["total_cell_count"], "datasets": s["datasets"]} for v, s in versions.items()
+            },
+        },
+    )
+    for version, store in versions.items():
+        log.info(
+            "%s %s: %d datasets, %d cells", spec.name, version, store["datasets"], store["total_cell_count"]
+        )
+
+
+def _read(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
