@@ -22,6 +22,21 @@ include: "rules/query.smk"
 include: "rules/report.smk"
 
 
+if ATLAS_SPEC:
+
+    include: "rules/ingest.smk"
+
+else:
+
+    rule ingest:
+        """Without an atlas spec: one line saying how to give one."""
+        log:
+            "logs/ingest.log",
+        shell:
+            "echo 'cellquery: config: atlas: give an atlas spec to ingest, e.g. "
+            "--config atlas=config/atlas.yaml (docs/atlas.md)' | tee {log} >&2; exit 1"
+
+
 rule all:
     default_target: True
     input:

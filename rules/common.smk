@@ -7,7 +7,9 @@ from pathlib import Path
 
 from cellquery.demo.catalog import V1, V2, generation_batches
 from cellquery.workflow.jobs import claim_workdir
+from cellquery.instances.atlas_instance import ATLAS_DIR as ATLASES, AtlasInstance
 from cellquery.instances.demo_instance import DEMO_FORMAT, DemoInstance
+from cellquery.ingest.atlas_spec import load_atlas_spec
 from cellquery.query.resolve import RUN_VARIABLE
 from cellquery.query.runfiles import RESOLVED_FORMAT, discard_if_damaged, read_manifest
 from cellquery.query.shards import plan_shards
@@ -35,12 +37,37 @@ DEMO_LOGS = f"{DEMO_LOG_DIR}/{DEMO.dirname}"
 STORAGE = {key: config[key] for key in STORAGE_DEFAULTS}
 DEMO_SUMMARY = f"{DEMO_DIR}/summary.json"
 N_BATCHES = len(generation_batches(SCALE))
+with one_line_exit():  # the atlas `ingest` builds, when the config names one
+    ATLAS_SPEC = (
+        load_atlas_spec(config["atlas"], Path(workflow.basedir))
+        if config["atlas"]
+        else None
+    )
+if ATLAS_SPEC:
+    ATLAS = AtlasInstance.of(Path.cwd(), ATLAS_SPEC.name)
+    ATLAS_DIR = f"{ATLASES}/{ATLAS_SPEC.name}"
+    ATLAS_LOGS = f"{ATLAS_DIR}/logs"
+    ATLAS_SUMMARY = f"{ATLAS_DIR}/summary.json"
+    ATLAS_VERSIONS = list(ATLAS_SPEC.versions)
+
+
+def atlas_file(kind, version):
+    """A version's receipt of one ingest step (`versions`, `census`), as a list: none for no version."""
+    return [f"{ATLAS_DIR}/{kind}/{version}.json"] if version else []
+
+
+def source_summary(wildcards):
+    """What a query waits for: the demo or atlas it reads, built (by this run, when it builds them)."""
+    source = source_of(wildcards)
+    summary = source.summary
+    return str(summary.relative_to(Path.cwd().resolve())) if summary else []
 
 
 def storage_of(spec):
     """The storage settings a query's source is read with: none apply to the local demo (its files are read
     in place), so changing them reruns nothing there."""
-    local = spec.instance == "demo" and DEMO.storage_kind == "local"
+    source = source_for(spec, DEMO)
+    local = source.atlas or (source.is_demo and DEMO.storage_kind == "local")
     return STORAGE_DEFAULTS if local else STORAGE
 
 
@@ -55,7 +82,8 @@ def needs_preflight(spec):
     files = QueryFiles(spec.name)
     # every run's steps would fail on a damaged one
     discard_if_damaged(files.query, files.manifest, files.receipt)
-    if spec.instance == "demo" and not Path(DEMO_SUMMARY).exists():
+    source = source_for(spec, DEMO)
+    if source.summary and not source.summary.exists() and being_built(source):
         return False
     resolved = files.query
     if not resolved.exists():
@@ -63,6 +91,11 @@ def needs_preflight(spec):
     accepted = json.loads(resolved.read_text())
     changed = accepted["spec_digest"] != spec.digest
     return changed or accepted["storage"] != storage_of(spec)
+
+
+def being_built(source):
+    """Whether this run builds the source: the demo, or the atlas it ingests."""
+    return source.is_demo or bool(ATLAS_SPEC and source.atlas.name == ATLAS_SPEC.name)
 
 
 def check_registries():

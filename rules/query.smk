@@ -5,7 +5,7 @@
 
 checkpoint resolve:
     input:
-        lambda wildcards: DEMO_SUMMARY if spec_of(wildcards).instance == "demo" else [],
+        source_summary,
     output:
         query=FILES.query,
         manifest=FILES.manifest,

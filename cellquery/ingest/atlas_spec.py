@@ -35,6 +35,11 @@ class AtlasSpec:
         order = list(self.versions)
         return order[order.index(version) - 1] if order.index(version) else None
 
+    def plan(self, version: str) -> dict:
+        """What registering a version needs to know (a Snakemake param: the same for a version as long as
+        the spec's versions up to it are)."""
+        return {"atlas": self.name, "previous": self.previous(version), "members": self.members(version)}
+
     def members(self, version: str) -> dict[str, str]:
         """The datasets of a version, each with the version whose file it is."""
         held: dict[str, str] = {}

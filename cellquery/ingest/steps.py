@@ -13,7 +13,6 @@ from cellquery.cellxgene.validator import validate
 from cellquery.files import h5ad
 from cellquery.files.atomic import atomic_path, write_json
 from cellquery.ingest import registry
-from cellquery.ingest.atlas_spec import AtlasSpec
 from cellquery.ingest.standardize import SHOWN, StandardizeError, standardize
 from cellquery.ingest.store import move_store, place_store
 from cellquery.instances.atlas_instance import AtlasInstance
@@ -65,11 +64,12 @@ def submit(source: Path, out: Path) -> None:
 
 
 def register_version(
-    atlas: AtlasInstance, spec: AtlasSpec, version: str, submissions: dict[str, Path], receipt: Path
+    atlas: AtlasInstance, version: str, plan: dict, submissions: dict[str, Path], receipt: Path
 ):
     """Register a version: the files it adds (a dataset's newer file a new version of its artifact), the
-    terms they use, and the collection version of every dataset (the previous version's others kept as they
-    are). A rerun after a kill finds what was saved (by hash) and completes it."""
+    terms they use, and the collection version of every dataset (`plan["members"]`: each with the version
+    whose file it is; the others kept as the previous version holds them). A rerun after a kill finds what
+    was saved (by hash) and completes it."""
     atlas.mark_unbuilt()
     ln = _instance(atlas)
     _grow_registry(ln, submissions.values())
@@ -78,17 +78,16 @@ def register_version(
         for number, (dataset, path) in enumerate(sorted(submissions.items()), start=1):
             added[dataset] = _registered(ln, dataset, path)
             log.info("%s: registered %s [%d/%d]", dataset, added[dataset].uid, number, len(submissions))
-    previous_version = spec.previous(version)
+    previous_version = plan["previous"]
     kept = (
         _read(atlas.root / "versions" / f"{previous_version}.json")["artifacts"] if previous_version else {}
     )
     members = {
-        dataset: added.get(dataset) or ln.Artifact.get(uid=kept[dataset]) for dataset in spec.members(version)
+        dataset: added.get(dataset) or ln.Artifact.get(uid=kept[dataset]) for dataset in plan["members"]
     }
     previous = ln.Collection.filter(key=registry.COLLECTION_KEY, version_tag=previous_version).one_or_none()
-    collection = registry.collection_version(
-        ln, list(members.values()), version, previous, f"{spec.name} {version}"
-    )
+    description = f"{plan['atlas']} {version}"
+    collection = registry.collection_version(ln, list(members.values()), version, previous, description)
     write_json(
         receipt,
         {
@@ -98,12 +97,12 @@ def register_version(
             "added": sorted(added),
         },
     )
-    log.info("%s %s: %d datasets, %d added or replaced", spec.name, version, len(members), len(added))
+    log.info("%s %s: %d datasets, %d added or replaced", plan["atlas"], version, len(members), len(added))
 
 
 def _instance(atlas: AtlasInstance):
     """The atlas's instance, made with its defaults on the first ingest (a half-made one made again)."""
-    made = atlas.root / "instance.json"
+    made = atlas.receipt
     if made.exists():
         return connect(atlas.env())
     shutil.rmtree(atlas.storage, ignore_errors=True)
@@ -128,7 +127,9 @@ def _grow_registry(ln, paths) -> None:
     registry.grow_ontologies(terms)
     organisms = {h5ad.read_uns(path)["organism_ontology_term_id"] for path in paths}
     with_genes = set(
-        bt.Source.filter(entity="bionty.Gene", version=registry.GENE_SOURCE_VERSION).values_list("organism", flat=True)
+        bt.Source.filter(entity="bionty.Gene", version=registry.GENE_SOURCE_VERSION).values_list(
+            "organism", flat=True
+        )
     )
     registry.add_gene_sources(o for o in sorted(organisms) if registry.ORGANISM_NAMES[o] not in with_genes)
     for organism, ids in sorted(stages.items()):
@@ -178,13 +179,13 @@ def build_version_store(atlas: AtlasInstance, version: str, receipt: Path) -> No
     )
 
 
-def write_summary(atlas: AtlasInstance, spec: AtlasSpec, stores: list[Path]) -> None:
+def write_summary(atlas: AtlasInstance, stores: list[Path]) -> None:
     """What the atlas holds, per version: datasets and cells; the atlas is built once this is written."""
     versions = {Path(p).stem: _read(p) for p in stores}
     write_json(
         atlas.summary,
         {
-            "atlas": spec.name,
+            "atlas": atlas.name,
             "slug": atlas.slug,
             "versions": list(versions),
             "census": {
@@ -194,7 +195,7 @@ def write_summary(atlas: AtlasInstance, spec: AtlasSpec, stores: list[Path]) -> 
     )
     for version, store in versions.items():
         log.info(
-            "%s %s: %d datasets, %d cells", spec.name, version, store["datasets"], store["total_cell_count"]
+            "%s %s: %d datasets, %d cells", atlas.name, version, store["datasets"], store["total_cell_count"]
         )
 
 

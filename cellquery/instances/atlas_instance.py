@@ -23,6 +23,18 @@ class AtlasInstance:
     name: str
     db_url: str | None = None  # a postgresql:// URL; SQLite inside the storage when None
 
+    @classmethod
+    def of(cls, project: Path, name: str) -> AtlasInstance:
+        """The atlas `name` of a project, with the database its first ingest made it with."""
+        made = cls(project, name).receipt
+        db = json.loads(made.read_text()).get("db", "") if made.exists() else ""
+        return cls(project, name, db if db.startswith("postgresql") else None)
+
+    @property
+    def receipt(self) -> Path:
+        """Written once the atlas's instance is made, with its database."""
+        return self.root / "instance.json"
+
     @property
     def root(self) -> Path:
         return self.project.resolve() / ATLAS_DIR / self.name
