@@ -5,28 +5,12 @@ from __future__ import annotations
 
 import anndata as ad
 import numpy as np
-import pandas as pd
 import pytest
+from conftest import lab_file
 
 from cellquery.ingest.standardize import LABELLED, StandardizeError, standardize
 
 NAMES = list(LABELLED)
-
-
-def lab_file(portal, folder, change=None, name="lab.h5ad"):
-    """A portal file as a lab holds it: symbols as the var index, raw counts in layers["counts"] and
-    normalized values in X, label names and no ontology ids, no portal columns; then `change`."""
-    portal = ad.read_h5ad(portal)
-    raw = portal.raw.to_adata() if portal.raw is not None else portal
-    counts = raw.X.astype(np.float64)
-    obs = portal.obs.drop(columns=[f"{c}_ontology_term_id" for c in NAMES] + ["observation_joinid"])
-    lab = ad.AnnData(X=counts / 2, obs=obs, var=pd.DataFrame(index=raw.var["feature_name"].astype(str)))
-    lab.layers["counts"] = counts
-    lab.obsm["X_umap"] = portal.obsm["X_umap"]
-    lab.uns["title"] = "a lab's kidney"
-    lab = change(lab) if change else lab
-    lab.write_h5ad(folder / name)
-    return folder / name
 
 
 def refusal(path, tmp_path) -> list[str]:

@@ -1,0 +1,225 @@
+"""One's own atlas (`snakemake ingest`): a folder of files as labs have them (symbols, counts in a layer or
+as whole floats in X, label names, no ontology ids) ingested into two versions of an atlas, the second adding
+two datasets and replacing one; queried with the shipped specs and checked against the files themselves."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import anndata as ad
+import pytest
+import yaml
+from conftest import REPO, lab_file, snakemake
+from test_pipeline import check_result, seed_guide_selection
+
+from cellquery.cellxgene import ontology
+from cellquery.demo import catalog, synth
+
+pytestmark = pytest.mark.slow
+
+NAME = "lab"
+V1, V2 = "2026-11-01", "2026-12-01"
+CELLS = 400  # per file
+REPLACED = "hs-blood-pbmc-r1"  # its second version keeps its first 300 cells
+
+
+def counts_as_whole_floats(lab):
+    lab.X = lab.layers.pop("counts")
+    return lab
+
+
+def first_cells(lab):
+    return lab[:300].copy()
+
+
+FILES = {  # version -> dataset -> how the lab changed the portal's file
+    V1: {"hs-kidney-immune-r2": None, REPLACED: counts_as_whole_floats},
+    V2: {"hs-spleen-immune-r1": counts_as_whole_floats, "hs-brain-microglia-r1": None, REPLACED: first_cells},
+}
+
+
+def ingest(project: Path, versions: list[str], *args: str, check: bool = True):
+    spec = {"name": NAME, "versions": {v: [f"lab/{v}/"] for v in versions}}
+    (project / "atlas.yaml").write_text(yaml.safe_dump(spec))
+    return snakemake(project, "ingest", "--config", "atlas=atlas.yaml", *args, check=check)
+
+
+@pytest.fixture(scope="module")
+def atlas(tmp_path_factory):
+    """The atlas after each version's ingest: what the second one ran, and the first store's files."""
+    project = tmp_path_factory.mktemp("atlas-project")
+    portal = project / "portal"
+    portal.mkdir()
+    specs = {spec.file_stem: spec for spec in catalog.release("small", catalog.V2)}
+    for version, changes in FILES.items():
+        (project / "lab" / version).mkdir(parents=True)
+        for stem, change in changes.items():
+            source = portal / f"{stem}.h5ad"
+            if not source.exists():
+                synth.write_dataset(replace(specs[stem], n_cells=CELLS), 0, source)
+            lab_file(source, project / "lab" / version, change, name=f"{stem}.h5ad")
+    root = project / ".cellquery" / "atlas" / NAME
+    ingest(project, [V1])
+    first_store = {p: p.stat().st_mtime_ns for p in (root / "storage" / f"cell-census/{V1}/soma").rglob("*")}
+    second = ingest(project, [V1, V2])
+    return SimpleNamespace(project=project, root=root, portal=portal, second=second, first_store=first_store)
+
+
+def ask_atlas(atlas, code: str):
+    """`answer` computed by `code` connected to the atlas (read-only), in a process of its own."""
+    import subprocess
+    import sys
+
+    program = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from cellquery.instances.atlas_instance import AtlasInstance\n"
+        "from cellquery.instances.lamin import connect\n"
+        f"ln = connect(AtlasInstance.of(Path({str(atlas.project)!r}), {NAME!r}).env(), read_only=True)\n"
+        f"{code}\n"
+        "print(json.dumps(answer))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_a_version_adds_datasets_and_replaces_one(atlas):
+    state = ask_atlas(
+        atlas,
+        "def members(version):\n"
+        "    c = ln.Collection.get(key='cellxgene-census', version_tag=version)\n"
+        "    return {Path(a.key).stem: a.uid for a in c.ordered_artifacts.all()}\n"
+        f"replaced = ln.Artifact.filter(key='h5ads/{REPLACED}.h5ad').order_by('created_at')\n"
+        "answer = {'v1': members('%s'), 'v2': members('%s'),\n"
+        "          'versions': [[a.uid, a.is_latest] for a in replaced],\n"
+        "          'labels': sorted(c.name for c in ln.Artifact.get(key='h5ads/hs-kidney-immune-r2.h5ad')"
+        ".cell_types.all())}" % (V1, V2),
+    )
+    assert set(state["v1"]) == set(FILES[V1]) and set(state["v2"]) == set(FILES[V1]) | set(FILES[V2])
+    kidney = "hs-kidney-immune-r2"
+    assert state["v2"][kidney] == state["v1"][kidney]  # kept as it was: the same artifact
+    (old, old_latest), (new, new_latest) = state["versions"]
+    assert state["v1"][REPLACED] == old and state["v2"][REPLACED] == new and new_latest and not old_latest
+    assert state["labels"]  # registered with the labels the public instance carries
+    submitted = {p.stem for p in (atlas.root / "submissions" / V2).glob("*.h5ad")}
+    assert submitted == set(FILES[V2])  # only the new files were read and standardized
+    assert "ingest_submission" in atlas.second.stderr and f"submissions/{V1}/" not in atlas.second.stderr
+
+
+def test_the_validator_accepts_the_atlas_datasets(atlas):
+    from cellquery.cellxgene.validator import validate
+
+    submissions = sorted(atlas.root.glob("submissions/*/*.h5ad"))
+    assert len(submissions) == len(FILES[V1]) + len(FILES[V2])
+    # as the portal serves them: with the labels the validator added
+    assert validate(submissions, ignore_labels=True) == {path: [] for path in submissions}
+
+
+def test_get_anndata_reads_the_store(atlas):
+    import cellxgene_census
+
+    store = atlas.root / "storage" / f"cell-census/{V2}/soma"
+    with cellxgene_census.open_soma(uri=str(store)) as census:
+        kidney = cellxgene_census.get_anndata(
+            census, "Homo sapiens", obs_value_filter="tissue_general == 'kidney'"
+        )
+    assert kidney.n_obs == CELLS and set(kidney.obs["dataset_id"]) == {"hs-kidney-immune-r2"}
+    assert (
+        kidney.X.sum()
+        == ad.read_h5ad(atlas.project / "lab" / V1 / "hs-kidney-immune-r2.h5ad").layers["counts"].sum()
+    )
+
+
+def portal_cells(atlas, select) -> dict[str, ad.AnnData]:
+    """Per dataset of the latest version, the cells `select(obs)` picks in the files the lab's came from
+    (the replaced dataset: the cells its newer file kept), keyed by the join ids the validator gave them."""
+    latest = {stem: version for version in FILES for stem in FILES[version]}
+    picked = {}
+    for stem, version in latest.items():
+        lab = ad.read_h5ad(atlas.project / "lab" / version / f"{stem}.h5ad", backed="r")
+        source = ad.read_h5ad(atlas.portal / f"{stem}.h5ad")[lab.obs_names].copy()
+        submitted = ad.read_h5ad(atlas.root / "submissions" / version / f"{stem}.h5ad", backed="r").obs
+        source.obs["observation_joinid"] = (
+            submitted["observation_joinid"].reindex(source.obs_names).to_numpy()
+        )
+        mask = select(source.obs).to_numpy()
+        if mask.any():
+            picked[stem] = source[mask]
+    return picked
+
+
+def run_shipped(atlas, name: str) -> None:
+    spec = yaml.safe_load((REPO / "config" / "queries" / f"{name}.yaml").read_text())
+    spec["source"] = {"instance": f"atlas:{NAME}"}  # the latest version of its `cellxgene-census`
+    spec.setdefault("output", {})["key"] = f"atlas/{name}.h5ad"
+    path = atlas.project / "queries" / f"{name}.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(yaml.safe_dump(spec))
+    snakemake(atlas.project, "--config", f"query={path}")
+
+
+def test_the_kidney_query_over_the_atlas_equals_the_files(atlas):
+    run_shipped(atlas, "kidney-immune")
+    expected = portal_cells(
+        atlas, seed_guide_selection(["dendritic cell", "neutrophil"], "kidney", "10x 3' v2")
+    )
+    check_result(atlas.project, "kidney-immune", expected)
+
+
+def test_the_brain_query_over_the_atlas_equals_the_files(atlas):
+    run_shipped(atlas, "brain-microglia")
+    expected = portal_cells(atlas, seed_guide_selection(["microglial cell", "neuron"], "brain", "10x 3' v3"))
+    check_result(atlas.project, "brain-microglia", expected)
+
+
+def test_the_t_cell_query_over_the_atlas_equals_the_files(atlas):
+    run_shipped(atlas, "t-cells")
+    cl = ontology.ontology("CL")
+    t_cells = {t for t, term in cl.items() if t == catalog.T_CELL or catalog.T_CELL in term["ancestors"]}
+    expected = portal_cells(
+        atlas,
+        lambda obs: (
+            obs["cell_type_ontology_term_id"].isin(t_cells)
+            & obs["tissue"].isin(["blood", "spleen"])
+            & (obs["disease"] != "COVID-19")
+            & obs["is_primary_data"]
+        ),
+    )
+    assert {"hs-spleen-immune-r1", REPLACED} <= set(expected)
+    check_result(atlas.project, "t-cells", expected, genes=None)
+
+
+def test_messy_files_are_refused_one_line_each_and_nothing_registered(atlas, tmp_path):
+    project = tmp_path
+    folder = project / "lab" / V1
+    folder.mkdir(parents=True)
+    portal = atlas.portal / "hs-kidney-immune-r2.h5ad"
+    (folder / "notes.h5ad").write_text("cell,type\n")
+    (folder / "empty.h5ad").write_bytes(b"")
+
+    def repeated_ids(lab):
+        lab.obs_names = ["cell-1"] * 2 + list(lab.obs_names[2:])
+        return lab
+
+    def normalized_only(lab):
+        del lab.layers["counts"]
+        return lab
+
+    lab_file(portal, folder, repeated_ids, name="repeated.h5ad")
+    lab_file(portal, folder, normalized_only, name="normalized.h5ad")
+    run = ingest(project, [V1], "--keep-going", check=False)
+    assert run.returncode != 0
+    lines = [line for line in run.stderr.splitlines() if line.startswith("cellquery: ")]
+    for name, problem in [
+        ("notes.h5ad", "not an h5ad"),
+        ("empty.h5ad", "not an h5ad"),
+        ("repeated.h5ad", "cell ids repeat"),
+        ("normalized.h5ad", "is no count"),
+    ]:
+        assert [line for line in lines if line.startswith(f"cellquery: {name}: ") and problem in line], name
+    root = project / ".cellquery" / "atlas" / NAME
+    assert not (root / "versions").exists() and not (root / "storage").exists()
+    assert not list(root.glob("submissions/*/*.h5ad"))
