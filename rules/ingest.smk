@@ -54,6 +54,7 @@ rule ingest_census:
         "../envs/cellquery.yaml"
     params:
         atlas=ATLAS,
+        previous=lambda w: ATLAS_SPEC.previous(w.version),
     script:
         "../scripts/ingest_census.py"
 

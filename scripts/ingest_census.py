@@ -4,4 +4,5 @@ from cellquery.ingest.steps import build_version_store
 from cellquery.workflow.jobs import job_log
 
 with job_log(snakemake.log[0]):
-    build_version_store(snakemake.params.atlas, snakemake.wildcards.version, Path(snakemake.output[0]))
+    version, previous = snakemake.wildcards.version, snakemake.params.previous
+    build_version_store(snakemake.params.atlas, version, previous, Path(snakemake.output[0]))

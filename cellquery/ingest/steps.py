@@ -18,6 +18,7 @@ from cellquery.ingest.store import move_store, place_store
 from cellquery.instances.atlas_instance import AtlasInstance
 from cellquery.instances.lamin import connect
 from cellquery.store.build import build_census
+from cellquery.store.increment import extend_census
 from cellquery.store.sources import SourceDataset
 
 log = logging.getLogger(__name__)
@@ -148,13 +149,42 @@ def _registered(ln, dataset: str, path: Path):
     return artifact
 
 
-def build_version_store(atlas: AtlasInstance, version: str, receipt: Path) -> None:
+def build_version_store(atlas: AtlasInstance, version: str, previous: str | None, receipt: Path) -> None:
     """The version's Census-shaped store, built beside the storage, validated, then put in place and
-    registered (`cell-census/<version>/soma`, revising the previous version's)."""
+    registered (`cell-census/<version>/soma`, revising the previous version's). From the previous version's
+    store when there is one: only what changed is read and written (`cellquery.store.increment`)."""
     atlas.mark_unbuilt()
     ln = connect(atlas.env())
     collection = ln.Collection.get(key=registry.COLLECTION_KEY, version_tag=version)
-    sources = [
+    key = CENSUS_KEY.format(version=version)
+    staging = atlas.root / "census-staging" / key
+    shutil.rmtree(staging, ignore_errors=True)
+    sources = _sources(collection)
+    if previous:
+        before = atlas.storage / CENSUS_KEY.format(version=previous)
+        summary = extend_census(before, sources, staging, version, releases()[-1])
+        log.info(
+            "census %s from %s: %d datasets reused, %d added, %d dropped",
+            version,
+            previous,
+            len(summary["reused"]),
+            len(summary["added"]),
+            len(summary["dropped"]),
+        )
+    else:
+        summary = build_census(sources, staging, version, releases()[-1])
+    artifact = place_store(
+        ln, staging, key, version, summary, lambda store: move_store(store, atlas.storage / key)
+    )
+    write_json(receipt, {**summary, "key": key, "uid": artifact.uid, "path": str(artifact.path)})
+    log.info(
+        "census %s: %d cells from %d datasets", version, summary["total_cell_count"], summary["datasets"]
+    )
+
+
+def _sources(collection) -> list[SourceDataset]:
+    """A collection version's h5ads, with their identifiers (the artifact's uid the dataset's version)."""
+    return [
         SourceDataset(
             dataset_id=Path(artifact.key).stem,
             dataset_version_id=artifact.uid,
@@ -166,17 +196,6 @@ def build_version_store(atlas: AtlasInstance, version: str, receipt: Path) -> No
         )
         for artifact in collection.ordered_artifacts.all()
     ]
-    key = CENSUS_KEY.format(version=version)
-    staging = atlas.root / "census-staging" / key
-    shutil.rmtree(staging, ignore_errors=True)
-    summary = build_census(sources, staging, version, releases()[-1])
-    artifact = place_store(
-        ln, staging, key, version, summary, lambda store: move_store(store, atlas.storage / key)
-    )
-    write_json(receipt, {**summary, "key": key, "uid": artifact.uid, "path": str(artifact.path)})
-    log.info(
-        "census %s: %d cells from %d datasets", version, summary["total_cell_count"], summary["datasets"]
-    )
 
 
 def write_summary(atlas: AtlasInstance, stores: list[Path]) -> None:

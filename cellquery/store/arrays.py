@@ -14,9 +14,10 @@ from tiledbsoma.options import TileDBWriteOptions
 SORTED = TileDBWriteOptions(sort_coords=False)  # coordinates arrive in global order (`global_order`)
 
 
-def arrow_table(frame: pd.DataFrame, categorical=()) -> pa.Table:
-    """An Arrow table with soma_joinid 0..n-1; `categorical` columns dictionary-encoded."""
-    columns = {"soma_joinid": pa.array(np.arange(len(frame), dtype=np.int64))}
+def arrow_table(frame: pd.DataFrame, categorical=(), joinids: np.ndarray | None = None) -> pa.Table:
+    """An Arrow table with soma_joinid `joinids` (0..n-1 by default), `categorical` columns encoded."""
+    joinids = np.arange(len(frame)) if joinids is None else joinids
+    columns = {"soma_joinid": pa.array(np.asarray(joinids, dtype=np.int64))}
     for column in frame.columns:
         values = frame[column]
         if column in categorical:
@@ -30,10 +31,11 @@ def arrow_table(frame: pd.DataFrame, categorical=()) -> pa.Table:
     return pa.table(columns)
 
 
-def add_dataframe(parent, name: str, table: pa.Table) -> None:
-    """Create, write, close, then link: writing through `add_new_dataframe` can lose categories."""
+def add_dataframe(parent, name: str, table: pa.Table, n_rows: int | None = None) -> None:
+    """Create (room for `n_rows`, default the table's), write, close, then link: writing through
+    `add_new_dataframe` can lose categories."""
     uri = f"{parent.uri}/{name}"
-    domain = [(0, max(table.num_rows - 1, 0))]
+    domain = [(0, max((table.num_rows if n_rows is None else n_rows) - 1, 0))]
     soma.DataFrame.create(uri, schema=table.schema, domain=domain).close()
     with soma.DataFrame.open(uri, "w") as frame:
         if table.num_rows:

@@ -3,6 +3,7 @@ the datasets, the cell counts per label and the organisms."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from cellquery.cellxgene import ontology
@@ -29,11 +30,15 @@ def write_census_info(
     organism_labels: dict[str, str],
     census_version: str,
     release: CensusRelease,
+    dataset_joinids: list[int] | None = None,
 ) -> None:
-    """`census_info` under `root`, from the experiments' obs as written."""
+    """`census_info` under `root`, from the experiments' obs as written; the datasets' soma_joinids (their
+    rows of the presence matrix) 0..n-1 in `sources` order unless given."""
     info = root.add_new_collection("census_info")
     add_dataframe(info, "summary", arrow_table(summary(obs_by_organism, census_version, release)))
-    add_dataframe(info, "datasets", arrow_table(datasets(sources, obs_by_organism)))
+    joinids = np.arange(len(sources)) if dataset_joinids is None else np.asarray(dataset_joinids)
+    table = arrow_table(datasets(sources, obs_by_organism), joinids=joinids)
+    add_dataframe(info, "datasets", table, n_rows=int(joinids.max(initial=-1)) + 1)
     add_dataframe(info, "summary_cell_counts", arrow_table(summary_cell_counts(obs_by_organism)))
     add_dataframe(info, "organisms", arrow_table(organisms(organism_labels)))
     info.close()

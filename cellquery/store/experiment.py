@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -28,6 +30,9 @@ from cellquery.store.sources import Included
 
 log = logging.getLogger(__name__)
 
+LAYERS = ("raw", "normalized")
+PRESENCE = "feature_dataset_presence_matrix"
+
 LABELLED_TERMS = (
     "assay",
     "cell_type",
@@ -46,6 +51,7 @@ CATEGORICAL_OBS = (
     "tissue_general",
     "tissue_general_ontology_term_id",
 )
+FLOAT_STATS = ("raw_sum", "raw_mean_nnz", "raw_variance_nnz")
 OBS_COLUMNS = (  # the Census obs columns, in the Census order
     "dataset_id",
     *[c for term in LABELLED_TERMS for c in (term, f"{term}_ontology_term_id")],
@@ -64,8 +70,26 @@ OBS_COLUMNS = (  # the Census obs columns, in the Census order
 )
 
 
-def write_experiment(census_data, name: str, parts: list[Included], n_datasets: int) -> pd.DataFrame:
-    """Write one organism's experiment; returns its obs (for the summary tables)."""
+OBS_TYPES = {"is_primary_data": pa.bool_(), "nnz": pa.int64(), "n_measured_vars": pa.int64()} | dict.fromkeys(
+    FLOAT_STATS, pa.float64()
+)
+OBS_SCHEMA = pa.schema(
+    [("soma_joinid", pa.int64())]
+    + [
+        (
+            c,
+            pa.dictionary(pa.int32(), pa.large_string())
+            if c in CATEGORICAL_OBS
+            else OBS_TYPES.get(c, pa.large_string()),
+        )
+        for c in OBS_COLUMNS
+    ]
+)
+
+
+def write_experiment(census_data, name: str, parts: list[Included], n_datasets: int) -> dict[str, dict]:
+    """Write one organism's experiment; returns, per dataset, its cells and the fragments holding them (a
+    later version drops a replaced dataset by dropping its fragments: `cellquery.store.increment`)."""
     var_ids = pd.Index(sorted(set().union(*(set(p.gene_ids) for p in parts))))
     var_info = pd.concat([p.genes for p in parts])
     var_info = var_info[~var_info.index.duplicated()].reindex(var_ids)
@@ -73,18 +97,70 @@ def write_experiment(census_data, name: str, parts: list[Included], n_datasets: 
     experiment = census_data.add_new_collection(name, soma.Experiment)
     measurement = experiment.add_new_collection("ms").add_new_collection("RNA", soma.Measurement)
     matrices = measurement.add_new_collection("X")
-    raw = add_sparse(matrices, "raw", pa.float32(), (n_obs, len(var_ids)))
-    normalized = add_sparse(matrices, "normalized", pa.float32(), (n_obs, len(var_ids)))
-    presence = add_sparse(
-        measurement, "feature_dataset_presence_matrix", pa.bool_(), (n_datasets, len(var_ids))
-    )
-    tiles = tile_extents(raw)  # normalized's too: both made by `add_sparse`
-    gene_nnz = np.zeros(len(var_ids), dtype=np.int64)
-    measured_obs = np.zeros(len(var_ids), dtype=np.int64)
-    obs_parts, offset = [], 0
+    for layer in LAYERS:
+        add_sparse(matrices, layer, pa.float32(), (n_obs, len(var_ids))).close()
+    add_sparse(measurement, PRESENCE, pa.bool_(), (n_datasets, len(var_ids))).close()
+    add_dataframe(experiment, "obs", OBS_SCHEMA.empty_table(), n_obs)
+    var = var_info.reset_index(names="feature_id").assign(nnz=0, n_measured_obs=0)
+    add_dataframe(measurement, "var", arrow_table(var))
+    experiment.close()
+    return append_to_experiment(experiment.uri, parts, n_obs=n_obs)
+
+
+def array_uris(experiment_uri: str) -> dict[str, str]:
+    """The arrays of an experiment that hold its datasets' cells, by their path in it."""
+    rna = f"{experiment_uri}/ms/RNA"
+    return {"obs": f"{experiment_uri}/obs", PRESENCE: f"{rna}/{PRESENCE}"} | {
+        f"X/{layer}": f"{rna}/X/{layer}" for layer in LAYERS
+    }
+
+
+def append_to_experiment(uri: str, parts: list[Included], n_obs: int | None = None) -> dict[str, dict]:
+    """Write datasets' cells after those an experiment holds (new genes after its var), each dataset's cells
+    in fragments of their own; var's counts updated. Returns, per dataset, its cells and fragments."""
+    with soma.DataFrame.open(f"{uri}/ms/RNA/var") as frame:
+        var = frame.read().concat().to_pandas().set_index("feature_id").drop(columns="soma_joinid")
+    new_genes = pd.concat([p.genes for p in parts])
+    new_genes = new_genes[~new_genes.index.duplicated() & ~new_genes.index.isin(var.index)]
+    var = pd.concat([var, new_genes.assign(nnz=0, n_measured_obs=0)])
+    with soma.DataFrame.open(f"{uri}/obs") as obs:
+        first = 0 if n_obs is not None else obs.domain[0][1] + 1
+    total = first + sum(len(p.rows) for p in parts)
+    _resize(uri, total, len(var), max(p.dataset_joinid for p in parts) + 1)
+    written, offset = {}, first
     for part in parts:
-        var_joinids = var_ids.get_indexer(part.gene_ids)
-        measured_obs[var_joinids] += len(part.rows)
+        written[part.source.dataset_id] = _write_part(uri, part, var, offset)
+        offset += len(part.rows)
+    with soma.DataFrame.open(
+        f"{uri}/ms/RNA/var", "w"
+    ) as frame:  # its counts changed: one fragment, read first
+        frame.write(arrow_table(var.reset_index(names="feature_id")))
+    return written
+
+
+def _resize(uri: str, n_obs: int, n_var: int, n_datasets: int) -> None:
+    """Room for the cells, genes and datasets to come (each array reopened afterwards to write)."""
+    arrays = array_uris(uri)
+    for layer in LAYERS:
+        with soma.SparseNDArray.open(arrays[f"X/{layer}"], "w") as array:
+            array.resize((max(n_obs, array.shape[0]), max(n_var, array.shape[1])))
+    with soma.SparseNDArray.open(arrays[PRESENCE], "w") as presence:
+        presence.resize((max(n_datasets, presence.shape[0]), max(n_var, presence.shape[1])))
+    for frame_uri, size in ((arrays["obs"], n_obs), (f"{uri}/ms/RNA/var", n_var)):
+        with soma.DataFrame.open(frame_uri, "w") as frame:
+            if size > frame.domain[0][1] + 1:
+                frame.tiledbsoma_resize_soma_joinid_shape(size)
+
+
+def _write_part(uri: str, part: Included, var: pd.DataFrame, offset: int) -> dict:
+    """One dataset's cells: X (raw, normalized) a block at a time, its presence row, its obs rows."""
+    arrays = array_uris(uri)
+    before = {key: fragments(array) for key, array in arrays.items()}
+    var_joinids = var.index.get_indexer(part.gene_ids)
+    in_var_order = np.argsort(var_joinids, kind="stable")  # row-major coordinates, as global order asks
+    part = replace(part, gene_columns=part.gene_columns[in_var_order], genes=part.genes.iloc[in_var_order])
+    var_joinids = var_joinids[in_var_order]
+    with soma.SparseNDArray.open(arrays[PRESENCE], "w") as presence:
         presence.write(
             coo_table(
                 np.full(len(var_joinids), part.dataset_joinid, dtype=np.int64),
@@ -92,8 +168,30 @@ def write_experiment(census_data, name: str, parts: list[Included], n_datasets: 
                 np.ones(len(var_joinids), dtype=bool),
             )
         )
-        stats = defaultdict(list)
-        written = offset
+    stats = _write_x(arrays, part, var_joinids, offset, var)
+    var.iloc[var_joinids, var.columns.get_loc("n_measured_obs")] += len(part.rows)
+    obs = part.obs.copy()
+    for key, values in stats.items():
+        obs[key] = np.concatenate(values) if values else np.array([], dtype=np.float64)
+    obs["n_measured_vars"] = len(part.gene_ids)
+    with soma.DataFrame.open(arrays["obs"], "w") as frame:
+        frame.write(arrow_table(census_obs(obs), CATEGORICAL_OBS, np.arange(offset, offset + len(obs))))
+    return {
+        "cells": [offset, offset + len(part.rows)],  # their soma_joinids, end excluded
+        "dataset_joinid": part.dataset_joinid,
+        "fragments": {key: sorted(fragments(array) - before[key]) for key, array in arrays.items()},
+    }
+
+
+def _write_x(arrays: dict, part: Included, var_joinids: np.ndarray, offset: int, var: pd.DataFrame) -> dict:
+    """A dataset's raw and normalized counts, a block at a time; returns its cells' statistics."""
+    stats = defaultdict(list)
+    written = offset
+    with (
+        soma.SparseNDArray.open(arrays["X/raw"], "w") as raw,
+        soma.SparseNDArray.open(arrays["X/normalized"], "w") as normalized,
+    ):
+        tiles = tile_extents(raw)  # normalized's too: both made by `add_sparse`
         for block_rows, block in h5ad.row_blocks(part.source.path, part.rows, part.counts_key):
             counts = block[:, part.gene_columns].tocsr()
             counts.eliminate_zeros()
@@ -108,25 +206,22 @@ def write_experiment(census_data, name: str, parts: list[Included], n_datasets: 
             rows, cols = rows[order], cols[order]
             raw.write(coo_table(rows, cols, coo.data[order].astype(np.float32)), platform_config=SORTED)
             normalized.write(coo_table(rows, cols, values[order]), platform_config=SORTED)
-            gene_nnz += np.bincount(cols, minlength=len(gene_nnz))
+            var.iloc[:, var.columns.get_loc("nnz")] += np.bincount(cols, minlength=len(var))
             written += len(block_rows)
-            log.info("%s: %s, %d of %d cells", name, part.source.dataset_id, written - offset, len(part.rows))
-        obs = part.obs.copy()
-        for key, values in stats.items():
-            obs[key] = np.concatenate(values) if values else np.array([], dtype=np.float64)
-        obs["n_measured_vars"] = len(part.gene_ids)
-        obs_parts.append(obs)
-        offset += len(part.rows)
-    for array in (raw, normalized, presence):
-        array.close()
-    obs = census_obs(pd.concat(obs_parts) if obs_parts else pd.DataFrame())
-    add_dataframe(experiment, "obs", arrow_table(obs, CATEGORICAL_OBS))
-    var = var_info.reset_index(names="feature_id")
-    var["nnz"] = gene_nnz
-    var["n_measured_obs"] = measured_obs
-    add_dataframe(measurement, "var", arrow_table(var))
-    experiment.close()
-    return obs
+            log.info("%s: %d of %d cells", part.source.dataset_id, written - offset, len(part.rows))
+    return stats
+
+
+def read_obs(experiment_uri: str) -> pd.DataFrame:
+    """An experiment's obs as stored (the summary tables count its cells)."""
+    with soma.DataFrame.open(f"{experiment_uri}/obs") as obs:
+        return obs.read().concat().to_pandas()
+
+
+def fragments(uri: str) -> set[str]:
+    """The fragments of a TileDB array on local disk (what a write added: the difference)."""
+    folder = Path(uri.removeprefix("file://")) / "__fragments"
+    return {entry.name for entry in folder.iterdir()} if folder.exists() else set()
 
 
 def census_obs(obs: pd.DataFrame) -> pd.DataFrame:
