@@ -23,6 +23,7 @@ import yaml
 from bench import startup
 from bench.builds import clear_query
 from bench.plot import plot_scales
+from cellquery.demo.catalog import generation_batches
 from cellquery.files.layout import QueryFiles
 from cellquery.query.runfiles import read_manifest
 from cellquery.spec.query_spec import load_spec
@@ -47,6 +48,7 @@ AIMS = {
     "B7": "recorded: no aim (#6 asks for the report, not its speed)",
     "B8": "the build <= 0.5 x the wall time; each shared artifact read once",
     "B11": "a bad spec rejected within snakemake's start plus a little: <= 3 x `snakemake --version`",
+    "B13": "adding 2 datasets to an atlas store <= 0.1 x its first build (only they are read and written)",
 }
 REJECTED = {
     "schema": REPO / "bench" / "b11" / "schema-error.yaml",
@@ -233,6 +235,32 @@ def rejections(project: Path) -> dict:
     return {"rows": rows, "load_average_1min": round(os.getloadavg()[0], 1)}
 
 
+def atlas_store(project: Path) -> dict:
+    """B13: the store of `ingest`'s second version (2 datasets added to the atlas demo's 2-million-cell
+    release) made from the first one's, against building the first; each from a cold page cache."""
+    from bench.steps import B13_ADDED, atlas_sources
+
+    shards = [f".demo/atlas/h5ad/shard-{n}" for n in range(len(generation_batches("atlas")))]
+    subprocess.run(snakemake(project, "--config", "demo_scale=atlas", "--", *shards), cwd=project, check=True)
+    first = measured(helper("atlas-store-first", project), project, cold=True)
+    added = measured(helper("atlas-store-add", project), project, cold=True)
+    sources = atlas_sources(project)
+    cells = [h5ad_cells(s.path) for s in sources]
+    name = (
+        f"adding {B13_ADDED} datasets ({sum(cells[-B13_ADDED:]):,} cells) to an atlas store of "
+        f"{sum(cells[:-B13_ADDED]):,} cells vs its first build"
+    )
+    return {"rows": [compared("B13", name, first, added)]}
+
+
+def h5ad_cells(path: Path) -> int:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        obs = f["obs"]
+        return len(obs[obs.attrs["_index"]])
+
+
 def build_with_one_typo(folder: Path, count: int) -> Path:
     """`count` well-formed specs in `folder`, but for one organism misspelt in the middle one."""
     shutil.rmtree(folder, ignore_errors=True)
@@ -373,7 +401,7 @@ def registry_scale(project: Path) -> dict:
 def render(run: dict) -> str:
     rows = []
     builds = [builds_row(run["builds"])] if run.get("builds") else []
-    extra = [*builds, *run.get("rejections", {}).get("rows", [])]
+    extra = [*builds, *run.get("rejections", {}).get("rows", []), *run.get("atlas_store", {}).get("rows", [])]
     main = [*run["benchmarks"]]
     if run.get("b1_atlas"):  # B1a right after B1
         main.insert(next(i + 1 for i, b in enumerate(main) if b["id"] == "B1"), run["b1_atlas"])
@@ -563,6 +591,7 @@ ALONE = {  # what `--only` runs: (its key in the results, the measurement)
     "B8": ("builds", s3_bench(dataset_builds)),
     "B9": ("object_storage", s3_bench(object_storage)),
     "B11": ("rejections", rejections),
+    "B13": ("atlas_store", atlas_store),
 }
 
 
@@ -597,6 +626,7 @@ def whole_run(project: Path, timestamp: str) -> dict:
         "rejections": rejections(project) | {"timestamp": timestamp},
         "b1_small": b1_small | {"timestamp": timestamp},
         "b1_atlas": b1_atlas | {"timestamp": timestamp},
+        "atlas_store": atlas_store(project) | {"timestamp": timestamp},
     }
 
 

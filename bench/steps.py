@@ -1,7 +1,8 @@
 """The baselines and single steps `bench/run.py` times, each in its own process.
 
 python bench/steps.py NAME PROJECT
-NAME: seed-guide, census-slice, get-anndata, slice-large, h5py-floor, loader-lamin or loader-census
+NAME: atlas-store-first, atlas-store-add (B13), seed-guide, census-slice,
+      get-anndata, slice-large, h5py-floor, loader-lamin or loader-census
 python bench/steps.py seed-guide PROJECT SCALE SPEC   (B1 at any scale: the spec's query, its manifest)
 """
 
@@ -16,13 +17,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cellquery.cellxgene.release import releases
+from cellquery.cellxgene.release import release_named, releases
 from cellquery.files.atomic import write_json
 from cellquery.instances.demo_instance import DemoInstance
 from cellquery.instances.lamin import connect
 from cellquery.spec.criteria import Criterion, obs_mask, value_filter
 
 LOADER_BATCH_SIZE = 256
+B13_DIR, B13_ADDED = Path(".bench") / "b13", 2  # the atlas stores B13 writes; datasets it adds
 T_AND_B = ("CL:0000084", "CL:0000624", "CL:0000236", "CL:0000788")
 CRITERIA = [
     Criterion("cell_type_ontology_term_id", "in", T_AND_B),
@@ -145,7 +147,40 @@ def loader(route: str, project: Path) -> None:
     write_json(results(project) / f"bench-loader-{route}.json", figures)
 
 
+def atlas_sources(project: Path) -> list:
+    """The atlas demo's newer release as an atlas's datasets (B13), in the catalog's order."""
+    from cellquery.demo import catalog
+    from cellquery.store.sources import SourceDataset
+
+    paths = {p.stem: p for p in (project / ".demo" / "atlas" / "h5ad").glob("shard-*/*.h5ad")}
+    return [
+        SourceDataset(spec.dataset_id, spec.dataset_version_id, spec.file_stem, paths[spec.file_stem])
+        for spec in catalog.release("atlas", catalog.V2)
+    ]
+
+
+def atlas_store(step: str, project: Path) -> None:
+    """B13: `first`, the store of all but the last `B13_ADDED` datasets, built; `add`, the store of all from
+    the first one's (`cellquery.store.increment`)."""
+    import shutil
+
+    from cellquery.demo import catalog
+    from cellquery.store.build import build_census
+    from cellquery.store.increment import extend_census
+
+    release = release_named(catalog.V2)
+    sources, work = atlas_sources(project), project / B13_DIR
+    if step == "first":
+        shutil.rmtree(work, ignore_errors=True)
+        build_census(sources[:-B13_ADDED], work / "v1", "v1", release)
+    else:
+        shutil.rmtree(work / "v2", ignore_errors=True)
+        extend_census(work / "v1", sources, work / "v2", "v2", release)
+
+
 STEPS = {
+    "atlas-store-first": functools.partial(atlas_store, "first"),
+    "atlas-store-add": functools.partial(atlas_store, "add"),
     "seed-guide": seed_guide,
     "census-slice": census_slice,
     "get-anndata": get_anndata,

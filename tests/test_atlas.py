@@ -109,6 +109,21 @@ def test_a_version_adds_datasets_and_replaces_one(atlas):
     assert "ingest_submission" in atlas.second.stderr and f"submissions/{V1}/" not in atlas.second.stderr
 
 
+def test_the_second_store_is_made_from_the_first(atlas):
+    """Only the added and replaced datasets' cells written; the first version's store as it was, its files
+    shared by the second's (hard links) but for the replaced dataset's."""
+    census = json.loads((atlas.root / "census" / f"{V2}.json").read_text())
+    assert census["reused"] == ["hs-kidney-immune-r2"] and census["dropped"] == [REPLACED]
+    assert sorted(census["added"]) == sorted(FILES[V2])
+    log = (atlas.root / "logs" / f"census-{V2}.log").read_text()
+    assert "hs-kidney-immune-r2:" not in log and f"dropped {REPLACED}" in log  # the kept one: not read
+    first = atlas.root / "storage" / f"cell-census/{V1}/soma"
+    assert {p: p.stat().st_mtime_ns for p in first.rglob("*")} == atlas.first_store
+    second = atlas.root / "storage" / f"cell-census/{V2}/soma"
+    shared = [p for p in first.rglob("*") if p.is_file() and (second / p.relative_to(first)).exists()]
+    assert shared and all((second / p.relative_to(first)).stat().st_ino == p.stat().st_ino for p in shared)
+
+
 def test_the_validator_accepts_the_atlas_datasets(atlas):
     from cellquery.cellxgene.validator import validate
 
