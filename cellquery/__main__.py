@@ -23,7 +23,7 @@ import yaml
 
 from cellquery.errors import UserError, one_line_exit
 from cellquery.files.layout import QueryFiles
-from cellquery.query.build import spec_paths
+from cellquery.files.listing import files_named
 from cellquery.query.summary import result_summary, summary_line
 from cellquery.spec.configuration import DEFAULT_CONFIG
 from cellquery.spec.query_spec import load_spec
@@ -116,7 +116,7 @@ def main() -> None:
     if args.command in ("releases", "values"):
         return explore(args, config)
     entries = [args.query] if args.query else config["query"] or config["queries"]
-    queries = spec_paths(entries, Path.cwd() if args.query else REPO)
+    queries = files_named(entries, Path.cwd() if args.query else REPO)
     if args.command == "summary":
         summary(queries)
     elif args.command == "results":

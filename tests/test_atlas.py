@@ -5,6 +5,7 @@ two datasets and replacing one; queried with the shipped specs and checked again
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,6 +18,7 @@ from test_pipeline import check_result, seed_guide_selection
 
 from cellquery.cellxgene import ontology
 from cellquery.demo import catalog, synth
+from cellquery.workflow.faults import INGEST_POINTS
 
 pytestmark = pytest.mark.slow
 
@@ -41,10 +43,10 @@ FILES = {  # version -> dataset -> how the lab changed the portal's file
 }
 
 
-def ingest(project: Path, versions: list[str], *args: str, check: bool = True):
+def ingest(project: Path, versions: list[str], *args: str, check: bool = True, env: dict | None = None):
     spec = {"name": NAME, "versions": {v: [f"lab/{v}/"] for v in versions}}
     (project / "atlas.yaml").write_text(yaml.safe_dump(spec))
-    return snakemake(project, "ingest", "--config", "atlas=atlas.yaml", *args, check=check)
+    return snakemake(project, "ingest", "--config", "atlas=atlas.yaml", *args, check=check, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -120,8 +122,17 @@ def test_the_second_store_is_made_from_the_first(atlas):
     first = atlas.root / "storage" / f"cell-census/{V1}/soma"
     assert {p: p.stat().st_mtime_ns for p in first.rglob("*")} == atlas.first_store
     second = atlas.root / "storage" / f"cell-census/{V2}/soma"
-    shared = [p for p in first.rglob("*") if p.is_file() and (second / p.relative_to(first)).exists()]
-    assert shared and all((second / p.relative_to(first)).stat().st_ino == p.stat().st_ino for p in shared)
+    kept = json.loads((second / "fragments.json").read_text())["homo_sapiens"]["hs-kidney-immune-r2"]
+    experiment = Path("census_data") / "homo_sapiens"
+    files = [
+        file.relative_to(second)
+        for array, names in kept["fragments"].items()
+        for name in names
+        for file in (
+            second / experiment / ("" if array == "obs" else "ms/RNA") / array / "__fragments" / name
+        ).iterdir()
+    ]
+    assert files and all((second / f).stat().st_ino == (first / f).stat().st_ino for f in files)
 
 
 def test_the_validator_accepts_the_atlas_datasets(atlas):
@@ -238,3 +249,34 @@ def test_messy_files_are_refused_one_line_each_and_nothing_registered(atlas, tmp
     root = project / ".cellquery" / "atlas" / NAME
     assert not (root / "versions").exists() and not (root / "storage").exists()
     assert not list(root.glob("submissions/*/*.h5ad"))
+
+
+def atlas_state(project: Path) -> dict:
+    """What an atlas holds: each collection version's datasets (by file hash), every artifact's key, and
+    each store's cells."""
+    atlas = SimpleNamespace(project=project)
+    return ask_atlas(
+        atlas,
+        "versions = {c.version_tag: sorted((Path(a.key).stem, a.hash) for a in c.ordered_artifacts.all())\n"
+        "            for c in ln.Collection.filter(key='cellxgene-census')}\n"
+        "artifacts = sorted([a.key, a.version_tag or ''] for a in ln.Artifact.filter())\n"
+        "stores = {a.key: a.n_observations for a in ln.Artifact.filter(otype='tiledbsoma')}\n"
+        "answer = {'versions': versions, 'artifacts': artifacts, 'stores': stores}",
+    )
+
+
+@pytest.mark.parametrize("point", INGEST_POINTS)
+def test_a_killed_ingest_reruns_to_the_same_atlas(atlas, tmp_path, point):
+    """Killed with one dataset registered and no collection yet, or with the store staged and not in place:
+    the next ingest ends where an ingest never killed ends (the fixture's first version)."""
+    shutil.copytree(atlas.project / "lab" / V1, tmp_path / "lab" / V1)
+    killed = ingest(tmp_path, [V1], check=False, env={"CELLQUERY_KILL_AT": point})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not (tmp_path / ".cellquery" / "atlas" / NAME / "summary.json").exists()
+    ingest(tmp_path, [V1])
+    clean = atlas_state(atlas.project)
+    clean["versions"].pop(V2)
+    clean["stores"].pop(f"cell-census/{V2}/soma")
+    rerun = atlas_state(tmp_path)
+    assert rerun["versions"] == clean["versions"] and rerun["stores"] == clean["stores"]
+    assert len(rerun["artifacts"]) == len({tuple(a) for a in rerun["artifacts"]}) == len(FILES[V1]) + 1

@@ -20,6 +20,7 @@ from cellquery.instances.lamin import connect
 from cellquery.store.build import build_census
 from cellquery.store.increment import extend_census
 from cellquery.store.sources import SourceDataset
+from cellquery.workflow.faults import failpoint
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ def register_version(
         for number, (dataset, path) in enumerate(sorted(submissions.items()), start=1):
             added[dataset] = _registered(ln, dataset, path)
             log.info("%s: registered %s [%d/%d]", dataset, added[dataset].uid, number, len(submissions))
+            failpoint("ingest-register")
     previous_version = plan["previous"]
     kept = (
         _read(atlas.root / "versions" / f"{previous_version}.json")["artifacts"] if previous_version else {}

@@ -11,7 +11,16 @@ import os
 import signal
 
 POINTS = ("slice", "assemble", "register")  # where the SIGKILL tests kill
-STAGES = ("resolve", "slice", "census", "assemble", "export", "register", "describe")  # every failpoint
+STAGES = (
+    "resolve",
+    "slice",
+    "census",
+    "assemble",
+    "export",
+    "register",
+    "describe",
+)  # the query's failpoints
+INGEST_POINTS = ("ingest-register", "ingest-store")  # one dataset registered; a store staged, not in place
 
 
 def failpoint(point: str) -> None:
