@@ -175,6 +175,7 @@ def build_version_store(atlas: AtlasInstance, version: str, previous: str | None
         )
     else:
         summary = build_census(sources, staging, version, releases()[-1])
+    failpoint("ingest-store")
     artifact = place_store(
         ln, staging, key, version, summary, lambda store: move_store(store, atlas.storage / key)
     )
