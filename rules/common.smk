@@ -44,7 +44,10 @@ with one_line_exit():  # the atlas `ingest` builds, when the config names one
         else None
     )
 if ATLAS_SPEC:
-    ATLAS = AtlasInstance.of(Path.cwd(), ATLAS_SPEC.name)
+    with one_line_exit():
+        ATLAS = AtlasInstance.of(
+            Path.cwd(), ATLAS_SPEC.name, config["atlas_db_url"] or None
+        )
     ATLAS_DIR = f"{ATLASES}/{ATLAS_SPEC.name}"
     ATLAS_LOGS = f"{ATLAS_DIR}/logs"
     ATLAS_SUMMARY = f"{ATLAS_DIR}/summary.json"

@@ -116,7 +116,7 @@ def postgresql_missing() -> str | None:
 def pg_demo(tmp_path_factory) -> DemoInstance:
     """The small demo built on a fresh PostgreSQL database (the server .ci/services starts); its project's
     runs register into an embedded target on a PostgreSQL database of its own (`run_config`)."""
-    from cellquery.demo.build import recreate_database
+    from cellquery.instances.lamin import recreate_database
 
     require_service(postgresql_missing())
     project = tmp_path_factory.mktemp("pg-project")

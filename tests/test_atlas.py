@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,7 +14,7 @@ from types import SimpleNamespace
 import anndata as ad
 import pytest
 import yaml
-from conftest import REPO, lab_file, snakemake
+from conftest import PG_SERVER, REPO, lab_file, postgresql_missing, require_service, snakemake
 from test_pipeline import check_result, seed_guide_selection
 
 from cellquery.cellxgene import ontology
@@ -159,10 +160,11 @@ def test_get_anndata_reads_the_store(atlas):
     )
 
 
-def portal_cells(atlas, select) -> dict[str, ad.AnnData]:
-    """Per dataset of the latest version, the cells `select(obs)` picks in the files the lab's came from
-    (the replaced dataset: the cells its newer file kept), keyed by the join ids the validator gave them."""
-    latest = {stem: version for version in FILES for stem in FILES[version]}
+def portal_cells(atlas, select, datasets: dict | None = None) -> dict[str, ad.AnnData]:
+    """Per dataset of the latest version (or of `datasets`, each with its version), the cells `select(obs)`
+    picks in the files the lab's came from (the replaced dataset: the cells its newer file kept), keyed by the
+    join ids the validator gave them."""
+    latest = datasets or {stem: version for version in FILES for stem in FILES[version]}
     picked = {}
     for stem, version in latest.items():
         lab = ad.read_h5ad(atlas.project / "lab" / version / f"{stem}.h5ad", backed="r")
@@ -281,3 +283,25 @@ def test_a_killed_ingest_reruns_to_the_same_atlas(atlas, tmp_path, point):
     assert rerun["versions"] == clean["versions"] and rerun["stores"] == clean["stores"]
     data = [key for key, _ in rerun["artifacts"] if key.startswith(("h5ads/", "cell-census/"))]
     assert sorted(data) == sorted([*(f"h5ads/{d}.h5ad" for d in FILES[V1]), f"cell-census/{V1}/soma"])
+
+
+def test_an_atlas_on_postgresql_is_queried_as_one_on_sqlite(atlas, tmp_path):
+    """The first version ingested on a PostgreSQL database of its own (recorded: later runs need not name
+    it), then the kidney query over it: the same cells as over the SQLite atlas."""
+    require_service(postgresql_missing())
+    shutil.copytree(atlas.project / "lab" / V1, tmp_path / "lab" / V1)
+    url = f"{PG_SERVER}/cellquery_atlas_{uuid.uuid4().hex[:8]}"
+    ingest(tmp_path, [V1], "--config", f"atlas_db_url={url}")
+    made = json.loads((tmp_path / ".cellquery" / "atlas" / NAME / "instance.json").read_text())
+    assert made["db"].startswith("postgresql://") and made["db"].endswith(url.rsplit("/", 1)[1])
+    project = SimpleNamespace(
+        project=tmp_path, root=tmp_path / ".cellquery" / "atlas" / NAME, portal=atlas.portal
+    )
+    run_shipped(project, "kidney-immune")
+    selection = seed_guide_selection(["dendritic cell", "neutrophil"], "kidney", "10x 3' v2")
+    expected = portal_cells(project, selection, dict.fromkeys(FILES[V1], V1))
+    check_result(tmp_path, "kidney-immune", expected)
+    other = snakemake(
+        tmp_path, "ingest", "--config", "atlas=atlas.yaml", f"atlas_db_url={url}_other", check=False
+    )
+    assert f"cellquery: config: atlas_db_url: the atlas {NAME} was made on postgresql://" in other.stderr

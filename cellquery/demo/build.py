@@ -13,7 +13,7 @@ from cellquery.files.atomic import write_json
 from cellquery.ingest import registry
 from cellquery.ingest.store import move_store, place_store
 from cellquery.instances.demo_instance import DEMO_FORMAT, DemoInstance
-from cellquery.instances.lamin import connect
+from cellquery.instances.lamin import connect, recreate_database
 from cellquery.store.build import build_census
 from cellquery.store.sources import SourceDataset
 
@@ -68,25 +68,6 @@ def empty_bucket(demo: DemoInstance) -> None:
     server.ensure_running()
     filesystem(demo.data_root).mkdir(demo.bucket)
     log.info("bucket %s on %s", demo.bucket, server.endpoint)
-
-
-def recreate_database(url: str) -> None:
-    """The demo owns the database its URL names: drop it if present and create it empty."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    import psycopg2
-    from psycopg2 import sql
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    server = urlunsplit(parts._replace(path="/postgres"))
-    connection = psycopg2.connect(server)
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    connection.close()
-    log.info("PostgreSQL database %s created on %s", name, parts.hostname)
 
 
 def register_all(demo: DemoInstance, scale: str, shard_dirs: list[Path], receipt: Path) -> None:

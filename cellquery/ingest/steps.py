@@ -16,7 +16,7 @@ from cellquery.ingest import registry
 from cellquery.ingest.standardize import SHOWN, StandardizeError, standardize
 from cellquery.ingest.store import move_store, place_store
 from cellquery.instances.atlas_instance import AtlasInstance
-from cellquery.instances.lamin import connect
+from cellquery.instances.lamin import connect, recreate_database
 from cellquery.store.build import build_census
 from cellquery.store.increment import extend_census
 from cellquery.store.sources import SourceDataset
@@ -109,6 +109,8 @@ def _instance(atlas: AtlasInstance):
     if made.exists():
         return connect(atlas.env())
     shutil.rmtree(atlas.storage, ignore_errors=True)
+    if atlas.db_url:  # the atlas's own database: what a killed first ingest left goes too
+        recreate_database(atlas.db_url)
     ln = atlas.instance.create()
     registry.create_registry(ln, organisms=())
     write_json(made, {"slug": atlas.slug, "db": ln.setup.settings.instance.db})

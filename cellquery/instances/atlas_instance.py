@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from cellquery.errors import UserError
 from cellquery.instances.lamin import LocalInstance
 
 ATLAS_PREFIX = "atlas:"  # a spec's `source.instance` for an atlas of this project: `atlas:<name>`
@@ -24,11 +25,20 @@ class AtlasInstance:
     db_url: str | None = None  # a postgresql:// URL; SQLite inside the storage when None
 
     @classmethod
-    def of(cls, project: Path, name: str) -> AtlasInstance:
-        """The atlas `name` of a project, with the database its first ingest made it with."""
+    def of(cls, project: Path, name: str, db_url: str | None = None) -> AtlasInstance:
+        """The atlas `name` of a project, with the database its first ingest made it with (`db_url`, a
+        PostgreSQL URL, for one not made yet; another for one made is refused in one line)."""
         made = cls(project, name).receipt
-        db = json.loads(made.read_text()).get("db", "") if made.exists() else ""
-        return cls(project, name, db if db.startswith("postgresql") else None)
+        if not made.exists():
+            return cls(project, name, db_url)
+        db = json.loads(made.read_text()).get("db", "")
+        recorded = db if db.startswith("postgresql") else None
+        if db_url and db_url != recorded:
+            raise UserError(
+                f"config: atlas_db_url: the atlas {name} was made on {recorded or 'SQLite'}: give its "
+                f"database, or remove the atlas (rm -rf {made.parent}) to make it anew on {db_url}"
+            )
+        return cls(project, name, recorded)
 
     @property
     def receipt(self) -> Path:

@@ -251,3 +251,23 @@ def _drop(connection) -> None:
 def _where(connection) -> str:
     settings = connection.settings_dict
     return f"{settings['NAME']} on {settings['HOST']}:{settings['PORT']}"
+
+
+def recreate_database(url: str) -> None:
+    """Drop the PostgreSQL database a URL names, if present, and create it empty (for an instance that owns
+    it: the demo, an atlas made again)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg2
+    from psycopg2 import sql
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    server = urlunsplit(parts._replace(path="/postgres"))
+    connection = psycopg2.connect(server)
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    connection.close()
+    log.info("PostgreSQL database %s created on %s", name, parts.hostname)
