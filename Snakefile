@@ -32,6 +32,8 @@ else:
         """Without an atlas spec: one line saying how to give one."""
         log:
             "logs/ingest.log",
+        conda:
+            "envs/cellquery.yaml"
         shell:
             "echo 'cellquery: config: atlas: give an atlas spec to ingest, e.g. "
             "--config atlas=config/atlas.yaml (docs/atlas.md)' | tee {log} >&2; exit 1"
