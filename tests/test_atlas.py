@@ -44,10 +44,12 @@ FILES = {  # version -> dataset -> how the lab changed the portal's file
 }
 
 
-def ingest(project: Path, versions: list[str], *args: str, check: bool = True, env: dict | None = None):
+def ingest(project: Path, versions: list[str], *config: str, check: bool = True, env: dict | None = None):
+    """`snakemake ingest` of the lab's files of these versions, with more `config` items; `--keep-going`."""
     spec = {"name": NAME, "versions": {v: [f"lab/{v}/"] for v in versions}}
     (project / "atlas.yaml").write_text(yaml.safe_dump(spec))
-    return snakemake(project, "ingest", "--config", "atlas=atlas.yaml", *args, check=check, env=env)
+    command = ["ingest", "--keep-going", "--config", "atlas=atlas.yaml", *config]
+    return snakemake(project, *command, check=check, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +240,7 @@ def test_messy_files_are_refused_one_line_each_and_nothing_registered(atlas, tmp
 
     lab_file(portal, folder, repeated_ids, name="repeated.h5ad")
     lab_file(portal, folder, normalized_only, name="normalized.h5ad")
-    run = ingest(project, [V1], "--keep-going", check=False)
+    run = ingest(project, [V1], check=False)
     assert run.returncode != 0
     lines = [line for line in run.stderr.splitlines() if line.startswith("cellquery: ")]
     for name, problem in [
@@ -291,7 +293,7 @@ def test_an_atlas_on_postgresql_is_queried_as_one_on_sqlite(atlas, tmp_path):
     require_service(postgresql_missing())
     shutil.copytree(atlas.project / "lab" / V1, tmp_path / "lab" / V1)
     url = f"{PG_SERVER}/cellquery_atlas_{uuid.uuid4().hex[:8]}"
-    ingest(tmp_path, [V1], "--config", f"atlas_db_url={url}")
+    ingest(tmp_path, [V1], f"atlas_db_url={url}")
     made = json.loads((tmp_path / ".cellquery" / "atlas" / NAME / "instance.json").read_text())
     assert made["db"].startswith("postgresql://") and made["db"].endswith(url.rsplit("/", 1)[1])
     project = SimpleNamespace(
@@ -301,7 +303,5 @@ def test_an_atlas_on_postgresql_is_queried_as_one_on_sqlite(atlas, tmp_path):
     selection = seed_guide_selection(["dendritic cell", "neutrophil"], "kidney", "10x 3' v2")
     expected = portal_cells(project, selection, dict.fromkeys(FILES[V1], V1))
     check_result(tmp_path, "kidney-immune", expected)
-    other = snakemake(
-        tmp_path, "ingest", "--config", "atlas=atlas.yaml", f"atlas_db_url={url}_other", check=False
-    )
+    other = ingest(tmp_path, [V1], f"atlas_db_url={url}_other", check=False)
     assert f"cellquery: config: atlas_db_url: the atlas {NAME} was made on postgresql://" in other.stderr

@@ -18,6 +18,7 @@ from cellquery.ingest.store import move_store, place_store
 from cellquery.instances.atlas_instance import AtlasInstance
 from cellquery.instances.lamin import connect, recreate_database
 from cellquery.store.build import build_census
+from cellquery.store.experiment import LABELLED_TERMS
 from cellquery.store.increment import extend_census
 from cellquery.store.sources import SourceDataset
 from cellquery.workflow.faults import failpoint
@@ -26,15 +27,6 @@ log = logging.getLogger(__name__)
 
 DATASET_KEY = "h5ads/{dataset}.h5ad"
 CENSUS_KEY = "cell-census/{version}/soma"
-ID_COLUMNS = (
-    "assay",
-    "cell_type",
-    "development_stage",
-    "disease",
-    "self_reported_ethnicity",
-    "sex",
-    "tissue",
-)
 
 
 def submit(source: Path, out: Path) -> None:
@@ -125,7 +117,7 @@ def _grow_registry(ln, paths) -> None:
     for path in paths:
         obs = h5ad.read_frame(path, "obs")
         organism = h5ad.read_uns(path)["organism_ontology_term_id"]
-        for column in ID_COLUMNS:
+        for column in LABELLED_TERMS:
             terms |= set(obs[f"{column}_ontology_term_id"].astype(str))
         if organism not in registry.STAGE_ONTOLOGIES:
             stages.setdefault(organism, set()).update(obs["development_stage_ontology_term_id"].astype(str))

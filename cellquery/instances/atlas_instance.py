@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cellquery.errors import UserError
-from cellquery.instances.lamin import LocalInstance
+from cellquery.instances.lamin import BuiltInFolder, LocalInstance
 
 ATLAS_PREFIX = "atlas:"  # a spec's `source.instance` for an atlas of this project: `atlas:<name>`
 ATLAS_DIR = Path(".cellquery") / "atlas"
 
 
 @dataclass(frozen=True)
-class AtlasInstance:
+class AtlasInstance(BuiltInFolder):
     """One atlas: its instance, the submissions `ingest` made of its files, a receipt per version."""
 
     project: Path
@@ -41,38 +41,9 @@ class AtlasInstance:
         return cls(project, name, recorded)
 
     @property
-    def receipt(self) -> Path:
-        """Written once the atlas's instance is made, with its database."""
-        return self.root / "instance.json"
-
-    @property
     def root(self) -> Path:
         return self.project.resolve() / ATLAS_DIR / self.name
 
     @property
     def instance(self) -> LocalInstance:
         return LocalInstance(self.root, f"cellquery-atlas-{self.name}", self.db_url)
-
-    @property
-    def slug(self) -> str:
-        return self.instance.slug
-
-    @property
-    def storage(self) -> Path:
-        return Path(self.instance.storage_root)
-
-    @property
-    def summary(self) -> Path:
-        """Written last by an ingest: the atlas holds the versions it lists (a query reads it then)."""
-        return self.root / "summary.json"
-
-    def mark_unbuilt(self) -> None:
-        """A step of `ingest` is changing the atlas: a query waits for its summary again."""
-        self.summary.unlink(missing_ok=True)
-
-    def versions(self) -> list[str]:
-        """The versions an ingest completed, oldest first."""
-        return json.loads(self.summary.read_text())["versions"] if self.summary.exists() else []
-
-    def env(self) -> dict[str, str]:
-        return self.instance.env()

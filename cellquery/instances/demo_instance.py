@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cellquery.errors import UserError
-from cellquery.instances.lamin import LocalInstance, use_settings
+from cellquery.instances.lamin import BuiltInFolder, LocalInstance, use_settings
 
 STORAGE_KINDS = ("local", "s3")
 # What the demo holds, as a number: a change that alters its data bumps it, and the demo is rebuilt
@@ -23,7 +23,7 @@ DEMO_FORMAT = 9
 
 
 @dataclass(frozen=True)
-class DemoInstance:
+class DemoInstance(BuiltInFolder):
     """One scale of the embedded demo: `<project>/.demo/<scale>/` (`<scale>-s3/` when its data live in a
     bucket of the demo's own object server)."""
 
@@ -68,31 +68,8 @@ class DemoInstance:
         return f"s3://{self.bucket}?endpoint_url={self.object_server.endpoint}"
 
     @property
-    def slug(self) -> str:
-        return self.instance.slug
-
-    @property
-    def storage(self) -> Path:
-        return Path(self.instance.storage_root)
-
-    @property
     def sqlite_path(self) -> Path:
         return self.instance.sqlite_path
-
-    @property
-    def summary(self) -> Path:
-        """Written last by the demo build: the demo is built when it exists."""
-        return self.root / "summary.json"
-
-    @property
-    def receipt(self) -> Path:
-        """Written first by the demo build, once its instance is made: what it was made from."""
-        return self.root / "instance.json"
-
-    def mark_unbuilt(self) -> None:
-        """A step of the demo build is changing it: it is not built until its summary is written again, so a
-        build killed now leaves a demo the next run completes, not one a spec check reads as whole."""
-        self.summary.unlink(missing_ok=True)
 
     def check_seed(self, seed: int) -> None:
         """Refuse to build on a demo made from another `demo_seed`: its data would mix two seeds."""
@@ -115,11 +92,6 @@ class DemoInstance:
                 f"demo: {self.root} was built by another cellquery (demo format {built}, {DEMO_FORMAT} now): "
                 f"remove it (rm -rf {self.root}) and the next run builds it again"
             )
-
-    def env(self) -> dict[str, str]:
-        """Environment variables that point lamindb at this instance and keep it off `~/.lamin` (no object
-        storage credentials: see `uploader_env`)."""
-        return self.instance.env()
 
     # Object storage: only the demo build writes to the bucket and holds the server's credentials; a query
     # run reads it anonymously (public-read), as a user without AWS set-up reads the public CELLxGENE bucket.

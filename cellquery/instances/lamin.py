@@ -99,6 +99,42 @@ class LocalInstance:
         return connect(self.env())
 
 
+class BuiltInFolder:
+    """What the demo and an atlas share: a `LocalInstance` (`instance`) this project builds, whole once its
+    `summary` file is written."""
+
+    instance: LocalInstance
+    root: Path
+
+    @property
+    def slug(self) -> str:
+        return self.instance.slug
+
+    @property
+    def storage(self) -> Path:
+        return Path(self.instance.storage_root)
+
+    @property
+    def summary(self) -> Path:
+        """Written last by the build: the instance is whole when it exists (a query reads it then)."""
+        return self.root / "summary.json"
+
+    @property
+    def receipt(self) -> Path:
+        """Written first by the build, once its instance is made: what it was made from and with."""
+        return self.root / "instance.json"
+
+    def mark_unbuilt(self) -> None:
+        """A step of the build is changing it: it is not built until its summary is written again, so a
+        build killed now leaves an instance the next run completes, not one a spec check reads as whole."""
+        self.summary.unlink(missing_ok=True)
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point lamindb at this instance and keep it off `~/.lamin` (no object
+        storage credentials)."""
+        return self.instance.env()
+
+
 def quiet_import():
     """Import lamindb without its connect banner; returns the module."""
     from lamindb_setup.core._logger import logger
