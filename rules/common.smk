@@ -98,7 +98,10 @@ def needs_preflight(spec):
 
 def being_built(source):
     """Whether this run builds the source: the demo, or the atlas it ingests."""
-    return source.is_demo or bool(ATLAS_SPEC and source.atlas.name == ATLAS_SPEC.name)
+    ingested = ATLAS_SPEC.name if ATLAS_SPEC else None
+    return source.is_demo or (
+        source.atlas is not None and source.atlas.name == ingested
+    )
 
 
 def check_registries():

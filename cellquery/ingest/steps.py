@@ -14,7 +14,7 @@ from cellquery.files import h5ad
 from cellquery.files.atomic import atomic_path, write_json
 from cellquery.ingest import registry
 from cellquery.ingest.standardize import SHOWN, StandardizeError, standardize
-from cellquery.ingest.store import move_store, place_store
+from cellquery.ingest.store import CENSUS_KEY, move_store, place_store
 from cellquery.instances.atlas_instance import AtlasInstance
 from cellquery.instances.lamin import connect, recreate_database
 from cellquery.store.build import build_census
@@ -26,7 +26,6 @@ from cellquery.workflow.faults import failpoint
 log = logging.getLogger(__name__)
 
 DATASET_KEY = "h5ads/{dataset}.h5ad"
-CENSUS_KEY = "cell-census/{version}/soma"
 
 
 def submit(source: Path, out: Path) -> None:
@@ -66,11 +65,12 @@ def register_version(
     was saved (by hash) and completes it."""
     atlas.mark_unbuilt()
     ln = _instance(atlas)
-    _grow_registry(ln, submissions.values())
+    uns = {dataset: h5ad.read_uns(path) for dataset, path in submissions.items()}
+    _grow_registry(submissions, uns)
     added = {}
     with registry.offline_organism_inference():
         for number, (dataset, path) in enumerate(sorted(submissions.items()), start=1):
-            added[dataset] = _registered(ln, dataset, path)
+            added[dataset] = _registered(ln, dataset, path, uns[dataset])
             log.info("%s: registered %s [%d/%d]", dataset, added[dataset].uid, number, len(submissions))
             failpoint("ingest-register")
     previous_version = plan["previous"]
@@ -104,39 +104,35 @@ def _instance(atlas: AtlasInstance):
     if atlas.db_url:  # the atlas's own database: what a killed first ingest left goes too
         recreate_database(atlas.db_url)
     ln = atlas.instance.create()
-    registry.create_registry(ln, organisms=())
+    registry.create_defaults(ln)
     write_json(made, {"slug": atlas.slug, "db": ln.setup.settings.instance.db})
     return ln
 
 
-def _grow_registry(ln, paths) -> None:
+def _grow_registry(submissions: dict[str, Path], uns: dict[str, dict]) -> None:
     """The ontology terms, gene references and life stages the submissions use."""
     import bionty as bt
 
     terms, stages = set(), {}
-    for path in paths:
+    for dataset, path in submissions.items():
         obs = h5ad.read_frame(path, "obs")
-        organism = h5ad.read_uns(path)["organism_ontology_term_id"]
+        organism = uns[dataset]["organism_ontology_term_id"]
         for column in LABELLED_TERMS:
             terms |= set(obs[f"{column}_ontology_term_id"].astype(str))
-        if organism not in registry.STAGE_ONTOLOGIES:
+        if organism not in registry.WITH_STAGE_ONTOLOGY:
             stages.setdefault(organism, set()).update(obs["development_stage_ontology_term_id"].astype(str))
     registry.grow_ontologies(terms)
-    organisms = {h5ad.read_uns(path)["organism_ontology_term_id"] for path in paths}
-    with_genes = set(
-        bt.Source.filter(entity="bionty.Gene", version=registry.GENE_SOURCE_VERSION).values_list(
-            "organism", flat=True
-        )
-    )
+    organisms = {u["organism_ontology_term_id"] for u in uns.values()}
+    sources = bt.Source.filter(entity="bionty.Gene", version=registry.GENE_SOURCE_VERSION)
+    with_genes = set(sources.values_list("organism", flat=True))
     registry.add_gene_sources(o for o in sorted(organisms) if registry.ORGANISM_NAMES[o] not in with_genes)
     for organism, ids in sorted(stages.items()):
         registry.add_life_stages(organism, ids - {"unknown", "na"})
 
 
-def _registered(ln, dataset: str, path: Path):
+def _registered(ln, dataset: str, path: Path, uns: dict):
     """The submission's artifact, annotated by lamindb's CELLxGENE curator: a new dataset's first version,
     or a newer version of the dataset's artifact."""
-    uns = h5ad.read_uns(path)
     artifact = ln.Artifact(
         path, key=DATASET_KEY.format(dataset=dataset), description=str(uns.get("title") or dataset)
     )
@@ -155,10 +151,10 @@ def build_version_store(atlas: AtlasInstance, version: str, previous: str | None
     key = CENSUS_KEY.format(version=version)
     staging = atlas.root / "census-staging" / key
     shutil.rmtree(staging, ignore_errors=True)
-    sources = _sources(collection)
+    sources, release = _sources(collection), releases()[-1]  # submissions are of the newest schema
     if previous:
         before = atlas.storage / CENSUS_KEY.format(version=previous)
-        summary = extend_census(before, sources, staging, version, releases()[-1])
+        summary = extend_census(before, sources, staging, version, release)
         log.info(
             "census %s from %s: %d datasets reused, %d added, %d dropped",
             version,
@@ -168,7 +164,7 @@ def build_version_store(atlas: AtlasInstance, version: str, previous: str | None
             len(summary["dropped"]),
         )
     else:
-        summary = build_census(sources, staging, version, releases()[-1])
+        summary = build_census(sources, staging, version, release)
     failpoint("ingest-store")
     artifact = place_store(
         ln, staging, key, version, summary, lambda store: move_store(store, atlas.storage / key)

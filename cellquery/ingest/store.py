@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+CENSUS_KEY = "cell-census/{version}/soma"  # as the public instance keys a release's store
+
 
 def place_store(ln, staging: Path, key: str, version: str, summary: dict, put: Callable[[Path], str]):
     """Replace the store registered under `key` (if any) by the validated one at `staging`, which `put`

@@ -6,6 +6,7 @@ ever read: the demo's and an atlas's database refuse writes, and an instance by 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ class Source:
     def is_demo(self) -> bool:
         return self.slug == DEMO
 
-    @property
+    @cached_property
     def atlas(self) -> AtlasInstance | None:
         """The atlas of this project a spec names (`atlas:<name>`), or None."""
         if not self.slug.startswith(ATLAS_PREFIX):

@@ -101,10 +101,10 @@ def write_experiment(census_data, name: str, parts: list[Included], n_datasets: 
         add_sparse(matrices, layer, pa.float32(), (n_obs, len(var_ids))).close()
     add_sparse(measurement, PRESENCE, pa.bool_(), (n_datasets, len(var_ids))).close()
     add_dataframe(experiment, "obs", OBS_SCHEMA.empty_table(), n_obs)
-    var = var_info.reset_index(names="feature_id").assign(nnz=0, n_measured_obs=0)
-    add_dataframe(measurement, "var", arrow_table(var))
+    var = var_info.assign(nnz=0, n_measured_obs=0)
+    add_dataframe(measurement, "var", _var_table(var).slice(0, 0), len(var))  # written once, counted
     experiment.close()
-    return append_to_experiment(experiment.uri, parts, n_obs=n_obs)
+    return append_to_experiment(experiment.uri, parts, var, first=0)
 
 
 def array_uris(experiment_uri: str) -> dict[str, str]:
@@ -115,27 +115,42 @@ def array_uris(experiment_uri: str) -> dict[str, str]:
     }
 
 
-def append_to_experiment(uri: str, parts: list[Included], n_obs: int | None = None) -> dict[str, dict]:
-    """Write datasets' cells after those an experiment holds (new genes after its var), each dataset's cells
-    in fragments of their own; var's counts updated. Returns, per dataset, its cells and fragments."""
-    with soma.DataFrame.open(f"{uri}/ms/RNA/var") as frame:
-        var = frame.read().concat().to_pandas().set_index("feature_id").drop(columns="soma_joinid")
-    new_genes = pd.concat([p.genes for p in parts])
-    new_genes = new_genes[~new_genes.index.duplicated() & ~new_genes.index.isin(var.index)]
-    var = pd.concat([var, new_genes.assign(nnz=0, n_measured_obs=0)])
-    with soma.DataFrame.open(f"{uri}/obs") as obs:
-        first = 0 if n_obs is not None else obs.domain[0][1] + 1
+def append_to_experiment(
+    uri: str, parts: list[Included], var: pd.DataFrame | None = None, first: int | None = None
+) -> dict[str, dict]:
+    """Write datasets' cells after those an experiment holds (new genes after its `var`, read when not
+    given), each dataset's cells in fragments of their own, from soma_joinid `first` (after the held cells
+    by default); var written with its counts. Returns, per dataset, its cells and fragments."""
+    var = read_var(uri) if var is None else var
+    new_genes = [p.genes[~p.genes.index.isin(var.index)] for p in parts]
+    if new_genes:
+        new = pd.concat(new_genes)
+        var = pd.concat([var, new[~new.index.duplicated()].assign(nnz=0, n_measured_obs=0)])
+    if first is None:
+        with soma.DataFrame.open(f"{uri}/obs") as obs:
+            first = obs.domain[0][1] + 1
     total = first + sum(len(p.rows) for p in parts)
-    _resize(uri, total, len(var), max(p.dataset_joinid for p in parts) + 1)
+    _resize(uri, total, len(var), max((p.dataset_joinid for p in parts), default=-1) + 1)
     written, offset = {}, first
     for part in parts:
         written[part.source.dataset_id] = _write_part(uri, part, var, offset)
         offset += len(part.rows)
-    with soma.DataFrame.open(
-        f"{uri}/ms/RNA/var", "w"
-    ) as frame:  # its counts changed: one fragment, read first
-        frame.write(arrow_table(var.reset_index(names="feature_id")))
+    # its counts changed: written whole, one fragment, read before the older ones
+    with soma.DataFrame.open(f"{uri}/ms/RNA/var", "w") as frame:
+        frame.write(_var_table(var))
     return written
+
+
+def read_var(experiment_uri: str) -> pd.DataFrame:
+    """An experiment's var by feature id, in soma_joinid order (its joinids are 0..n-1: genes are only
+    ever added)."""
+    with soma.DataFrame.open(f"{experiment_uri}/ms/RNA/var") as frame:
+        var = frame.read().concat().to_pandas().sort_values("soma_joinid")
+    return var.set_index("feature_id").drop(columns="soma_joinid")
+
+
+def _var_table(var: pd.DataFrame):
+    return arrow_table(var.reset_index(names="feature_id"))
 
 
 def _resize(uri: str, n_obs: int, n_var: int, n_datasets: int) -> None:

@@ -21,10 +21,16 @@ import tiledbsoma as soma
 from cellquery.cellxgene import ontology
 from cellquery.cellxgene.release import CensusRelease
 from cellquery.files.atomic import atomic_path, write_json
-from cellquery.store.arrays import arrow_table
 from cellquery.store.build import BUILDER, FRAGMENTS, census_summary, validated
 from cellquery.store.census_info import write_census_info
-from cellquery.store.experiment import PRESENCE, append_to_experiment, array_uris, read_obs, write_experiment
+from cellquery.store.experiment import (
+    PRESENCE,
+    append_to_experiment,
+    array_uris,
+    read_obs,
+    read_var,
+    write_experiment,
+)
 from cellquery.store.sources import Included, SourceDataset, included_parts
 
 log = logging.getLogger(__name__)
@@ -53,16 +59,12 @@ def extend_census(
                 parts[part.experiment].append(part)
         root_uri = str(staging)
         for name in sorted(set(book) | set(parts)):
-            dropped = {d: book[name].pop(d) for d in list(book.get(name, {})) if d not in kept}
-            book[name] = book.get(name, {}) | _changed_experiment(
-                root_uri, name, dropped, parts.get(name, [])
-            )
+            held_here, new_parts = book.get(name, {}), parts.get(name, [])
+            dropped = {d: record for d, record in held_here.items() if d not in kept}
+            still = {d: record for d, record in held_here.items() if d in kept}
+            book[name] = still | _changed_experiment(root_uri, name, dropped, new_parts)
             log.info(
-                "%s: %d datasets kept, %d dropped, %d added",
-                name,
-                len(book[name]) - len(parts.get(name, [])),
-                len(dropped),
-                len(parts.get(name, [])),
+                "%s: %d datasets kept, %d dropped, %d added", name, len(still), len(dropped), len(new_parts)
             )
         obs_by_organism, labels = _experiments_obs(root_uri, book, release)
         ordered = sorted(sources, key=lambda s: joinids[s.dataset_id])
@@ -105,13 +107,14 @@ def _changed_experiment(root_uri: str, name: str, dropped: dict[str, dict], part
         with soma.Collection.open(f"{root_uri}/census_data", "w") as census_data:
             n_datasets = max(p.dataset_joinid for p in parts) + 1
             return write_experiment(census_data, name, parts, n_datasets)
+    var = read_var(uri)
     for dataset, record in dropped.items():
-        _drop(uri, dataset, record)
-    return append_to_experiment(uri, parts) if parts else {}
+        _drop(uri, dataset, record, var)
+    return append_to_experiment(uri, parts, var)
 
 
-def _drop(uri: str, dataset: str, record: dict) -> None:
-    """Take a dataset's counts out of var, then its fragments out of every array."""
+def _drop(uri: str, dataset: str, record: dict, var: pd.DataFrame) -> None:
+    """Take a dataset's counts out of `var`, then its fragments out of every array."""
     arrays = array_uris(uri)
     start, end = record["cells"]
     with soma.SparseNDArray.open(arrays["X/raw"]) as raw:
@@ -119,22 +122,14 @@ def _drop(uri: str, dataset: str, record: dict) -> None:
     with soma.SparseNDArray.open(arrays[PRESENCE]) as presence:
         row = record["dataset_joinid"]
         measured = presence.read(coords=(slice(row, row),)).tables().concat()["soma_dim_1"].to_numpy()
-    with soma.DataFrame.open(f"{uri}/ms/RNA/var") as frame:
-        var = frame.read().concat().to_pandas()
-    var["nnz"] -= np.bincount(genes, minlength=len(var))[var["soma_joinid"]]
-    var.loc[var["soma_joinid"].isin(measured), "n_measured_obs"] -= end - start
-    with soma.DataFrame.open(f"{uri}/ms/RNA/var", "w") as frame:
-        frame.write(_var_table(var))
+    var.iloc[:, var.columns.get_loc("nnz")] -= np.bincount(genes, minlength=len(var))
+    var.iloc[measured, var.columns.get_loc("n_measured_obs")] -= end - start
     for key, names in record["fragments"].items():
         folder = Path(arrays[key].removeprefix("file://"))
         for fragment in names:
             shutil.rmtree(folder / "__fragments" / fragment)
             (folder / "__commits" / f"{fragment}.wrt").unlink()
     log.info("%s: dropped %s (%d cells)", Path(uri).name, dataset, end - start)
-
-
-def _var_table(var: pd.DataFrame):
-    return arrow_table(var.drop(columns="soma_joinid"), joinids=var["soma_joinid"].to_numpy())
 
 
 def _experiments_obs(root_uri: str, book: dict, release: CensusRelease) -> tuple[dict, dict]:

@@ -64,7 +64,7 @@ def test_repeated_cell_ids_missing_fields_and_unknown_names_are_one_line_each(ti
         return lab
 
     assert refusal(lab_file(tiny_h5ads[0][1], tmp_path, messy), tmp_path) == [
-        "lab.h5ad: obs: 1 cell ids repeat (e.g. 'cell-1'); each cell needs its own",
+        "lab.h5ad: obs: 1 cell id given to more than one cell (e.g. 'cell-1'); each cell needs its own",
         "lab.h5ad: obs.cell_type: 'T-cel' are no term names of CL; give cell_type_ontology_term_id",
         "lab.h5ad: obs: no donor_id (the schema asks it of every cell)",
     ]
@@ -97,5 +97,7 @@ def test_an_empty_file_and_a_file_that_is_no_h5ad_are_refused(tiny_h5ads, tmp_pa
     assert refusal(empty, tmp_path) == ["empty.h5ad: holds no cells"]
     text = tmp_path / "notes.h5ad"
     text.write_text("cell_type,count\nT cell,3\n")
-    [line] = refusal(text, tmp_path)
-    assert line.startswith("notes.h5ad: not an h5ad (")
+    assert refusal(text, tmp_path) == ["notes.h5ad: not an h5ad (not an HDF5 file)"]
+    nothing = tmp_path / "nothing.h5ad"
+    nothing.write_bytes(b"")
+    assert refusal(nothing, tmp_path) == ["nothing.h5ad: not an h5ad (an empty file)"]
