@@ -5,7 +5,7 @@ import time
 import uuid
 from pathlib import Path
 
-from cellquery.demo.catalog import V1, V2, generation_batches
+from cellquery.demo.catalog import V1, V2, generation_batches, previous_release
 from cellquery.workflow.jobs import claim_workdir
 from cellquery.instances.atlas_instance import ATLAS_DIR as ATLASES, AtlasInstance
 from cellquery.instances.demo_instance import DEMO_FORMAT, DemoInstance
@@ -18,7 +18,7 @@ from cellquery.spec.configuration import check_config
 from cellquery.files.layout import DEMO_LOG_DIR, TARGET_LOG, QueryFiles
 from cellquery.instances.owners import latest_owners
 from cellquery.errors import one_line_exit
-from cellquery.instances.source import source_for
+from cellquery.instances.source import Source, source_for
 from cellquery.storage.settings import STORAGE_DEFAULTS
 from cellquery.instances.target import Target
 
@@ -46,7 +46,10 @@ with one_line_exit():  # the atlas `ingest` builds, when the config names one
 if ATLAS_SPEC:
     with one_line_exit():
         ATLAS = AtlasInstance.of(
-            Path.cwd(), ATLAS_SPEC.name, config["atlas_db_url"] or None
+            Path.cwd(),
+            ATLAS_SPEC.name,
+            config["atlas_db_url"] or None,
+            config["atlas_storage"] or None,
         )
     ATLAS_DIR = f"{ATLASES}/{ATLAS_SPEC.name}"
     ATLAS_LOGS = f"{ATLAS_DIR}/logs"
@@ -54,9 +57,21 @@ if ATLAS_SPEC:
     ATLAS_VERSIONS = list(ATLAS_SPEC.versions)
 
 
-def atlas_file(kind, version):
-    """A version's receipt of one ingest step (`versions`, `census`), as a list: none for no version."""
-    return [f"{ATLAS_DIR}/{kind}/{version}.json"] if version else []
+def receipt_of(folder, kind, version):
+    """A version's receipt of one step (`versions`, `census`) of the demo or an atlas (`folder`), as a
+    list: none for no version."""
+    return [f"{folder}/{kind}/{version}.json"] if version else []
+
+
+def source_for_slug(slug):
+    """The instance a slug names (demo, atlas:<name>, owner/name), as this project holds it."""
+    return Source(slug, DEMO)
+
+
+def imported_source_summary(wildcards):
+    """What recording another instance's datasets waits for: the demo, built (by this run when absent)."""
+    slug = ATLAS_SPEC.import_sources(wildcards.version)[wildcards.source]
+    return DEMO_SUMMARY if source_for_slug(slug).is_demo else []
 
 
 def source_summary(wildcards):
@@ -70,7 +85,9 @@ def storage_of(spec):
     """The storage settings a query's source is read with: none apply to the local demo (its files are read
     in place), so changing them reruns nothing there."""
     source = source_for(spec, DEMO)
-    local = source.atlas or (source.is_demo and DEMO.storage_kind == "local")
+    local = (source.atlas and not source.atlas.data_root) or (
+        source.is_demo and DEMO.storage_kind == "local"
+    )
     return STORAGE_DEFAULTS if local else STORAGE
 
 

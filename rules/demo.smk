@@ -1,5 +1,6 @@
 # The embedded demo: a LaminDB instance with CELLxGENE-style h5ads, two collection versions and a
-# Census-shaped SOMA store per version, built offline and deterministically under .demo/<scale>/.
+# Census-shaped SOMA store per version, built offline and deterministically under .demo/<scale>/; each
+# release registered and its store made by the steps that make an atlas's version (cellquery/ingest/).
 
 
 rule demo:
@@ -16,7 +17,6 @@ rule demo_instance:
         "../envs/cellquery.yaml"
     params:
         demo=DEMO,
-        scale=SCALE,
         format=DEMO_FORMAT,
     script:
         "../scripts/demo_instance.py"
@@ -41,24 +41,28 @@ rule demo_register:
     input:
         instance=rules.demo_instance.output[0],
         shards=expand(f"{DEMO_DIR}/h5ad/shard-{{shard}}", shard=range(N_BATCHES)),
+        # a release's collection and h5ads revise the previous release's (registered first)
+        previous=lambda w: receipt_of(DEMO_DIR, "versions", previous_release(w.version)),
     output:
-        f"{DEMO_DIR}/registered.json",
+        f"{DEMO_DIR}/versions/{{version}}.json",
     log:
-        f"{DEMO_LOGS}/register.log",
+        f"{DEMO_LOGS}/register-{{version}}.log",
+    wildcard_constraints:
+        version=r"\d{4}-\d{2}-\d{2}",
     conda:
         "../envs/cellquery.yaml"
     params:
         demo=DEMO,
-        scale=SCALE,
     script:
         "../scripts/demo_register.py"
 
 
 rule demo_census:
     input:
-        registered=rules.demo_register.output[0],
-        # a release's store revises the previous release's (registered first)
-        previous=lambda w: [f"{DEMO_DIR}/census/{V1}.json"] if w.version == V2 else [],
+        registered=f"{DEMO_DIR}/versions/{{version}}.json",
+        # a release's store revises the previous release's (registered first), made by the step that makes
+        # an atlas version's (cellquery.ingest.store)
+        previous=lambda w: receipt_of(DEMO_DIR, "census", previous_release(w.version)),
     output:
         f"{DEMO_DIR}/census/{{version}}.json",
     log:
@@ -70,6 +74,7 @@ rule demo_census:
     params:
         demo=DEMO,
         format=DEMO_FORMAT,
+        previous=lambda w: previous_release(w.version),
     script:
         "../scripts/demo_census.py"
 

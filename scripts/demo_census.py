@@ -1,7 +1,8 @@
 from pathlib import Path
 
-from cellquery.demo.build import build_census_store
+from cellquery.ingest.store import build_version_store
 from cellquery.workflow.jobs import job_log
 
 with job_log(snakemake.log[0]):
-    build_census_store(snakemake.params.demo, snakemake.wildcards.version, Path(snakemake.output[0]))
+    version, previous = snakemake.wildcards.version, snakemake.params.previous
+    build_version_store(snakemake.params.demo, version, previous, Path(snakemake.output[0]))

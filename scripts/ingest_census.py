@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from cellquery.ingest.steps import build_version_store
+from cellquery.ingest.store import build_version_store
 from cellquery.workflow.jobs import job_log
 
 with job_log(snakemake.log[0]):

@@ -5,6 +5,7 @@ two datasets and replacing one; queried with the shipped specs and checked again
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import uuid
 from dataclasses import replace
@@ -15,7 +16,7 @@ import anndata as ad
 import pytest
 import yaml
 from conftest import PG_SERVER, REPO, lab_file, postgresql_missing, require_service, snakemake
-from test_pipeline import check_result, seed_guide_selection
+from test_pipeline import check_result, expected_cells, seed_guide_selection
 
 from cellquery.cellxgene import ontology
 from cellquery.demo import catalog, synth
@@ -73,8 +74,17 @@ def atlas(tmp_path_factory):
     return SimpleNamespace(project=project, root=root, portal=portal, second=second, first_store=first_store)
 
 
-def ask_atlas(atlas, code: str):
-    """`answer` computed by `code` connected to the atlas (read-only), in a process of its own."""
+def lab_copy(atlas, project: Path, versions: list[str]) -> None:
+    """The lab's files of these versions in another project, with the submissions the fixture's ingest made
+    of them (its validator runs are not repeated: `ingest` finds them made)."""
+    for version in versions:
+        shutil.copytree(atlas.project / "lab" / version, project / "lab" / version)
+        submissions = Path(".cellquery") / "atlas" / NAME / "submissions" / version
+        shutil.copytree(atlas.project / submissions, project / submissions)
+
+
+def ask_atlas(atlas, code: str, name: str = NAME):
+    """`answer` computed by `code` connected to the atlas `name` (read-only), in a process of its own."""
     import subprocess
     import sys
 
@@ -83,7 +93,7 @@ def ask_atlas(atlas, code: str):
         "from pathlib import Path\n"
         "from cellquery.instances.atlas_instance import AtlasInstance\n"
         "from cellquery.instances.lamin import connect\n"
-        f"ln = connect(AtlasInstance.of(Path({str(atlas.project)!r}), {NAME!r}).env(), read_only=True)\n"
+        f"ln = connect(AtlasInstance.of(Path({str(atlas.project)!r}), {name!r}).env(), read_only=True)\n"
         f"{code}\n"
         "print(json.dumps(answer))\n"
     )
@@ -181,14 +191,20 @@ def portal_cells(atlas, select, datasets: dict | None = None) -> dict[str, ad.An
     return picked
 
 
-def run_shipped(atlas, name: str) -> None:
+def run_shipped(atlas, name: str, atlas_name: str = NAME, renamed: str | None = None) -> None:
+    """A shipped spec over the atlas (the latest version of its `cellxgene-census`), `renamed` if given."""
+    snakemake(atlas.project, "--config", f"query={_shipped_spec(atlas, name, atlas_name, renamed)}")
+
+
+def _shipped_spec(atlas, name: str, atlas_name: str = NAME, renamed: str | None = None) -> Path:
     spec = yaml.safe_load((REPO / "config" / "queries" / f"{name}.yaml").read_text())
-    spec["source"] = {"instance": f"atlas:{NAME}"}  # the latest version of its `cellxgene-census`
-    spec.setdefault("output", {})["key"] = f"atlas/{name}.h5ad"
-    path = atlas.project / "queries" / f"{name}.yaml"
+    spec["source"] = {"instance": f"atlas:{atlas_name}"}
+    spec["name"] = renamed or spec["name"]
+    spec.setdefault("output", {})["key"] = f"atlas/{spec['name']}.h5ad"
+    path = atlas.project / "queries" / f"{spec['name']}.yaml"
     path.parent.mkdir(exist_ok=True)
     path.write_text(yaml.safe_dump(spec))
-    snakemake(atlas.project, "--config", f"query={path}")
+    return path
 
 
 def test_the_kidney_query_over_the_atlas_equals_the_files(atlas):
@@ -269,14 +285,14 @@ def atlas_state(project: Path) -> dict:
     )
 
 
-@pytest.mark.parametrize("point", INGEST_POINTS)
-def test_a_killed_ingest_reruns_to_the_same_atlas(atlas, tmp_path, point):
-    """Killed with one dataset registered and no collection yet, or with the store staged and not in place:
-    the next ingest ends where an ingest never killed ends (the fixture's first version)."""
-    shutil.copytree(atlas.project / "lab" / V1, tmp_path / "lab" / V1)
-    killed = ingest(tmp_path, [V1], check=False, env={"CELLQUERY_KILL_AT": point})
-    assert killed.returncode == -9, killed.stderr[-2000:]
-    assert not (tmp_path / ".cellquery" / "atlas" / NAME / "summary.json").exists()
+def test_a_killed_ingest_reruns_to_the_same_atlas(atlas, tmp_path):
+    """Killed with one dataset registered and no collection yet, then (that rerun) with the store staged and
+    not in place: the next ingest ends where an ingest never killed ends (the fixture's first version)."""
+    lab_copy(atlas, tmp_path, [V1])
+    for point in INGEST_POINTS:
+        killed = ingest(tmp_path, [V1], check=False, env={"CELLQUERY_KILL_AT": point})
+        assert killed.returncode == -9, killed.stderr[-2000:]
+        assert not (tmp_path / ".cellquery" / "atlas" / NAME / "summary.json").exists()
     ingest(tmp_path, [V1])
     clean = atlas_state(atlas.project)
     clean["versions"].pop(V2)
@@ -287,21 +303,116 @@ def test_a_killed_ingest_reruns_to_the_same_atlas(atlas, tmp_path, point):
     assert sorted(data) == sorted([*(f"h5ads/{d}.h5ad" for d in FILES[V1]), f"cell-census/{V1}/soma"])
 
 
-def test_an_atlas_on_postgresql_is_queried_as_one_on_sqlite(atlas, tmp_path):
-    """The first version ingested on a PostgreSQL database of its own (recorded: later runs need not name
-    it), then the kidney query over it: the same cells as over the SQLite atlas."""
+def test_an_atlas_on_postgresql_and_in_object_storage_is_queried_as_one_on_disk(
+    atlas, tmp_path, object_server_root
+):
+    """Both versions ingested on a PostgreSQL database of the atlas's own, its h5ads and stores in an S3
+    location (recorded: later runs need not name them), the second store's files it shares with the first
+    copied within the storage, not uploaded; the kidney query over it (with the bucket's credentials, as a
+    lab's private bucket needs): the same cells as over the files."""
+    from cellquery.storage.objectstore import ObjectServer
+    from cellquery.storage.settings import filesystem
+
     require_service(postgresql_missing())
-    shutil.copytree(atlas.project / "lab" / V1, tmp_path / "lab" / V1)
-    url = f"{PG_SERVER}/cellquery_atlas_{uuid.uuid4().hex[:8]}"
-    ingest(tmp_path, [V1], f"atlas_db_url={url}")
-    made = json.loads((tmp_path / ".cellquery" / "atlas" / NAME / "instance.json").read_text())
-    assert made["db"].startswith("postgresql://") and made["db"].endswith(url.rsplit("/", 1)[1])
-    project = SimpleNamespace(
-        project=tmp_path, root=tmp_path / ".cellquery" / "atlas" / NAME, portal=atlas.portal
+    server = ObjectServer.at(object_server_root).ensure_running()
+    credentials = server.uploader_env()
+    data_root = f"s3://lab-atlas/atlases/{NAME}?endpoint_url={server.endpoint}"
+    bucket = filesystem(
+        data_root,
+        {"s3": {"key": credentials["AWS_ACCESS_KEY_ID"], "secret": credentials["AWS_SECRET_ACCESS_KEY"]}},
     )
-    run_shipped(project, "kidney-immune")
-    selection = seed_guide_selection(["dendritic cell", "neutrophil"], "kidney", "10x 3' v2")
-    expected = portal_cells(project, selection, dict.fromkeys(FILES[V1], V1))
+    bucket.mkdir("lab-atlas")
+    lab_copy(atlas, tmp_path, list(FILES))
+    url = f"{PG_SERVER}/cellquery_atlas_{uuid.uuid4().hex[:8]}"
+    run = ingest(tmp_path, [V1, V2], f"atlas_db_url={url}", f"atlas_storage={data_root}", env=credentials)
+    assert "rule ingest_submission" not in run.stderr  # the fixture's submissions, as they were
+    root = tmp_path / ".cellquery" / "atlas" / NAME
+    made = json.loads((root / "instance.json").read_text())
+    assert made["db"].startswith("postgresql://") and made["db"].endswith(url.rsplit("/", 1)[1])
+    assert made["data_root"] == data_root and not list((root / "storage").rglob("*.h5ad"))
+    in_bucket = bucket.find("lab-atlas/atlases")
+    assert len([key for key in in_bucket if key.endswith(".h5ad")]) == len(FILES[V1]) + len(FILES[V2])
+    log = (root / "logs" / f"census-{V2}.log").read_text()
+    assert re.search(r"files uploaded, [1-9][0-9]* copied within the storage", log)
+
+    project = SimpleNamespace(project=tmp_path, root=root, portal=atlas.portal)
+    path = _shipped_spec(project, "kidney-immune")
+    snakemake(tmp_path, "--config", f"query={path}", env=credentials)
+    expected = portal_cells(
+        project, seed_guide_selection(["dendritic cell", "neutrophil"], "kidney", "10x 3' v2")
+    )
     check_result(tmp_path, "kidney-immune", expected)
-    other = ingest(tmp_path, [V1], f"atlas_db_url={url}_other", check=False)
-    assert f"cellquery: config: atlas_db_url: the atlas {NAME} was made on postgresql://" in other.stderr
+    for key, other in [("atlas_db_url", f"{url}_other"), ("atlas_storage", "s3://another-bucket")]:
+        refused = ingest(tmp_path, [V1, V2], f"{key}={other}", check=False, env=credentials)
+        assert f"cellquery: config: {key}: the atlas {NAME} was made on " in refused.stderr
+
+
+def test_datasets_of_another_instance_are_recorded_zero_copy(demo, ln):
+    """An atlas of the demo's kidney datasets, one in its first version and two more in its second, recorded
+    zero-copy (the demo's uids, hashes and files; no h5ad in the atlas's storage); the shipped kidney spec
+    over it selects the cells the same spec selects in those datasets of the demo."""
+    ids = {s.file_stem: s.dataset_id for s in catalog.release("small", catalog.V2)}
+    first, *more = (
+        ids[stem] for stem in ("hs-kidney-immune-r2", "hs-kidney-immune-2-r1", "hs-kidney-3v4-r1")
+    )
+    spec = {
+        "name": "kidney-public",
+        "versions": {
+            V1: [{"instance": "demo", "version": catalog.V2, "datasets": [first]}],
+            V2: [{"instance": "demo", "datasets": more}],  # its latest collection version
+        },
+    }
+    (demo.project / "kidney-public.yaml").write_text(yaml.safe_dump(spec))
+    snakemake(demo.project, "ingest", "--config", "atlas=kidney-public.yaml")
+    root = demo.project / ".cellquery" / "atlas" / "kidney-public"
+    assert not list((root / "storage").rglob("*.h5ad"))  # zero-copy: no file copied
+    recorded = ask_atlas(
+        SimpleNamespace(project=demo.project),
+        f"c = ln.Collection.get(key='cellxgene-census', version_tag={V2!r})\n"
+        "answer = sorted([a.uid, a.hash, str(a.path), a.cell_types.count() > 0] for a in c.artifacts.all())",
+        name="kidney-public",
+    )
+    keys = [f"cell-census/{catalog.V2}/h5ads/{i}.h5ad" for i in (first, *more)]
+    held = sorted([a.uid, a.hash, str(a.path), True] for a in ln.Artifact.filter(key__in=keys))
+    assert recorded == held and len(held) == 3  # annotated by the curator, too
+
+    run_shipped(
+        SimpleNamespace(project=demo.project), "kidney-immune", "kidney-public", "kidney-public-immune"
+    )
+    selection = seed_guide_selection(["dendritic cell", "neutrophil"], "kidney", "10x 3' v2")
+    expected = {
+        dataset: cells
+        for dataset, cells in expected_cells(ln, catalog.V2, catalog.HUMAN, selection).items()
+        if dataset in (first, *more)
+    }
+    assert first in expected
+    check_result(demo.project, "kidney-public-immune", expected)
+
+
+def test_datasets_another_instance_lacks_or_holds_in_an_older_schema_are_refused(demo):
+    """A dataset of an older schema, a mistyped dataset id and a collection version the source lacks: one
+    line each, nothing registered."""
+    ids = {s.file_stem: s.dataset_id for s in catalog.release("small", catalog.V2)}
+    kidney = ids["hs-kidney-immune-r2"]  # in both releases: the older of schema 5
+    spec = {
+        "name": "refused",
+        "versions": {
+            V1: [{"instance": "demo", "version": catalog.V1, "datasets": [kidney]}],
+            V2: [{"instance": "demo", "datasets": [kidney[:-1]]}],
+            "2027-01-01": [{"instance": "demo", "version": "2025-11-09", "datasets": [kidney]}],
+        },
+    }
+    (demo.project / "refused.yaml").write_text(yaml.safe_dump(spec))
+    run = snakemake(demo.project, "ingest", "--keep-going", "--config", "atlas=refused.yaml", check=False)
+    lines = [line for line in run.stderr.splitlines() if line.startswith("cellquery: ")]
+    older = f"cellquery: datasets: {kidney} of demo {catalog.V1} is of CELLxGENE schema 5.2.0; an atlas holds"
+    assert [line for line in lines if line.startswith(older)]
+    assert (
+        f"cellquery: datasets: demo {catalog.V2} holds no dataset {kidney[:-1]!r}; did you mean {kidney!r}?"
+        in lines
+    )
+    unknown = (
+        "cellquery: demo: version: collection 'cellxgene-census' has no version '2025-11-09'; did you mean"
+    )
+    assert [line for line in lines if line.startswith(unknown)]
+    assert not (demo.project / ".cellquery" / "atlas" / "refused" / "versions").exists()

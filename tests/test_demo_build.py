@@ -11,6 +11,7 @@ import subprocess
 import anndata as ad
 import pandas as pd
 import pytest
+import tiledbsoma as soma
 from conftest import REPO, TEST_HOME, clean_env, snakemake, start_snakemake, wait_until
 
 from cellquery.cellxgene.validator import validate
@@ -84,6 +85,27 @@ def test_portal_labels_equal_the_official_label_writer(demo, tmp_path, stem):
     assert official.uns["schema_version"].split(".")[0] == portal.uns["schema_version"].split(".")[0]
 
 
+def test_each_release_store_is_made_by_the_atlas_version_step_at_its_files_generation(demo):
+    """The demo's stores come from the step that makes an atlas version's; the newer release's files are of
+    another schema generation, so its store is built anew, not made from the older one's."""
+    logs = demo.project / "logs" / "demo" / "small"
+    newer = (logs / f"census-{catalog.V2}.log").read_text()
+    assert "cellquery.ingest.store" in newer
+    older = "Census schema 2.1.0 (dataset schema 5.2.0)"
+    assert f"census {catalog.V1} is {older}, this version Census schema 2.4.0" in newer
+    assert "built anew" in newer and "datasets reused" not in newer
+    stated = {}
+    for version in (catalog.V1, catalog.V2):
+        with soma.open(str(demo.storage / "cell-census" / version / "soma")) as census:
+            table = census["census_info"]["datasets"].read().concat().to_pandas()
+        stated[version] = dict(zip(table["dataset_id"], table["dataset_version_id"], strict=True))
+    # each dataset's version as the portal's citation in its file names it
+    assert stated == {
+        version: {spec.dataset_id: spec.dataset_version_id for spec in catalog.release("small", version)}
+        for version in (catalog.V1, catalog.V2)
+    }
+
+
 def test_second_build_does_nothing(demo):
     result = snakemake(demo.project, "demo", "--dry-run")
     assert "Nothing to be done" in result.stdout + result.stderr
@@ -92,10 +114,12 @@ def test_second_build_does_nothing(demo):
 def test_build_logs_every_rule(demo):
     logs = demo.project / "logs" / "demo" / "small"
     assert (logs / "instance.log").stat().st_size > 0
-    registered = (logs / "register.log").read_text()
-    assert f"release {catalog.V2}: 18 h5ads registered in place" in registered
-    assert f"release {catalog.V1}: 14/14 through the curator, 2 refused" in registered
-    assert f"release {catalog.V2}: 18/18 through the curator, 3 refused" in registered
+    older, newer = ((logs / f"register-{v}.log").read_text() for v in (catalog.V1, catalog.V2))
+    # each release registered by the step that registers an atlas's version (cellquery.ingest.version)
+    assert f"release {catalog.V2}: 18 h5ads in the storage" in newer
+    assert "cellquery.ingest.version" in newer
+    assert f"release {catalog.V1}: 14 datasets, 14 added or replaced, 2 without labels" in older
+    assert f"release {catalog.V2}: 18 datasets, 18 added or replaced, 3 without labels" in newer
     assert "cells" in (logs / f"census-{catalog.V1}.log").read_text()
 
 

@@ -4,6 +4,7 @@ own `census_info/summary`."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -111,6 +112,22 @@ def tissue_types() -> list[str]:
 def release_named(version: str) -> CensusRelease:
     """The generation an LTS release (`2025-01-30`) was built at, as the release table lists it."""
     return next(release for release in releases() if version in release.releases)
+
+
+def release_for(schemas: Iterable[str | None], where: str) -> CensusRelease:
+    """The newest generation built from files of these dataset schemas (`uns/schema_version`; a file stating
+    none is of the newest): a store holds files of one schema major, as each generation's builder reads its
+    own. Files of several, or of one no generation is built from: refused in one line."""
+    newest = releases()[-1]
+    majors = sorted({str(schema or newest.dataset_schema).split(".")[0] for schema in schemas})
+    built = [r for r in releases() if [r.dataset_schema.split(".")[0]] == majors]
+    if not built:
+        held = ", ".join(f"{major}.x" for major in majors)
+        raise SourceError(
+            f"{where}: its datasets are of CELLxGENE schema {held}; a store is built from datasets of one "
+            f"schema among {', '.join(r.dataset_schema for r in releases())}"
+        )
+    return built[-1]
 
 
 def _minor(version: str) -> tuple[int, int]:

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 from pathlib import Path
 
-from cellquery.cellxgene.release import release_named
 from cellquery.demo import catalog, synth
 from cellquery.files.atomic import write_json
 from cellquery.ingest import registry
-from cellquery.ingest.store import CENSUS_KEY, move_store, place_store
-from cellquery.instances.demo_instance import DEMO_FORMAT, DemoInstance
+from cellquery.ingest.version import Additions, Placed, register_version
+from cellquery.instances.demo_instance import DEMO_FORMAT, DemoInstance, use_demo_settings
 from cellquery.instances.lamin import connect, recreate_database
-from cellquery.store.build import build_census
-from cellquery.store.sources import SourceDataset
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +30,9 @@ def write_shard(scale: str, shard: int, seed: int, out_dir: Path) -> None:
     staging.rename(out_dir)
 
 
-def create_instance(demo: DemoInstance, scale: str, seed: int, receipt: Path) -> None:
-    """A fresh instance with ontologies, users and the curation schema; a half-built one is replaced. The
-    receipt records the seed its data are made from (`DemoInstance.check_seed` reads it)."""
-    from cellquery.demo.populate import init_instance
-
+def create_instance(demo: DemoInstance, seed: int, receipt: Path) -> None:
+    """A fresh instance (SQLite or PostgreSQL) with bionty, its defaults and curators; a half-built one is
+    replaced. The receipt records the seed its data are made from (`DemoInstance.check_seed` reads it)."""
     demo.mark_unbuilt()
     for leftover in ("storage", "settings", "cache", ".lamin"):
         shutil.rmtree(demo.root / leftover, ignore_errors=True)
@@ -44,11 +40,17 @@ def create_instance(demo: DemoInstance, scale: str, seed: int, receipt: Path) ->
         recreate_database(demo.db_url)
     if demo.storage_kind == "s3":
         empty_bucket(demo)
-    ln = init_instance(demo, scale)
-    if (
-        demo.storage_kind == "s3"
-    ):  # the bucket root, as s3://cellxgene-data-public; results go to local storage
-        ln.Storage(root=demo.data_root).save()
+    use_demo_settings(demo, fresh=True)
+    demo.root.mkdir(parents=True, exist_ok=True)
+    import lamindb_setup  # once pointed at the demo's settings
+
+    # init writes a `.lamin/current_instance` marker into the working directory: keep it in the demo
+    with contextlib.chdir(demo.root):
+        lamindb_setup.init(storage=str(demo.storage), name=demo.name, modules="bionty", db=demo.db_url)
+    ln = connect(demo.env())
+    registry.create_defaults(ln, catalog.CURATORS)
+    if demo.bucket_root:  # as s3://cellxgene-data-public; results go to local storage
+        ln.Storage(root=demo.bucket_root).save()
     instance = ln.setup.settings.instance
     write_json(receipt, {"slug": demo.slug, "storage": demo.data_root, "db": instance.db, "seed": seed})
     log.info("instance %s ready at %s", demo.slug, demo.storage)
@@ -68,49 +70,38 @@ def empty_bucket(demo: DemoInstance) -> None:
     log.info("bucket %s on %s", demo.bucket, server.endpoint)
 
 
-def register_all(demo: DemoInstance, scale: str, shard_dirs: list[Path], receipt: Path) -> None:
-    """Per release, as the public instance's script: the h5ads put in the storage and registered in place
-    (revising the previous release's), the collection versions, then the curator's annotations."""
-    from cellquery.demo.populate import (
-        assign_curators,
-        create_collections,
-        curate,
-        register_in_place,
-    )
-
-    demo.mark_unbuilt()
-    ln = connect(demo.uploader_env())
+def register_release(demo: DemoInstance, version: str, shard_dirs: list[Path], receipt: Path) -> None:
+    """A release as the public instance's script makes it: its h5ads put in the storage, then registered in
+    place (revising the previous release's) by the step that registers an atlas's version, with the
+    collection version; the datasets the catalog makes fail the curator keep no labels. Then what the
+    portal's records add: the curator who made each, no cell count for those the CELLxGENE API lists not."""
+    specs = catalog.release(demo.scale, version)
     paths = {p.stem: p for d in shard_dirs for p in sorted(Path(d).glob("*.h5ad"))}
-    registered: dict[str, list[tuple]] = {}  # release -> (spec, artifact)
-    previous: dict[str, object] = {}  # dataset id -> its artifact in the release before
-    for version in (catalog.V1, catalog.V2):
-        specs = catalog.release(scale, version)
-        locations = place_release(demo, version, specs, paths)
-        registered[version] = []
-        for spec, location in zip(specs, locations, strict=True):
-            artifact = register_in_place(ln, spec, location, version, previous.get(spec.dataset_id))
-            registered[version].append((spec, artifact))
-        previous = {spec.dataset_id: artifact for spec, artifact in registered[version]}
-        log.info("release %s: %d h5ads registered in place", version, len(specs))
-    collections = create_collections(ln, {v: [a for _, a in pairs] for v, pairs in registered.items()})
-    with registry.offline_organism_inference():
-        for version, pairs in registered.items():
-            refused = 0
-            for number, (spec, artifact) in enumerate(pairs, start=1):
-                refused += not curate(ln, artifact, spec)
-                if number % 50 == 0 or number == len(pairs):
-                    log.info(
-                        "release %s: %d/%d through the curator, %d refused",
-                        version,
-                        number,
-                        len(pairs),
-                        refused,
-                    )
-    assign_curators(ln, [pair for pairs in registered.values() for pair in pairs])
-    write_json(
-        receipt,
-        {c.version_tag: {"uid": c.uid, "artifacts": c.artifacts.count()} for c in collections},
+    locations = place_release(demo, version, specs, paths)
+    log.info("release %s: %d h5ads in the storage", version, len(specs))
+    additions = Additions(
+        placed={
+            spec.dataset_id: Placed(paths[spec.file_stem], location)
+            for spec, location in zip(specs, locations, strict=True)
+        },
+        uncurated=frozenset(spec.dataset_id for spec in specs if spec.curation_fails),
     )
+    plan = {
+        "atlas": "CELLxGENE Census release",
+        "previous": catalog.previous_release(version),
+        "members": dict.fromkeys((spec.dataset_id for spec in specs), version),
+    }
+    members = register_version(demo, version, plan, additions, receipt)
+    portal_records(demo.connect_writer(), specs, members)
+
+
+def portal_records(ln, specs: list, members: dict) -> None:
+    """Each artifact's creator its curator; no cell count where the CELLxGENE API does not list it."""
+    for handle in catalog.CURATORS:
+        ids = [members[spec.dataset_id].id for spec in specs if spec.curator == handle]
+        ln.Artifact.filter(id__in=ids).update(created_by=ln.User.get(handle=handle))
+    unlisted = [members[spec.dataset_id].id for spec in specs if not spec.listed]
+    ln.Artifact.filter(id__in=unlisted).update(n_observations=None)
 
 
 def place_release(demo: DemoInstance, version: str, specs: list, paths: dict[str, Path]) -> list[str]:
@@ -159,65 +150,6 @@ def _credentials(demo: DemoInstance) -> dict[str, str]:
         "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
         "region_name": env["AWS_DEFAULT_REGION"],
     }
-
-
-def census_sources(ln, scale: str, version: str) -> list[SourceDataset]:
-    """The release's h5ads, cached locally, with their CELLxGENE identifiers (the dataset id: the key's
-    stem, as in the public instance)."""
-    collection = ln.Collection.get(key=registry.COLLECTION_KEY, version_tag=version)
-    specs = {spec.dataset_id: spec for spec in catalog.release(scale, version)}
-    sources = []
-    for artifact in collection.ordered_artifacts.all():
-        dataset_id = Path(artifact.key).stem
-        sources.append(
-            SourceDataset(
-                dataset_id=dataset_id,
-                dataset_version_id=specs[dataset_id].dataset_version_id,
-                title=artifact.description,
-                path=Path(artifact.cache()),
-                collection_id=collection.uid,
-                collection_name=collection.description,
-                citation=f"cellquery demo: {artifact.description}",
-            )
-        )
-    return sources
-
-
-def build_census_store(demo: DemoInstance, version: str, receipt: Path) -> None:
-    """Build the SOMA store of one release inside the storage and register it in place, revising the
-    previous release's store (as the public instance's script does)."""
-    demo.mark_unbuilt()
-    ln = connect(demo.uploader_env())
-    key = CENSUS_KEY.format(version=version)
-    staging = demo.root / "census-staging" / key
-    shutil.rmtree(staging, ignore_errors=True)
-    summary = build_census(census_sources(ln, demo.scale, version), staging, version, release_named(version))
-    if demo.storage_kind == "local":
-        artifact = place_store(
-            ln, staging, key, version, summary, lambda store: move_store(store, demo.storage / key)
-        )
-    else:
-        artifact = place_store(
-            ln, staging, key, version, summary, lambda store: upload_store(demo, store, key)
-        )
-    write_json(receipt, {**summary, "key": key, "uid": artifact.uid, "path": str(artifact.path)})
-    cells, datasets = summary["total_cell_count"], summary["datasets"]
-    log.info("census %s: %d cells from %d datasets", version, cells, datasets)
-
-
-def upload_store(demo: DemoInstance, store: Path, key: str) -> str:
-    """Copy a SOMA store built on disk into the demo's bucket; returns its location with the endpoint."""
-    from cellquery.storage.settings import filesystem, split_root
-
-    base, endpoint = split_root(demo.data_root)
-    remote = f"{base.removeprefix('s3://')}/{key}"
-    fs = filesystem(demo.data_root)
-    if fs.exists(remote):
-        fs.rm(remote, recursive=True)
-    fs.put(str(store), remote, recursive=True)
-    shutil.rmtree(store)
-    log.info("uploaded %s to %s", key, endpoint)
-    return f"s3://{remote}?endpoint_url={endpoint}"
 
 
 def write_summary(demo: DemoInstance, out: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import PurePosixPath
 
 from cellquery.cellxgene.release import release_named, releases
 from cellquery.spec.genes import schema_major
-from cellquery.spec.query_spec import TERM_SEPARATOR, terms
+from cellquery.spec.query_spec import TERM_SEPARATOR
 
 HUMAN, MOUSE, MARMOSET = "NCBITaxon:9606", "NCBITaxon:10090", "NCBITaxon:9483"
 V1, V2 = "2025-01-30", "2025-11-08"
@@ -145,6 +145,11 @@ class DatasetSpec:
     @property
     def dataset_id(self) -> str:
         return str(uuid.uuid5(DATASET_NAMESPACE, self.slug))
+
+    @property
+    def collection_id(self) -> str:
+        """The portal collection it was published in."""
+        return str(uuid.uuid5(DATASET_NAMESPACE, f"{self.slug}/collection"))
 
     @property
     def dataset_version_id(self) -> str:
@@ -350,19 +355,9 @@ def stages(organism: str) -> tuple[str, ...]:
     return STAGES.get(organism, LIFE_STAGES)
 
 
-def all_terms(scale: str) -> set[str]:
-    """Every ontology term the demo's obs can hold (before ancestors are added)."""
-    found: set[str] = set()
-    for d in datasets(scale):
-        found.update((d.tissue, d.assay, *d.cell_types, *SEXES, *stages(d.organism)))
-        if d.host:
-            found.update(stages(d.host))
-        found.update(term for disease in d.diseases for term in terms(disease))
-        if d.organism == HUMAN:
-            found.update(ETHNICITIES)
-        if d.culture_fraction:
-            found.add(FIBROBLAST)
-    return found
+def previous_release(version: str) -> str | None:
+    """The release a release's collection and store revise."""
+    return V1 if version == V2 else None
 
 
 GENERATION_BATCH = {"small": 1, "bench": 1, "registry": 500}  # files per generation job

@@ -323,11 +323,20 @@ def make_anndata(spec: DatasetSpec, seed: int) -> ad.AnnData:
             "schema_version": spec.schema,
             "schema_reference": "https://github.com/chanzuckerberg/single-cell-curation/blob/main/"
             f"schema/{spec.schema}/schema.md",
-            "citation": f"Dataset Version: {spec.dataset_version_id}; cellquery embedded demo",
+            "citation": citation(spec),
             "X_approximate_distribution": "normal",
         }
     )
     return adata
+
+
+def citation(spec: DatasetSpec) -> str:
+    """The citation the portal writes into a file it distributes, naming the dataset's version."""
+    return (
+        f"Dataset Version: https://datasets.cellxgene.cziscience.com/{spec.dataset_version_id}.h5ad curated "
+        f"and distributed by CZ CELLxGENE Discover in Collection: https://cellxgene.cziscience.com/"
+        f"collections/{spec.collection_id}"
+    )
 
 
 def write_dataset(spec: DatasetSpec, seed: int, path: Path) -> ad.AnnData:

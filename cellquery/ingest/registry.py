@@ -62,7 +62,24 @@ def _grow(registry_name: str, source_name: str, organism: str, prefix: str, ids:
     source.currently_used = True
     source.save()
     registry.import_source(source)
+    _link_parents(registry, prefix, ids - known)
     log.info("ontology %s (%s): %d terms (%d new)", prefix, organism, len(ids), len(ids - known))
+
+
+def _link_parents(registry, prefix: str, new: set[str]) -> None:
+    """The new records linked to their direct parents of the same ontology, whichever growth imported
+    those (bionty links a source's records only to records of the same source)."""
+    terms = ontology.ontology(prefix)
+    parents = {
+        term: {a for a, d in terms[term]["ancestors"].items() if d == 1 and ontology.prefix_of(a) == prefix}
+        for term in new
+    }
+    wanted = new | {p for ps in parents.values() for p in ps}
+    records = {r.ontology_id: r for r in registry.filter(ontology_id__in=wanted)}
+    for term in sorted(new):
+        held = [records[p] for p in sorted(parents[term]) if p in records]
+        if held and term in records:
+            records[term].parents.add(*held)
 
 
 def _source_terms(source) -> set[str]:

@@ -18,8 +18,9 @@ STORAGE_KINDS = ("local", "s3")
 # newer release is 2025-11-08, with a marmoset dataset, comorbid donors (`A || B` diseases) and 10x 3' v4; 7:
 # each release's files in its own dataset schema, 2025-01-30's in 5.2.0 with a xenograft of two organisms, its
 # donor of two ethnicities joined by a comma; 8: FCGR3A a marker of NK cells, not of classical monocytes;
-# 9: tissue_general as the Census builder derives it).
-DEMO_FORMAT = 9
+# 9: tissue_general as the Census builder derives it; 10: the portal's citation, naming the dataset version,
+# each release registered, and its store made, by the steps that make an atlas's version).
+DEMO_FORMAT = 10
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,10 @@ class DemoInstance(BuiltInFolder):
         if self.storage_kind == "local":
             return str(self.storage)
         return f"s3://{self.bucket}?endpoint_url={self.object_server.endpoint}"
+
+    @property
+    def bucket_root(self) -> str | None:
+        return self.data_root if self.storage_kind == "s3" else None
 
     @property
     def sqlite_path(self) -> Path:

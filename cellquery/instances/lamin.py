@@ -134,6 +134,25 @@ class BuiltInFolder:
         storage credentials)."""
         return self.instance.env()
 
+    def uploader_env(self) -> dict[str, str]:
+        """`env()` and what writing to its object storage takes beyond the process's own credentials."""
+        return self.env()
+
+    @property
+    def bucket_root(self) -> str | None:
+        """The S3 location of its h5ads and stores; None when they lie in its local storage."""
+        return None
+
+    def connect_writer(self):
+        """`lamindb` connected to it to write (`uploader_env`), new files saved to its S3 location if any."""
+        return self.saving_to_bucket(connect(self.uploader_env()))
+
+    def saving_to_bucket(self, ln):
+        """`ln`, saving new files into its S3 location, if it has one."""
+        if self.bucket_root:
+            ln.settings.storage = self.bucket_root
+        return ln
+
 
 def quiet_import():
     """Import lamindb without its connect banner; returns the module."""

@@ -18,6 +18,7 @@ import pandas as pd
 from cellquery.errors import SourceError
 from cellquery.files.atomic import write_json
 from cellquery.instances.lamin import LocalInstance, connect, mark_offline, quiet_import, use_settings
+from cellquery.instances.zero_copy import bare_artifact
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def record_inputs(ln, query: dict, manifest: pd.DataFrame, uids: list[str]) -> l
         **census["record"],
     }
     known = set(ln.Artifact.filter(uid__in=uids).values_list("uid", flat=True))
-    bare = [_bare_artifact(ln, rows[uid], query["instance"]) for uid in uids if uid not in known]
+    bare = [bare_artifact(ln, rows[uid], query["instance"]) for uid in uids if uid not in known]
     missing = [artifact for artifact in bare if not _renamed_same_file(ln, artifact)]
     if missing:
         ln.Artifact.objects.bulk_create(missing)
@@ -130,45 +131,3 @@ def _renamed_same_file(ln, artifact) -> bool:
     its earlier runs' lineage kept."""
     same = ln.Artifact.objects.filter(storage_id=artifact.storage_id, key=artifact.key, hash=artifact.hash)
     return same.update(uid=artifact.uid) > 0
-
-
-def _bare_artifact(ln, row: dict, source: dict):
-    """An artifact record with the source's identity and file, built field by field (no file is read)."""
-    key = row["key"]
-    n_obs = row.get("n_obs", "")
-    fields = {
-        "uid": row["uid"],
-        "key": key,
-        "description": row.get("title") or None,
-        "suffix": Path(key).suffix if row.get("otype") != "tiledbsoma" else "",
-        "otype": row.get("otype", "AnnData"),
-        "size": int(row["size"]),
-        "hash": row["hash"],
-        "_hash_type": row.get("hash_type") or None,
-        "n_files": int(row["n_files"]) if row.get("n_files") not in (None, "") else None,
-        "n_observations": int(n_obs) if n_obs not in (None, "") and not pd.isna(n_obs) else None,
-        "version_tag": str(row.get("version") or "") or None,
-        "storage_id": _storage(ln, row, source).id,
-        "_key_is_virtual": str(row.get("key_is_virtual")) == "True",
-        "_overwrite_versions": row.get("otype") == "tiledbsoma",
-    }
-    return ln.Artifact(*[fields.pop(f.attname, f.get_default()) for f in ln.Artifact._meta.concrete_fields])
-
-
-def _storage(ln, row: dict, source: dict):
-    """The source's storage location as a record of the target (found by uid or root, else made)."""
-    existing = (
-        ln.Storage.filter(uid=row["storage_uid"]).first()
-        or ln.Storage.filter(root=row["storage_root"]).first()
-    )
-    if existing is not None:
-        return existing
-    root = row["storage_root"]
-    return ln.Storage(
-        uid=row["storage_uid"],
-        root=root,
-        type="s3" if root.startswith("s3://") else "local",
-        region=row["storage_region"] or None,
-        instance_uid=row["storage_instance_uid"] or source["uid"],
-        _skip_preparation=True,
-    ).save()

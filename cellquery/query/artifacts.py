@@ -36,18 +36,23 @@ log = logging.getLogger(__name__)
 
 def collection_for(ln, spec: QuerySpec):
     """The named collection at the spec's version, or its latest version."""
-    key, version = spec.source["collection"], spec.source.get("version")
+    return collection_version(ln, spec.source["collection"], spec.source.get("version"), "source.")
+
+
+def collection_version(ln, key: str, version: str | None, where: str = ""):
+    """The collection `key` at `version`, or its latest version; an unknown key or version: one line, its
+    key prefixed by `where`."""
     versions = ln.Collection.filter(key=key)
     if not versions.exists():
         keys = ln.Collection.filter().values_list("key", flat=True)
-        raise SpecError(f"source.collection: unknown collection {key!r}{suggest(key, keys)}")
+        raise SpecError(f"{where}collection: unknown collection {key!r}{suggest(key, keys)}")
     if version is None:
         return versions.filter(is_latest=True).first()
     match = versions.filter(version_tag=version).first()
     if match is None:
         tags = sorted(v for v in versions.values_list("version_tag", flat=True) if v)
         raise SpecError(
-            f"source.version: collection {key!r} has no version {version!r}{suggest(version, tags)} "
+            f"{where}version: collection {key!r} has no version {version!r}{suggest(version, tags)} "
             f"(versions: {', '.join(tags)})"
         )
     return match

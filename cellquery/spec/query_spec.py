@@ -323,6 +323,12 @@ def _schema() -> dict:
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
+def is_instance_name(value: object) -> bool:
+    """Whether `value` names a source instance as `source.instance` may (demo, atlas:<name>, owner/name)."""
+    pattern = _schema()["properties"]["source"]["properties"]["instance"]["pattern"]
+    return isinstance(value, str) and re.fullmatch(pattern, value) is not None
+
+
 def dates_as_text(value: Any) -> Any:
     """YAML reads `version: 2025-01-30` as a date; a spec means the text."""
     if isinstance(value, dict):
@@ -389,6 +395,12 @@ def _how_far(error: jsonschema.ValidationError) -> tuple[int, bool]:
 def _schema_errors(error: jsonschema.ValidationError) -> list[str]:
     """One line per problem of a schema error: unknown keys with a suggestion, else the schema's message."""
     where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    path = list(error.absolute_path)
+    if len(path) == 3 and path[0] == "cells" and isinstance(error.instance, dict):  # [a, {descendants_of: b}]
+        return [
+            f"{where}: a list holds values only; {{descendants_of: [a, b]}} takes terms with their "
+            f"descendants (cells.{path[1]}: one criterion: a value, a list of values, or such a mapping)"
+        ]
     if error.validator == "additionalProperties":
         allowed = list(error.schema.get("properties", {}))
         unknown = sorted(set(error.instance) - set(allowed))

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellquery.cellxgene.release import check_spec, release_of, releases
+from cellquery.cellxgene.release import check_spec, release_for, release_of, releases
 from cellquery.errors import SourceError, SpecError
 
 BUILDER_LISTS = Path(__file__).parents[1] / "fixtures" / "census_builder"
@@ -60,6 +60,20 @@ def test_a_release_cellquery_does_not_serve_is_refused_in_one_line(census, datas
         release_of(census, dataset, "census store cell-census/x/soma")
     message = str(refused.value)
     assert says in message and message.startswith("census store cell-census/x/soma") and "\n" not in message
+
+
+def test_a_store_is_built_at_the_generation_of_its_datasets_schema():
+    assert release_for(["5.2.0", "5.2.0"], "x") is OLD_GENERATION
+    assert release_for(["7.1.0", None], "x") is NEW_GENERATION  # a submission states none: the newest
+
+
+@pytest.mark.parametrize("schemas", [["5.2.0", "7.0.0"], ["4.0.0"]])
+def test_datasets_of_several_schemas_or_one_no_generation_is_built_from_are_refused(schemas):
+    with pytest.raises(SourceError) as refused:
+        release_for(schemas, "cell-census/2026-01-01/soma")
+    message = str(refused.value)
+    assert message.startswith("cell-census/2026-01-01/soma: its datasets are of CELLxGENE schema ")
+    assert "5.2.0, 7.0.0" in message and "\n" not in message
 
 
 def obs(**columns) -> pd.DataFrame:
