@@ -209,12 +209,17 @@ def test_the_store_unreachable_during_a_download_stops_with_one_line(s3_demo, pr
     spec, cache = spec_named(tmp_path, name), tmp_path / "cache"  # nothing cached: every artifact downloaded
     shutil.rmtree(slices_of(s3_demo.project, spec), ignore_errors=True)  # current slices need no download
     command = ["--config", f"query={spec}", "demo_storage=s3", "fetch=cache", f"cache_dir={cache}"]
-    command.append(through(proxy, "s3"))
+    command += [through(proxy, "s3"), "download_patience_s=3"]  # gives up after waits of 1 and 2 s
     snakemake(s3_demo.project, *command, "--until", "resolve")
     proxy.faults.down_after = 2**16  # the server goes away 64 KiB into a download
     down = snakemake(s3_demo.project, *command, check=False)
     assert down.returncode == 1
-    one_line(down, "download of cellquery-demo-small/cell-census/", f'proxy URL: "{proxy.endpoint}"')
+    one_line(
+        down,
+        "download of cellquery-demo-small/cell-census/",
+        "failed 3 times in a row over 3 s",
+        f'proxy URL: "{proxy.endpoint}"',
+    )
     results = s3_demo.project / "results" / name
     manifest = pd.read_csv(results / "manifest.tsv", sep="\t")
     sizes = dict(manifest[["dataset_id", "size"]].itertuples(index=False))  # copies keep the key's name

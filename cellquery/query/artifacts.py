@@ -243,7 +243,8 @@ def fetch(entry, storage: dict) -> Path:
             )
         return path
     fs = filesystem(entry["storage_root"], storage["object_storage"], region=region_of(entry))
-    return cached_copy(entry, cached_path(entry, storage), fs, remote_path(entry))
+    patience = storage["download_patience_s"]
+    return cached_copy(entry, cached_path(entry, storage), fs, remote_path(entry), patience)
 
 
 def remote_path(entry) -> str:

@@ -49,9 +49,8 @@ def obs_column_names(entry, storage: dict) -> set[str]:
     if cached.exists() and cached.stat().st_size == int(entry["size"]):
         return _names(cached)
     fs = filesystem(entry["storage_root"], storage["object_storage"], region=region_of(entry))
-    names, _ = streamed(
-        _names, fs, remote_path(entry), f"artifact {entry['uid']} ({entry['key']}): obs columns"
-    )
+    label = f"artifact {entry['uid']} ({entry['key']}): obs columns"
+    names, _ = streamed(_names, fs, remote_path(entry), label, storage["download_patience_s"])
     return names
 
 

@@ -121,7 +121,8 @@ def _streamed_slice(query: dict, spec: QuerySpec, entry, files: QueryFiles, out:
         _slice(query, spec, entry, handle, files, out, {"path": entry["path"], "fetch": "stream"})
 
     fs = filesystem(entry["storage_root"], query["storage"]["object_storage"], region=region_of(entry))
-    _, moved = streamed(read, fs, remote_path(entry), f"artifact {entry['uid']} ({entry['key']})")
+    label, patience = f"artifact {entry['uid']} ({entry['key']})", query["storage"]["download_patience_s"]
+    _, moved = streamed(read, fs, remote_path(entry), label, patience)
     receipt = files.read_receipt(entry["uid"])
     write_json(receipt, {**json.loads(receipt.read_text()), "bytes_moved": moved})
 

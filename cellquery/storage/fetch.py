@@ -18,13 +18,40 @@ from pathlib import Path
 from cellquery.errors import FetchError
 from cellquery.files.atomic import out_of_space
 from cellquery.storage import integrity
-from cellquery.storage.settings import CHUNK, refusal, refused_hint
+from cellquery.storage.settings import CHUNK, DOWNLOAD_PATIENCE_S, refusal, refused_hint
 
 log = logging.getLogger(__name__)
 
-ATTEMPTS = 8  # reads that fail in a row before a download gives up (backoff: about 2 minutes)
 BACKOFF = 1.0  # seconds before the first retry, doubled after each
 PROGRESS_EVERY = 5.0  # seconds between progress lines in the job log
+
+
+class Patience:
+    """Reads that fail in a row are retried after waits doubling from `BACKOFF`, until `seconds` (the config's
+    `download_patience_s`) have been spent waiting; a read that succeeds starts the count again."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.restart()
+
+    def restart(self) -> None:
+        self.failures, self.waited, self.wait = 0, 0.0, BACKOFF
+
+    def wait_after(self, error: BaseException, what: str, label: str) -> None:
+        """Sleep before the next try of `what` after `error`; a FetchError once patience is spent."""
+        self.failures += 1
+        wait = min(self.wait, self.seconds - self.waited)
+        if wait <= 0:
+            tries = f"{self.failures} times in a row over {self.waited:.0f} s"
+            raise FetchError(
+                f"{label}: {what} failed {tries} ({reason(error)}); "
+                f"download_patience_s ({self.seconds:g}) sets how long to wait for the store"
+            ) from None
+        log.warning(
+            "%s: %s; %s again in %.0f s (try %d)", label, reason(error), what, wait, self.failures + 1
+        )
+        time.sleep(wait)
+        self.waited, self.wait = self.waited + wait, self.wait * 2
 
 
 @contextmanager
@@ -36,7 +63,7 @@ def artifact_lock(path: Path) -> Iterator[None]:
         yield
 
 
-def cached_copy(entry, cache_path: Path, fs, remote: str) -> Path:
+def cached_copy(entry, cache_path: Path, fs, remote: str, patience_s: float = DOWNLOAD_PATIENCE_S) -> Path:
     """The artifact of manifest row `entry` at `cache_path`, downloaded unless a verified copy is there.
 
     The object's ETag is checked against the registry before the download, the bytes hashed as they are
@@ -51,7 +78,7 @@ def cached_copy(entry, cache_path: Path, fs, remote: str) -> Path:
         discard(cache_path)
         part = cache_path.with_name(f"{cache_path.name}.part")
         digest = checked_digest(fs, remote, entry, label, part)
-        download(fs, remote, part, int(entry["size"]), label, digest)
+        download(fs, remote, part, int(entry["size"]), label, Patience(patience_s), digest)
         problem = integrity.mismatch(part, entry, digest)
         if problem:
             part.unlink()
@@ -102,10 +129,9 @@ def object_head(fs, remote: str, label: str, multipart: bool) -> dict | None:
         return None
 
 
-def download(fs, remote: str, part: Path, size: int, label: str, digest=None) -> None:
-    """Copy `remote` into `part`, resuming from what `part` already holds, retrying with backoff; `digest`
-    (an `integrity.Digest`) is fed every byte `part` holds."""
-    failures, wait = 0, BACKOFF
+def download(fs, remote: str, part: Path, size: int, label: str, patience: Patience, digest=None) -> None:
+    """Copy `remote` into `part`, resuming from what `part` already holds, retrying while `patience` lasts;
+    `digest` (an `integrity.Digest`) is fed every byte `part` holds."""
     started = last_report = time.monotonic()
     while True:
         done = part.stat().st_size if part.exists() else 0
@@ -128,7 +154,7 @@ def download(fs, remote: str, part: Path, size: int, label: str, digest=None) ->
                     if digest is not None:
                         digest.update(chunk)
                     done += len(chunk)
-                    failures, wait = 0, BACKOFF
+                    patience.restart()
                     if time.monotonic() - last_report >= PROGRESS_EVERY:
                         last_report = time.monotonic()
                         rate = done / max(last_report - started, 1e-9) / 1e6
@@ -145,14 +171,7 @@ def download(fs, remote: str, part: Path, size: int, label: str, digest=None) ->
                 raise FetchError(
                     f"{label}: no space left on the disk of {part.parent}; set cache_dir to a larger disk"
                 ) from None
-            failures += 1
-            if failures >= ATTEMPTS:
-                raise FetchError(
-                    f"{label}: download of {remote} failed {failures} times in a row ({reason(error)})"
-                ) from None
-            log.warning("%s: %s; retrying in %.0f s (%d/%d)", label, reason(error), wait, failures, ATTEMPTS)
-            time.sleep(wait)
-            wait *= 2
+            patience.wait_after(error, f"download of {remote}", label)
 
 
 def object_bytes(fs, remote: str, offset: int) -> Iterator[bytes]:

@@ -20,7 +20,14 @@ from urllib.parse import parse_qs, urlsplit
 from cellquery.errors import SourceError
 
 # What every job that reads the data uses (the config's keys of the same names; see rules/common.smk).
-STORAGE_DEFAULTS = {"cache_dir": "", "object_storage": {}, "fetch": "auto", "cache_headroom_gb": 1}
+DOWNLOAD_PATIENCE_S = 120  # seconds a download or stream waits, in all, for a store that fails every read
+STORAGE_DEFAULTS = {
+    "cache_dir": "",
+    "object_storage": {},
+    "fetch": "auto",
+    "cache_headroom_gb": 1,
+    "download_patience_s": DOWNLOAD_PATIENCE_S,
+}
 CHUNK = 8 * 2**20  # bytes per read of a download; the block size of an s3fs file
 # botocore's own timeouts and retries: a stalled read fails after read_timeout and is resumed by the caller.
 CLIENT_CONFIG = {"connect_timeout": 10, "read_timeout": 20, "retries": {"max_attempts": 2}}

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from cellquery.storage.settings import DOWNLOAD_PATIENCE_S
+
 log = logging.getLogger(__name__)
 
 BLOCK = 2 * 2**20  # bytes per ranged read of a streamed file (smaller blocks: more requests)
@@ -67,14 +69,13 @@ def bytes_moved(handle) -> int:
     return int(handle.cache.total_requested_bytes)
 
 
-def streamed(read, fs, remote: str, label: str):
-    """`read(handle)` on the remote file, started again with backoff when the connection fails (as a
-    download is, `cellquery.storage.fetch`); logs the bytes it moved. `read` must be safe to repeat."""
-    from cellquery.errors import FetchError
-    from cellquery.storage.fetch import ATTEMPTS, BACKOFF, reason, refused
+def streamed(read, fs, remote: str, label: str, patience_s: float = DOWNLOAD_PATIENCE_S):
+    """`read(handle)` on the remote file, started again while `patience_s` lasts when the connection fails
+    (as a download is, `cellquery.storage.fetch`); logs the bytes it moved. `read` must be safe to repeat."""
+    from cellquery.storage.fetch import Patience, refused
     from cellquery.storage.settings import refusal
 
-    failures, wait = 0, BACKOFF
+    patience = Patience(patience_s)
     while True:
         started = time.monotonic()
         try:
@@ -86,16 +87,7 @@ def streamed(read, fs, remote: str, label: str):
                 raise refused(label, remote, error, fs) from None
             if not isinstance(error, (OSError, TimeoutError)):
                 raise
-            failures += 1
-            if failures >= ATTEMPTS:
-                raise FetchError(
-                    f"{label}: streaming failed {failures} times in a row ({reason(error)})"
-                ) from None
-            log.warning(
-                "%s: %s; streaming again in %.0f s (%d/%d)", label, reason(error), wait, failures, ATTEMPTS
-            )
-            time.sleep(wait)
-            wait *= 2
+            patience.wait_after(error, "streaming", label)
             continue
         elapsed = time.monotonic() - started
         rate = moved / 1e6 / max(elapsed, 1e-9)

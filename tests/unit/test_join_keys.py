@@ -1,6 +1,7 @@
 """The join key, checked where each route reads obs: an h5ad or a census store without `observation_joinid`,
 or with a value repeated among the selected cells, stops its slice with one line naming the dataset (or the
-store) and writes nothing; `var.feature_type` missing from either is taken from the gene references."""
+store) and writes nothing; `var.feature_type` missing from either is taken from the gene references; the
+census route's rows found by search, when a block of cells lies too far apart for a lookup table, are the same."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import pandas as pd
 import pytest
 import tiledbsoma as soma
 import tiledbsoma.io
+from scipy import sparse
 from unit_helpers import sliced_tiny
 
 from cellquery.cellxgene.release import releases
 from cellquery.errors import JoinKeyError
+from cellquery.query import census_route
 from cellquery.query.census_route import cells_per_dataset, census_slice
 from cellquery.spec.criteria import Criterion
 from cellquery.spec.genes import gene_table
@@ -177,3 +180,13 @@ def test_a_census_store_without_feature_type_slices_with_the_references(tiny_h5a
     var = ad.read_h5ad(tmp_path / "census.h5ad").var
     references = pd.concat([gene_table(ORGANISM), gene_table("NCBITaxon:32630")])["feature_type"]
     assert len(var) and (var["feature_type"].astype(str) == references.loc[var.index]).all()
+
+
+def test_a_block_of_cells_too_far_apart_for_a_lookup_is_read_the_same(tiny_h5ads, tmp_path, monkeypatch):
+    store = tiny_store(tmp_path / "soma", census_cells(tiny_h5ads[0]))
+    census_sliced(store, tiny_h5ads[0], tmp_path / "looked-up.h5ad")
+    monkeypatch.setattr(census_route, "LOOKUP_SPAN", 1)  # every block of two cells or more is searched
+    census_sliced(store, tiny_h5ads[0], tmp_path / "searched.h5ad")
+    looked_up, searched = (ad.read_h5ad(tmp_path / f"{way}.h5ad") for way in ("looked-up", "searched"))
+    assert looked_up.n_obs > 2 and list(searched.obs_names) == list(looked_up.obs_names)
+    assert sparse.csr_matrix(searched.X - looked_up.X).nnz == 0 and looked_up.X.nnz > 0
