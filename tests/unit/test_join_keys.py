@@ -1,7 +1,8 @@
 """The join key, checked where each route reads obs: an h5ad or a census store without `observation_joinid`,
 or with a value repeated among the selected cells, stops its slice with one line naming the dataset (or the
 store) and writes nothing; `var.feature_type` missing from either is taken from the gene references; the
-census route's rows found by search, when a block of cells lies too far apart for a lookup table, are the same."""
+census route's rows found by search, when a block's cells lie too far apart for a lookup table, are the same.
+"""
 
 from __future__ import annotations
 
