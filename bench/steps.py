@@ -4,6 +4,7 @@ python bench/steps.py NAME PROJECT
 NAME: atlas-store-first, atlas-store-add (B13), seed-guide, census-slice,
       get-anndata, slice-large, h5py-floor, loader-lamin or loader-census
 python bench/steps.py seed-guide PROJECT SCALE SPEC   (B1 at any scale: the spec's query, its manifest)
+python bench/steps.py floor PROJECT SPEC              (B1f: the least reading and writing B1's result needs)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cellquery.cellxgene.release import release_named, releases
+from cellquery.cellxgene.release import recorded, release_named, releases
 from cellquery.files.atomic import write_json
 from cellquery.instances.demo_instance import DemoInstance
 from cellquery.instances.lamin import connect
@@ -65,6 +66,75 @@ def seed_guide(project: Path, scale: str = "bench", spec: str = "") -> None:
     baseline = ad.concat(pieces, join="inner")
     baseline.write_h5ad(results(project, name) / "baseline.h5ad")
     write_json(results(project, name) / "baseline.json", {"n_obs": baseline.n_obs, "n_vars": baseline.n_vars})
+
+
+def floor(project: Path, spec: str = "") -> None:
+    """B1f, the floor under B1: the least work that yields the pipeline's result. Per matched h5ad the obs
+    columns the criteria read, then the selected rows' counts (consecutive rows as one range); the census'
+    selected cells' counts; each route's rows written once, to floor-h5ad.h5 and floor-census.h5 (CSR
+    arrays as read). No gene alignment, checks, validation or registration."""
+    import tiledbsoma as soma
+
+    from cellquery.query.runfiles import criteria_of, read_query
+    from cellquery.spec.query_spec import load_spec
+
+    name = load_spec(Path(spec)).name if spec else "blood-immune"
+    query = read_query(results(project, name) / "query.json")
+    criteria, table = criteria_of(query), manifest(project, name)
+    with Sink(results(project, name) / "floor-h5ad.h5") as sink:
+        for path in table["path"]:
+            read_selected_rows(path, criteria, sink)
+    census, cells = query["census"], value_filter(criteria, list(table["dataset_id"]))
+    with soma.open(census["path"]) as store, Sink(results(project, name) / "floor-census.h5") as sink:
+        data = store["census_data"][recorded(census).experiment(query["organism"])]
+        chosen = data.obs.read(column_names=["soma_joinid"], value_filter=cells).concat()
+        joinids, matrix = np.sort(chosen["soma_joinid"].to_numpy()), data.ms["RNA"].X["raw"]
+        for first in range(0, len(joinids), 2048):
+            for block in matrix.read(coords=(joinids[first : first + 2048],)).tables():
+                columns = ("soma_dim_0", "soma_dim_1", "soma_data")
+                rows, indices, values = (block[c].to_numpy() for c in columns)
+                sink.append(data=values, indices=indices, rows=rows)
+
+
+def read_selected_rows(path: Path, criteria, sink) -> None:
+    """The obs columns the criteria read, then the counts of the rows they select, into `sink`."""
+    import anndata as ad
+    import pandas as pd
+
+    with h5py.File(path, "r") as f:
+        columns = sorted({c.column for c in criteria})
+        obs = pd.DataFrame({column: ad.io.read_elem(f["obs"][column]) for column in columns})
+        rows = np.flatnonzero(obs_mask(obs, criteria))
+        group = f["raw/X"] if "raw" in f else f["X"]
+        indptr = group["indptr"][:]
+        for run in np.split(rows, np.flatnonzero(np.diff(rows) > 1) + 1) if len(rows) else []:
+            start, stop = indptr[run[0]], indptr[run[-1] + 1]
+            lengths = np.diff(indptr[run[0] : run[-1] + 2])
+            sink.append(data=group["data"][start:stop], indices=group["indices"][start:stop], lengths=lengths)
+
+
+class Sink:
+    """Arrays appended to resizable h5py datasets, each value written once."""
+
+    def __init__(self, path: Path):
+        self.file, self.arrays = h5py.File(path, "w"), {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+    def append(self, **parts: np.ndarray) -> None:
+        for name, values in parts.items():
+            if name not in self.arrays:
+                self.arrays[name] = self.file.create_dataset(
+                    name, (0,), values.dtype, maxshape=(None,), chunks=(2**20,)
+                )
+            array = self.arrays[name]
+            start = array.shape[0]
+            array.resize((start + len(values),))
+            array[start:] = values
 
 
 def census_slice(project: Path) -> None:
@@ -182,6 +252,7 @@ STEPS = {
     "atlas-store-first": functools.partial(atlas_store, "first"),
     "atlas-store-add": functools.partial(atlas_store, "add"),
     "seed-guide": seed_guide,
+    "floor": floor,
     "census-slice": census_slice,
     "get-anndata": get_anndata,
     "slice-large": slice_large,

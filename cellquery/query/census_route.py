@@ -177,10 +177,10 @@ def gene_counts(
         feature_ids = rna.var.read(column_names=["soma_joinid", "feature_id"]).concat().to_pandas()
         counts = np.zeros(int(feature_ids["soma_joinid"].max()) + 1 if len(feature_ids) else 0, dtype=int)
         joinids = _dataset_joinids(census, dataset_ids)
-        if len(joinids):
-            presence = rna["feature_dataset_presence_matrix"].read(coords=(joinids,)).tables().concat()
-            columns = presence["soma_dim_1"].to_numpy()[presence["soma_data"].to_numpy()]
-            counts += np.bincount(columns, minlength=len(counts))
+        if len(joinids):  # batch by batch: 1,000 datasets' rows are some 30 million values
+            for presence in rna["feature_dataset_presence_matrix"].read(coords=(joinids,)).tables():
+                columns = presence["soma_dim_1"].to_numpy()[presence["soma_data"].to_numpy()]
+                counts += np.bincount(columns, minlength=len(counts))
     return pd.Series(counts[feature_ids["soma_joinid"]], index=feature_ids["feature_id"].to_numpy())
 
 
