@@ -124,9 +124,15 @@ def test_a_streamed_query_equals_the_local_demo_and_downloads_nothing(s3_demo, d
     results = s3_demo.project / "results" / "t-cells"
     manifest = pd.read_csv(results / "manifest.tsv", sep="\t")
     assert set(manifest["fetch"]) == {"stream"}
+    moved = 0
     for row in manifest.itertuples():
         receipt = json.loads((results / "cache" / f"{row.uid}.json").read_text())
         assert receipt["fetch"] == "stream" and 0 < receipt["bytes_moved"] < row.size
+        moved += receipt["bytes_moved"]
+    read = json.loads((results / "receipt.json").read_text())["bytes_read"]  # what each route read
+    streamed = {"downloaded": 0, "streamed": moved, "files_read_in_place": 0, "slices_current": 0}
+    assert read["h5ad_route"] == streamed
+    assert read["census_route"] > 0  # as TileDB counted the bytes it read from the bucket
 
 
 def test_plan_shows_how_each_artifact_is_read_and_what_it_moves(s3_demo, tmp_path):

@@ -105,6 +105,12 @@ def test_kidney_query(demo, ln):
     for uid, (key, file_hash, path) in inputs.items():  # recorded zero-copy: the source's identity and file
         source = ln.Artifact.get(uid=uid)
         assert (key, file_hash, path) == (source.key, source.hash, str(source.path))
+    read, matched = (
+        receipt["bytes_read"],
+        len(expected),
+    )  # local files: read in place, their bytes not counted
+    assert read["h5ad_route"]["files_read_in_place"] + read["h5ad_route"]["slices_current"] == matched
+    assert read["h5ad_route"]["downloaded"] == read["h5ad_route"]["streamed"] == 0 < read["census_route"]
 
 
 def test_brain_query(demo, ln):

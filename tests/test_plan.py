@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
+import h5py
 import pandas as pd
 import pytest
 import yaml
@@ -33,6 +35,9 @@ def test_the_plan_reads_no_h5ad_and_matches_the_run(demo, tmp_path, query):
     assert all(title[:30] in output for title in plan["title"])  # datasets by title too
     join = yaml.safe_load(spec.read_text())["output"]["gene_join"]
     assert f"  {join} join: " in output
+    planned_values = int(
+        re.search(r"census route: .* up to ([\d,]+) stored values", output)[1].replace(",", "")
+    )
 
     snakemake(demo.project, "--config", f"query={spec}")
     report = json.loads((results / "validation.json").read_text())
@@ -47,3 +52,6 @@ def test_the_plan_reads_no_h5ad_and_matches_the_run(demo, tmp_path, query):
     genes = json.loads((results / "query.json").read_text())["gene_coverage"]
     kept = genes["in_every_dataset"] if join == "inner" else genes["genes_asked"]
     assert report["totals"]["h5ad_genes"] == kept  # the plan's gene count is the result's
+    with h5py.File(results / "census.h5ad", "r") as census:  # the values the census route read
+        read = len(census["X/data"])
+    assert read == planned_values if "genes" not in data else 0 < read <= planned_values

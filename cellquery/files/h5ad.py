@@ -28,6 +28,12 @@ def read_frame(path: str | Path, key: str) -> pd.DataFrame:
         return ad.io.read_elem(f[key])
 
 
+def write_uns_entry(path: str | Path, key: str, value) -> None:
+    """Add `uns[key]` to an h5ad written already."""
+    with h5py.File(path, "a") as f:
+        ad.io.write_elem(f.require_group("uns"), key, value)
+
+
 def read_uns(path: str | Path) -> dict:
     with h5py.File(path, "r") as f:
         return ad.io.read_elem(f["uns"]) if "uns" in f else {}

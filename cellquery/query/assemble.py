@@ -40,8 +40,29 @@ def assemble(
         else:
             obs = write_empty(tmp, query["obs_columns"], query["layers"], uns)
         failpoint("assemble")
-        validate_routes(tmp, census, obs, query, manifest_path, report)
+        read = bytes_read(shards, census)
+        validate_routes(tmp, census, obs, query, manifest_path, report, read)
         finish(tmp, query, report)
+
+
+def bytes_read(shards: list[Path], census: Path) -> dict:
+    """What each route read from where the data lie: the h5ad route's downloads and streams (files in local
+    storage are read in place, not counted), the census route's bytes from its store."""
+    from cellquery.files.h5ad import read_uns
+    from cellquery.query.census_route import READ_KEY
+
+    receipts = [json.loads(Path(shard).read_text()) for shard in shards]
+    reads = [read for receipt in receipts for read in receipt.get("reads", {}).values()]
+    ways = {way: [r for r in reads if r["read"] == way] for way in ("download", "stream", "in place")}
+    return {
+        "h5ad_route": {
+            "downloaded": sum(r["bytes"] for r in ways["download"]),
+            "streamed": sum(r["bytes"] for r in ways["stream"]),
+            "files_read_in_place": len(ways["in place"]),
+            "slices_current": len(reads) - sum(map(len, ways.values())),
+        },
+        "census_route": int(read_uns(census).get(READ_KEY, {}).get("bytes", 0)),
+    }
 
 
 def finish(result: Path, query: dict, report: Path) -> None:
@@ -122,9 +143,16 @@ def concat_slices(slices: list[Path], query: dict, out: Path, uns: dict) -> pd.D
 
 
 def validate_routes(
-    result: Path, census: Path, slices_obs: pd.DataFrame, query: dict, manifest_path: Path, report_out: Path
+    result: Path,
+    census: Path,
+    slices_obs: pd.DataFrame,
+    query: dict,
+    manifest_path: Path,
+    report_out: Path,
+    read: dict,
 ) -> None:
-    """Write the validation report; fail with a readable diff when the routes disagree."""
+    """Write the validation report (with what each route `read`); fail with a readable diff when the
+    routes disagree."""
     from cellquery.cellxgene.release import recorded
     from cellquery.query.coverage import joined_genes
     from cellquery.query.validate import compare_routes, describe_failure
@@ -152,7 +180,7 @@ def validate_routes(
         "measured_by_only_some_datasets": coverage["in_some_datasets"],
         "partial_genes": coverage["partial_genes"],
     }
-    write_json(report_out, report)
+    write_json(report_out, report | {"bytes_read": read})
     if report["status"] != "passed":
         raise ValidationFailed(f"{describe_failure(report)}\n  full report: {report_out}")
     totals = report["totals"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ from cellquery.workflow.jobs import at_work
 log = logging.getLogger(__name__)
 
 X_NAME = "raw"
+READ_KEY = "census_read"  # the census slice's uns entry: what it read from the store (`bytes_read`)
 ROW_BLOCK = 2048  # cells per read from X: TileDB holds several times the block while reading
 # soma_joinids a block's row lookup may span (32 MiB); a block of cells scattered wider is searched instead,
 # so memory stays flat however far apart the selected cells lie in the store
@@ -64,6 +66,7 @@ def open_store(store: dict, settings: dict | None = None) -> Iterator:
     `SourceError` naming it."""
     import tiledbsoma as soma
 
+    soma.tiledbsoma_stats_enable()  # `bytes_read`: the bytes read from the store
     remote = store.get("root") and is_remote(store["root"])
     reach = access(store["root"], settings, region_of(store)) if remote else None
     context = soma.SOMATileDBContext(tiledb_config=reach.tiledb_config()) if reach else None
@@ -142,6 +145,23 @@ def cells_per_dataset(
     obs = table.to_pandas()
     counts = obs["dataset_id"].astype(str)[sampled(obs, sample)].value_counts()
     return {dataset_id: int(counts.get(dataset_id, 0)) for dataset_id in dataset_ids}
+
+
+def selected_values(
+    store: dict,
+    criteria: list[Criterion],
+    organism: str,
+    dataset_ids: list[str],
+    settings: dict | None = None,
+) -> int | None:
+    """The stored values of X the census route reads at most for the selected cells: the sum of their `nnz`
+    (the Census' per-cell count of nonzero values; None for a store without it)."""
+    with open_store(store, settings) as census:
+        obs = experiment(census, store, organism).obs
+        if "nnz" not in obs.schema.names:
+            return None
+        table = obs.read(column_names=["nnz"], value_filter=obs_filter(obs, criteria, dataset_ids)).concat()
+    return int(table["nnz"].to_numpy().sum())
 
 
 def selected_positions(
@@ -243,9 +263,21 @@ def census_slice(
             frames = _obs_frame(obs, columns), _var_frame(var)
             blocks = _row_blocks(matrices, obs, var, every_gene=var_filter is None)
             h5ad.write_streamed(tmp, *frames, blocks, uns=uns, layers=layers)
+            read = bytes_read()
+            h5ad.write_uns_entry(tmp, READ_KEY, {"bytes": read})
             failpoint("census")
-    log.info("census slice: %d cells x %d genes", len(obs), len(var))
-    return {"cells": len(obs), "genes": len(var), "value_filter": cells_filter}
+    log.info("census slice: %d cells x %d genes; %.1f MB read from the store", len(obs), len(var), read / 1e6)
+    return {"cells": len(obs), "genes": len(var), "value_filter": cells_filter, "bytes_read": read}
+
+
+def bytes_read() -> int:
+    """What this process has read from census stores so far: TileDB's own count of the bytes its virtual
+    file system read (local files or object storage alike), counted from `open_store` on."""
+    import tiledbsoma as soma
+
+    counters = json.loads(soma.tiledbsoma_stats_json() or "{}")
+    counters = counters[0] if isinstance(counters, list) else counters
+    return int(counters.get("counters", {}).get("Context.VFS.read_byte_num", 0))
 
 
 def _row_blocks(matrices: dict, obs: pd.DataFrame, var: pd.DataFrame, every_gene: bool):

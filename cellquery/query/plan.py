@@ -45,6 +45,7 @@ def write_plan(query_path: Path, manifest_path: Path, out: Path) -> str:
         *(f"  {line}" for line in describe_values(query.get("value_counts", []))),
         *(f"  warning: {line}" for line in query.get("warnings", [])),
         *_read_plan_lines(plan, query),
+        *_census_lines(query, list(plan["dataset_id"]), int(plan["selected_cells"].sum())),
         *(
             f"  {line}"
             for line in describe_coverage(query["gene_coverage"], query["organism"], query["gene_join"])
@@ -83,6 +84,22 @@ def _read_plan_lines(plan: pd.DataFrame, query: dict) -> list[str]:
             for row in remote.itertuples()
         ),
         f"{total} (stream MB: estimated)",
+    ]
+
+
+def _census_lines(query: dict, dataset_ids: list[str], cells: int) -> list[str]:
+    """What the census route will read from its store, at most: X's stored values of the selected cells
+    (12 bytes each uncompressed: a column index and a float32; the store compresses them)."""
+    from cellquery.query.census_route import selected_values
+    from cellquery.query.runfiles import criteria_of
+
+    store, settings = query["census"], query["storage"]["object_storage"]
+    values = selected_values(store, criteria_of(query), query["organism"], dataset_ids, settings)
+    if values is None:
+        return [f"  census route: X of {cells:,} cells from {store['key']}"]
+    return [
+        f"  census route: X of {cells:,} cells from {store['key']}, up to {values:,} stored values "
+        f"(about {values * 12 / 1e6:.1f} MB before the store's compression)"
     ]
 
 

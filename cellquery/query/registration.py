@@ -433,5 +433,7 @@ def register(
         f"register {spec.output_key}",
     )
     record_owner(target, spec)
+    validation = QueryFiles(spec.name).validation  # written with the result: what each route read
+    receipt["bytes_read"] = json.loads(validation.read_text())["bytes_read"] if validation.exists() else None
     write_json(out, receipt)
     return receipt

@@ -88,6 +88,7 @@ def process_shard(spec: QuerySpec, source: Source, query_path: Path, manifest_pa
         log.info("artifact %s: slice is current", uid)
     todo = [uid for uid in uids if uid not in current]
     streamed = {uid for uid in todo if table.loc[uid, "fetch"] == "stream"}
+    reads = {uid: {"read": "slice current", "bytes": 0} for uid in current}
     with ThreadPoolExecutor(FETCH_THREADS) as pool:
         downloads = [uid for uid in todo if uid not in streamed]
         copies = {uid: pool.submit(artifacts.fetch, table.loc[uid], query["storage"]) for uid in downloads}
@@ -95,23 +96,34 @@ def process_shard(spec: QuerySpec, source: Source, query_path: Path, manifest_pa
             with artifact_lock(slices[uid]):  # another query's job may be making the same slice
                 if slice_is_current(slices[uid], contents[uid], spec.cells_digest):
                     log.info("artifact %s: slice made meanwhile by another job", uid)
+                    reads[uid] = {"read": "slice current", "bytes": 0}
                     continue
                 try:
                     if uid in streamed:
-                        _streamed_slice(query, spec, table.loc[uid], files, slices[uid])
+                        moved = _streamed_slice(query, spec, table.loc[uid], files, slices[uid])
+                        reads[uid] = {"read": "stream", "bytes": moved}
                     else:
                         copy = copies[uid].result()
                         _slice(query, spec, table.loc[uid], copy, files, slices[uid], {"path": str(copy)})
+                        reads[uid] = read_of(table.loc[uid])
                 except BaseException:  # the job fails: downloads not begun are not begun
                     pool.shutdown(cancel_futures=True)
                     raise
             log.info("artifact %s sliced [%d/%d]", uid, number, len(todo))
-    write_json(out, {"uids": list(uids), "slices": [str(slices[uid]) for uid in uids]})
+    write_json(out, {"uids": list(uids), "slices": [str(slices[uid]) for uid in uids], "reads": reads})
 
 
-def _streamed_slice(query: dict, spec: QuerySpec, entry, files: QueryFiles, out: Path) -> None:
+def read_of(entry) -> dict:
+    """How an artifact not streamed was read: in place (local storage; its bytes are not counted), or from
+    a copy downloaded for this query (its bytes: 0 when resolve found the copy cached already)."""
+    if entry["fetch"] == "local":
+        return {"read": "in place", "bytes": None}
+    return {"read": "download", "bytes": int(entry["download_bytes"])}
+
+
+def _streamed_slice(query: dict, spec: QuerySpec, entry, files: QueryFiles, out: Path) -> int:
     """Slice an artifact in object storage from the byte ranges the slice needs
-    (`cellquery.storage.streaming`)."""
+    (`cellquery.storage.streaming`); returns the bytes it moved."""
     from cellquery.query.artifacts import remote_path
     from cellquery.storage.settings import filesystem, region_of
     from cellquery.storage.streaming import streamed
@@ -125,6 +137,7 @@ def _streamed_slice(query: dict, spec: QuerySpec, entry, files: QueryFiles, out:
     _, moved = streamed(read, fs, remote_path(entry), label, patience)
     receipt = files.read_receipt(entry["uid"])
     write_json(receipt, {**json.loads(receipt.read_text()), "bytes_moved": moved})
+    return moved
 
 
 def check_size(size: int, entry) -> None:
