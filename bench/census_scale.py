@@ -36,6 +36,7 @@ from cellquery.spec.criteria import Criterion, value_filter
 CELLS, DATASETS, GENES = 100_000_000, 1_600, 60_000
 PROBE_DATASETS, PROBE_CELLS, X_GENES = 1_000, 50, 1_500
 MEDIAN_CELLS, SIGMA = 20_000, 1.57
+MAX_DONORS = 40  # donors a dataset holds at most
 ROWS_PER_WRITE = 4_000_000
 VERSION = "2025-01-30"
 HUMAN = "NCBITaxon:9606"
@@ -98,6 +99,9 @@ class Vocabularies:
         self.values["assay"] = sorted(release().rna_assays)
         self.values["sex"] = ["PATO:0000383", "PATO:0000384", "unknown"]
         self.values["dataset_id"] = dataset_ids
+        # every write gives each column its whole vocabulary: TileDB extending an enumeration from one
+        # write's dictionary to another's left codes past its end (tiledbsoma 2.3, donor ids)
+        self.values["donor_id"] = [f"D{n:04d}-{k}" for n in range(DATASETS) for k in range(MAX_DONORS)]
         self.values["suspension_type"] = ["cell", "nucleus"]
         self.values["tissue_type"] = ["tissue", "organoid"]
         self.general = [ontology.general_tissue(t) for t in self.values["tissue"]]
@@ -142,7 +146,7 @@ def dataset_codes(vocabularies: Vocabularies, number: int, size: int, rng) -> di
     codes["dataset_id"] = np.full(size, number)
     codes["suspension_type"] = np.full(size, rng.integers(0, 2))
     codes["tissue_type"] = np.full(size, int(rng.random() < 0.05))
-    codes["donor_id"] = rng.integers(0, rng.integers(1, 41), size)
+    codes["donor_id"] = number * MAX_DONORS + rng.integers(0, rng.integers(1, MAX_DONORS + 1), size)
     return codes
 
 
@@ -152,15 +156,13 @@ def obs_table(vocabularies: Vocabularies, first: int, parts: list[tuple[int, dic
 
     n = sum(len(codes["dataset_id"]) for _, codes in parts)
     code = {c: np.concatenate([codes[c] for _, codes in parts]) for c in parts[0][1]}
-    donors = np.concatenate([number * 64 + codes["donor_id"] for number, codes in parts])
-    donor_names, donor_codes = np.unique(donors, return_inverse=True)
     primary = np.concatenate([np.full(len(c["dataset_id"]), number % 7 != 0) for number, c in parts])
     nnz = rng.integers(300, 6_000, n)
     raw_sum = nnz * rng.uniform(1.2, 3.0, n)
     columns = {"soma_joinid": pa.array(np.arange(first, first + n, dtype=np.int64))}
     for column in OBS_SCHEMA.names[1:]:
-        if column == "donor_id":
-            columns[column] = encoded(donor_codes, [f"D{d // 64:04d}-{d % 64}" for d in donor_names])
+        if column in ("donor_id", "dataset_id"):
+            columns[column] = encoded(code[column], vocabularies.values[column])
         elif column.startswith("tissue_general"):
             general = [t if column.endswith("_id") else ontology.label(t) for t in vocabularies.general]
             columns[column] = encoded(code["tissue"], general)
@@ -309,15 +311,6 @@ def write_probe_x(raw, probe: np.ndarray, rng) -> None:
 
 
 # What B12 measures: each step ours (cellquery's function) or official (cellxgene_census reading the same).
-
-
-def probe_datasets(root: Path) -> list[str]:
-    """The datasets a query of the probe's cell type resolves to (its artifacts, in a real build)."""
-    import tiledbsoma as soma
-
-    with soma.open(str(root / "soma" / "census_data" / "homo_sapiens" / "obs")) as obs:
-        table = obs.read(column_names=["dataset_id"], value_filter=probe_filter()).concat()
-    return sorted(set(table["dataset_id"].to_pylist()))
 
 
 def probe_filter(dataset_ids=None) -> str:

@@ -35,6 +35,12 @@ DEMO_DIR = f".demo/{DEMO.dirname}"
 DEMO_LOGS = f"{DEMO_LOG_DIR}/{DEMO.dirname}"
 # what every job that reads the data uses: where downloads go, how to reach object storage
 STORAGE = {key: config[key] for key in STORAGE_DEFAULTS}
+# how the census route proves the h5ad route: a sampled validation reads its share of the census' counts
+VALIDATION = {"mode": config["validation"]} | (
+    {"fraction": config["validation_sample"]}
+    if config["validation"] == "sampled"
+    else {}
+)
 DEMO_SUMMARY = f"{DEMO_DIR}/summary.json"
 N_BATCHES = len(generation_batches(SCALE))
 with one_line_exit():  # the atlas `ingest` builds, when the config names one

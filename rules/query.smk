@@ -58,6 +58,8 @@ rule census:
     priority: 1
     conda:
         "../envs/cellquery.yaml"
+    params:
+        validation=VALIDATION,
     script:
         "../scripts/census.py"
 
@@ -76,6 +78,7 @@ rule assemble:
         "../envs/cellquery.yaml"
     params:
         report=str(FILES.validation),  # not an output: a failed validation keeps its report for the reader
+        validation=VALIDATION,
     script:
         "../scripts/assemble.py"
 

@@ -12,4 +12,5 @@ with job_log(snakemake.log[0]):
         Path(inputs.manifest),
         Path(snakemake.output[0]),
         Path(snakemake.params.report),
+        snakemake.params.validation,
     )

@@ -3,6 +3,8 @@ agree (the cell rules differ per release: `cellquery.cellxgene.release`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -47,6 +49,24 @@ def normalized(scaled: sp.csr_matrix, sums: np.ndarray) -> sp.csr_matrix:
     rows = np.repeat(np.arange(scaled.shape[0]), np.diff(scaled.indptr))
     values = np.divide(scaled.data, sums[rows], out=np.zeros(len(rows)), where=sums[rows] > 0)
     return sp.csr_matrix((values.astype(np.float32), scaled.indices, scaled.indptr), scaled.shape)
+
+
+class CellTotals:
+    """Each row's `raw_sum` and `nnz` (its nonzero values) over the genes the Census keeps (`genes`, a mask
+    of the file's features), counted as blocks of rows stream past: what the Census states of every cell."""
+
+    def __init__(self, genes: np.ndarray):
+        self.genes, self.sums, self.nonzero = genes, [np.zeros(0)], [np.zeros(0, dtype=np.int64)]
+
+    def counted(self, blocks: Iterator[sp.csr_matrix]) -> Iterator[sp.csr_matrix]:
+        for block in blocks:
+            kept = sp.csr_matrix(block[:, self.genes])
+            self.sums.append(row_sums(kept))
+            self.nonzero.append(np.asarray((kept != 0).sum(axis=1), dtype=np.int64).ravel())
+            yield block
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        return {"raw_sum": np.concatenate(self.sums), "nnz": np.concatenate(self.nonzero)}
 
 
 def row_sums(matrix: sp.csr_matrix) -> np.ndarray:

@@ -17,6 +17,8 @@ from cellquery.workflow.jobs import at_work
 
 log = logging.getLogger(__name__)
 
+FULL = {"mode": "full"}  # every cell's counts compared value by value
+
 
 def assemble(
     shards: list[Path],
@@ -25,8 +27,10 @@ def assemble(
     manifest_path: Path,
     out: Path,
     report: Path,
+    validation: dict | None = None,
 ) -> None:
-    """Join the slices and prove the result equals the census route: only a validated result appears."""
+    """Join the slices and prove the result equals the census route (`validation`: the config's, full by
+    default): only a validated result appears."""
     from cellquery.outputs.provenance import UNS_KEY, provenance
 
     at_work()
@@ -40,9 +44,26 @@ def assemble(
         else:
             obs = write_empty(tmp, query["obs_columns"], query["layers"], uns)
         failpoint("assemble")
-        read = bytes_read(shards, census)
-        validate_routes(tmp, census, obs, query, manifest_path, report, read)
+        checks = {"validation": validation or FULL, "read": bytes_read(shards, census)}
+        if checks["validation"]["mode"] == "sampled":
+            checks["totals"] = slice_totals(slices)
+        validate_routes(tmp, census, obs, query, manifest_path, report, checks)
         finish(tmp, query, report)
+
+
+def slice_totals(slices: list[Path]) -> pd.DataFrame:
+    """Each sliced cell's raw_sum and nnz over the Census' genes, as its slice counted them, by cell key."""
+    import anndata as ad
+    import h5py
+
+    from cellquery.query.slicing import TOTALS_KEY
+
+    frames = []
+    for path in slices:
+        with h5py.File(path, "r") as f:
+            keys = ad.io.read_elem(f["obs"][f["obs"].attrs["_index"]])
+            frames.append(pd.DataFrame(ad.io.read_elem(f[f"uns/{TOTALS_KEY}"]), index=keys))
+    return pd.concat(frames) if frames else pd.DataFrame({"raw_sum": [], "nnz": []})
 
 
 def bytes_read(shards: list[Path], census: Path) -> dict:
@@ -149,10 +170,11 @@ def validate_routes(
     query: dict,
     manifest_path: Path,
     report_out: Path,
-    read: dict,
+    checks: dict,
 ) -> None:
-    """Write the validation report (with what each route `read`); fail with a readable diff when the
-    routes disagree."""
+    """Write the validation report; fail with a readable diff when the routes disagree. `checks`: the
+    `validation` asked for, what each route `read`, and for a sampled validation the h5ad route's cell
+    `totals`."""
     from cellquery.cellxgene.release import recorded
     from cellquery.query.coverage import joined_genes
     from cellquery.query.validate import compare_routes, describe_failure
@@ -167,6 +189,8 @@ def validate_routes(
         included,
         joined_genes(query, datasets),
         query["layers"],
+        checks["validation"],
+        checks.get("totals"),
     )
     reason = "an author column: only the source h5ads hold it, the census store does not"
     report["not_compared"] = {column: reason for column in query["author_columns"]}
@@ -180,7 +204,7 @@ def validate_routes(
         "measured_by_only_some_datasets": coverage["in_some_datasets"],
         "partial_genes": coverage["partial_genes"],
     }
-    write_json(report_out, report | {"bytes_read": read})
+    write_json(report_out, report | {"bytes_read": checks["read"]})
     if report["status"] != "passed":
         raise ValidationFailed(f"{describe_failure(report)}\n  full report: {report_out}")
     totals = report["totals"]

@@ -19,7 +19,7 @@ from cellquery.errors import SourceError
 from cellquery.files import h5ad
 from cellquery.files.atomic import atomic_path
 from cellquery.query.runfiles import criteria_of, read_manifest, read_query
-from cellquery.query.sampling import sampled
+from cellquery.query.sampling import sampled, value_checked
 from cellquery.query.slicing import result_columns
 from cellquery.spec.criteria import Criterion, value_filter
 from cellquery.spec.genes import with_feature_types
@@ -36,6 +36,9 @@ ROW_BLOCK = 2048  # cells per read from X: TileDB holds several times the block 
 # soma_joinids a block's row lookup may span (32 MiB); a block of cells scattered wider is searched instead,
 # so memory stays flat however far apart the selected cells lie in the store
 LOOKUP_SPAN = 2**22
+# TileDB's memory for a read (its default, 10 GB, let a filter over the Census' 100 million obs rows take
+# 2 GB; 256 MiB: 0.3 GB, no slower; a config's `object_storage.tiledb` entries win)
+READ_BUDGET = {"sm.mem.total_budget": str(256 * 2**20)}
 
 
 def experiment(census, store: dict, organism: str):
@@ -69,7 +72,10 @@ def open_store(store: dict, settings: dict | None = None) -> Iterator:
     soma.tiledbsoma_stats_enable()  # `bytes_read`: the bytes read from the store
     remote = store.get("root") and is_remote(store["root"])
     reach = access(store["root"], settings, region_of(store)) if remote else None
-    context = soma.SOMATileDBContext(tiledb_config=reach.tiledb_config()) if reach else None
+    own = (
+        reach.tiledb_config() if reach else {k: str(v) for k, v in (settings or {}).get("tiledb", {}).items()}
+    )
+    context = soma.SOMATileDBContext(tiledb_config=READ_BUDGET | own)
     if reach is None and not Path(store["path"]).exists():
         raise SourceError(f"census store {store['path']} is missing (the instance's storage lost it)")
     try:
@@ -229,9 +235,12 @@ def census_slice(
     sample: dict | None = None,
     uns: dict | None = None,
     labels: dict[str, str] | None = None,
+    validation: dict | None = None,
 ) -> dict:
     """Write the census cells matching the criteria within the manifest's datasets (those the `sample`
-    keeps) with X/raw and the `layers` asked for; returns counts.
+    keeps) with X/raw and the `layers` asked for; returns counts. A sampled `validation` reads the counts
+    of its share of the cells only (the others' rows stay empty) and keeps every cell's `raw_sum` and
+    `nnz` from obs (`cellquery.query.sampling.value_checked`).
 
     The same query `cellxgene_census.get_anndata` runs, but obs, var and X are read separately and X is
     written block by block, so memory holds one block of counts rather than the whole slice. `obs_columns`
@@ -247,6 +256,7 @@ def census_slice(
         cells_filter = obs_filter(data.obs, criteria, dataset_ids)
         log.info("obs value_filter: %s", cells_filter)
         columns = [c for c in result_columns(obs_columns) if c in data.obs.schema.names]
+        columns += totals_columns(data.obs, store, validation)
         read = [*dict.fromkeys(["soma_joinid", *columns, *(sample or {}).get("per", [])])]
         with data.axis_query(
             "RNA",
@@ -260,8 +270,9 @@ def census_slice(
         var = var.sort_values("soma_joinid")
         matrices = {"X": data.ms["RNA"].X[X_NAME]} | {n: data.ms["RNA"].X[n] for n in layers}
         with atomic_path(out) as tmp:
-            frames = _obs_frame(obs, columns), _var_frame(var)
-            blocks = _row_blocks(matrices, obs, var, every_gene=var_filter is None)
+            frames = _obs_frame(obs, [*dict.fromkeys(columns)]), _var_frame(var)
+            wanted = value_checked(obs, validation)
+            blocks = _row_blocks(matrices, obs, var, every_gene=var_filter is None, wanted=wanted)
             h5ad.write_streamed(tmp, *frames, blocks, uns=uns, layers=layers)
             read = bytes_read()
             h5ad.write_uns_entry(tmp, READ_KEY, {"bytes": read})
@@ -280,9 +291,22 @@ def bytes_read() -> int:
     return int(counters.get("counters", {}).get("Context.VFS.read_byte_num", 0))
 
 
-def _row_blocks(matrices: dict, obs: pd.DataFrame, var: pd.DataFrame, every_gene: bool):
-    """Per block of the selected cells x genes, in soma_joinid order, the CSR block of each matrix
-    (`every_gene`: the var query selected all genes, so whole rows are read)."""
+def totals_columns(obs, store: dict, validation: dict | None) -> list[str]:
+    """The Census' per-cell totals a sampled validation compares for every cell; none for a full one."""
+    if not validation or validation["mode"] == "full":
+        return []
+    if not {"raw_sum", "nnz"} <= set(obs.schema.names):
+        raise SourceError(
+            f"{where(store)}: obs has no raw_sum and nnz, which validation: sampled compares for every "
+            "cell; use validation: full"
+        )
+    return ["raw_sum", "nnz"]
+
+
+def _row_blocks(matrices: dict, obs: pd.DataFrame, var: pd.DataFrame, every_gene: bool, wanted: np.ndarray):
+    """Per block of the selected cells x genes, in soma_joinid order, the CSR block of each matrix with the
+    rows of the `wanted` cells read, the others empty (`every_gene`: the var query selected all genes, so
+    whole rows are read)."""
     cells, genes = obs["soma_joinid"].to_numpy(), var["soma_joinid"].to_numpy()
     if len(cells) and not len(genes):
         yield {name: sp.csr_matrix((len(cells), 0), dtype=np.float32) for name in matrices}
@@ -290,12 +314,18 @@ def _row_blocks(matrices: dict, obs: pd.DataFrame, var: pd.DataFrame, every_gene
     column_of = _positions(genes)
     for start in range(0, len(cells), ROW_BLOCK):
         block = cells[start : start + ROW_BLOCK]
-        coords = (block,) if every_gene else (block, genes)
-        yield {name: _read_block(matrix, coords, column_of, len(genes)) for name, matrix in matrices.items()}
+        chosen = block[wanted[start : start + ROW_BLOCK]]
+        if not len(chosen):
+            yield {name: sp.csr_matrix((len(block), len(genes)), dtype=np.float32) for name in matrices}
+            continue
+        coords = (chosen,) if every_gene else (chosen, genes)
+        yield {name: _read_block(m, coords, block, column_of, len(genes)) for name, m in matrices.items()}
 
 
-def _read_block(matrix, coords: tuple, column_of: np.ndarray, n_genes: int) -> sp.csr_matrix:
-    cells = coords[0]
+def _read_block(
+    matrix, coords: tuple, cells: np.ndarray, column_of: np.ndarray, n_genes: int
+) -> sp.csr_matrix:
+    """The values at `coords` as a CSR block with a row for each of `cells` (sorted soma_joinids)."""
     table = matrix.read(coords=coords).tables().concat()
     rows = _rows_in_block(cells, table["soma_dim_0"].to_numpy())
     columns = column_of[table["soma_dim_1"].to_numpy()]
@@ -332,8 +362,9 @@ def _var_frame(var: pd.DataFrame) -> pd.DataFrame:
     return with_feature_types(var).astype({"feature_type": "category"})
 
 
-def census_route(query_path: Path, manifest_path: Path, out: Path) -> None:
-    """Step census: the query's cells from the census store (backend c), into `out`."""
+def census_route(query_path: Path, manifest_path: Path, out: Path, validation: dict | None = None) -> None:
+    """Step census: the query's cells from the census store (backend c), into `out`; a sampled
+    `validation` (the config's) reads its share of the cells' counts."""
     from cellquery.outputs.provenance import UNS_KEY, provenance
 
     at_work()
@@ -351,4 +382,5 @@ def census_route(query_path: Path, manifest_path: Path, out: Path) -> None:
         sample=query["sample"],
         uns={UNS_KEY: provenance(query, manifest, "census")},
         labels=dataset_labels(manifest),
+        validation=validation,
     )

@@ -46,3 +46,14 @@ def _lowest_per_group(
     chosen = np.zeros(len(obs), dtype=bool)
     chosen[ranked.index[rank.to_numpy() < sample["max_cells"]]] = True
     return chosen
+
+
+VALIDATION_SEED = 0  # a sampled validation's draw of cells: the same cells on every run and machine
+
+
+def value_checked(obs: pd.DataFrame, validation: dict | None) -> np.ndarray:
+    """The cells whose counts a validation compares value by value: every cell (`mode: full`), or those
+    whose draw falls under `fraction` (`mode: sampled`), the same cells whichever route asks."""
+    if not validation or validation["mode"] == "full":
+        return np.ones(len(obs), dtype=bool)
+    return draws(obs, VALIDATION_SEED) < validation["fraction"]

@@ -57,6 +57,8 @@ def slice_is_current(path: Path, content: str, cells_digest: str) -> bool:
     import anndata as ad
     import h5py
 
+    from cellquery.query.slicing import TOTALS_KEY
+
     if not path.exists():
         return False
     if not sealed(path):  # cut short or altered since it was written (or from before slices were sealed)
@@ -64,7 +66,8 @@ def slice_is_current(path: Path, content: str, cells_digest: str) -> bool:
         return False
     with h5py.File(path, "r") as f:
         source = ad.io.read_elem(f["uns/source"]) if "uns/source" in f else {}
-    return source.get("content") == content and source.get("cells_digest") == cells_digest
+        counted = f"uns/{TOTALS_KEY}" in f  # slices made before cells' totals were kept are made again
+    return source.get("content") == content and source.get("cells_digest") == cells_digest and counted
 
 
 def process_shard(spec: QuerySpec, source: Source, query_path: Path, manifest_path: Path, uids, out: Path):

@@ -14,6 +14,7 @@ from cellquery.cellxgene import ontology
 from cellquery.cellxgene.inclusion import (
     CELL_ORGANISM,
     INCLUSION_COLUMNS,
+    CellTotals,
     cell_stats,
     included_genes,
     length_scaled,
@@ -32,6 +33,7 @@ from cellquery.workflow.faults import failpoint
 log = logging.getLogger(__name__)
 
 VAR_COLUMNS = ["feature_name", "feature_reference", "feature_biotype", "feature_length", "feature_type"]
+TOTALS_KEY = "cell_totals"  # a slice's uns entry: each cell's raw_sum and nnz over the Census' genes
 
 
 def with_cell_stats(path: Path, obs: pd.DataFrame, organism: str) -> pd.DataFrame:
@@ -122,7 +124,8 @@ def slice_dataset(
     kept = h5ad.without_unused_categories(obs.iloc[rows][[*slice_columns(obs_columns), *per_cell_organism]])
     check_unique(kept, {dataset_id: label}, "h5ad")
     kept.index = pd.Index((dataset_id + ":" + kept["observation_joinid"].astype(str)).to_numpy())
-    blocks = (block for _, block in h5ad.row_blocks(path, rows, counts_key))
+    totals = CellTotals(included_genes(var, organism))  # what a sampled validation checks of every cell
+    blocks = totals.counted(block for _, block in h5ad.row_blocks(path, rows, counts_key))
     if "normalized" in layers:
         full_gene = obs["assay_ontology_term_id"].astype(str).isin(release.full_gene_assays).to_numpy()[rows]
         blocks = with_normalized(blocks, var, columns, organism, full_gene)
@@ -132,6 +135,7 @@ def slice_dataset(
     with atomic_path(out) as tmp:
         selected_var = with_feature_types(var.iloc[columns])[VAR_COLUMNS].copy()
         h5ad.write_streamed(tmp, kept, selected_var, blocks, uns={"source": source}, layers=layers)
+        h5ad.write_uns_entry(tmp, TOTALS_KEY, totals.as_dict())
         failpoint("slice")
     log.info("%s: %d of %d cells, %d features", dataset_id, len(rows), len(obs), len(columns))
     return {"dataset_id": dataset_id, "cells": len(rows), "of": len(obs), "features": len(columns)}

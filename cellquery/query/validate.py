@@ -11,12 +11,16 @@ import scipy.sparse as sp
 from cellquery.cellxgene.inclusion import included_genes
 from cellquery.cellxgene.joinkey import JOIN_KEY, check_unique, dataset_label, dataset_labels
 from cellquery.files import h5ad
+from cellquery.query.sampling import value_checked
 from cellquery.spec.query_spec import KEY_COLUMNS
 
 EXAMPLES = 10  # differences listed per kind; the counts are always complete
 # normalized values agree within this relative difference: the Census keeps 15 of float32's 23 mantissa
 # bits (rounded half to even, at most 2**-16 ~ 1.5e-5 off), cellquery all of them
 NORMALIZED_RTOL = 1e-4
+TOTALS_RTOL = (
+    1e-9  # a cell's raw_sum, summed in another order by the builder (whole counts: exact in float64)
+)
 
 
 def _examples(values) -> list:
@@ -80,6 +84,14 @@ def _differing_rows(ours: sp.csr_matrix, theirs: sp.csr_matrix, *, exact: bool) 
     always is)."""
     differs = (ours != theirs) if exact else (abs(ours - theirs) > abs(theirs) * NORMALIZED_RTOL)
     return np.flatnonzero(np.diff(sp.csr_matrix(differs).indptr))
+
+
+def _total_differences(totals: pd.DataFrame, census_obs: pd.DataFrame, keys: pd.Index) -> list[str]:
+    """Cells whose raw_sum or nnz over the Census' genes, counted from the h5ad, differ from the census'."""
+    ours, theirs = totals.loc[keys], census_obs.loc[keys]
+    sums = ~np.isclose(ours["raw_sum"].to_numpy(), theirs["raw_sum"].to_numpy(float), rtol=TOTALS_RTOL)
+    nonzero = ours["nnz"].to_numpy() != theirs["nnz"].to_numpy()
+    return list(keys[sums | nonzero])
 
 
 def _per_dataset(
@@ -157,13 +169,17 @@ def compare_routes(
     census_rules: np.ndarray,
     expected_genes: pd.Index | None = None,
     layers: list[str] = (),
+    validation: dict | None = None,
+    totals: pd.DataFrame | None = None,
 ) -> dict:
     """The validation report: status, totals, per-dataset counts, and the differences when it failed.
 
     `census_rules` marks the result's cells the Census inclusion rules keep (computed from the slices,
     which hold the columns the rules read); `expected_genes` are the genes the gene join must keep. Cells
     are matched on their keys: a key repeated within a dataset (two artifacts of one dataset, say) stops
-    the comparison with a `JoinKeyError` naming it.
+    the comparison with a `JoinKeyError` naming it. A sampled `validation` compares the counts of its share
+    of the cells value by value, and every cell's raw_sum and nnz (`totals`, as the slices counted them
+    from the h5ads) with the census'.
     """
     frames = _frames(result_path, census_path)
     result_obs, census_obs = frames["result_obs"], frames["census_obs"]
@@ -175,11 +191,13 @@ def compare_routes(
     extra = census_obs.index.difference(included)
     matched = included.intersection(census_obs.index)
     obs_differences = _obs_differences(result_obs, census_obs, matched)
-    n_genes, count_differences = _count_differences(result_path, census_path, frames, matched, organism)
+    valued = matched[value_checked(result_obs.loc[matched], validation)]
+    n_genes, count_differences = _count_differences(result_path, census_path, frames, valued, organism)
     layer_differences = {
-        layer: _count_differences(result_path, census_path, frames, matched, organism, f"layers/{layer}")[1]
+        layer: _count_differences(result_path, census_path, frames, valued, organism, f"layers/{layer}")[1]
         for layer in layers
     }
+    total_differences = _total_differences(totals, census_obs, matched) if totals is not None else []
     per_dataset = _per_dataset(manifest, result_obs, census_obs, census_rules)
     gene_differences = _gene_differences(frames["result_var"], organism, expected_genes)
     diff = {
@@ -189,6 +207,7 @@ def compare_routes(
         "join_keys": _key_differences(result_obs, census_obs, missing, extra, labels),
         "obs_values": obs_differences,
         "raw_counts": {"cells": len(count_differences), "examples": _examples(count_differences)},
+        "cell_totals": {"cells": len(total_differences), "examples": _examples(total_differences)},
         **{
             f"layer {layer}": {"cells": len(cells), "examples": _examples(cells)}
             for layer, cells in layer_differences.items()
@@ -199,6 +218,7 @@ def compare_routes(
         or len(extra)
         or obs_differences
         or count_differences
+        or total_differences
         or any(layer_differences.values())
         or gene_differences
     )
@@ -209,12 +229,15 @@ def compare_routes(
             "h5ad_cells_census_rules": len(included),
             "census_cells": len(census_obs),
             "matched_cells": len(matched),
+            "cells_compared_value_by_value": len(valued),
+            "cells_totals_compared": len(matched) if totals is not None else 0,
             "genes_compared": n_genes,
             "layers_compared": {layer: f"within a relative {NORMALIZED_RTOL:g}" for layer in layers},
             "h5ad_genes": len(frames["result_var"]),
             "census_genes": len(frames["census_var"]),
         },
         "per_dataset": per_dataset,
+        "validation": validation or {"mode": "full"},
     }
     if failed:
         report["diff"] = diff
@@ -227,7 +250,7 @@ def describe_failure(report: dict) -> str:
     lines = ["the h5ad route and the census route disagree:"]
     lines += _cell_lines(diff, ["missing_from_census", "only_in_census"])
     lines += [_key_line(detail) for detail in diff["join_keys"].values()]
-    lines += _cell_lines(diff, ["raw_counts", *(k for k in diff if k.startswith("layer "))])
+    lines += _cell_lines(diff, ["raw_counts", "cell_totals", *(k for k in diff if k.startswith("layer "))])
     for column, detail in diff["obs_values"].items():
         example = detail["examples"][0]
         lines.append(
