@@ -1,6 +1,7 @@
 """Route comparison on tiny synthetic results: identical routes pass; a changed count, a missing cell or a
 changed obs value fails with a line naming it; cells only one route holds are named per dataset by their
-join keys, and a repeated join key stops the comparison naming the dataset."""
+join keys, and a repeated join key stops the comparison naming the dataset. A sampled validation catches a
+changed total in any cell, and a change that keeps the totals only in the cells it compares."""
 
 from __future__ import annotations
 
@@ -8,9 +9,13 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 from unit_helpers import sliced_tiny
 
+from cellquery.cellxgene.inclusion import CellTotals, included_genes
 from cellquery.errors import JoinKeyError
+from cellquery.query.assemble import slice_totals
+from cellquery.query.sampling import value_checked
 from cellquery.query.validate import compare_routes, describe_failure
 from cellquery.spec.criteria import Criterion
 
@@ -118,3 +123,93 @@ def test_a_join_key_repeated_in_one_route_stops_the_comparison_naming_the_datase
         f"observation_joinid repeats: 1 value held by 2 of its {ad.read_h5ad(census).n_obs} cells, "
         f"e.g. [{repeated!r}]; the routes are joined on it, one value per cell"
     )
+
+
+SAMPLED = {"mode": "sampled", "fraction": 0.3}
+
+
+def cells_by_draw(result_path) -> tuple[int, int]:
+    """The first cell a sampled validation compares value by value, and the first it does not."""
+    checked = value_checked(ad.read_h5ad(result_path).obs, SAMPLED)
+    return int(np.flatnonzero(checked)[0]), int(np.flatnonzero(~checked)[0])
+
+
+def census_sampled(result_path, tmp_path, change=None):
+    """The census route as a sampled validation has it: every cell's raw_sum and nnz (of the census' own
+    counts, after `change`), the counts of the sampled cells only."""
+    adata = ad.read_h5ad(result_path)
+    if change:
+        adata = change(adata)
+    counts = sp.csr_matrix(adata.X)
+    totals = CellTotals(included_genes(adata.var, ORGANISM))
+    list(totals.counted([counts]))
+    adata.obs = adata.obs.assign(**totals.as_dict())
+    kept = value_checked(adata.obs, SAMPLED).astype(np.float32)
+    adata.X = sp.csr_matrix(sp.diags(kept) @ counts)
+    path = tmp_path / "census.h5ad"
+    adata.write_h5ad(path)
+    return path
+
+
+def compared_sampled(result, census_path, validation=SAMPLED):
+    path, manifest = result
+    cells = ad.read_h5ad(path).n_obs
+    totals = slice_totals([path]) if validation["mode"] == "sampled" else None
+    all_cells = np.ones(cells, dtype=bool)
+    return compare_routes(path, census_path, ORGANISM, manifest, all_cells, None, (), validation, totals)
+
+
+def count_added(row: int):
+    def change(adata):
+        counts = sp.csr_matrix(adata.X, copy=True)
+        counts.data[counts.indptr[row]] += 1  # the cell's total changes
+        adata.X = counts
+        return adata
+
+    return change
+
+
+def value_moved(row: int):
+    """One of the cell's counts moved to another of its genes: its total and nnz stay."""
+
+    def change(adata):
+        counts = sp.csr_matrix(adata.X, copy=True)
+        first, second = counts.indptr[row], counts.indptr[row] + 1
+        assert counts.data[first] > 1
+        counts.data[first] -= 1
+        counts.data[second] += 1
+        adata.X = counts
+        return adata
+
+    return change
+
+
+def test_a_sampled_validation_passes_agreeing_routes_comparing_a_share_of_the_counts(result, tmp_path):
+    report = compared_sampled(result, census_sampled(result[0], tmp_path))
+    totals = report["totals"]
+    assert report["status"] == "passed" and report["validation"] == SAMPLED
+    assert (
+        0
+        < totals["cells_compared_value_by_value"]
+        < totals["matched_cells"]
+        == totals["cells_totals_compared"]
+    )
+
+
+def test_a_sampled_validation_catches_a_changed_total_in_any_cell(result, tmp_path):
+    checked, unchecked = cells_by_draw(result[0])
+    for row in (checked, unchecked):
+        report = compared_sampled(result, census_sampled(result[0], tmp_path, count_added(row)))
+        assert report["status"] == "failed" and "cell totals: 1 cells" in describe_failure(report)
+
+
+def test_a_value_moved_within_a_cell_is_caught_where_its_counts_are_compared(result, tmp_path):
+    """The sampled validation's blind spot: a difference that keeps a cell's total and nnz is caught only in
+    the cells it compares value by value (a full validation catches it in any)."""
+    checked, unchecked = cells_by_draw(result[0])
+    moved = compared_sampled(result, census_sampled(result[0], tmp_path, value_moved(checked)))
+    assert moved["status"] == "failed" and "raw counts: 1 cells" in describe_failure(moved)
+    unseen = census_sampled(result[0], tmp_path, value_moved(unchecked))
+    assert compared_sampled(result, unseen)["status"] == "passed"
+    full = census_like(result[0], tmp_path, value_moved(unchecked))
+    assert compared_sampled(result, full, {"mode": "full"})["status"] == "failed"
