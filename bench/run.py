@@ -54,6 +54,7 @@ AIMS = {
     "B13": "adding 2 datasets to an atlas store <= 0.1 x its first build (only they are read and written)",
 }
 CENSUS_SCALE = Path(".bench") / "census-scale"  # B12's store, under the project
+B14_NAME = "b14-kidney"  # B14's query: the shipped kidney-immune under a name of its own
 REJECTED = {
     "schema": REPO / "bench" / "b11" / "schema-error.yaml",
     "registry": REPO / "bench" / "b11" / "registry-error.yaml",
@@ -253,6 +254,42 @@ def rejections(project: Path) -> dict:
     name = f"a build of {BUILD_OF_MANY} specs, one with a typo, refused vs `snakemake --version`"
     rows.append(paired("B11", name, start, refused))
     return {"rows": rows, "load_average_1min": round(os.getloadavg()[0], 1)}
+
+
+def validation_catches(project: Path) -> dict:
+    """B14 (bench/steps.py `validation-catches`): the share of injected disagreements each validation
+    catches, over the small demo's kidney-immune query (built first under a name of its own)."""
+    ensure_demo(project, "small")
+    spec = yaml.safe_load((REPO / "config" / "queries" / "kidney-immune.yaml").read_text())
+    path = project / "bench-b14.yaml"
+    path.write_text(
+        yaml.safe_dump(spec | {"name": B14_NAME, "output": {"key": f"cellquery/{B14_NAME}.h5ad"}})
+    )
+    result = f"results/{B14_NAME}/{B14_NAME}.h5ad"
+    subprocess.run(snakemake(project, "--config", f"query={path}", "--", result), cwd=project, check=True)
+    subprocess.run(helper("validation-catches", project, B14_NAME), cwd=project, check=True)
+    return json.loads((project / "results" / B14_NAME / "b14.json").read_text())
+
+
+def validation_table(b14: dict | None) -> str:
+    """B14: what each validation caught of the disagreements injected."""
+    if not b14:
+        return ""
+    share = b14["sample"]["fraction"]
+    lines = [
+        "",
+        f"B14, what validation catches ({b14['trials']} disagreements of each kind injected into the census",
+        "route of the small demo's kidney-immune query, each at a random cell, on genes the result holds;",
+        f"`validation: sampled` with `validation_sample: {share}`; {b14['timestamp']}):",
+        "",
+        "| disagreement | full: caught | sampled: caught | sampled: its guarantee |",
+        "| --- | --- | --- | --- |",
+    ]
+    for kind, caught in b14["caught"].items():
+        promise = f"{share:.0%} (the share compared value by value)" if "moved" in kind else "all"
+        cells = [kind, *(f"{caught[mode] / b14['trials']:.1%}" for mode in ("full", "sampled")), promise]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def atlas_store(project: Path) -> dict:
@@ -545,7 +582,8 @@ each, after a one-batch warm-up timed apart (opening; on the census route numba 
 | --- | --- | --- | --- | --- | --- |
 {chr(10).join(loader_rows(run["loaders"]))}
 {scales_table(run)}{startup_table(run)}{builds_table(run.get("builds"))}\
-{object_storage_table(run.get("object_storage"))}{census_scale_table(run.get("census_scale"))}"""
+{object_storage_table(run.get("object_storage"))}{census_scale_table(run.get("census_scale"))}\
+{validation_table(run.get("validation_catches"))}"""
 
 
 def ratio_cell(row: dict, key: str) -> str:
@@ -703,6 +741,7 @@ ALONE = {  # what `--only` runs: (its key in the results, the measurement)
     "B9": ("object_storage", s3_bench(object_storage)),
     "B11": ("rejections", rejections),
     "B12": ("census_scale", census_scale),
+    "B14": ("validation_catches", validation_catches),
     "B13": ("atlas_store", atlas_store),
 }
 
@@ -740,6 +779,7 @@ def whole_run(project: Path, timestamp: str) -> dict:
         "b1_atlas": b1_atlas | {"timestamp": timestamp},
         "atlas_store": atlas_store(project) | {"timestamp": timestamp},
         "census_scale": census_scale(project) | {"timestamp": timestamp},
+        "validation_catches": validation_catches(project) | {"timestamp": timestamp},
     }
 
 

@@ -3,6 +3,7 @@
 python bench/steps.py NAME PROJECT
 NAME: atlas-store-first, atlas-store-add (B13), seed-guide, census-slice,
       get-anndata, slice-large, h5py-floor, loader-lamin or loader-census
+python bench/steps.py validation-catches PROJECT NAME (B14: over the built query NAME)
 python bench/steps.py seed-guide PROJECT SCALE SPEC   (B1 at any scale: the spec's query, its manifest)
 python bench/steps.py floor PROJECT SPEC              (B1f: the least reading and writing B1's result needs)
 """
@@ -137,6 +138,94 @@ class Sink:
             array[start:] = values
 
 
+B14_KINDS = ("a count changed", "counts moved between genes", "a cell missing", "a cell type renamed")
+B14_TRIALS, B14_SAMPLE = 200, {"mode": "sampled", "fraction": 0.05}
+
+
+def validation_catches(project: Path, name: str = "b14-kidney") -> None:
+    """B14: the share of injected disagreements of each kind that a full and a sampled validation catch.
+
+    The query (the shipped kidney-immune: every gene read, the datasets' shared ones kept) built once; then
+    per trial one disagreement injected into a copy of its census route at a random cell, on genes the
+    result holds, and both validations run on the real result and slices: the sampled one sees the census'
+    totals of every cell (counted from the changed counts, as the Census states them) and the counts of its
+    share. Writes b14.json."""
+    import anndata as ad
+
+    from cellquery.cellxgene.inclusion import included_genes
+    from cellquery.query.assemble import slice_totals
+    from cellquery.query.validate import compare_routes
+
+    folder = results(project, name)
+    receipt = json.loads((folder / "shards" / "0.json").read_text())
+    totals = slice_totals([Path(p) for p in receipt["slices"]])
+    census, result = ad.read_h5ad(folder / "census.h5ad"), folder / f"{name}.h5ad"
+    obs = ad.read_h5ad(result, backed="r").obs
+    table, organism = manifest(project, name), "NCBITaxon:9606"
+    genes = included_genes(census.var, organism)
+    held = census.var_names.isin(ad.read_h5ad(result, backed="r").var_names)
+    rng, caught = np.random.default_rng(0), {kind: {"full": 0, "sampled": 0} for kind in B14_KINDS}
+    for kind in B14_KINDS:
+        for _ in range(B14_TRIALS):
+            changed = injected(census, kind, held, rng)
+            for mode, validation in (("full", {"mode": "full"}), ("sampled", B14_SAMPLE)):
+                view = changed if mode == "full" else sampled_view(changed, genes, validation)
+                path = folder / "b14-census.h5ad"
+                view.write_h5ad(path)
+                every, counted = np.ones(len(obs), dtype=bool), totals if mode == "sampled" else None
+                report = compare_routes(result, path, organism, table, every, None, (), validation, counted)
+                caught[kind][mode] += report["status"] == "failed"
+    write_json(folder / "b14.json", {"trials": B14_TRIALS, "sample": B14_SAMPLE, "caught": caught})
+
+
+def injected(census, kind: str, held: np.ndarray, rng):
+    """The census route with one disagreement of `kind` at a random cell, on genes the result holds
+    (`held`, per census gene): a cell with two such counts, the first 2 or more, so that a count can move
+    between them keeping the cell's total and nnz."""
+    import pandas as pd
+    import scipy.sparse as sp
+
+    changed = census.copy()
+    counts = sp.csr_matrix(changed.X, copy=True)
+    while True:
+        row = int(rng.integers(changed.n_obs))
+        stored = np.arange(counts.indptr[row], counts.indptr[row + 1])
+        stored = stored[held[counts.indices[stored]]]
+        if len(stored) >= 2 and counts.data[stored[0]] >= 2:
+            break
+    if kind == "a cell missing":
+        return changed[np.arange(changed.n_obs) != row].copy()
+    if kind == "a cell type renamed":
+        types = changed.obs["cell_type"].astype(str).to_numpy()
+        types[row] += " (renamed)"
+        changed.obs["cell_type"] = pd.Categorical(types)
+        return changed
+    counts.data[stored[0]] += 1
+    if kind == "counts moved between genes":
+        counts.data[stored[0]] -= 2
+        counts.data[stored[1]] += 1
+    changed.X = counts
+    return changed
+
+
+def sampled_view(census, genes: np.ndarray, validation: dict):
+    """The census route as a sampled validation reads it: every cell's raw_sum and nnz, the counts of the
+    sampled cells only."""
+    import scipy.sparse as sp
+
+    from cellquery.cellxgene.inclusion import CellTotals
+    from cellquery.query.sampling import value_checked
+
+    view = census.copy()
+    counts = sp.csr_matrix(view.X)
+    totals = CellTotals(genes)
+    list(totals.counted([counts]))
+    view.obs = view.obs.assign(**totals.as_dict())
+    kept = value_checked(view.obs, validation).astype(np.float32)
+    view.X = sp.csr_matrix(sp.diags(kept) @ counts)
+    return view
+
+
 def census_slice(project: Path) -> None:
     from cellquery.query.census_route import census_slice as ours
 
@@ -253,6 +342,7 @@ STEPS = {
     "atlas-store-add": functools.partial(atlas_store, "add"),
     "seed-guide": seed_guide,
     "floor": floor,
+    "validation-catches": validation_catches,
     "census-slice": census_slice,
     "get-anndata": get_anndata,
     "slice-large": slice_large,

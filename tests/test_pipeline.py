@@ -9,6 +9,7 @@ import sys
 import time
 
 import anndata as ad
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -111,6 +112,39 @@ def test_kidney_query(demo, ln):
     )  # local files: read in place, their bytes not counted
     assert read["h5ad_route"]["files_read_in_place"] + read["h5ad_route"]["slices_current"] == matched
     assert read["h5ad_route"]["downloaded"] == read["h5ad_route"]["streamed"] == 0 < read["census_route"]
+
+
+def named_copy(spec_path, folder, name: str):
+    """The spec under another name and output key (`folder/<name>.yaml`)."""
+    data = yaml.safe_load(spec_path.read_text())
+    output = data.get("output", {}) | {"key": f"cellquery/{name}.h5ad"}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data | {"name": name, "output": output}))
+    return path
+
+
+def test_a_sampled_validation_reads_a_share_of_the_census_counts_for_the_same_result(demo, tmp_path):
+    stamp = time.time_ns() % 10**8
+    runs = {}
+    for way, config in (("full", []), ("sampled", ["validation=sampled"])):
+        name = f"kidney-{way}-{stamp}"
+        run_query(demo.project, named_copy(QUERIES / "kidney-immune.yaml", tmp_path, name), *config)
+        results = demo.project / "results" / name
+        with h5py.File(results / "census.h5ad", "r") as census:
+            values = len(census["X/data"])
+        report = json.loads((results / "validation.json").read_text())
+        runs[way] = (ad.read_h5ad(results / f"{name}.h5ad"), report, values)
+    (full, full_report, full_values), (sampled, report, values) = runs["full"], runs["sampled"]
+    totals = report["totals"]
+    assert report["status"] == "passed" and report["validation"] == {"mode": "sampled", "fraction": 0.05}
+    assert (
+        totals["cells_totals_compared"] == totals["matched_cells"] == full_report["totals"]["matched_cells"]
+    )
+    assert 0 < totals["cells_compared_value_by_value"] < 0.1 * totals["matched_cells"]
+    assert 0 < values < 0.2 * full_values  # the census route read about a twentieth of the counts
+    assert report["bytes_read"]["census_route"] < full_report["bytes_read"]["census_route"]
+    pd.testing.assert_frame_equal(sampled.obs, full.obs)
+    assert (sampled.X != full.X).nnz == 0 and full.n_obs > 0
 
 
 def test_brain_query(demo, ln):

@@ -46,7 +46,7 @@ def checked_build(
     writes nothing."""
     from cellquery.instances.owners import takeover
     from cellquery.instances.source import source_for
-    from cellquery.query.resolve import check_build_cache_room, keep_checked, preflight
+    from cellquery.query.resolve import check_build_cache_room, keep_checked, one_read_plan, preflight
 
     problems, found = Problems(), {}
     specs = load_build(files_named(entries, base), problems)
@@ -61,6 +61,8 @@ def checked_build(
                 found[name] = preflight(
                     spec, source_for(spec, demo), (storage_of or (lambda _: storage))(spec)
                 )
+    if len(found) > 1:
+        one_read_plan(list(found.values()))
     with problems.check(), foreseen("cache_dir"):
         check_build_cache_room([table for _, table in found.values()], storage)
     problems.raise_any()

@@ -73,7 +73,9 @@ def _read_plan_lines(plan: pd.DataFrame, query: dict) -> list[str]:
     total = f"  to fetch: {plan['to_fetch'].sum() / 1e6:.1f} MB"
     if remote.empty:
         return [f"{total} (files in local storage are read in place)"]
-    mode = query["spec"].get("fetch") or query["storage"]["fetch"]
+    from cellquery.query.resolve import fetch_mode
+
+    mode = fetch_mode(query)
     return [
         f"  read from object storage (fetch: {mode}; download MB is 0 for a copy already cached, "
         "sliced: the slice is made, nothing is read):",

@@ -299,6 +299,33 @@ def _basis(source: Source) -> list:
     return [os.environ.get(RUN_VARIABLE), source.built_at()]
 
 
+def one_read_plan(checked: list[tuple[dict, pd.DataFrame]]) -> None:
+    """How a build reads an artifact several of its queries want (`fetch: auto`), decided once, in their
+    tables: downloaded for all when one of them downloads it or their streams together would move more than
+    `streaming.choose` allows against one download (the copy is shared); else each streams its rows."""
+    from cellquery.storage.streaming import choose
+
+    auto = [table for query, table in checked if fetch_mode(query) == "auto"]
+    remote = [table.loc[table["fetch"] != "local", ["uid", *READ_PLAN]] for table in auto]
+    reads = pd.concat(remote) if remote else pd.DataFrame(columns=["uid", *READ_PLAN])
+    for uid, wanted in reads.groupby("uid"):
+        if len(wanted) < 2:
+            continue
+        streams = int(wanted.loc[wanted["fetch"] == "stream", "stream_bytes"].sum())
+        downloaded = (wanted["fetch"] == "cache").any()
+        how = "cache" if downloaded else choose("auto", int(wanted["download_bytes"].max()), streams)
+        moved = "download_bytes" if how == "cache" else "stream_bytes"
+        for table in auto:
+            rows = table["uid"] == uid
+            table.loc[rows, "fetch"] = how
+            table.loc[rows, "to_fetch"] = table.loc[rows, moved]
+
+
+def fetch_mode(query: dict) -> str:
+    """How a resolved query reads artifacts in object storage: its spec's `fetch`, else the config's."""
+    return query["spec"].get("fetch") or query["storage"]["fetch"]
+
+
 def check_build_cache_room(tables: list[pd.DataFrame], storage: dict) -> None:
     """The cache room for the whole build: an artifact several queries download counts once."""
     if tables:
