@@ -19,7 +19,7 @@ from cellquery.errors import SourceError
 from cellquery.files import h5ad
 from cellquery.files.atomic import atomic_path
 from cellquery.query.runfiles import criteria_of, read_manifest, read_query
-from cellquery.query.sampling import sampled, value_checked
+from cellquery.query.sampling import compared_rows, sampled
 from cellquery.query.slicing import result_columns
 from cellquery.spec.criteria import Criterion, value_filter
 from cellquery.spec.genes import with_feature_types
@@ -239,8 +239,8 @@ def census_slice(
 ) -> dict:
     """Write the census cells matching the criteria within the manifest's datasets (those the `sample`
     keeps) with X/raw and the `layers` asked for; returns counts. A sampled `validation` reads the counts
-    of its share of the cells only (the others' rows stay empty) and keeps every cell's `raw_sum` and
-    `nnz` from obs (`cellquery.query.sampling.value_checked`).
+    of its share of the cells only (the others' rows stay empty; `uns[READ_KEY]["value_compared"]` marks
+    them) and keeps every cell's `raw_sum` and `nnz` from obs (`cellquery.query.sampling.compared_rows`).
 
     The same query `cellxgene_census.get_anndata` runs, but obs, var and X are read separately and X is
     written block by block, so memory holds one block of counts rather than the whole slice. `obs_columns`
@@ -271,11 +271,11 @@ def census_slice(
         matrices = {"X": data.ms["RNA"].X[X_NAME]} | {n: data.ms["RNA"].X[n] for n in layers}
         with atomic_path(out) as tmp:
             frames = _obs_frame(obs, [*dict.fromkeys(columns)]), _var_frame(var)
-            wanted = value_checked(obs, validation)
+            wanted = compared_rows(obs["soma_joinid"].to_numpy(), _row_band(matrices["X"]), validation)
             blocks = _row_blocks(matrices, obs, var, every_gene=var_filter is None, wanted=wanted)
             h5ad.write_streamed(tmp, *frames, blocks, uns=uns, layers=layers)
             read = bytes_read()
-            h5ad.write_uns_entry(tmp, READ_KEY, {"bytes": read})
+            h5ad.write_uns_entry(tmp, READ_KEY, {"bytes": read, "value_compared": wanted})
             failpoint("census")
     log.info("census slice: %d cells x %d genes; %.1f MB read from the store", len(obs), len(var), read / 1e6)
     return {"cells": len(obs), "genes": len(var), "value_filter": cells_filter, "bytes_read": read}
@@ -289,6 +289,13 @@ def bytes_read() -> int:
     counters = json.loads(soma.tiledbsoma_stats_json() or "{}")
     counters = counters[0] if isinstance(counters, list) else counters
     return int(counters.get("counters", {}).get("Context.VFS.read_byte_num", 0))
+
+
+def _row_band(matrix) -> int:
+    """The soma_joinids a row of the matrix's tiles spans."""
+    from cellquery.store.arrays import tile_extents
+
+    return tile_extents(matrix)[0]
 
 
 def totals_columns(obs, store: dict, validation: dict | None) -> list[str]:

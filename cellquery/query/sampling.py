@@ -48,12 +48,22 @@ def _lowest_per_group(
     return chosen
 
 
-VALIDATION_SEED = 0  # a sampled validation's draw of cells: the same cells on every run and machine
+VALIDATION_SEED = 0  # a sampled validation's draw of bands: the same cells on every run and machine
 
 
-def value_checked(obs: pd.DataFrame, validation: dict | None) -> np.ndarray:
-    """The cells whose counts a validation compares value by value: every cell (`mode: full`), or those
-    whose draw falls under `fraction` (`mode: sampled`), the same cells whichever route asks."""
+def compared_rows(joinids: np.ndarray, band: int, validation: dict | None) -> np.ndarray:
+    """The census cells whose counts a validation compares value by value: every cell (`mode: full`), or
+    (`mode: sampled`) the cells of whole bands of `band` consecutive soma_joinids (a row of the store's X
+    tiles, read whole or not at all: a scattered sample would read every tile) whose draw falls under
+    `fraction`, at least one band."""
     if not validation or validation["mode"] == "full":
-        return np.ones(len(obs), dtype=bool)
-    return draws(obs, VALIDATION_SEED) < validation["fraction"]
+        return np.ones(len(joinids), dtype=bool)
+    bands = np.asarray(joinids) // band
+    held = np.unique(bands)
+    draw = np.array([xxhash.xxh64_intdigest(str(b), seed=VALIDATION_SEED) for b in held]) / 2.0**64
+    chosen = (
+        held[draw < validation["fraction"]]
+        if (draw < validation["fraction"]).any()
+        else held[[draw.argmin()]]
+    )
+    return np.isin(bands, chosen)

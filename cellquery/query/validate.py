@@ -11,7 +11,6 @@ import scipy.sparse as sp
 from cellquery.cellxgene.inclusion import included_genes
 from cellquery.cellxgene.joinkey import JOIN_KEY, check_unique, dataset_label, dataset_labels
 from cellquery.files import h5ad
-from cellquery.query.sampling import value_checked
 from cellquery.spec.query_spec import KEY_COLUMNS
 
 EXAMPLES = 10  # differences listed per kind; the counts are always complete
@@ -84,6 +83,14 @@ def _differing_rows(ours: sp.csr_matrix, theirs: sp.csr_matrix, *, exact: bool) 
     always is)."""
     differs = (ours != theirs) if exact else (abs(ours - theirs) > abs(theirs) * NORMALIZED_RTOL)
     return np.flatnonzero(np.diff(sp.csr_matrix(differs).indptr))
+
+
+def _value_compared(census_path: Path, census_obs: pd.DataFrame) -> pd.Index:
+    """The census cells whose counts the census route read (all but in a sampled validation)."""
+    from cellquery.query.census_route import READ_KEY
+
+    compared = h5ad.read_uns(census_path).get(READ_KEY, {}).get("value_compared")
+    return census_obs.index if compared is None else census_obs.index[np.asarray(compared, dtype=bool)]
 
 
 def _total_differences(totals: pd.DataFrame, census_obs: pd.DataFrame, keys: pd.Index) -> list[str]:
@@ -177,9 +184,9 @@ def compare_routes(
     `census_rules` marks the result's cells the Census inclusion rules keep (computed from the slices,
     which hold the columns the rules read); `expected_genes` are the genes the gene join must keep. Cells
     are matched on their keys: a key repeated within a dataset (two artifacts of one dataset, say) stops
-    the comparison with a `JoinKeyError` naming it. A sampled `validation` compares the counts of its share
-    of the cells value by value, and every cell's raw_sum and nnz (`totals`, as the slices counted them
-    from the h5ads) with the census'.
+    the comparison with a `JoinKeyError` naming it. A sampled `validation` compares value by value the counts
+    of the cells the census route read (`census_route.census_slice`), and every cell's raw_sum and nnz
+    (`totals`, as the slices counted them from the h5ads) with the census'.
     """
     frames = _frames(result_path, census_path)
     result_obs, census_obs = frames["result_obs"], frames["census_obs"]
@@ -191,7 +198,7 @@ def compare_routes(
     extra = census_obs.index.difference(included)
     matched = included.intersection(census_obs.index)
     obs_differences = _obs_differences(result_obs, census_obs, matched)
-    valued = matched[value_checked(result_obs.loc[matched], validation)]
+    valued = matched.intersection(_value_compared(census_path, census_obs))
     n_genes, count_differences = _count_differences(result_path, census_path, frames, valued, organism)
     layer_differences = {
         layer: _count_differences(result_path, census_path, frames, valued, organism, f"layers/{layer}")[1]

@@ -15,7 +15,8 @@ from unit_helpers import sliced_tiny
 from cellquery.cellxgene.inclusion import CellTotals, included_genes
 from cellquery.errors import JoinKeyError
 from cellquery.query.assemble import slice_totals
-from cellquery.query.sampling import value_checked
+from cellquery.query.census_route import READ_KEY
+from cellquery.query.sampling import compared_rows
 from cellquery.query.validate import compare_routes, describe_failure
 from cellquery.spec.criteria import Criterion
 
@@ -128,15 +129,27 @@ def test_a_join_key_repeated_in_one_route_stops_the_comparison_naming_the_datase
 SAMPLED = {"mode": "sampled", "fraction": 0.3}
 
 
+BAND = 4  # cells per band of the tiny census route: several bands, some compared
+
+
+def compared_cells(n_cells: int) -> np.ndarray:
+    """The cells whose counts the census route reads in a sampled validation: whole bands of its rows."""
+    return compared_rows(np.arange(n_cells), BAND, SAMPLED)
+
+
 def cells_by_draw(result_path) -> tuple[int, int]:
-    """The first cell a sampled validation compares value by value, and the first it does not."""
-    checked = value_checked(ad.read_h5ad(result_path).obs, SAMPLED)
-    return int(np.flatnonzero(checked)[0]), int(np.flatnonzero(~checked)[0])
+    """The first cell a sampled validation compares value by value, and the first it does not, among the
+    cells whose counts can move between genes (two or more stored, one above 1)."""
+    adata = ad.read_h5ad(result_path)
+    counts = sp.csr_matrix(adata.X)
+    movable = [len(row.data) >= 2 and row.data.max() > 1 for row in counts]
+    checked = compared_cells(adata.n_obs)
+    return int(np.flatnonzero(checked & movable)[0]), int(np.flatnonzero(~checked & movable)[0])
 
 
 def census_sampled(result_path, tmp_path, change=None):
     """The census route as a sampled validation has it: every cell's raw_sum and nnz (of the census' own
-    counts, after `change`), the counts of the sampled cells only."""
+    counts, after `change`), the counts of the compared cells only, and which those are."""
     adata = ad.read_h5ad(result_path)
     if change:
         adata = change(adata)
@@ -144,8 +157,9 @@ def census_sampled(result_path, tmp_path, change=None):
     totals = CellTotals(included_genes(adata.var, ORGANISM))
     list(totals.counted([counts]))
     adata.obs = adata.obs.assign(**totals.as_dict())
-    kept = value_checked(adata.obs, SAMPLED).astype(np.float32)
-    adata.X = sp.csr_matrix(sp.diags(kept) @ counts)
+    compared = compared_cells(adata.n_obs)
+    adata.X = sp.csr_matrix(sp.diags(compared.astype(np.float32)) @ counts)
+    adata.uns[READ_KEY] = {"bytes": 0, "value_compared": compared}
     path = tmp_path / "census.h5ad"
     adata.write_h5ad(path)
     return path
@@ -174,10 +188,10 @@ def value_moved(row: int):
 
     def change(adata):
         counts = sp.csr_matrix(adata.X, copy=True)
-        first, second = counts.indptr[row], counts.indptr[row] + 1
-        assert counts.data[first] > 1
-        counts.data[first] -= 1
-        counts.data[second] += 1
+        stored = np.arange(counts.indptr[row], counts.indptr[row + 1])
+        source = stored[counts.data[stored] > 1][0]
+        counts.data[source] -= 1
+        counts.data[stored[stored != source][0]] += 1
         adata.X = counts
         return adata
 
