@@ -275,7 +275,8 @@ def census_slice(
             blocks = _row_blocks(matrices, obs, var, every_gene=var_filter is None, wanted=wanted)
             h5ad.write_streamed(tmp, *frames, blocks, uns=uns, layers=layers)
             read = bytes_read()
-            h5ad.write_uns_entry(tmp, READ_KEY, {"bytes": read, "value_compared": wanted})
+            compared = {} if wanted.all() else {"value_compared": wanted}  # a sampled validation's cells
+            h5ad.write_uns_entry(tmp, READ_KEY, {"bytes": read, **compared})
             failpoint("census")
     log.info("census slice: %d cells x %d genes; %.1f MB read from the store", len(obs), len(var), read / 1e6)
     return {"cells": len(obs), "genes": len(var), "value_filter": cells_filter, "bytes_read": read}
