@@ -139,7 +139,7 @@ class Sink:
 
 
 B14_KINDS = ("a count changed", "counts moved between genes", "a cell missing", "a cell type renamed")
-B14_TRIALS, B14_SAMPLE = 200, {"mode": "sampled", "fraction": 0.05}
+B14_TRIALS, B14_SAMPLE = 100, {"mode": "sampled", "fraction": 0.05}
 B14_BAND = 32  # the rows of a band: the store's are 2,048 (a tile's); the query's 2,000-odd cells need more
 
 
