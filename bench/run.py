@@ -280,13 +280,15 @@ def validation_table(b14: dict | None) -> str:
         "",
         f"B14, what validation catches ({b14['trials']} disagreements of each kind injected into the census",
         "route of the small demo's kidney-immune query, each at a random cell, on genes the result holds;",
-        f"`validation: sampled` with `validation_sample: {share}`; {b14['timestamp']}):",
+        f"`validation: sampled` with `validation_sample: {share}`, bands of {b14['band']} rows;",
+        f"{b14['timestamp']}):",
         "",
         "| disagreement | full: caught | sampled: caught | sampled: its guarantee |",
         "| --- | --- | --- | --- |",
     ]
     for kind, caught in b14["caught"].items():
-        promise = f"{share:.0%} (the share compared value by value)" if "moved" in kind else "all"
+        compared = f"{b14['compared_share']:.1%} (the cells compared value by value)"
+        promise = compared if "moved" in kind else "all"
         cells = [kind, *(f"{caught[mode] / b14['trials']:.1%}" for mode in ("full", "sampled")), promise]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
