@@ -36,9 +36,10 @@ ROW_BLOCK = 2048  # cells per read from X: TileDB holds several times the block 
 # soma_joinids a block's row lookup may span (32 MiB); a block of cells scattered wider is searched instead,
 # so memory stays flat however far apart the selected cells lie in the store
 LOOKUP_SPAN = 2**22
-# TileDB's memory for a read (its default, 10 GB, let a filter over the Census' 100 million obs rows take
-# 2 GB; 256 MiB: 0.3 GB, no slower; a config's `object_storage.tiledb` entries win)
-READ_BUDGET = {"sm.mem.total_budget": str(256 * 2**20)}
+# TileDB's memory for a read and tiledbsoma's per batch (their defaults, 10 GB and 1 GiB, let a filter over
+# the Census' 100 million obs rows take 2 GB, and the plan's read of 62 million cells 2.1 GB; with these,
+# 0.34 and 0.66 GB, and faster: B12); a config's `object_storage.tiledb` entries win
+READ_BUDGET = {"sm.mem.total_budget": str(256 * 2**20), "soma.init_buffer_bytes": str(64 * 2**20)}
 
 
 def experiment(census, store: dict, organism: str):
@@ -178,20 +179,44 @@ def selected_positions(
     settings: dict | None = None,
 ) -> dict[str, np.ndarray]:
     """Where each dataset's selected cells lie in its file, as fractions of its census cells: the Census
-    keeps a dataset's cells in the order of its h5ad. Reads two obs columns, no counts."""
+    keeps a dataset's cells in the order of its h5ad, in one block of soma_joinids. Reads the selected cells'
+    soma_joinids, and each dataset's first soma_joinid and cell count batch by batch (memory stays flat
+    however many cells the datasets hold), no counts."""
     with open_store(store, settings) as census:
         obs = experiment(census, store, organism).obs
-        every = obs.read(
-            column_names=["soma_joinid", "dataset_id"], value_filter=value_filter([], dataset_ids)
-        )
-        chosen = obs.read(column_names=["soma_joinid"], value_filter=obs_filter(obs, criteria, dataset_ids))
-        every, chosen = every.concat().to_pandas(), chosen.concat()["soma_joinid"].to_numpy()
-    every = every.sort_values("soma_joinid")
-    datasets = every.groupby("dataset_id", observed=True)
-    every["position"] = datasets.cumcount() / datasets["soma_joinid"].transform("size")
-    picked = every[every["soma_joinid"].isin(chosen)]
-    found = {str(d): group["position"].to_numpy() for d, group in picked.groupby("dataset_id", observed=True)}
-    return {dataset_id: found.get(dataset_id, np.array([])) for dataset_id in dataset_ids}
+        columns = ["soma_joinid", "dataset_id"]
+        chosen = obs.read(column_names=columns, value_filter=obs_filter(obs, criteria, dataset_ids)).concat()
+        first, count = _dataset_extents(obs, dataset_ids)
+    number = _dataset_numbers(chosen["dataset_id"], dataset_ids)
+    offsets = chosen["soma_joinid"].to_numpy() - first[number]
+    fractions = offsets / np.maximum(count[number], 1)
+    return {dataset_id: np.sort(fractions[number == i]) for i, dataset_id in enumerate(dataset_ids)}
+
+
+def _dataset_extents(obs, dataset_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per dataset, its smallest soma_joinid and its number of cells, read one batch at a time."""
+    first = np.full(len(dataset_ids), np.iinfo(np.int64).max)
+    count = np.zeros(len(dataset_ids), dtype=np.int64)
+    every = obs.read(column_names=["soma_joinid", "dataset_id"], value_filter=value_filter([], dataset_ids))
+    for batch in every:  # a dataframe read yields Arrow tables
+        number = _dataset_numbers(batch["dataset_id"], dataset_ids)
+        np.minimum.at(first, number, batch["soma_joinid"].to_numpy())
+        count += np.bincount(number, minlength=len(dataset_ids))
+    return first, count
+
+
+def _dataset_numbers(column: pa.ChunkedArray, dataset_ids: list[str]) -> np.ndarray:
+    """Each row's dataset as its position in `dataset_ids` (every row's dataset is among them)."""
+    position = {dataset_id: i for i, dataset_id in enumerate(dataset_ids)}
+    numbers = []
+    for chunk in column.chunks:
+        if pa.types.is_dictionary(chunk.type):
+            # an enumeration holds every dataset of the store; the rows, only these
+            held = np.array([position.get(str(v), -1) for v in chunk.dictionary.to_pylist()], dtype=np.int64)
+            numbers.append(held[chunk.indices.to_numpy(zero_copy_only=False)])
+        else:
+            numbers.append(np.array([position[str(v)] for v in chunk.to_pylist()], dtype=np.int64))
+    return np.concatenate(numbers) if numbers else np.zeros(0, dtype=np.int64)
 
 
 def gene_counts(

@@ -18,7 +18,7 @@ from unit_helpers import sliced_tiny
 from cellquery.cellxgene.release import releases
 from cellquery.errors import JoinKeyError
 from cellquery.query import census_route
-from cellquery.query.census_route import cells_per_dataset, census_slice
+from cellquery.query.census_route import cells_per_dataset, census_slice, selected_positions
 from cellquery.spec.criteria import Criterion
 from cellquery.spec.genes import gene_table
 
@@ -191,3 +191,22 @@ def test_a_block_of_cells_too_far_apart_for_a_lookup_is_read_the_same(tiny_h5ads
     looked_up, searched = (ad.read_h5ad(tmp_path / f"{way}.h5ad") for way in ("looked-up", "searched"))
     assert looked_up.n_obs > 2 and list(searched.obs_names) == list(looked_up.obs_names)
     assert sparse.csr_matrix(searched.X - looked_up.X).nnz == 0 and looked_up.X.nnz > 0
+
+
+def test_selected_cells_lie_where_the_census_keeps_them_in_each_file(tiny_h5ads, tmp_path):
+    """The plan's positions: each selected cell's row in its h5ad over the file's cells (the census keeps a
+    dataset's cells in file order), for every dataset asked and for one of the store's datasets."""
+    cells = [census_cells(dataset) for dataset in tiny_h5ads]
+    store = tiny_store(tmp_path / "soma", ad.concat(cells, merge="same"))
+    chosen = str(cells[0].obs["cell_type"].iloc[0])
+    criteria = [Criterion("cell_type", "in", (chosen,))]
+    expected = {
+        dataset_id: np.flatnonzero(adata.obs["cell_type"].astype(str) == chosen) / adata.n_obs
+        for (dataset_id, _), adata in zip(tiny_h5ads, cells, strict=True)
+    }
+    everything = selected_positions(store, criteria, ORGANISM, list(expected))
+    assert all(np.allclose(everything[d], expected[d]) for d in expected) and len(
+        everything[tiny_h5ads[0][0]]
+    )
+    second = tiny_h5ads[1][0]
+    assert np.allclose(selected_positions(store, criteria, ORGANISM, [second])[second], expected[second])
