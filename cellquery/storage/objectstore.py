@@ -194,13 +194,25 @@ class ObjectServer:
 
 
 def _free_base_port() -> int:
-    """A port P with P..P+3 and their gRPC ports (P+10000..) free on 127.0.0.1."""
+    """A port P with P..P+3 and their gRPC ports (P+10000..) free on 127.0.0.1: all below Linux's ephemeral
+    range (32768 on), where a client connection's own port could take one between the check and the
+    server's start (or its restart on the same ports)."""
     for _ in range(200):
-        base = random.randrange(20000, 40000, 10)
+        base = random.randrange(10000, 22000, 10)
         ports = [base + o + grpc for o in PORT_OFFSETS.values() for grpc in (0, 10000)]
-        if not any(_answers(p) for p in ports):
+        if all(_bindable(p) for p in ports):
             return base
     raise ObjectServerError("no free ports for the object server on 127.0.0.1")
+
+
+def _bindable(port: int) -> bool:
+    """Nothing listens on the port nor holds it as its own end of a connection."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _answers(port: int) -> bool:
