@@ -231,7 +231,7 @@ def fetch(entry, storage: dict) -> Path:
     """
     from cellquery.storage.fetch import cached_copy
     from cellquery.storage.integrity import mismatch
-    from cellquery.storage.settings import filesystem, is_remote, region_of
+    from cellquery.storage.settings import filesystem, is_remote, patience_of, region_of
 
     if not is_remote(entry["path"]):
         path, where = Path(entry["path"]), f"artifact {entry['uid']} ({entry['key']})"
@@ -243,7 +243,7 @@ def fetch(entry, storage: dict) -> Path:
             )
         return path
     fs = filesystem(entry["storage_root"], storage["object_storage"], region=region_of(entry))
-    patience = storage["download_patience_s"]
+    patience = patience_of(storage)
     return cached_copy(entry, cached_path(entry, storage), fs, remote_path(entry), patience)
 
 

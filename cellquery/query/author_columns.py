@@ -40,7 +40,7 @@ def check_author_columns(spec: QuerySpec, table: pd.DataFrame, storage: dict) ->
 def obs_column_names(entry, storage: dict) -> set[str]:
     """The obs columns of one artifact's h5ad: read in place, from the cache, or streamed (a few blocks)."""
     from cellquery.query.artifacts import cached_path, remote_path
-    from cellquery.storage.settings import filesystem, is_remote, region_of
+    from cellquery.storage.settings import filesystem, is_remote, patience_of, region_of
     from cellquery.storage.streaming import streamed
 
     if not is_remote(entry["path"]):
@@ -50,7 +50,7 @@ def obs_column_names(entry, storage: dict) -> set[str]:
         return _names(cached)
     fs = filesystem(entry["storage_root"], storage["object_storage"], region=region_of(entry))
     label = f"artifact {entry['uid']} ({entry['key']}): obs columns"
-    names, _ = streamed(_names, fs, remote_path(entry), label, storage["download_patience_s"])
+    names, _ = streamed(_names, fs, remote_path(entry), label, patience_of(storage))
     return names
 
 

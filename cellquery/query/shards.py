@@ -128,7 +128,7 @@ def _streamed_slice(query: dict, spec: QuerySpec, entry, files: QueryFiles, out:
     """Slice an artifact in object storage from the byte ranges the slice needs
     (`cellquery.storage.streaming`); returns the bytes it moved."""
     from cellquery.query.artifacts import remote_path
-    from cellquery.storage.settings import filesystem, region_of
+    from cellquery.storage.settings import filesystem, patience_of, region_of
     from cellquery.storage.streaming import streamed
 
     def read(handle) -> None:
@@ -136,7 +136,7 @@ def _streamed_slice(query: dict, spec: QuerySpec, entry, files: QueryFiles, out:
         _slice(query, spec, entry, handle, files, out, {"path": entry["path"], "fetch": "stream"})
 
     fs = filesystem(entry["storage_root"], query["storage"]["object_storage"], region=region_of(entry))
-    label, patience = f"artifact {entry['uid']} ({entry['key']})", query["storage"]["download_patience_s"]
+    label, patience = f"artifact {entry['uid']} ({entry['key']})", patience_of(query["storage"])
     _, moved = streamed(read, fs, remote_path(entry), label, patience)
     receipt = files.read_receipt(entry["uid"])
     write_json(receipt, {**json.loads(receipt.read_text()), "bytes_moved": moved})

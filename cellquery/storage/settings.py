@@ -47,6 +47,11 @@ REFUSED_CODES = (
 )
 
 
+def patience_of(storage: dict) -> float:
+    """A run's `download_patience_s` (queries resolved before the setting existed wait the default)."""
+    return storage.get("download_patience_s", DOWNLOAD_PATIENCE_S)
+
+
 def is_remote(path: str) -> bool:
     return "://" in str(path)
 
