@@ -206,17 +206,17 @@ def _dataset_extents(obs, dataset_ids: list[str]) -> tuple[np.ndarray, np.ndarra
 
 
 def _dataset_numbers(column: pa.ChunkedArray, dataset_ids: list[str]) -> np.ndarray:
-    """Each row's dataset as its position in `dataset_ids` (every row's dataset is among them)."""
-    position = {dataset_id: i for i, dataset_id in enumerate(dataset_ids)}
-    numbers = []
+    """Each row's dataset as its position in `dataset_ids` (-1 for another): a dictionary column's values
+    looked up once, not per row (an enumeration holds every dataset of the store)."""
+    wanted = pd.Index(dataset_ids)
+    numbers = [np.zeros(0, dtype=np.int64)]
     for chunk in column.chunks:
         if pa.types.is_dictionary(chunk.type):
-            # an enumeration holds every dataset of the store; the rows, only these
-            held = np.array([position.get(str(v), -1) for v in chunk.dictionary.to_pylist()], dtype=np.int64)
+            held = wanted.get_indexer(chunk.dictionary.to_pandas().astype(str))
             numbers.append(held[chunk.indices.to_numpy(zero_copy_only=False)])
         else:
-            numbers.append(np.array([position[str(v)] for v in chunk.to_pylist()], dtype=np.int64))
-    return np.concatenate(numbers) if numbers else np.zeros(0, dtype=np.int64)
+            numbers.append(wanted.get_indexer(chunk.to_pandas().astype(str)))
+    return np.concatenate(numbers).astype(np.int64)
 
 
 def gene_counts(
