@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -29,6 +32,7 @@ from cellquery.workflow.faults import failpoint
 from cellquery.workflow.jobs import at_work
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 X_NAME = "raw"
 READ_KEY = "census_read"  # the census slice's uns entry: what it read from the store (`bytes_read`)
@@ -296,8 +300,9 @@ def census_slice(
         matrices = {"X": data.ms["RNA"].X[X_NAME]} | {n: data.ms["RNA"].X[n] for n in layers}
         with atomic_path(out) as tmp:
             frames = _obs_frame(obs, [*dict.fromkeys(columns)]), _var_frame(var)
-            wanted = compared_rows(obs["soma_joinid"].to_numpy(), _row_band(matrices["X"]), validation)
-            blocks = _row_blocks(matrices, obs, var, every_gene=var_filter is None, wanted=wanted)
+            band = _row_band(matrices["X"])
+            wanted = compared_rows(obs["soma_joinid"].to_numpy(), band, validation)
+            blocks = _row_blocks(matrices, obs, var, every_gene=var_filter is None, wanted=wanted, band=band)
             h5ad.write_streamed(tmp, *frames, blocks, uns=uns, layers=layers)
             read = bytes_read()
             compared = {} if wanted.all() else {"value_compared": wanted}  # a sampled validation's cells
@@ -336,23 +341,54 @@ def totals_columns(obs, store: dict, validation: dict | None) -> list[str]:
     return ["raw_sum", "nnz"]
 
 
-def _row_blocks(matrices: dict, obs: pd.DataFrame, var: pd.DataFrame, every_gene: bool, wanted: np.ndarray):
+def _row_blocks(
+    matrices: dict, obs: pd.DataFrame, var: pd.DataFrame, every_gene: bool, wanted: np.ndarray, band: int
+):
     """Per block of the selected cells x genes, in soma_joinid order, the CSR block of each matrix with the
     rows of the `wanted` cells read, the others empty (`every_gene`: the var query selected all genes, so
-    whole rows are read)."""
+    whole rows are read). The next block is read while the caller writes this one."""
     cells, genes = obs["soma_joinid"].to_numpy(), var["soma_joinid"].to_numpy()
     if len(cells) and not len(genes):
         yield {name: sp.csr_matrix((len(cells), 0), dtype=np.float32) for name in matrices}
         return
     column_of = _positions(genes)
-    for start in range(0, len(cells), ROW_BLOCK):
-        block = cells[start : start + ROW_BLOCK]
-        chosen = block[wanted[start : start + ROW_BLOCK]]
+
+    def read(start: int, stop: int) -> dict[str, sp.csr_matrix]:
+        block = cells[start:stop]
+        chosen = block[wanted[start:stop]]
         if not len(chosen):
-            yield {name: sp.csr_matrix((len(block), len(genes)), dtype=np.float32) for name in matrices}
-            continue
+            return {name: sp.csr_matrix((len(block), len(genes)), dtype=np.float32) for name in matrices}
         coords = (chosen,) if every_gene else (chosen, genes)
-        yield {name: _read_block(m, coords, block, column_of, len(genes)) for name, m in matrices.items()}
+        return {name: _read_block(m, coords, block, column_of, len(genes)) for name, m in matrices.items()}
+
+    yield from _read_ahead(partial(read, *span) for span in _block_spans(cells, band))
+
+
+def _block_spans(cells: np.ndarray, band: int) -> list[tuple[int, int]]:
+    """Blocks of at least `ROW_BLOCK` of the (sorted) cells, each beginning where a band of `band`
+    soma_joinids (a row of X's tiles) begins: no two blocks read the same row of tiles."""
+    band_starts = np.flatnonzero(np.diff(cells // band, prepend=-1))
+    starts, next_cut = [], 0
+    for start in band_starts.tolist():
+        if start >= next_cut:
+            starts.append(start)
+            next_cut = start + ROW_BLOCK
+    stops = [*starts[1:], len(cells)] if starts else []
+    return list(zip(starts, stops, strict=True))
+
+
+def _read_ahead(reads: Iterator[Callable[[], T]]) -> Iterator[T]:
+    """The results of the `reads` in order, each next one running in a thread while the caller uses the
+    last (TileDB reads without Python's lock)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for read in reads:
+            running = pool.submit(read)
+            if pending is not None:
+                yield pending.result()
+            pending = running
+        if pending is not None:
+            yield pending.result()
 
 
 def _read_block(

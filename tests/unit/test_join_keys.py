@@ -193,6 +193,24 @@ def test_a_block_of_cells_too_far_apart_for_a_lookup_is_read_the_same(tiny_h5ads
     assert sparse.csr_matrix(searched.X - looked_up.X).nnz == 0 and looked_up.X.nnz > 0
 
 
+def test_cells_read_in_many_blocks_ahead_of_the_writer_are_the_same(tiny_h5ads, tmp_path, monkeypatch):
+    store = tiny_store(tmp_path / "soma", census_cells(tiny_h5ads[0]))
+    census_sliced(store, tiny_h5ads[0], tmp_path / "one-block.h5ad")
+    monkeypatch.setattr(census_route, "ROW_BLOCK", 3)  # blocks of 3 cells or more, read one ahead
+    census_sliced(store, tiny_h5ads[0], tmp_path / "blocks.h5ad")
+    whole, blocks = (ad.read_h5ad(tmp_path / f"{way}.h5ad") for way in ("one-block", "blocks"))
+    assert whole.n_obs > 6 and list(blocks.obs_names) == list(whole.obs_names)
+    assert sparse.csr_matrix(blocks.X - whole.X).nnz == 0 and whole.X.nnz > 0
+
+
+def test_blocks_begin_where_a_row_of_tiles_begins_and_hold_every_cell_once(monkeypatch):
+    monkeypatch.setattr(census_route, "ROW_BLOCK", 3)
+    cells = np.array([0, 1, 2, 9, 10, 11, 12, 13, 30, 31, 45, 80])  # bands 0 0 0 0 1 1 1 1 3 3 4 8
+    spans = census_route._block_spans(cells, band=10)
+    assert spans == [(0, 4), (4, 8), (8, 11), (11, 12)]  # band 0 whole; bands 3 and 4 together
+    assert census_route._block_spans(cells[:0], band=10) == []
+
+
 def test_selected_cells_lie_where_the_census_keeps_them_in_each_file(tiny_h5ads, tmp_path):
     """The plan's positions: each selected cell's row in its h5ad over the file's cells (the census keeps a
     dataset's cells in file order), for every dataset asked and for one of the store's datasets."""
