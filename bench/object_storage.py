@@ -1,9 +1,11 @@
 """B9: slicing the largest h5ad of the bench demo over S3 four ways, side by side, bytes counted by a proxy.
 
 The ways: the seed's (`artifact.load()`: download the whole file, read it into memory, mask obs), cache then
-slice out of core (`fetch: cache`), stream only the byte ranges the slice needs (`fetch: stream`), and `auto`
-(the plan's estimate from the census store picks one). Two queries: about 5% and about 60% of the file's
-cells. Each way runs in its own process against the demo's SeaweedFS server through a counting proxy.
+slice out of core (`fetch: cache`), stream only the byte ranges the slice needs (`fetch: stream`), `auto`
+(the plan's estimate from the census store picks one), and beside them the census route's slice of the same
+cells from the S3 store (what a full validation reads a second time). Two queries: about 5% and about 60%
+of the file's cells. Each way runs in its own process against the demo's SeaweedFS server through a counting
+proxy.
 
 python bench/object_storage.py WAY QUERY PROJECT ENDPOINT   (one measured way; run.py drives them)
 """
@@ -17,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 SHARES = {"5%": 0.05, "60%": 0.6}
-WAYS = ("seed", "cache", "stream", "auto")
+WAYS = ("seed", "cache", "stream", "auto", "census")
 ORGANISM = "NCBITaxon:9606"
 
 
@@ -74,8 +76,11 @@ def run_way(way: str, query: str, project: Path, endpoint: str) -> None:
     fs = filesystem(f"s3://{remote.split('/')[0]}?endpoint_url={endpoint}")
     out = setup_path(project).with_name(f"{query}-{way}.h5ad")
     chosen = _chosen(way, entry, store, criteria)
-    with tempfile.TemporaryDirectory(dir=setup_path(project).parent) as scratch:
-        cells = WAY_FUNCTIONS[chosen](fs, remote, entry, criteria, out, Path(scratch))
+    if chosen == "census":
+        cells = _census(store, endpoint, entry, criteria, out)
+    else:
+        with tempfile.TemporaryDirectory(dir=setup_path(project).parent) as scratch:
+            cells = WAY_FUNCTIONS[chosen](fs, remote, entry, criteria, out, Path(scratch))
     out.with_suffix(".json").write_text(json.dumps({"way": way, "chosen": chosen, "cells": cells}))
 
 
@@ -117,6 +122,24 @@ def _stream(fs, remote, entry, criteria, out, scratch) -> int:
 
     with remote_file(fs, remote) as handle:
         return _slice(handle, entry, criteria, out)
+
+
+def _census(store: dict, endpoint: str, entry: dict, criteria, out: Path) -> int:
+    """The census route: the same cells from the census store, its requests sent to `endpoint`."""
+    from cellquery.query.census_route import census_slice
+    from cellquery.storage.settings import split_root
+
+    through = store | {"root": f"{split_root(store['root'])[0]}?endpoint_url={endpoint}"}
+    counts = census_slice(
+        through,
+        criteria,
+        organism=ORGANISM,
+        dataset_ids=[entry["dataset_id"]],
+        obs_columns=["cell_type"],
+        gene_ids=None,
+        out=out,
+    )
+    return counts["cells"]
 
 
 def _slice(source, entry, criteria, out) -> int:

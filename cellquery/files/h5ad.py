@@ -61,8 +61,8 @@ def row_blocks(
         matrix = ad.io.sparse_dataset(element) if isinstance(element, h5py.Group) else element
         for chunk in np.split(rows, cuts) if len(rows) else []:
             first, last = int(chunk[0]), int(chunk[-1]) + 1
-            selected = matrix[first:last][chunk - first]
-            yield chunk, sp.csr_matrix(selected)
+            window = matrix[first:last]
+            yield chunk, sp.csr_matrix(window if len(chunk) == last - first else window[chunk - first])
 
 
 def read_rows(path: str | Path, rows: np.ndarray, matrix_key: str = "X") -> sp.csr_matrix:
