@@ -36,7 +36,9 @@ T = TypeVar("T")
 
 X_NAME = "raw"
 READ_KEY = "census_read"  # the census slice's uns entry: what it read from the store (`bytes_read`)
-ROW_BLOCK = 2048  # cells per read from X: TileDB holds several times the block while reading
+# cells per read from X, at least (a read ends where a row of X's tiles does); TileDB holds several times a
+# block while reading
+ROW_BLOCK = 2048
 # soma_joinids a block's row lookup may span (32 MiB); a block of cells scattered wider is searched instead,
 # so memory stays flat however far apart the selected cells lie in the store
 LOOKUP_SPAN = 2**22
