@@ -37,9 +37,9 @@ def write_setup(project: Path) -> None:
     from cellquery.query.census_route import experiment, open_store, store_release
 
     ln = connect(DemoInstance(project, "bench", storage_kind="s3").env())
-    artifact = ln.Artifact.filter(key__startswith="cell-census/", suffix=".h5ad").order_by("-size").first()
-    entry = artifacts.manifest(ln.Artifact.filter(uid=artifact.uid)).iloc[0].to_dict()
     collection = ln.Collection.filter(key="cellxgene-census", is_latest=True).first()
+    artifact = collection.artifacts.filter(suffix=".h5ad").order_by("-size").first()  # of its store's release
+    entry = artifacts.manifest(ln.Artifact.filter(uid=artifact.uid)).iloc[0].to_dict()
     store = artifacts.store_location(ln.Artifact.get(key=f"cell-census/{collection.version_tag}/soma"))
     store["release"] = store_release(store)[0].identity
     with open_store(store) as census:
@@ -151,7 +151,7 @@ def _slice(source, entry, criteria, out) -> int:
         criteria,
         dataset_id=entry["dataset_id"],
         organism=ORGANISM,
-        release=releases()[-1],
+        release=releases()[-1],  # the latest collection's (`write_setup`)
         obs_columns=["cell_type"],
         gene_ids=None,
         out=out,
