@@ -589,7 +589,8 @@ def render(run: dict, saved: str) -> str:
 `demo_scale: registry` (query `bench/registry-all.yaml`), on {m["cpus"]} CPUs, {m["memory_gib"]} GiB,
 Python {m["python"]}. Every figure comes from runs made side by side in one invocation (the whole run's or,
 re-run alone with `--only`, its own: the `measured` column); ratios are ours / baseline (lower is
-better). {cache_sentence(m)} Wall time in seconds, peak memory as the RSS of the largest process in MiB.
+better). {cache_sentence(m)}
+Wall time in seconds, peak memory as the RSS of the largest process in MiB.
 Raw results, every row's latest: `bench/results/{saved}.json`. Reproduce: `make bench`.
 
 | id | what | baseline s | ours s | ratio | baseline MiB | ours MiB | ratio | aim | measured |
@@ -664,7 +665,7 @@ def scales_table(run: dict) -> str:
 
 def cache_sentence(machine_figures: dict) -> str:
     if machine_figures.get("cold_page_cache"):
-        return "Each side of B1, B1a, B2, B3 and B9 starts from an empty page cache (files read from disk)."
+        return "Each side of B1, B1a, B1f, B2, B3, B9, B12 and B13 starts from an empty page cache (files read from\ndisk)."
     return "The page cache was not emptied between sides (not root): a side may read what one before it read."
 
 
