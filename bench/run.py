@@ -665,7 +665,8 @@ def scales_table(run: dict) -> str:
 
 def cache_sentence(machine_figures: dict) -> str:
     if machine_figures.get("cold_page_cache"):
-        return "Each side of B1, B1a, B1f, B2, B3, B9, B12 and B13 starts from an empty page cache (files read from\ndisk)."
+        sides = "B1, B1a, B1f, B2, B3, B9, B12 and B13"
+        return f"Each side of {sides} starts from an empty page cache (files read from\ndisk)."
     return "The page cache was not emptied between sides (not root): a side may read what one before it read."
 
 
